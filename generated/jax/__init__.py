@@ -1,0 +1,1 @@
+"""Generated jax loss modules: one per spec. DO NOT EDIT; run `make generate`."""

@@ -1,0 +1,1 @@
+"""Generated numpy loss modules: one per spec. DO NOT EDIT; run `make generate`."""

@@ -1,0 +1,1 @@
+"""Generated torch loss modules: one per spec. DO NOT EDIT; run `make generate`."""

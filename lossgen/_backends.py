@@ -1,0 +1,216 @@
+"""Backends as data: the functions each one calls, and one printer that uses those tables.
+
+A backend is a name, a table from SymPy function to a call format, a few literal forms, and a
+template (``templates/<backend>.py.j2``). The printer raises on any node it has no entry for:
+a silent fallback would emit wrong code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+from sympy.printing.precedence import PRECEDENCE, precedence
+
+from ._primitives import Primitive
+
+__all__ = ["BACKENDS", "Backend", "UnprintableError", "print_expr"]
+
+
+class UnprintableError(ValueError):
+    """The expression holds a node this backend has no lowering for."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    #: SymPy function class name -> format string over printed arguments
+    functions: dict[str, str]
+    #: broadcasting select: cond, then, else
+    where: str
+
+
+_NUMPY = {
+    "exp": "np.exp({0})",
+    "log": "np.log({0})",
+    "sqrt": "np.sqrt({0})",
+    "Abs": "np.abs({0})",
+    "sign": "np.sign({0})",
+    "Max": "np.maximum({0}, {1})",
+    "Min": "np.minimum({0}, {1})",
+    "tanh": "np.tanh({0})",
+    "sinh": "np.sinh({0})",
+    "cosh": "np.cosh({0})",
+    "erf": "_special.erf({0})",
+    "log1p": "np.log1p({0})",
+    "expm1": "np.expm1({0})",
+}
+_JAX = {
+    "exp": "jnp.exp({0})",
+    "log": "jnp.log({0})",
+    "sqrt": "jnp.sqrt({0})",
+    "Abs": "jnp.abs({0})",
+    "sign": "jnp.sign({0})",
+    "Max": "jnp.maximum({0}, {1})",
+    "Min": "jnp.minimum({0}, {1})",
+    "tanh": "jnp.tanh({0})",
+    "sinh": "jnp.sinh({0})",
+    "cosh": "jnp.cosh({0})",
+    "erf": "jax.scipy.special.erf({0})",
+    "log1p": "jnp.log1p({0})",
+    "expm1": "jnp.expm1({0})",
+}
+_TORCH = {
+    "exp": "torch.exp({0})",
+    "log": "torch.log({0})",
+    "sqrt": "torch.sqrt({0})",
+    "Abs": "torch.abs({0})",
+    "sign": "torch.sign({0})",
+    "Max": "torch.maximum({0}, {1})",
+    "Min": "torch.minimum({0}, {1})",
+    "tanh": "torch.tanh({0})",
+    "sinh": "torch.sinh({0})",
+    "cosh": "torch.cosh({0})",
+    "erf": "torch.special.erf({0})",
+    "log1p": "torch.log1p({0})",
+    "expm1": "torch.expm1({0})",
+}
+
+BACKENDS: dict[str, Backend] = {
+    "numpy": Backend("numpy", _NUMPY, "np.where({0}, {1}, {2})"),
+    "jax": Backend("jax", _JAX, "jnp.where({0}, {1}, {2})"),
+    "torch": Backend("torch", _TORCH, "torch.where({0}, {1}, {2})"),
+}
+
+
+def _number(expr: sympy.Expr) -> str:
+    if expr.is_Integer:
+        return str(int(expr))
+    if expr.is_Rational:
+        value = float(expr)
+        # a float literal when the fraction is exact in binary, else an exact quotient
+        if sympy.Rational(value) == expr:
+            return repr(value)
+        return f"({expr.p} / {expr.q})"
+    if expr.is_Float:
+        return repr(float(expr))
+    if expr is sympy.pi:
+        return repr(float(sympy.pi))
+    if expr is sympy.E:
+        return repr(float(sympy.E))
+    raise UnprintableError(f"cannot print the number {expr}")
+
+
+class _Printer:
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    def paren(self, expr: sympy.Expr, level: int, *, strict: bool = False) -> str:
+        text = self.print(expr)
+        prec = precedence(expr)
+        if text.startswith("-") and isinstance(expr, Primitive):
+            prec = PRECEDENCE["Add"]  # a lowering like "-np.logaddexp(0, x)" is a negation
+        if prec < level or (strict and prec == level):
+            return f"({text})"
+        return text
+
+    def print(self, expr: sympy.Expr) -> str:
+        if expr.is_Symbol:
+            return expr.name
+        if expr.is_Number or expr in (sympy.pi, sympy.E):
+            if expr.is_negative:
+                return f"-{_number(-expr)}"
+            return _number(expr)
+        if expr.is_Add:
+            return self._add(expr)
+        if expr.is_Mul:
+            return self._mul(expr)
+        if expr.is_Pow:
+            return self._pow(expr)
+        if isinstance(expr, Primitive):
+            fmt = type(expr).lowering.get(self.backend.name)
+            if fmt is None:
+                raise UnprintableError(
+                    f"{type(expr).__name__} has no lowering for the {self.backend.name} backend"
+                )
+            args = [self.print(arg) for arg in expr.args]
+            negated = {f"n{i}": self.print(-arg) for i, arg in enumerate(expr.args)}
+            return fmt.format(*args, **negated)
+        if isinstance(expr, sympy.Function) or isinstance(expr, (sympy.Max, sympy.Min)):
+            name = type(expr).__name__
+            fmt = self.backend.functions.get(name)
+            if fmt is None:
+                raise UnprintableError(f"{name} has no lowering for the {self.backend.name} backend")
+            if len(expr.args) > 2 and name in ("Max", "Min"):
+                head, *rest = expr.args
+                return self.print(type(expr)(head, type(expr)(*rest), evaluate=False))
+            return fmt.format(*(self.print(arg) for arg in expr.args))
+        raise UnprintableError(
+            f"cannot print {type(expr).__name__} ({expr}) for the {self.backend.name} backend"
+        )
+
+    def _add(self, expr: sympy.Add) -> str:
+        terms = sympy.Add.make_args(expr)
+        # a stable, readable order: sympy's canonical printing order
+        terms = sorted(terms, key=sympy.default_sort_key)
+        out = ""
+        for i, term in enumerate(terms):
+            coeff, _ = term.as_coeff_Mul()
+            if i and coeff.is_negative:
+                out += " - " + self.paren(-term, PRECEDENCE["Add"], strict=True)
+            elif i:
+                out += " + " + self.paren(term, PRECEDENCE["Add"])
+            else:
+                out += self.paren(term, PRECEDENCE["Add"])
+        return out
+
+    def _mul(self, expr: sympy.Mul) -> str:
+        coeff, rest = expr.as_coeff_Mul()
+        if coeff.is_negative:
+            inner = self._mul_positive(-expr)
+            return f"-{inner}" if precedence(-expr) >= PRECEDENCE["Mul"] else f"-({inner})"
+        return self._mul_positive(expr)
+
+    def _mul_positive(self, expr: sympy.Expr) -> str:
+        if not expr.is_Mul:
+            return self.paren(expr, PRECEDENCE["Mul"])
+        numer, denom = [], []
+        for factor in sympy.Mul.make_args(expr):
+            if factor.is_Pow and factor.exp.is_Rational and factor.exp.is_negative:
+                if factor.exp == -1:
+                    denom.append(factor.base)
+                else:
+                    denom.append(sympy.Pow(factor.base, -factor.exp, evaluate=False))
+            elif factor.is_Rational and not factor.is_Integer:
+                if factor.p != 1:
+                    numer.append(sympy.Integer(factor.p))
+                denom.append(sympy.Integer(factor.q))
+            else:
+                numer.append(factor)
+        numer.sort(key=lambda f: (not f.is_Number, sympy.default_sort_key(f)))
+        denom.sort(key=lambda f: (not f.is_Number, sympy.default_sort_key(f)))
+        top = " * ".join(self.paren(f, PRECEDENCE["Mul"]) for f in numer) or "1"
+        if not denom:
+            return top
+        if len(denom) == 1:
+            bottom = self.paren(denom[0], PRECEDENCE["Mul"], strict=True)
+        else:
+            bottom = "(" + " * ".join(self.paren(f, PRECEDENCE["Mul"]) for f in denom) + ")"
+        return f"{top} / {bottom}"
+
+    def _pow(self, expr: sympy.Pow) -> str:
+        base, exp = expr.base, expr.exp
+        if exp == sympy.Rational(1, 2):
+            return self.backend.functions["sqrt"].format(self.print(base))
+        if exp == -1:
+            return f"1 / {self.paren(base, PRECEDENCE['Mul'], strict=True)}"
+        if exp.is_Rational and exp.is_negative:
+            return f"1 / {self.paren(sympy.Pow(base, -exp, evaluate=False), PRECEDENCE['Mul'], strict=True)}"
+        if base is sympy.E:
+            return self.print(sympy.exp(exp, evaluate=False))
+        return f"{self.paren(base, PRECEDENCE['Pow'], strict=True)}**{self.paren(exp, PRECEDENCE['Pow'], strict=True)}"
+
+
+def print_expr(expr: sympy.Expr, backend: str) -> str:
+    """Print ``expr`` as a Python expression for ``backend``; raise on anything unknown."""
+    return _Printer(BACKENDS[backend]).print(expr)

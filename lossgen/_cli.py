@@ -1,0 +1,117 @@
+"""The ``lossgen`` command line: generate, check, list, explain, fixtures."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ._generate import PROJECT, find_specs, generate, load_specs
+from ._types import SpecError
+
+__all__ = ["main"]
+
+
+def _err(*args) -> None:
+    print(*args, file=sys.stderr)
+
+
+def _cmd_generate(args) -> int:
+    start = time.perf_counter()
+    written = generate(args.names, specs_dir=args.specs, out_dir=args.out)
+    elapsed = time.perf_counter() - start
+    rel = [str(p.relative_to(args.out or PROJECT / "generated")) for p in written]
+    if rel:
+        print(f"wrote {len(rel)} files in {elapsed:.1f} s: {', '.join(rel)}")
+    else:
+        print(f"generated/ is up to date ({elapsed:.1f} s)")
+    return 0
+
+
+def _cmd_check(args) -> int:
+    specs = load_specs([Path(p) for p in args.files])
+    for spec in specs:
+        print(f"{spec.path}: ok ({spec.name})")
+    return 0
+
+
+def _cmd_list(args) -> int:
+    specs = load_specs(find_specs(args.specs))
+    width = max((len(s.name) for s in specs), default=0)
+    for spec in specs:
+        print(f"{spec.name:<{width}}  {spec.summary}")
+    return 0
+
+
+def _resolve_spec(name_or_path: str, specs_dir) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    return Path(specs_dir or PROJECT / "specs") / f"{name_or_path}.yaml"
+
+
+def _cmd_explain(args) -> int:
+    from ._explain import explain
+
+    (spec,) = load_specs([_resolve_spec(args.spec, args.specs)])
+    print(explain(spec))
+    return 0
+
+
+def _cmd_fixtures(args) -> int:
+    from ._fixtures import update_fixtures
+
+    specs = load_specs(find_specs(args.specs))
+    if args.names:
+        specs = [s for s in specs if s.name in args.names]
+    written = update_fixtures(specs, args.dir, force=args.force, processes=args.jobs)
+    print(f"{len(written)} fixture files written" if written else "fixtures are up to date")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lossgen",
+        description="Derive stable gradients and Hessians of losses declared in YAML specs, "
+        "and emit NumPy, JAX and PyTorch modules.",
+    )
+    parser.add_argument("--specs", type=Path, default=None, help="spec folder (default: specs/)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="emit generated/<backend>/<name>.py for each spec")
+    p.add_argument("names", nargs="*", help="spec names (default: all)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: generated/)")
+    p.set_defaults(run=_cmd_generate)
+
+    p = sub.add_parser("check", help="validate spec files without generating")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(run=_cmd_check)
+
+    p = sub.add_parser("list", help="list the specs")
+    p.set_defaults(run=_cmd_list)
+
+    p = sub.add_parser("explain", help="print the findings and rewrites for one spec")
+    p.add_argument("spec", help="a spec name or a path to a spec file")
+    p.set_defaults(run=_cmd_explain)
+
+    p = sub.add_parser("fixtures", help="recompute stale oracle fixtures under tests/fixtures")
+    p.add_argument("names", nargs="*", help="spec names (default: all)")
+    p.add_argument("--dir", type=Path, default=PROJECT / "tests" / "fixtures")
+    p.add_argument("--force", action="store_true", help="recompute even when up to date")
+    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    p.set_defaults(run=_cmd_fixtures)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except SpecError as error:
+        for diagnostic in error.diagnostics:
+            _err(diagnostic)
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130

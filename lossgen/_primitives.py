@@ -1,0 +1,180 @@
+"""Stable primitives: SymPy functions that lossgen emits as one accurate backend call.
+
+Each primitive keeps, side by side, its meaning (``textbook``: the same function in plain
+SymPy, used by the oracle), its derivative (``fdiff``, expressed again in primitives, so that
+differentiating twice never leaves the vocabulary), and its lowering per backend (a format
+string over the printed arguments).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import sympy
+
+__all__ = [
+    "PRIMITIVES",
+    "Exp",
+    "LogAddExp",
+    "LogSigmoid",
+    "Primitive",
+    "Sigmoid",
+    "Softplus",
+    "to_textbook",
+]
+
+
+class Primitive(sympy.Function):
+    """A function with an accurate implementation in every backend."""
+
+    #: backend name -> format string; ``{0}``, ``{1}`` are the printed arguments.
+    lowering: ClassVar[dict[str, str]] = {}
+    #: the name shown in explanations and docstrings
+    display: ClassVar[str] = ""
+
+    @classmethod
+    def textbook(cls, *args: sympy.Expr) -> sympy.Expr:
+        """The same function in plain SymPy (exp, log, ...), for the oracle."""
+        raise NotImplementedError
+
+    def _eval_is_real(self):
+        return all(arg.is_real for arg in self.args) or None
+
+    def _sympystr(self, printer) -> str:
+        args = ", ".join(printer._print(arg) for arg in self.args)
+        return f"{self.display}({args})"
+
+
+class Sigmoid(Primitive):
+    """sigmoid(x) = 1 / (1 + exp(-x)); never computed as a quotient that can be 0/0."""
+
+    display = "sigmoid"
+    nargs = 1
+    lowering = {
+        "numpy": "_special.expit({0})",
+        "jax": "jax.nn.sigmoid({0})",
+        "torch": "torch.sigmoid({0})",
+    }
+
+    @classmethod
+    def textbook(cls, x):
+        return 1 / (1 + sympy.exp(-x))
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_zero:
+            return sympy.Rational(1, 2)
+        return None
+
+    def fdiff(self, argindex=1):
+        x = self.args[0]
+        return Sigmoid(x) * Sigmoid(-x)
+
+    def _eval_is_positive(self):
+        return True if self.args[0].is_real else None
+
+
+class LogSigmoid(Primitive):
+    """log(sigmoid(x)) = -softplus(-x)."""
+
+    display = "log_sigmoid"
+    nargs = 1
+    lowering = {
+        "numpy": "-np.logaddexp(0, {n0})",
+        "jax": "jax.nn.log_sigmoid({0})",
+        "torch": "torch.nn.functional.logsigmoid({0})",
+    }
+
+    @classmethod
+    def textbook(cls, x):
+        return -sympy.log(1 + sympy.exp(-x))
+
+    def fdiff(self, argindex=1):
+        return Sigmoid(-self.args[0])
+
+    def _eval_is_negative(self):
+        return True if self.args[0].is_real else None
+
+
+class Softplus(Primitive):
+    """softplus(x) = log(1 + exp(x))."""
+
+    display = "softplus"
+    nargs = 1
+    lowering = {
+        "numpy": "np.logaddexp(0, {0})",
+        "jax": "jax.nn.softplus({0})",
+        "torch": "torch.nn.functional.softplus({0})",
+    }
+
+    @classmethod
+    def textbook(cls, x):
+        return sympy.log(1 + sympy.exp(x))
+
+    def fdiff(self, argindex=1):
+        return Sigmoid(self.args[0])
+
+    def _eval_is_positive(self):
+        return True if self.args[0].is_real else None
+
+
+class Exp(Primitive):
+    """exp(u), kept whole: SymPy would pull exp(log(y) + u) apart into y*exp(u), and at y = 0
+    that is 0 * exp(u), a NaN once exp(u) overflows. Weights of log-sum-exp stay in this form."""
+
+    display = "exp"
+    nargs = 1
+    lowering = {
+        "numpy": "np.exp({0})",
+        "jax": "jnp.exp({0})",
+        "torch": "torch.exp({0})",
+    }
+
+    @classmethod
+    def textbook(cls, u):
+        return sympy.exp(u)
+
+    def fdiff(self, argindex=1):
+        return self
+
+    def _eval_is_positive(self):
+        return True if self.args[0].is_real else None
+
+
+class LogAddExp(Primitive):
+    """logaddexp(a, b) = log(exp(a) + exp(b)); its weights are exp(a - lae), exp(b - lae)."""
+
+    display = "logaddexp"
+    nargs = 2
+    lowering = {
+        "numpy": "np.logaddexp({0}, {1})",
+        "jax": "jnp.logaddexp({0}, {1})",
+        "torch": "torch.logaddexp({0}, {1})",
+    }
+
+    @classmethod
+    def textbook(cls, a, b):
+        return sympy.log(sympy.exp(a) + sympy.exp(b))
+
+    @classmethod
+    def eval(cls, a, b):
+        # log 0 = -oo: a term of weight 0 drops out
+        if a is sympy.S.NegativeInfinity:
+            return b
+        if b is sympy.S.NegativeInfinity:
+            return a
+        return None
+
+    def fdiff(self, argindex=1):
+        return Exp(self.args[argindex - 1] - self)
+
+
+PRIMITIVES: tuple[type[Primitive], ...] = (Sigmoid, LogSigmoid, Softplus, Exp, LogAddExp)
+
+
+def to_textbook(expr: sympy.Expr) -> sympy.Expr:
+    """Replace every primitive by its plain SymPy meaning."""
+    return expr.replace(
+        lambda node: isinstance(node, Primitive),
+        lambda node: type(node).textbook(*node.args),
+    )

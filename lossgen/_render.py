@@ -1,0 +1,212 @@
+"""The render pass: one standalone Python module per backend, from jinja2 templates."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import jinja2
+import sympy
+
+from ._backends import BACKENDS, print_expr
+from ._ir import Block, Derivation
+from ._types import Spec
+
+__all__ = ["render", "render_docstring", "TEMPLATES"]
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    autoescape=False,
+)
+
+_SHAPE_WORDS = {
+    "scalar": "elementwise",
+    "classes": "class axis last",
+    "vector": "embedding axis last",
+    "set": "reduced over a set of axes",
+    "batch": "coupled across the first axis",
+}
+
+
+def _wrap(text: str, indent: str = "    ") -> list[str]:
+    return textwrap.wrap(text, width=92, initial_indent=indent, subsequent_indent=indent + "  ")
+
+
+def render_docstring(d: Derivation) -> str:
+    spec = d.spec
+    lines = [spec.summary, ""]
+    lines += ["Loss", "----"]
+    for symbol, definition in spec.define:
+        lines += _wrap(f"{symbol} = {sympy.sstr(definition)}")
+    lines += _wrap(f"loss = {sympy.sstr(spec.loss)}")
+    lines += ["", "Inputs", "------"]
+    for inp in spec.inputs:
+        lines.append(f"{inp.name} : {inp.role}, domain {inp.domain.text}, {_SHAPE_WORDS[inp.shape]}")
+    if spec.params:
+        lines += ["", "Parameters", "----------"]
+        for p in spec.params:
+            where = f"domain {p.domain.text}" if p.domain else f"one of {', '.join(p.choices)}"
+            lines.append(f"{p.name} : default {p.default!r}, {where}")
+    names = [i.name for i in spec.differentiated]
+    wrt = " and ".join(names)
+    lines += ["", "Functions", "---------"]
+    lines.append("value(...) : the unreduced loss, shaped like the broadcast inputs.")
+    if len(names) == 1:
+        lines.append(f"grad(...) : d value(...).sum() / d {wrt}, shaped like {wrt}.")
+        lines.append(f"hess(...) : the elementwise second derivative in {wrt}, shaped like {wrt}.")
+        lines.append(f"hvp(..., v) : hess(...) * v, v shaped like {wrt}.")
+    else:
+        lines.append(f"grad(...) : a tuple, d value(...).sum() / d {', '.join(names)}.")
+        lines.append("hess(...) : nested tuple of elementwise blocks ((H11, H12, ...), ...).")
+        lines.append("hvp(..., v) : the Hessian applied to the tuple v, one entry per input.")
+    lines += ["", "Numerics", "--------"]
+    if d.findings:
+        lines.append("Findings on the textbook expression and its naive derivatives:")
+        for finding in d.findings:
+            lines += _wrap(f"- {finding}", indent="")
+    else:
+        lines.append("No term of the textbook expression or its derivatives breaks in floating point.")
+    if d.rewrites:
+        lines.append("Rewrites applied (rule: before -> after, reason):")
+        for rewrite in d.rewrites:
+            lines += _wrap(f"- {rewrite}", indent="")
+    if d.unanswered:
+        lines.append("Found again in the emitted forms (a divergence of the result itself is")
+        lines.append("reported, not fixed):")
+        for finding in d.unanswered:
+            lines += _wrap(f"- {finding}", indent="")
+    lines += ["", "References", "----------"]
+    for ref in spec.references:
+        lines += _wrap(f"- {ref}", indent="")
+    text = "\n".join(line.rstrip() for line in lines)
+    return text.replace("\\", "\\\\").replace('"""', r"\"\"\"")
+
+
+_WIDTH = 92
+
+
+def _split_top(text: str, ops: tuple[str, ...]) -> list[str]:
+    """Split ``text`` before each top-level (unparenthesized) binary operator in ``ops``."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(text):
+        ch = text[i]
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif depth == 0 and i > start:
+            op = next((op for op in ops if text.startswith(op, i)), None)
+            if op is not None:
+                parts.append(text[start:i])
+                start = i + 1  # keep the operator at the head of the next part
+                i += len(op)
+                continue
+        i += 1
+    parts.append(text[start:])
+    return parts
+
+
+def _statement(target: str, text: str, indent: str = "    ") -> list[str]:
+    """``target = text``, wrapped inside parentheses at top-level + - (else *) when too long."""
+    line = f"{indent}{target} = {text}"
+    if len(line) <= _WIDTH:
+        return [line]
+    for ops in ((" + ", " - "), (" * ", " / ")):
+        parts = _split_top(text, ops)
+        if len(parts) > 1:
+            return [f"{indent}{target} = (", *(f"{indent}    {p}" for p in parts), f"{indent})"]
+    return [line]
+
+
+def _free_name(base: str, taken: set[str]) -> str:
+    name = base
+    while name in taken:
+        name += "_"
+    return name
+
+
+def _function(d: Derivation, key: str, backend: str, targets: list[str]) -> dict:
+    """The body statements and the returned names of one generated function."""
+    block = d.blocks[key]
+    taken = {i.name for i in d.spec.inputs} | {p.name for p in d.spec.params}
+    taken |= {str(symbol) for symbol, _ in block.assignments} | set(RESERVED)
+    lines: list[str] = []
+    for symbol, expr in block.assignments:
+        lines += _statement(str(symbol), print_expr(expr, backend))
+    names = []
+    for target, expr in zip(targets, block.outputs):
+        name = _free_name(target, taken)
+        taken.add(name)
+        lines += _statement(name, print_expr(expr, backend))
+        names.append(name)
+    return {"body": "".join(line + "\n" for line in lines), "outputs": names}
+
+
+def _function_context(d: Derivation, backend: str) -> dict:
+    spec = d.spec
+    names = [i.name for i in spec.differentiated]
+    shapes = [f"{name}.shape" for name in names]
+    n = len(names)
+    hess_targets = [f"d2_{a}" if a == b else f"d2_{a}_{b}" for a in names for b in names]
+    hess = _function(d, "hess", backend, hess_targets)
+    hess["rows"] = [hess["outputs"][i * n : (i + 1) * n] for i in range(n)]
+    hess["shapes"] = shapes
+    grad = _function(d, "grad", backend, [f"d_{name}" for name in names])
+    grad["shapes"] = shapes
+    return {"value": _function(d, "value", backend, ["loss"]), "grad": grad, "hess": hess}
+
+
+#: names the generated modules use themselves; a spec symbol may not take them
+RESERVED = (
+    "np", "jnp", "jax", "torch", "numbers", "shape", "out", "v", "blocks",
+    "value", "grad", "hess", "hvp", "sum", "zip", "float", "tuple", "isinstance", "next",
+    "_prepare", "_fit", "_like", "_special", "_DIFFERENTIATED",
+)
+
+
+def _tuple(names: list[str]) -> str:
+    return f"({names[0]},)" if len(names) == 1 else f"({', '.join(names)})"
+
+
+def _signature(spec: Spec) -> dict:
+    params = [f"{p.name}={p.default!r}" for p in spec.params]
+    inputs = [i.name for i in spec.inputs]
+    return {
+        "inputs": inputs,
+        "params": [p.name for p in spec.params],
+        "differentiated": [i.name for i in spec.differentiated],
+        "differentiated_index": [spec.inputs.index(i) for i in spec.differentiated],
+        "unpack": ", ".join(inputs + [p.name for p in spec.params] + ["shape", "out"]),
+        "prepare_args": f"{_tuple(inputs)}, {_tuple([p.name for p in spec.params])}",
+        "def_args": ", ".join(inputs + (["*"] + params if params else [])),
+        "def_args_v": ", ".join(inputs + ["v"] + (["*"] + params if params else [])),
+        "call_args": ", ".join(inputs + [f"{p.name}={p.name}" for p in spec.params]),
+    }
+
+
+def render_module(d: Derivation, backend: str) -> str:
+    spec = d.spec
+    functions = _function_context(d, backend)
+    body_text = "".join(fn["body"] for fn in functions.values())
+    context = {
+        "spec": spec,
+        "spec_path": "/".join(Path(spec.path).parts[-2:]),
+        "docstring": render_docstring(d),
+        "sig": _signature(spec),
+        "f": functions,
+        "needs_special": "_special." in body_text,
+    }
+    template = _ENV.get_template(f"{backend}.py.j2")
+    return template.render(**context)
+
+
+def render(d: Derivation) -> Derivation:
+    sources = {backend: render_module(d, backend) for backend in BACKENDS}
+    return replace(d, sources=sources)

@@ -1,0 +1,121 @@
+"""The spec as lossgen reads it: frozen dataclasses shared by every pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import sympy
+
+__all__ = [
+    "Diagnostic",
+    "Domain",
+    "Input",
+    "Param",
+    "Spec",
+    "SpecError",
+]
+
+ROLES = ("differentiated", "constant")
+SHAPES = ("scalar", "classes", "vector", "set", "batch")
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem in a spec file, printed as ``path:LINE:COL: message`` (1-based)."""
+
+    path: str
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.col}: {self.message}"
+
+
+class SpecError(Exception):
+    """Every problem found in one or more spec files."""
+
+    def __init__(self, diagnostics: list[Diagnostic]):
+        self.diagnostics = list(diagnostics)
+        super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A set of allowed values, from a domain string.
+
+    kind ``interval``: ``lo``/``hi`` are SymPy numbers or +-oo, with open/closed ends;
+    kind ``set``: ``elements`` lists the values; kind ``index``: an integer class index.
+    """
+
+    text: str
+    kind: Literal["interval", "set", "index"]
+    lo: sympy.Expr | None = None
+    hi: sympy.Expr | None = None
+    lo_closed: bool = False
+    hi_closed: bool = False
+    elements: tuple[sympy.Expr, ...] = ()
+
+    def as_sympy(self) -> sympy.Set:
+        if self.kind == "interval":
+            return sympy.Interval(
+                self.lo, self.hi, left_open=not self.lo_closed, right_open=not self.hi_closed
+            )
+        if self.kind == "set":
+            return sympy.FiniteSet(*self.elements)
+        return sympy.Naturals0
+
+    def contains(self, value: float) -> bool:
+        return bool(self.as_sympy().contains(sympy.nsimplify(value)))
+
+
+@dataclass(frozen=True)
+class Input:
+    name: str
+    role: Literal["differentiated", "constant"]
+    domain: Domain
+    shape: Literal["scalar", "classes", "vector", "set", "batch"]
+    symbol: sympy.Symbol
+    line: int = 0
+    col: int = 0
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    symbol: sympy.Symbol
+    default: float | str
+    domain: Domain | None = None
+    choices: tuple[str, ...] | None = None
+    line: int = 0
+    col: int = 0
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated spec file."""
+
+    name: str
+    summary: str
+    references: tuple[str, ...]
+    inputs: tuple[Input, ...]
+    params: tuple[Param, ...]
+    #: ordered named intermediates, each may use inputs, params and earlier names
+    define: tuple[tuple[sympy.Symbol, sympy.Expr], ...]
+    loss: sympy.Expr
+    path: str
+    #: sha256 of the file's bytes
+    source_hash: str
+    source_text: str = field(default="", repr=False)
+
+    @property
+    def differentiated(self) -> tuple[Input, ...]:
+        return tuple(i for i in self.inputs if i.role == "differentiated")
+
+    def expression(self) -> sympy.Expr:
+        """The loss with every ``define`` substituted: the textbook expression."""
+        expr = self.loss
+        for symbol, definition in reversed(self.define):
+            expr = expr.subs(symbol, definition)
+        return expr
