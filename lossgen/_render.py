@@ -11,9 +11,9 @@ import sympy
 
 from ._backends import BACKENDS, print_expr
 from ._ir import Block, Derivation
-from ._types import Spec
+from ._types import RESERVED_NAMES, Spec
 
-__all__ = ["render", "render_docstring", "TEMPLATES"]
+__all__ = ["TEMPLATES", "render", "render_docstring"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -136,7 +136,7 @@ def _function(d: Derivation, key: str, backend: str, targets: list[str]) -> dict
     """The body statements and the returned names of one generated function."""
     block = d.blocks[key]
     taken = {i.name for i in d.spec.inputs} | {p.name for p in d.spec.params}
-    taken |= {str(symbol) for symbol, _ in block.assignments} | set(RESERVED)
+    taken |= {str(symbol) for symbol, _ in block.assignments} | set(RESERVED_NAMES)
     lines: list[str] = []
     for symbol, expr in block.assignments:
         lines += _statement(str(symbol), print_expr(expr, backend))
@@ -163,12 +163,6 @@ def _function_context(d: Derivation, backend: str) -> dict:
     return {"value": _function(d, "value", backend, ["loss"]), "grad": grad, "hess": hess}
 
 
-#: names the generated modules use themselves; a spec symbol may not take them
-RESERVED = (
-    "np", "jnp", "jax", "torch", "numbers", "shape", "out", "v", "blocks",
-    "value", "grad", "hess", "hvp", "sum", "zip", "float", "tuple", "isinstance", "next",
-    "_prepare", "_fit", "_like", "_special", "_DIFFERENTIATED",
-)
 
 
 def _tuple(names: list[str]) -> str:

@@ -53,7 +53,7 @@ from ruamel.yaml.scalarstring import (
 from ._domain import parse_domain
 from ._expr import ExprError, free_names, parse_expression
 from ._functions import SPEC_FUNCTIONS
-from ._types import ROLES, SHAPES, Diagnostic, Domain, Input, Param, Spec, SpecError
+from ._types import RESERVED_NAMES, ROLES, SHAPES, Diagnostic, Domain, Input, Param, Spec, SpecError
 
 __all__ = ["load_spec", "parse_spec_text"]
 
@@ -76,34 +76,6 @@ _PARAM_FIELDS = ("default", "domain", "choices")
 
 _SPEC_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _SYMBOL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-#: names the generated modules use themselves (modules, arguments, builtins; see
-#: ``_render.RESERVED``, which also lists ``_``-names our symbol names cannot take anyway):
-#: a symbol of that name would shadow them
-_RESERVED = frozenset(
-    {
-        "np",
-        "jnp",
-        "jax",
-        "torch",
-        "math",
-        "scipy",
-        "numbers",
-        "shape",
-        "out",
-        "v",
-        "blocks",
-        "value",
-        "grad",
-        "hess",
-        "hvp",
-        "sum",
-        "zip",
-        "float",
-        "tuple",
-        "isinstance",
-        "next",
-    }
-)
 #: YAML tags a spec may carry (all resolved implicitly from plain YAML)
 _PLAIN_TAGS = frozenset(
     f"tag:yaml.org,2002:{name}"
@@ -700,7 +672,7 @@ class _Reader:
                 f"rename the {kind}, e.g. '{name}_'",
             )
             return False
-        if name in _RESERVED:
+        if name in RESERVED_NAMES:
             self.error(
                 where,
                 f"{kind} name '{name}' is taken by the generated code (a module, "

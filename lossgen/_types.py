@@ -18,6 +18,15 @@ __all__ = [
 
 ROLES = ("differentiated", "constant")
 SHAPES = ("scalar", "classes", "vector", "set", "batch")
+#: names the generated modules use themselves (modules, arguments, builtins): a spec symbol of
+#: that name would shadow them. Private helpers start with "_", which symbol names cannot.
+RESERVED_NAMES = frozenset(
+    {
+        "np", "jnp", "jax", "torch", "math", "scipy", "numbers",
+        "shape", "out", "v", "blocks", "value", "grad", "hess", "hvp",
+        "sum", "zip", "float", "tuple", "isinstance", "next",
+    }
+)
 
 
 @dataclass(frozen=True)
