@@ -42,8 +42,12 @@ class Analysis:
     near_one: dict[sympy.Expr, list[str]] = field(default_factory=dict)
 
 
-def _condition(boolean: sympy.Basic, spec: Spec) -> str | None:
-    """A readable parameter condition restricted to the parameters' domains; None: never."""
+def _condition(boolean: sympy.Basic, spec: Spec, coeff: sympy.Expr | None = None) -> str | None:
+    """A readable parameter condition restricted to the parameters' domains; None: never.
+
+    ``coeff``: the leading coefficient; parameter values where it is 0 are excluded (at
+    gamma = 0 the factor gamma kills the term whatever its exponent says).
+    """
     boolean = sympy.sympify(boolean)
     if boolean is sympy.true:
         return "always"
@@ -56,6 +60,10 @@ def _condition(boolean: sympy.Basic, spec: Spec) -> str | None:
         domain = params[symbol].domain.as_sympy()
         try:
             where = boolean.as_set().intersect(domain)
+            if coeff is not None and symbol in coeff.free_symbols:
+                zeros = sympy.solveset(coeff, symbol, domain)
+                if isinstance(zeros, sympy.FiniteSet):
+                    where = where - zeros
         except (NotImplementedError, TypeError, ValueError):
             return str(boolean)
         if where.is_empty:
@@ -114,8 +122,9 @@ def _candidates(expr: sympy.Expr, xs: set) -> list[sympy.Expr]:
 
 
 def _computed(term: sympy.Expr, xs: set) -> bool:
-    """Whether a term is a rounded result (a function of the inputs), not an exact input."""
-    return bool(term.free_symbols & xs) and not term.is_polynomial(*xs)
+    """Whether a term is the result of a transcendental function of the inputs (sigmoid, exp,
+    a symbolic power), rather than a few roundings of exact inputs (1 - p, 1/p)."""
+    return bool(term.free_symbols & xs) and not term.is_rational_function(*xs)
 
 
 class _Analyser:
@@ -160,7 +169,8 @@ class _Analyser:
                 if whole is not None:
                     # growth like |x| at an infinite end is the loss's nature, not a blow-up
                     finite_end = not boundary.label.endswith("oo")
-                    cond = _condition(whole.diverges() if finite_end else whole.exponent < 0, spec)
+                    grows = whole.diverges() if finite_end else whole.exponent < 0
+                    cond = _condition(grows, spec, whole.coeff)
                     if cond is not None:
                         self.add("divergence", quantity, boundary, scenario, cond, found_in,
                                  result="the result itself diverges")
@@ -188,24 +198,25 @@ class _Analyser:
         elif node.is_Pow:
             base, exponent = node.args
             base_here = leading(base, boundary, scenario)
-            if base_here is None or not _computed(base, self.xs):
+            if base_here is None:
                 return
             base_vanishes = _condition(base_here.vanishes(), spec)
             if base_vanishes is None:
                 return
-            diverges = _condition(here.diverges(), spec)
+            diverges = _condition(here.diverges(), spec, here.coeff)
             if diverges is not None:
                 self.add("pole", node, boundary, scenario, diverges, found_in)
-            elif not exponent.is_Number:
+            elif not exponent.is_Number and _computed(base, self.xs):
                 self.add("vanishing base", node, boundary, scenario, base_vanishes, found_in)
         elif isinstance(node, sympy.log):
             (arg,) = node.args
             arg_here = leading(arg, boundary, scenario)
-            if arg_here is None or not _computed(arg, self.xs):
-                return
+            if arg_here is None or arg.is_Symbol:
+                return  # the log of an exact input is accurate
             arg_vanishes = _condition(arg_here.vanishes(), spec)
             if arg_vanishes is not None:
-                self.add("log of a vanishing argument", node, boundary, scenario, arg_vanishes, found_in)
+                if _computed(arg, self.xs):
+                    self.add("log of a vanishing argument", node, boundary, scenario, arg_vanishes, found_in)
             elif vanish is not None:
                 self.analysis.near_one.setdefault(arg, []).append(label)
                 self.add("cancellation", node, boundary, scenario, vanish, found_in,
@@ -225,7 +236,12 @@ class _Analyser:
             shrinks = [_condition(f.vanishes(), spec) for f in factors]
             # log growth (|x| at an infinite end) stays finite in floating point; only a
             # power-law blow-up (exp(k|x|), 1/p**k) multiplies a vanishing factor into 0*inf
-            grows = [_condition(f.exponent < 0, spec) if f.coeff != 0 else None for f in factors]
+            infinite_end = boundary.label.endswith("oo")
+            grows = [
+                _condition(f.exponent < 0, spec, f.coeff)
+                if f.coeff != 0 and (infinite_end or _computed(arg, self.xs)) else None
+                for f, arg in zip(factors, node.args)
+            ]
             big = [c for c in grows if c is not None]
             if big and any(c is not None for c in shrinks) and _condition(here.diverges(), spec) is None:
                 self.add("zero times infinity", node, boundary, scenario, big[0], found_in)

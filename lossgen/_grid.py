@@ -92,8 +92,52 @@ def moderate(spec: Spec) -> dict[str, list[float]]:
     return {name: [float(row[k]) for row in rows] for k, name in enumerate(names)}
 
 
+#: logits where float breaks: tiny, around sigmoid's rounding to 1 (17, 37), the float32 and
+#: float64 exp overflow and underflow points (88.7, 103.9; 709.8, 745.1), and far out
+_EXTREME_REALS = sorted(
+    {_R(0), _R(1, 2**20), _R(1, 1024), _R(1, 8)}
+    | {_R(v) for v in (1, 2, 3, 5, 8, 12, 17, 20, 30, 37, 40, 50, 88, 89, 100, 104, 200, 500)}
+    | {_R(v) for v in (709, 710, 745, 746, 1000, 5000, 10000)}
+)
+
+
+def _differentiated_extreme(domain: Domain) -> list[Fraction]:
+    far = sorted({-v for v in _EXTREME_REALS} | set(_EXTREME_REALS))
+    near = [_R(1, 2**k) for k in (126, 100, 64, 40, 24, 16, 8, 4, 2, 1)]
+    near_edge = near + [1 - _R(1, 2**k) for k in (2, 4, 8, 12, 16, 20, 24)]
+    return _interval_values(domain, _span(domain, far, near_edge))
+
+
+def _param_extreme(domain: Domain, default: float) -> list[Fraction]:
+    far = [_R(0), _R(1, 4), _R(1, 2), _R(1), _R(3, 2), _R(2), _R(3), _R(4)]
+    near_edge = [_R(1, 4), _R(1, 2)]
+    values = set(_interval_values(domain, _span(domain, far, near_edge)))
+    values.add(Fraction(default))
+    return sorted(values)
+
+
+def extreme(spec: Spec) -> dict[str, list[float]]:
+    """Columns of a grid on extreme inputs: logits to +-1e4 dense where float breaks,
+    probabilities within 2**-126 of 0 and 2**-24 of 1, special parameter values."""
+    axes: list[tuple[str, list[Fraction]]] = []
+    for inp in spec.inputs:
+        if inp.domain.kind == "set":
+            values = _set_values(inp.domain)
+        elif inp.role == "differentiated":
+            values = _differentiated_extreme(inp.domain)
+        else:
+            values = _constant(inp.domain)
+        axes.append((inp.name, values))
+    for p in spec.params:
+        if p.choices is None:
+            axes.append((p.name, _param_extreme(p.domain, p.default)))
+    names = [name for name, _ in axes]
+    rows = list(itertools.product(*(values for _, values in axes)))
+    return {name: [float(row[k]) for row in rows] for k, name in enumerate(names)}
+
+
 #: grid name -> builder; each grid has its own committed fixture file per spec
-GRIDS = {"moderate": moderate}
+GRIDS = {"moderate": moderate, "extreme": extreme}
 
 
 def grid(spec: Spec, name: str = "moderate") -> dict[str, list[float]]:

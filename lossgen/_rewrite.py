@@ -105,10 +105,14 @@ class _Walker:
         )
 
 
-def rewrite_expression(d: Derivation) -> tuple[sympy.Expr, list[Rewrite]]:
-    analysis = d.analysis if d.analysis is not None else Analysis()
+def rewrite_expression(
+    d: Derivation, expr: sympy.Expr | None = None, analysis: Analysis | None = None
+) -> tuple[sympy.Expr, list[Rewrite]]:
+    """Rewrite ``expr`` (default: the textbook expression) with the rule base."""
+    if analysis is None:
+        analysis = d.analysis if d.analysis is not None else Analysis()
     walker = _Walker(d, analysis)
-    stable = walker.walk(d.textbook)
+    stable = walker.walk(d.textbook if expr is None else expr)
     return stable, walker.records
 
 

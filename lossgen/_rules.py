@@ -16,7 +16,7 @@ from typing import Callable
 import sympy
 from sympy.codegen.cfunctions import log1p
 
-from ._primitives import LogAddExp, LogSigmoid, Sigmoid, Softplus
+from ._primitives import Exp, LogAddExp, LogSigmoid, Sigmoid, Softplus
 from ._signs import NEG, NONPOS, POS, NONNEG, sign
 from ._types import Spec
 
@@ -51,30 +51,95 @@ class Rule:
     example: tuple[sympy.Expr, sympy.Expr, dict]
 
 
-_u, _y, _a, _b = sympy.symbols("u y a b", real=True)
+_u, _y, _a, _b, _p = sympy.symbols("u y a b p", real=True)
 
 
-def _sigmoid_partition(expr: sympy.Expr, ctx: Context) -> sympy.Expr | None:
-    """a0 + a1*sigmoid(u) -> (a0 + a1)*sigmoid(u) + a0*sigmoid(-u), a0 and a1 free of inputs."""
+def _pairs(expr: sympy.Expr) -> list[tuple[sympy.Expr, sympy.Expr]]:
+    """Complementary pairs (s, 1 - s) held as two stable atoms: sigmoid(u), sigmoid(-u) and the
+    weights exp(a - lae), exp(b - lae) of a logaddexp(a, b)."""
+    pairs = []
+    for node in sorted(expr.atoms(Sigmoid), key=sympy.default_sort_key):
+        u = node.args[0]
+        u = -u if u.could_extract_minus_sign() else u
+        if (Sigmoid(u), Sigmoid(-u)) not in pairs:
+            pairs.append((Sigmoid(u), Sigmoid(-u)))
+    for node in sorted(expr.atoms(LogAddExp), key=sympy.default_sort_key):
+        a, b = node.args
+        pair = (Exp(a - node), Exp(b - node))
+        if (pair[0] in expr.atoms(Exp) or pair[1] in expr.atoms(Exp)) and pair not in pairs:
+            pairs.append(pair)
+    return pairs
+
+
+def _affine(expr: sympy.Expr, s_form: sympy.Expr, sbar_form: sympy.Expr):
+    """``expr`` as a0 + a1*s (s = s_form, sbar_form = 1 - s), or None if not affine in s."""
+    s = sympy.Dummy("s")
+    flat = expr.subs(sbar_form, 1 - s).subs(s_form, s)
+    if flat.has(s_form) or flat.has(sbar_form):
+        return None
+    a1 = sympy.expand(sympy.diff(flat, s))
+    if a1.has(s):
+        return None
+    return flat.subs(s, 0), a1
+
+
+def _partition(expr: sympy.Expr, s_form, sbar_form, ctx: Context, constant_only: bool):
+    """a0 + a1*s -> (a0 + a1)*s + a0*(1 - s): the pair's terms never cancel against a0."""
+    parts = _affine(expr, s_form, sbar_form)
+    if parts is None:
+        return None
+    a0, a1 = parts
+    total = _simplify_partitioned(a0 + a1, ctx)
+    a0 = _simplify_partitioned(a0, ctx)
+    if total == 0:
+        out = a0 * sbar_form
+    elif a0 == 0:
+        out = total * s_form
+    elif constant_only and (a0.free_symbols | total.free_symbols) & ctx.xs:
+        return None
+    else:
+        out = sympy.factor(total) * s_form + sympy.factor(a0) * sbar_form
+    return None if out == expr else out
+
+
+def _simplify_partitioned(expr: sympy.Expr, ctx: Context) -> sympy.Expr:
+    """S(u) + S(-u) = 1 inside a coefficient (one level, no recursion into other rules)."""
+    expr = sympy.expand(expr) if expr.is_Add else expr
+    for s_form, sbar_form in _pairs(expr):
+        parts = _affine(expr, s_form, sbar_form)
+        if parts is not None and parts[1] == 0:
+            expr = parts[0]
+    return expr
+
+
+def _complement_partition(expr: sympy.Expr, ctx: Context) -> sympy.Expr | None:
+    """On a sum holding sigmoid(u), sigmoid(-u) or logaddexp weights: see ``_partition``."""
     if not expr.is_Add:
         return None
-    sigmoids = {s for s in expr.atoms(Sigmoid)}
-    if not sigmoids:
+    for s_form, sbar_form in _pairs(expr):
+        out = _partition(expr, s_form, sbar_form, ctx, constant_only=True)
+        if out is not None:
+            return out
+    return None
+
+
+def _probability_partition(expr: sympy.Expr, ctx: Context) -> sympy.Expr | None:
+    """a0 + a1*p -> (a0 + a1)*p + a0*(1 - p) for an input p in [0, 1], where the sum cancels."""
+    if not expr.is_Add or not ctx.vanishing(expr):
         return None
-    args = {s.args[0] for s in sigmoids}
-    ordered = sorted(args, key=sympy.default_sort_key)
-    u = next((a for a in ordered if not a.could_extract_minus_sign()), -ordered[0])
-    if any(a not in (u, -u) for a in args):
-        return None
-    s = sympy.Dummy("s")
-    flat = sympy.expand(expr.subs(Sigmoid(-u), 1 - s).subs(Sigmoid(u), s))
-    if flat.has(Sigmoid) or not flat.is_polynomial(s) or sympy.degree(flat, s) > 1:
-        return None
-    a0, a1 = flat.coeff(s, 0), flat.coeff(s, 1)
-    if a0 == 0 or a0.free_symbols & ctx.xs or a1.free_symbols & ctx.xs:
-        return None
-    out = sympy.factor(a0 + a1) * Sigmoid(u) + sympy.factor(a0) * Sigmoid(-u)
-    return None if out == expr else out
+    for inp in ctx.spec.differentiated:
+        d = inp.domain
+        if d.kind == "interval" and d.lo >= 0 and d.hi <= 1 and expr.has(inp.symbol):
+            if not expr.is_polynomial(inp.symbol) or sympy.degree(expr, inp.symbol) != 1:
+                continue
+            p = inp.symbol
+            flat = sympy.expand(expr)
+            a0, a1 = flat.coeff(p, 0), flat.coeff(p, 1)
+            if (a0.free_symbols | a1.free_symbols) & ctx.xs or a0 == 0:
+                continue
+            out = sympy.factor(a0 + a1) * p + sympy.factor(a0) * (1 - p)
+            return None if out == expr else out
+    return None
 
 
 def _log_sigmoid(expr, ctx):
@@ -122,6 +187,8 @@ def _power_via_log(expr, ctx):
     base, exponent = expr.args
     if exponent.is_Integer or not (base.free_symbols & ctx.xs) or not ctx.vanishing(base):
         return None
+    if base.is_rational_function(*ctx.xs):
+        return None  # a power of an exact difference such as 1 - p is accurate as it is
     if not _nonneg(base, ctx):
         return None
     return sympy.exp(exponent * sympy.log(base))
@@ -146,21 +213,32 @@ def _log_near_one(expr, ctx):
     if not isinstance(expr, sympy.log) or not ctx.near_one(expr.args[0]):
         return None
     (arg,) = expr.args
-    if not arg.is_polynomial(*ctx.xs):
+    if arg.is_Symbol or not arg.is_polynomial(*ctx.xs):
         return None
     return log1p(sympy.expand(arg - 1))
 
 
 RULES: tuple[Rule, ...] = (
     Rule(
-        "sigmoid_partition",
-        "a0 + a1*sigmoid(u) -> (a0 + a1)*sigmoid(u) + a0*sigmoid(-u)",
-        "all real u; a0, a1 free of the differentiated inputs",
-        "1 - sigmoid(u) rounds to 0 for u > 37 in float64 (sigmoid(u) + sigmoid(-u) = 1)",
-        _sigmoid_partition,
+        "complement_partition",
+        "a0 + a1*s -> (a0 + a1)*s + a0*(1 - s), s = sigmoid(u) (1 - s = sigmoid(-u)) or a "
+        "logaddexp weight (1 - s = the other weight)",
+        "all real u; a0, a1 free of the differentiated inputs unless a side cancels exactly",
+        "1 - sigmoid(u) rounds to 0 for u > 37 in float64; 1 - weight rounds to 0 likewise",
+        _complement_partition,
         always=True,
         example=(1 - _y * Sigmoid(_u) - (1 - _y) * (1 - Sigmoid(_u)),
                  (1 - _y) * Sigmoid(_u) + _y * Sigmoid(-_u), {_u: (-60, 60), _y: (0, 1)}),
+    ),
+    Rule(
+        "probability_partition",
+        "a0 + a1*p -> (a0 + a1)*p + a0*(1 - p), p an input in [0, 1]",
+        "p in [0, 1]",
+        "the sum vanishes at an end of p's domain and its rounded terms cancel",
+        _probability_partition,
+        always=False,
+        example=(1 - _p * _y - (1 - _p) * (1 - _y), (1 - _y) * _p + _y * (1 - _p),
+                 {_p: (0, 1), _y: (0, 1)}),
     ),
     Rule(
         "log_sigmoid",
@@ -219,6 +297,6 @@ RULES: tuple[Rule, ...] = (
         "log(f) loses every digit as f tends to 1 unless f - 1 is formed exactly",
         _log_near_one,
         always=False,
-        example=(sympy.log(_u), log1p(_u - 1), {_u: (0.5, 2)}),
+        example=(sympy.log(1 - _u), log1p(-_u), {_u: (-0.5, 0.5)}),
     ),
 )

@@ -62,5 +62,5 @@ def test_explain_names_findings_and_rules():
     out = result.stdout
     assert "pole: `(1 - p_t)**(gamma - 2)` as x -> oo (y = 1) when 0 <= gamma < 2" in out
     assert "pole: `(1 - p_t)**(gamma - 1)` as x -> oo (y = 1) when 0 <= gamma < 1" in out
-    for rule in ("sigmoid_partition", "log_sigmoid", "power_via_log", "log_of_sum"):
+    for rule in ("complement_partition", "log_sigmoid", "power_via_log", "log_of_sum"):
         assert f"- {rule}:" in out

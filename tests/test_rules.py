@@ -17,7 +17,7 @@ def _spec_for(symbols, ranges) -> Spec:
     inputs = []
     for s in sorted(symbols, key=str):
         lo, hi = ranges[s]
-        role = "differentiated" if str(s) == "u" else "constant"
+        role = "differentiated" if str(s) in ("u", "p") else "constant"
         domain = Domain(f"[{lo}, {hi}]", "interval", sympy.nsimplify(lo), sympy.nsimplify(hi), True, True)
         inputs.append(Input(str(s), role, domain, "scalar", s))
     return Spec(

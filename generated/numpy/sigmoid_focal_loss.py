@@ -76,9 +76,9 @@ Findings on the textbook expression and its naive derivatives:
   (in hess)
 - pole: `(1 - p_t)**(gamma - 2)` as x -> -oo (y = 0) when 0 <= gamma < 2 (in hess)
 Rewrites applied (rule: before -> after, reason):
-- sigmoid_partition: `1 - p` -> `sigmoid(-x)` (answers: cancellation: `1 - p` as x -> oo (in
-  value, grad, hess))
-- sigmoid_partition: `-p*y - (1 - y)*sigmoid(-x) + 1` -> `y*sigmoid(-x) + (1 -
+- complement_partition: `1 - p` -> `sigmoid(-x)` (answers: cancellation: `1 - p` as x -> oo
+  (in value, grad, hess))
+- complement_partition: `-p*y - (1 - y)*sigmoid(-x) + 1` -> `y*sigmoid(-x) + (1 -
   y)*sigmoid(x)` (answers: cancellation: `1 - p_t` as x -> oo (y = 1) (in value, grad,
   hess); cancellation: `1 - p_t` as x -> -oo (y = 0) (in value, grad, hess))
 - power_via_log: `(p*(1 - y) + y*sigmoid(-x))**gamma` -> `exp(gamma*log(y*sigmoid(-x) + (1 -
@@ -101,21 +101,22 @@ Rewrites applied (rule: before -> after, reason):
 - log_sigmoid: `log(p)` -> `log_sigmoid(x)` (answers: cancellation: `log(p)` as x -> oo (in
   value, grad, hess); the argument tends to 1; log of a vanishing argument: `log(p)` as x ->
   -oo (in value, grad, hess))
-- sigmoid_partition: `1 - p` -> `sigmoid(-x)` (answers: cancellation: `1 - p` as x -> oo (in
-  value, grad, hess))
+- complement_partition: `1 - p` -> `sigmoid(-x)` (answers: cancellation: `1 - p` as x -> oo
+  (in value, grad, hess))
 - log_sigmoid: `log(sigmoid(-x))` -> `log_sigmoid(-x)` (answers: log of a vanishing
   argument: `log(1 - p)` as x -> oo (in value, grad, hess); cancellation: `log(1 - p)` as x
   -> -oo (in value, grad, hess); the argument tends to 1; and 3 more)
-Found again in the emitted forms (a divergence of the result itself is
-reported, not fixed):
-- cancellation: `p*exp(log(y) - logaddexp(log(y) + log_sigmoid(-x), log(1 - y) +
-  log_sigmoid(x)) + log_sigmoid(-x)) - p - exp(log(1 - y) - logaddexp(log(y) +
-  log_sigmoid(-x), log(1 - y) + log_sigmoid(x)) + log_sigmoid(x))*sigmoid(-x)` as x -> oo (y
-  = 1) (in hess)
-- cancellation: `p*exp(log(y) - logaddexp(log(y) + log_sigmoid(-x), log(1 - y) +
+- complement_partition: `p*exp(log(y) - logaddexp(log(y) + log_sigmoid(-x), log(1 - y) +
   log_sigmoid(x)) + log_sigmoid(-x)) - exp(log(1 - y) - logaddexp(log(y) + log_sigmoid(-x),
-  log(1 - y) + log_sigmoid(x)) + log_sigmoid(x))*sigmoid(-x) + sigmoid(-x)` as x -> -oo (y =
-  0) (in hess)
+  log(1 - y) + log_sigmoid(x)) + log_sigmoid(x))*sigmoid(-x) + sigmoid(-x)` -> `exp(log(y) -
+  logaddexp(log(y) + log_sigmoid(-x), log(1 - y) + log_sigmoid(x)) + log_sigmoid(-x))` (1 -
+  sigmoid(u) rounds to 0 for u > 37 in float64; 1 - weight rounds to 0 likewise [in hess])
+- complement_partition: `p*exp(log(y) - logaddexp(log(y) + log_sigmoid(-x), log(1 - y) +
+  log_sigmoid(x)) + log_sigmoid(-x)) - p - exp(log(1 - y) - logaddexp(log(y) +
+  log_sigmoid(-x), log(1 - y) + log_sigmoid(x)) + log_sigmoid(x))*sigmoid(-x)` ->
+  `-exp(log(1 - y) - logaddexp(log(y) + log_sigmoid(-x), log(1 - y) + log_sigmoid(x)) +
+  log_sigmoid(x))` (1 - sigmoid(u) rounds to 0 for u > 37 in float64; 1 - weight rounds to 0
+  likewise [in hess])
 
 References
 ----------
@@ -221,17 +222,17 @@ def hess(x, y, *, alpha=0.25, gamma=2.0):
     t9 = np.logaddexp(t6, t8)
     t10 = (alpha * y + t4 * (1 - alpha)) * np.exp(gamma * t9)
     t11 = -t9
-    t12 = t0 * np.exp(t11 + t6)
-    t13 = np.exp(t11 + t8)
-    t14 = t13 * t2
-    t15 = t12 - t14
-    t16 = -t15
-    t17 = t10 * (-t4 * t5 - t7 * y)
+    t12 = np.exp(t11 + t6)
+    t13 = t0 * t12
+    t14 = np.exp(t11 + t8)
+    t15 = -t13 + t14 * t2
+    t16 = t10 * (-t4 * t5 - t7 * y)
+    t17 = t14 * t2
     d2_x = (
         t10 * (t0 * t3 + t0 * t2 * t4)
-        + gamma * t17 * (-t0 * t14 - t12 * t2 - t12 * (-t0 + t12 - t14) + t13 * t2 * (t15 + t2))
-        + gamma**2 * t16**2 * t17
-        + 2 * gamma * t10 * t16 * (-t3 + t0 * t4)
+        + gamma * t16 * (-t0 * t17 + t12 * t17 + t13 * t14 - t13 * t2)
+        + gamma**2 * t15**2 * t16
+        + 2 * gamma * t10 * t15 * (-t3 + t0 * t4)
     )
     return _fit(d2_x, x.shape, shape, out)
 

@@ -39,8 +39,8 @@ Findings on the textbook expression and its naive derivatives:
 - pole: `(1 - p)**(-2)` as x -> oo (in hess)
 - zero times infinity: `-p**2*(1 - y)*sigmoid(-x)/(1 - p)` as x -> oo (in hess)
 Rewrites applied (rule: before -> after, reason):
-- sigmoid_partition: `1 - p` -> `sigmoid(-x)` (answers: cancellation: `1 - p` as x -> oo (in
-  value, grad, hess))
+- complement_partition: `1 - p` -> `sigmoid(-x)` (answers: cancellation: `1 - p` as x -> oo
+  (in value, grad, hess))
 - log_sigmoid: `log(sigmoid(-x))` -> `log_sigmoid(-x)` (answers: log of a vanishing
   argument: `log(1 - p)` as x -> oo (in value); cancellation: `log(1 - p)` as x -> -oo (in
   value); the argument tends to 1; and 3 more)

@@ -1,0 +1,104 @@
+"""Grading an implementation of a spec against its oracle fixture, with ``lossgen.metrics``.
+
+An implementation is anything that maps the fixture's columns (numpy arrays of one dtype) to
+``{label: array}`` for the oracle's labels ("value", "grad[0]", "hess[0][0]", ...): a
+generated module, the spec's naive formula autodiffed in a backend, or a library's function.
+Used by the test suite and by the accuracy benchmark alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+
+from . import metrics
+from ._types import Spec
+
+__all__ = ["Grade", "generated_outputs", "grade", "to_backend", "to_numpy"]
+
+Outputs = Mapping[str, np.ndarray]
+Implementation = Callable[[Mapping[str, np.ndarray], str], Outputs]
+
+
+def to_backend(array, backend: str, dtype: str):
+    array = np.asarray(array, dtype=dtype)
+    if backend == "numpy":
+        return array
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        return jnp.asarray(array)
+    import torch
+
+    return torch.from_numpy(array.copy())
+
+
+def to_numpy(result):
+    if isinstance(result, tuple):
+        return tuple(to_numpy(r) for r in result)
+    if hasattr(result, "detach"):
+        return result.detach().cpu().numpy()
+    return np.asarray(result)
+
+
+def generated_outputs(spec: Spec, module, backend: str) -> Implementation:
+    """The generated module of ``backend`` as an implementation."""
+
+    def run(columns: Mapping[str, np.ndarray], dtype: str) -> Outputs:
+        inputs = [to_backend(columns[i.name], backend, dtype) for i in spec.inputs]
+        params = {
+            p.name: to_backend(columns[p.name], backend, dtype) for p in spec.params if p.name in columns
+        }
+        n = len(spec.differentiated)
+        value = to_numpy(module.value(*inputs, **params))
+        grad = to_numpy(module.grad(*inputs, **params))
+        hess = to_numpy(module.hess(*inputs, **params))
+        if n == 1:
+            grad, hess = (grad,), ((hess,),)
+        out = {"value": value}
+        out.update({f"grad[{i}]": g for i, g in enumerate(grad)})
+        out.update({f"hess[{i}][{j}]": h for i, row in enumerate(hess) for j, h in enumerate(row)})
+        return out
+
+    return run
+
+
+@dataclass(frozen=True)
+class Grade:
+    label: str
+    dtype: str
+    bits: np.ndarray
+    beyond: np.ndarray
+    summary: metrics.ErrorSummary
+    got: np.ndarray
+
+    @property
+    def output(self) -> str:
+        return self.label.split("[")[0]
+
+
+def grade(implementation: Implementation, fixture: dict, dtype: str, *, exempt=None) -> list[Grade]:
+    """Grade every output of ``implementation`` on ``fixture``'s points in ``dtype``.
+
+    ``exempt``: an optional boolean mask of points left out (e.g. subnormal inputs on a
+    backend that flushes them to zero); they are listed by the caller, not graded.
+    """
+    columns = {k: np.asarray(v) for k, v in fixture["columns"].items()}
+    keep = np.ones(len(next(iter(columns.values()))), dtype=bool)
+    if fixture.get("refused"):
+        keep[fixture["refused"]] = False
+    if exempt is not None:
+        keep &= ~exempt
+    outputs = implementation(columns, dtype)
+    grades = []
+    for label, truth in fixture["truth"].items():
+        if label not in outputs:
+            continue
+        got = np.asarray(outputs[label], dtype=dtype)[keep]
+        truths = [t for t, k in zip(truth, keep) if k]
+        kappa = [c for c, k in zip(fixture["kappa"][label], keep) if k]
+        bits, beyond, summary = metrics.error_report(got, truths, dtype, kappa=kappa)
+        grades.append(Grade(label, dtype, bits, beyond, summary, got))
+    return grades
