@@ -108,9 +108,13 @@ def _candidates(expr: sympy.Expr, xs: set) -> list[sympy.Expr]:
     seen, out = set(), []
 
     def visit(node):
-        if node in seen or not (node.free_symbols & xs):
+        if node in seen or not isinstance(node, sympy.Expr) or not (node.free_symbols & xs):
             return
         seen.add(node)
+        if isinstance(node, sympy.Piecewise):
+            for branch, _ in node.args:  # each branch is used on its own side only
+                visit(branch)
+            return
         out.append(node)
         if isinstance(node, Primitive):
             return

@@ -153,7 +153,7 @@ def leading(expr: sympy.Expr, boundary: Boundary, scenario: Scenario) -> Behavio
             result = Behaviour(coeff=sympy.simplify(plain), exponent=sympy.Integer(0), logs=0)
         else:
             result = _parse_leading(plain.as_leading_term(T))
-    except (NotImplementedError, ValueError, TypeError, ZeroDivisionError, sympy.PoleError):
+    except (NotImplementedError, ValueError, TypeError, AttributeError, ZeroDivisionError, sympy.PoleError):
         result = None
     _CACHE[key] = result
     return result

@@ -79,7 +79,7 @@ _TORCH = {
 BACKENDS: dict[str, Backend] = {
     "numpy": Backend("numpy", _NUMPY, "np.where({0}, {1}, {2})"),
     "jax": Backend("jax", _JAX, "jnp.where({0}, {1}, {2})"),
-    "torch": Backend("torch", _TORCH, "torch.where({0}, {1}, {2})"),
+    "torch": Backend("torch", _TORCH, "torch.where(torch.as_tensor({0}), {1}, {2})"),
 }
 
 
@@ -127,6 +127,16 @@ class _Printer:
             return self._mul(expr)
         if expr.is_Pow:
             return self._pow(expr)
+        if isinstance(expr, (sympy.core.relational.Relational, sympy.Or, sympy.And)):
+            return self.condition(expr)
+        if isinstance(expr, sympy.Piecewise):
+            *head, (default, always) = expr.args
+            if always is not sympy.true:
+                raise UnprintableError(f"a Piecewise without a default branch: {expr}")
+            out = self.print(default)
+            for value, condition in reversed(head):
+                out = self.backend.where.format(self.condition(condition), self.print(value), out)
+            return out
         if isinstance(expr, Primitive):
             fmt = type(expr).lowering.get(self.backend.name)
             if fmt is None:
@@ -148,6 +158,20 @@ class _Printer:
         raise UnprintableError(
             f"cannot print {type(expr).__name__} ({expr}) for the {self.backend.name} backend"
         )
+
+    _RELATIONS = {"==": "==", "!=": "!=", ">=": ">=", ">": ">", "<=": "<=", "<": "<"}
+
+    def condition(self, cond) -> str:
+        """A boolean array expression: comparisons joined by | and &."""
+        if isinstance(cond, (sympy.Or, sympy.And)):
+            joiner = " | " if isinstance(cond, sympy.Or) else " & "
+            parts = sorted((self.condition(c) for c in cond.args))
+            return joiner.join(f"({p})" for p in parts)
+        if isinstance(cond, sympy.Symbol):  # a condition named by the simplify pass
+            return cond.name
+        if isinstance(cond, sympy.core.relational.Relational) and cond.rel_op in self._RELATIONS:
+            return f"{self.print(cond.lhs)} {cond.rel_op} {self.print(cond.rhs)}"
+        raise UnprintableError(f"cannot print the condition {cond} for the {self.backend.name} backend")
 
     def _add(self, expr: sympy.Add) -> str:
         terms = sympy.Add.make_args(expr)

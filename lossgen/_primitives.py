@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 import sympy
+from sympy.codegen.cfunctions import expm1, log1p
 
 __all__ = [
     "PRIMITIVES",
     "Exp",
+    "Expm1",
     "LogAddExp",
     "LogSigmoid",
     "Primitive",
@@ -31,6 +33,8 @@ class Primitive(sympy.Function):
     lowering: ClassVar[dict[str, str]] = {}
     #: the name shown in explanations and docstrings
     display: ClassVar[str] = ""
+    #: backend -> helper functions the lowering calls, emitted once into each module using them
+    helpers: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def textbook(cls, *args: sympy.Expr) -> sympy.Expr:
@@ -51,9 +55,24 @@ class Sigmoid(Primitive):
     display = "sigmoid"
     nargs = 1
     lowering = {
-        "numpy": "_special.expit({0})",
+        "numpy": "_sigmoid({0})",
         "jax": "jax.nn.sigmoid({0})",
-        "torch": "torch.sigmoid({0})",
+        "torch": "_sigmoid({0})",
+    }
+    # scipy's expit and torch.sigmoid compute 1 / (1 + exp(-x)), which is 0 where the result
+    # is subnormal (x < -709 in float64); exp(-|x|) keeps those digits, and neither branch
+    # can be NaN. (XLA on CPU flushes subnormals anyway.)
+    helpers = {
+        "numpy": (
+            "def _sigmoid(x):\n"
+            "    e = np.exp(-np.abs(x))\n"
+            "    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))\n"
+        ),
+        "torch": (
+            "def _sigmoid(x):\n"
+            "    e = torch.exp(-torch.abs(x))\n"
+            "    return torch.where(x >= 0, 1 / (1 + e), e / (1 + e))\n"
+        ),
     }
 
     @classmethod
@@ -141,6 +160,25 @@ class Exp(Primitive):
         return True if self.args[0].is_real else None
 
 
+class Expm1(Primitive):
+    """exp(u) - 1, kept whole (SymPy would expand expm1(log(b) - u) into b*exp(-u) - 1)."""
+
+    display = "expm1"
+    nargs = 1
+    lowering = {
+        "numpy": "np.expm1({0})",
+        "jax": "jnp.expm1({0})",
+        "torch": "torch.expm1({0})",
+    }
+
+    @classmethod
+    def textbook(cls, u):
+        return sympy.exp(u) - 1
+
+    def fdiff(self, argindex=1):
+        return Exp(self.args[0])
+
+
 class LogAddExp(Primitive):
     """logaddexp(a, b) = log(exp(a) + exp(b)); its weights are exp(a - lae), exp(b - lae)."""
 
@@ -169,12 +207,13 @@ class LogAddExp(Primitive):
         return Exp(self.args[argindex - 1] - self)
 
 
-PRIMITIVES: tuple[type[Primitive], ...] = (Sigmoid, LogSigmoid, Softplus, Exp, LogAddExp)
+PRIMITIVES: tuple[type[Primitive], ...] = (Sigmoid, LogSigmoid, Softplus, Exp, Expm1, LogAddExp)
 
 
 def to_textbook(expr: sympy.Expr) -> sympy.Expr:
-    """Replace every primitive by its plain SymPy meaning."""
-    return expr.replace(
+    """Replace every primitive (and log1p, expm1) by its plain SymPy meaning."""
+    expr = expr.replace(
         lambda node: isinstance(node, Primitive),
         lambda node: type(node).textbook(*node.args),
     )
+    return expr.replace(log1p, lambda u: sympy.log(1 + u)).replace(expm1, lambda u: sympy.exp(u) - 1)

@@ -11,6 +11,7 @@ import sympy
 
 from ._backends import BACKENDS, print_expr
 from ._ir import Block, Derivation
+from ._primitives import Primitive
 from ._types import RESERVED_NAMES, Spec
 
 __all__ = ["TEMPLATES", "render", "render_docstring"]
@@ -113,16 +114,56 @@ def _split_top(text: str, ops: tuple[str, ...]) -> list[str]:
     return parts
 
 
-def _statement(target: str, text: str, indent: str = "    ") -> list[str]:
-    """``target = text``, wrapped inside parentheses at top-level + - (else *) when too long."""
-    line = f"{indent}{target} = {text}"
-    if len(line) <= _WIDTH:
-        return [line]
+def _wrap_expr(text: str, indent: str) -> list[str]:
+    """``text`` over as many lines as it needs, split at top-level + and - (else * and /, else
+    between the arguments of a call), each piece wrapped the same way."""
+    if len(indent) + len(text) <= _WIDTH:
+        return [indent + text]
+    if text[:2] in ("+ ", "- ", "* ", "/ "):  # a piece that carries its operator
+        lines = _wrap_expr(text[2:], indent)
+        lines[0] = lines[0][: len(indent)] + text[:2] + lines[0][len(indent):]
+        return lines
     for ops in ((" + ", " - "), (" * ", " / ")):
         parts = _split_top(text, ops)
         if len(parts) > 1:
-            return [f"{indent}{target} = (", *(f"{indent}    {p}" for p in parts), f"{indent})"]
-    return [line]
+            lines = []
+            for part in parts:
+                lines += _wrap_expr(part, indent)
+            return lines
+    if text.startswith("(") and text.endswith(")") and _depth_ok(text[1:-1]):
+        return [f"{indent}(", *_wrap_expr(text[1:-1], indent + "    "), f"{indent})"]
+    head, paren, rest = text.partition("(")
+    if paren and rest.endswith(")") and head.replace(".", "").replace("_", "").isalnum():
+        inner = rest[:-1]
+        if _depth_ok(inner):
+            args = [a.strip().lstrip(",").strip() for a in _split_top(inner, (", ",))]
+            if len(args) > 1:
+                lines = [f"{indent}{head}("]
+                for arg in args:
+                    wrapped = _wrap_expr(arg, indent + "    ")
+                    wrapped[-1] += ","
+                    lines += wrapped
+                return lines + [f"{indent})"]
+    return [indent + text]
+
+
+def _statement(target: str, text: str, indent: str = "    ") -> list[str]:
+    """``target = text``, wrapped inside parentheses when too long."""
+    line = f"{indent}{target} = {text}"
+    if len(line) <= _WIDTH:
+        return [line]
+    return [f"{indent}{target} = (", *_wrap_expr(text, indent + "    "), f"{indent})"]
+
+
+def _depth_ok(text: str) -> bool:
+    """Whether the parentheses of ``text`` balance (so it is one argument list)."""
+    depth = 0
+    for ch in text:
+        depth += ch in "(["
+        depth -= ch in ")]"
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def _free_name(base: str, taken: set[str]) -> str:
@@ -189,6 +230,11 @@ def render_module(d: Derivation, backend: str) -> str:
     spec = d.spec
     functions = _function_context(d, backend)
     body_text = "".join(fn["body"] for fn in functions.values())
+    used = set()
+    for block in d.blocks.values():
+        for expr in [e for _, e in block.assignments] + list(block.outputs):
+            used |= {type(node) for node in expr.atoms(Primitive)}
+    helpers = sorted({h for cls in used if (h := cls.helpers.get(backend))})
     context = {
         "spec": spec,
         "spec_path": "/".join(Path(spec.path).parts[-2:]),
@@ -196,6 +242,7 @@ def render_module(d: Derivation, backend: str) -> str:
         "sig": _signature(spec),
         "f": functions,
         "needs_special": "_special." in body_text,
+        "helpers": helpers,
     }
     template = _ENV.get_template(f"{backend}.py.j2")
     return template.render(**context)

@@ -30,6 +30,9 @@ class _Walker:
         self.records: list[Rewrite] = []
         #: rewritten node -> the textbook node it stands for (to look up the analysis)
         self.origin: dict[sympy.Expr, sympy.Expr] = {}
+        #: nodes a rule has already rewritten: a rule that wraps its input (a guard) must not
+        #: meet that input again
+        self.rewritten: set[sympy.Expr] = set()
         self.steps = 0
 
     def _lookup(self, table: dict, node: sympy.Expr) -> list[str]:
@@ -77,6 +80,7 @@ class _Walker:
             if self.steps > _MAX_STEPS:
                 raise RuntimeError(f"rewriting {self.d.spec.name} did not terminate")
             self._record(rule, current, result, original)
+            self.rewritten.add(current)
             # the new terms stand for the same textbook node; walk them through the rules again
             for arg in result.args:
                 self.origin.setdefault(arg, self.origin.get(arg, arg))
@@ -85,7 +89,7 @@ class _Walker:
         return current
 
     def walk_fresh(self, node: sympy.Expr, original: sympy.Expr) -> sympy.Expr:
-        if node.is_Atom:
+        if node.is_Atom or node in self.rewritten:
             return node
         args = [self.walk_fresh(arg, self.origin.get(arg, arg)) for arg in node.args]
         current = node.func(*args) if tuple(args) != node.args else node

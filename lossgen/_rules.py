@@ -16,7 +16,7 @@ from typing import Callable
 import sympy
 from sympy.codegen.cfunctions import log1p
 
-from ._primitives import Exp, LogAddExp, LogSigmoid, Sigmoid, Softplus
+from ._primitives import Exp, Expm1, LogAddExp, LogSigmoid, Sigmoid, Softplus
 from ._signs import NEG, NONPOS, POS, NONNEG, sign
 from ._types import Spec
 
@@ -218,6 +218,58 @@ def _log_near_one(expr, ctx):
     return log1p(sympy.expand(arg - 1))
 
 
+def _sigmoid_difference(expr, ctx):
+    """A*sigmoid(u) - B*sigmoid(-u), A, B >= 0 -> a branch on u >= log(B/A) with expm1.
+
+    The two terms cancel where u = log(B/A) (a gradient's zero with soft labels); around it,
+    A S(u) - B S(-u) = -A S(u) expm1(c - u) = B S(-u) expm1(u - c) with c = log(B) - log(A)
+    keeps the digits, and each branch is used on the side where its factors do not overflow.
+    """
+    if not expr.is_Add or len(expr.args) != 2:
+        return None
+    first, second = expr.args
+    found = {}
+    for term in (first, second):
+        coeff, rest = term.as_independent(*ctx.xs, as_Add=False)
+        if not isinstance(rest, Sigmoid):
+            return None
+        found[rest] = coeff
+    sigmoids = list(found)
+    u = sigmoids[0].args[0]
+    u = -u if u.could_extract_minus_sign() else u
+    if set(sigmoids) != {Sigmoid(u), Sigmoid(-u)}:
+        return None
+    a, b = found[Sigmoid(u)], -found[Sigmoid(-u)]
+    if not (_nonneg(a, ctx) and _nonneg(b, ctx)) or a.is_Number and b.is_Number:
+        return None
+    c = sympy.log(b) - sympy.log(a)
+    return sympy.Piecewise(
+        (-a * Sigmoid(u) * Expm1(c - u), u >= c), (b * Sigmoid(-u) * Expm1(u - c), True)
+    )
+
+
+def _zero_guard(expr, ctx):
+    """c * f -> (0 where c = 0, else c * f) when f has a pole and c (free of the inputs) can be 0:
+    at c = 0 the product is 0, but 0 * inf is NaN once f overflows."""
+    if not expr.is_Mul:
+        return None
+    coeff, rest = expr.as_independent(*ctx.xs, as_Add=False)
+    if not rest.free_symbols & ctx.xs:
+        return None
+    factors = [f for f in sympy.Mul.make_args(coeff) if not f.is_Number]
+    zeroable = [f for f in factors if sign(f, ctx.spec) in (NONNEG, NONPOS, None)]
+    if not zeroable:
+        return None
+    poles = [
+        node for node in rest.atoms(sympy.Pow)
+        if node.base.free_symbols & ctx.xs and sign(node.exp, ctx.spec) not in (POS, NONNEG)
+    ]
+    if not poles:
+        return None
+    guard = sympy.Or(*(sympy.Eq(f, 0) for f in zeroable))
+    return sympy.Piecewise((0, guard), (expr, True))
+
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "complement_partition",
@@ -289,6 +341,31 @@ RULES: tuple[Rule, ...] = (
         example=(sympy.log(_y * Sigmoid(-_u) + (1 - _y) * Sigmoid(_u)),
                  LogAddExp(sympy.log(_y * Sigmoid(-_u)), sympy.log((1 - _y) * Sigmoid(_u))),
                  {_u: (-800, 800), _y: (0.01, 0.99)}),
+    ),
+    Rule(
+        "sigmoid_difference",
+        "A*sigmoid(u) - B*sigmoid(-u) -> -A*sigmoid(u)*expm1(c - u) if u >= c else "
+        "B*sigmoid(-u)*expm1(u - c), c = log(B/A)",
+        "A, B >= 0",
+        "the two terms cancel at u = log(B/A); expm1 of a difference keeps the digits there",
+        _sigmoid_difference,
+        always=True,
+        example=(_y * Sigmoid(_u) - (1 - _y) * Sigmoid(-_u),
+                 sympy.Piecewise(
+                     (-_y * Sigmoid(_u) * Expm1(sympy.log(1 - _y) - sympy.log(_y) - _u),
+                      _u >= sympy.log(1 - _y) - sympy.log(_y)),
+                     ((1 - _y) * Sigmoid(-_u) * Expm1(_u - sympy.log(1 - _y) + sympy.log(_y)), True)),
+                 {_u: (-40, 40), _y: (0.01, 0.99)}),
+    ),
+    Rule(
+        "zero_guard",
+        "c*f -> 0 if c = 0 else c*f",
+        "c free of the differentiated inputs",
+        "f has a pole where it overflows; c = 0 must give 0, not 0*inf = NaN",
+        _zero_guard,
+        always=True,
+        example=(_y / _u**2, sympy.Piecewise((0, sympy.Eq(_y, 0)), (_y / _u**2, True)),
+                 {_u: (0.5, 2), _y: (0, 1)}),
     ),
     Rule(
         "log_near_one",

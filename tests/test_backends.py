@@ -25,6 +25,9 @@ NAMESPACES = {
 def _evaluate(expr, backend, point):
     namespace: dict = {}
     exec(NAMESPACES[backend], namespace)  # the generated modules' own imports
+    for primitive in PRIMITIVES:  # and the helpers the lowerings call
+        if backend in primitive.helpers:
+            exec(primitive.helpers[backend], namespace)
     for name, value in point.items():
         namespace[name] = to_backend(value, backend, "float64")
     return float(to_numpy(eval(print_expr(expr, backend), namespace)))

@@ -47,6 +47,16 @@ Rewrites applied (rule: before -> after, reason):
 - log_sigmoid: `log(p)` -> `log_sigmoid(x)` (answers: cancellation: `log(p)` as x -> oo (in
   value); the argument tends to 1; log of a vanishing argument: `log(p)` as x -> -oo (in
   value))
+- sigmoid_difference: `p*(1 - y) - pos_weight*y*sigmoid(-x)` -> `Piecewise(((y - 1)*expm1(-x
+  + log(pos_weight*y) - log(1 - y))*sigmoid(x), x >= log(pos_weight*y) - log(1 - y)),
+  (pos_weight*y*expm1(x - log(pos_weight*y) + log(1 - y))*sigmoid(-x), True))` (the two
+  terms cancel at u = log(B/A); expm1 of a difference keeps the digits there [in grad])
+Found again in the emitted forms (a divergence of the result itself is
+reported, not fixed):
+- zero times infinity: `pos_weight*y*expm1(x - log(pos_weight*y) + log(1 - y))*sigmoid(-x)`
+  as x -> oo (generic) (in grad)
+- zero times infinity: `p*(y - 1)*expm1(-x + log(pos_weight*y) - log(1 - y))` as x -> -oo
+  (generic) (in grad)
 
 References
 ----------
@@ -104,7 +114,18 @@ def value(x, y, *, pos_weight=1.0):
 def grad(x, y, *, pos_weight=1.0):
     """The gradient of value(...).sum() with respect to x."""
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
-    d_x = (1 - y) * jax.nn.sigmoid(x) - pos_weight * y * jax.nn.sigmoid(-x)
+    t0 = -1 + y
+    t1 = pos_weight * y
+    t2 = jnp.log(t1)
+    t3 = jnp.log(-t0)
+    t4 = -t2 + t3 + x
+    d_x = (
+        jnp.where(
+            x >= t2 - t3,
+            t0 * jnp.expm1(-t4) * jax.nn.sigmoid(x),
+            t1 * jnp.expm1(t4) * jax.nn.sigmoid(-x),
+        )
+    )
     return _fit(d_x, x.shape, shape, out)
 
 

@@ -106,6 +106,10 @@ Rewrites applied (rule: before -> after, reason):
 - log_sigmoid: `log(sigmoid(-x))` -> `log_sigmoid(-x)` (answers: log of a vanishing
   argument: `log(1 - p)` as x -> oo (in value, grad, hess); cancellation: `log(1 - p)` as x
   -> -oo (in value, grad, hess); the argument tends to 1; and 3 more)
+- sigmoid_difference: `p*(1 - y) - y*sigmoid(-x)` -> `Piecewise(((y - 1)*expm1(-x + log(y) -
+  log(1 - y))*sigmoid(x), x >= log(y) - log(1 - y)), (y*expm1(x - log(y) + log(1 -
+  y))*sigmoid(-x), True))` (the two terms cancel at u = log(B/A); expm1 of a difference
+  keeps the digits there [in grad])
 - complement_partition: `p*exp(log(y) - logaddexp(log(y) + log_sigmoid(-x), log(1 - y) +
   log_sigmoid(x)) + log_sigmoid(-x)) - exp(log(1 - y) - logaddexp(log(y) + log_sigmoid(-x),
   log(1 - y) + log_sigmoid(x)) + log_sigmoid(x))*sigmoid(-x) + sigmoid(-x)` -> `exp(log(y) -
@@ -117,6 +121,16 @@ Rewrites applied (rule: before -> after, reason):
   `-exp(log(1 - y) - logaddexp(log(y) + log_sigmoid(-x), log(1 - y) + log_sigmoid(x)) +
   log_sigmoid(x))` (1 - sigmoid(u) rounds to 0 for u > 37 in float64; 1 - weight rounds to 0
   likewise [in hess])
+- sigmoid_difference: `p*(1 - y) - y*sigmoid(-x)` -> `Piecewise(((y - 1)*expm1(-x + log(y) -
+  log(1 - y))*sigmoid(x), x >= log(y) - log(1 - y)), (y*expm1(x - log(y) + log(1 -
+  y))*sigmoid(-x), True))` (the two terms cancel at u = log(B/A); expm1 of a difference
+  keeps the digits there [in hess])
+Found again in the emitted forms (a divergence of the result itself is
+reported, not fixed):
+- zero times infinity: `y*expm1(x - log(y) + log(1 - y))*sigmoid(-x)` as x -> oo (generic)
+  (in grad, hess)
+- zero times infinity: `p*(y - 1)*expm1(-x + log(y) - log(1 - y))` as x -> -oo (generic) (in
+  grad, hess)
 
 References
 ----------
@@ -182,20 +196,27 @@ def value(x, y, *, alpha=0.25, gamma=2.0):
 def grad(x, y, *, alpha=0.25, gamma=2.0):
     """The gradient of value(...).sum() with respect to x."""
     x, y, alpha, gamma, shape, out = _prepare((x, y), (alpha, gamma))
-    t0 = -x
-    t1 = jax.nn.sigmoid(t0)
-    t2 = jax.nn.sigmoid(x)
-    t3 = 1 - y
-    t4 = jax.nn.log_sigmoid(t0)
-    t5 = t4 + jnp.log(y)
-    t6 = jax.nn.log_sigmoid(x)
-    t7 = t6 + jnp.log(t3)
-    t8 = jnp.logaddexp(t5, t7)
-    t9 = (alpha * y + t3 * (1 - alpha)) * jnp.exp(gamma * t8)
-    t10 = -t8
+    t0 = jax.nn.sigmoid(x)
+    t1 = -1 + y
+    t2 = jnp.log(y)
+    t3 = -t1
+    t4 = jnp.log(t3)
+    t5 = -t2 + t4 + x
+    t6 = -x
+    t7 = jax.nn.sigmoid(t6)
+    t8 = jax.nn.log_sigmoid(t6)
+    t9 = t2 + t8
+    t10 = jax.nn.log_sigmoid(x)
+    t11 = t10 + t4
+    t12 = jnp.logaddexp(t9, t11)
+    t13 = (alpha * y + t3 * (1 - alpha)) * jnp.exp(gamma * t12)
+    t14 = -t12
     d_x = (
-        t9 * (-t1 * y + t2 * t3)
-        + gamma * t9 * (t1 * jnp.exp(t10 + t7) - t2 * jnp.exp(t10 + t5)) * (-t3 * t4 - t6 * y)
+        t13 * jnp.where(x >= t2 - t4, t0 * t1 * jnp.expm1(-t5), t7 * y * jnp.expm1(t5))
+        + gamma
+        * t13
+        * (-t0 * jnp.exp(t14 + t9) + t7 * jnp.exp(t11 + t14))
+        * (-t10 * y - t3 * t8)
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -203,29 +224,37 @@ def grad(x, y, *, alpha=0.25, gamma=2.0):
 def hess(x, y, *, alpha=0.25, gamma=2.0):
     """The elementwise second derivatives of value(...).sum()."""
     x, y, alpha, gamma, shape, out = _prepare((x, y), (alpha, gamma))
-    t0 = jax.nn.sigmoid(x)
-    t1 = -x
-    t2 = jax.nn.sigmoid(t1)
-    t3 = t2 * y
-    t4 = 1 - y
-    t5 = jax.nn.log_sigmoid(t1)
-    t6 = t5 + jnp.log(y)
-    t7 = jax.nn.log_sigmoid(x)
-    t8 = t7 + jnp.log(t4)
-    t9 = jnp.logaddexp(t6, t8)
-    t10 = (alpha * y + t4 * (1 - alpha)) * jnp.exp(gamma * t9)
-    t11 = -t9
-    t12 = jnp.exp(t11 + t6)
-    t13 = t0 * t12
-    t14 = jnp.exp(t11 + t8)
-    t15 = -t13 + t14 * t2
-    t16 = t10 * (-t4 * t5 - t7 * y)
-    t17 = t14 * t2
+    t0 = -x
+    t1 = jax.nn.sigmoid(t0)
+    t2 = jax.nn.sigmoid(x)
+    t3 = t1 * t2
+    t4 = -1 + y
+    t5 = -t4
+    t6 = jnp.log(y)
+    t7 = jax.nn.log_sigmoid(t0)
+    t8 = t6 + t7
+    t9 = jax.nn.log_sigmoid(x)
+    t10 = jnp.log(t5)
+    t11 = t10 + t9
+    t12 = jnp.logaddexp(t8, t11)
+    t13 = (alpha * y + t5 * (1 - alpha)) * jnp.exp(gamma * t12)
+    t14 = -t12
+    t15 = jnp.exp(t14 + t8)
+    t16 = t15 * t2
+    t17 = jnp.exp(t11 + t14)
+    t18 = -t16 + t1 * t17
+    t19 = t13 * (-t5 * t7 - t9 * y)
+    t20 = t10 - t6 + x
+    t21 = t1 * t17
     d2_x = (
-        t10 * (t0 * t3 + t0 * t2 * t4)
-        + gamma * t16 * (-t0 * t17 + t12 * t17 + t13 * t14 - t13 * t2)
-        + gamma**2 * t15**2 * t16
-        + 2 * gamma * t10 * t15 * (-t3 + t0 * t4)
+        t13 * (t3 * t5 + t3 * y)
+        + gamma * t19 * (-t1 * t16 + t15 * t21 + t16 * t17 - t2 * t21)
+        + gamma**2 * t18**2 * t19
+        + 2
+        * gamma
+        * t13
+        * t18
+        * jnp.where(x >= -t10 + t6, t2 * t4 * jnp.expm1(-t20), t1 * y * jnp.expm1(t20))
     )
     return _fit(d2_x, x.shape, shape, out)
 

@@ -75,42 +75,111 @@ Rewrites applied (rule: before -> after, reason):
 - log_near_one: `log(1 - p)` -> `log1p(-p)` (answers: cancellation: `log(1 - p)` as p -> 0
   (in value, grad, hess); the argument tends to 1; pole: `1/(1 - p)` as p -> 1 (in grad,
   hess); and 1 more)
+- zero_guard: `(1 - y)/(1 - p)` -> `Piecewise((0, Eq(y, 1)), ((1 - y)/(1 - p), True))` (f
+  has a pole where it overflows; c = 0 must give 0, not 0*inf = NaN [in grad])
+- zero_guard: `-y/p` -> `Piecewise((0, Eq(y, 0)), (-y/p, True))` (f has a pole where it
+  overflows; c = 0 must give 0, not 0*inf = NaN [in grad])
+- zero_guard: `alpha_t*(p*(1 - y) + y*(1 - p))**gamma*(Piecewise((0, Eq(y, 0)), (-y/p,
+  True)) + Piecewise((0, Eq(y, 1)), ((1 - y)/(1 - p), True)))` -> `Piecewise((0, Eq(alpha*y
+  + (1 - alpha)*(1 - y), 0)), ((alpha*y + (1 - alpha)*(1 - y))*(p*(1 - y) + y*(1 -
+  p))**gamma*(Piecewise((0, Eq(y, 0)), (-y/p, True)) + Piecewise((0, Eq(y, 1)), ((1 - y)/(1
+  - p), True))), True))` (f has a pole where it overflows; c = 0 must give 0, not 0*inf =
+  NaN [in grad])
+- zero_guard: `alpha_t*gamma*(1 - 2*y)*(p*(1 - y) + y*(1 - p))**(gamma - 1)*(-y*log(p) - (1
+  - y)*log1p(-p))` -> `Piecewise((0, Eq(gamma, 0) | Eq(y, 1/2) | Eq(alpha*y + (1 - alpha)*(1
+  - y), 0)), (gamma*(1 - 2*y)*(alpha*y + (1 - alpha)*(1 - y))*(p*(1 - y) + y*(1 -
+  p))**(gamma - 1)*(-y*log(p) - (1 - y)*log1p(-p)), True))` (f has a pole where it
+  overflows; c = 0 must give 0, not 0*inf = NaN [in grad])
+- zero_guard: `y/p**2` -> `Piecewise((0, Eq(y, 0)), (y/p**2, True))` (f has a pole where it
+  overflows; c = 0 must give 0, not 0*inf = NaN [in hess])
+- zero_guard: `(1 - y)/(1 - p)**2` -> `Piecewise((0, Eq(y, 1)), ((1 - y)/(1 - p)**2, True))`
+  (f has a pole where it overflows; c = 0 must give 0, not 0*inf = NaN [in hess])
+- zero_guard: `alpha_t*(p*(1 - y) + y*(1 - p))**gamma*(Piecewise((0, Eq(y, 0)), (y/p**2,
+  True)) + Piecewise((0, Eq(y, 1)), ((1 - y)/(1 - p)**2, True)))` -> `Piecewise((0,
+  Eq(alpha*y + (1 - alpha)*(1 - y), 0)), ((alpha*y + (1 - alpha)*(1 - y))*(p*(1 - y) + y*(1
+  - p))**gamma*(Piecewise((0, Eq(y, 0)), (y/p**2, True)) + Piecewise((0, Eq(y, 1)), ((1 -
+  y)/(1 - p)**2, True))), True))` (f has a pole where it overflows; c = 0 must give 0, not
+  0*inf = NaN [in hess])
+- zero_guard: `alpha_t*gamma**2*(1 - 2*y)**2*(p*(1 - y) + y*(1 - p))**(gamma - 2)*(-y*log(p)
+  - (1 - y)*log1p(-p))` -> `Piecewise((0, Eq(gamma**2, 0) | Eq((1 - 2*y)**2, 0) | Eq(alpha*y
+  + (1 - alpha)*(1 - y), 0)), (gamma**2*(1 - 2*y)**2*(alpha*y + (1 - alpha)*(1 - y))*(p*(1 -
+  y) + y*(1 - p))**(gamma - 2)*(-y*log(p) - (1 - y)*log1p(-p)), True))` (f has a pole where
+  it overflows; c = 0 must give 0, not 0*inf = NaN [in hess])
+- zero_guard: `-alpha_t*gamma*(2*y - 1)**2*(p*(1 - y) + y*(1 - p))**(gamma - 2)*(-y*log(p) -
+  (1 - y)*log1p(-p))` -> `Piecewise((0, Eq(gamma, 0) | Eq((2*y - 1)**2, 0) | Eq(alpha*y + (1
+  - alpha)*(1 - y), 0)), (-gamma*(2*y - 1)**2*(alpha*y + (1 - alpha)*(1 - y))*(p*(1 - y) +
+  y*(1 - p))**(gamma - 2)*(-y*log(p) - (1 - y)*log1p(-p)), True))` (f has a pole where it
+  overflows; c = 0 must give 0, not 0*inf = NaN [in hess])
+- zero_guard: `(1 - y)/(1 - p)` -> `Piecewise((0, Eq(y, 1)), ((1 - y)/(1 - p), True))` (f
+  has a pole where it overflows; c = 0 must give 0, not 0*inf = NaN [in hess])
+- zero_guard: `-y/p` -> `Piecewise((0, Eq(y, 0)), (-y/p, True))` (f has a pole where it
+  overflows; c = 0 must give 0, not 0*inf = NaN [in hess])
+- zero_guard: `2*alpha_t*gamma*(1 - 2*y)*(p*(1 - y) + y*(1 - p))**(gamma - 1)*(Piecewise((0,
+  Eq(y, 0)), (-y/p, True)) + Piecewise((0, Eq(y, 1)), ((1 - y)/(1 - p), True)))` ->
+  `Piecewise((0, Eq(gamma, 0) | Eq(y, 1/2) | Eq(alpha*y + (1 - alpha)*(1 - y), 0)),
+  (2*gamma*(1 - 2*y)*(alpha*y + (1 - alpha)*(1 - y))*(p*(1 - y) + y*(1 - p))**(gamma -
+  1)*(Piecewise((0, Eq(y, 0)), (-y/p, True)) + Piecewise((0, Eq(y, 1)), ((1 - y)/(1 - p),
+  True))), True))` (f has a pole where it overflows; c = 0 must give 0, not 0*inf = NaN [in
+  hess])
 Found again in the emitted forms (a divergence of the result itself is
 reported, not fixed):
 - divergence: `alpha_t*(p*(1 - y) + y*(1 - p))**gamma*(-y*log(p) - (1 - y)*log1p(-p))` as p
   -> 0 (y = 1) (in value); the result itself diverges
-- divergence: `alpha_t*gamma*(1 - 2*y)*(p*(1 - y) + y*(1 - p))**gamma*(-y*log(p) - (1 -
-  y)*log1p(-p))/(p*(1 - y) + y*(1 - p)) + alpha_t*(p*(1 - y) + y*(1 - p))**gamma*((1 - y)/(1
-  - p) - y/p)` as p -> 1 (generic; y = 0) (in grad); the result itself diverges
+- divergence: `Piecewise((0, Eq(alpha_t, 0)), (alpha_t*(p*(1 - y) + y*(1 -
+  p))**gamma*(Piecewise((0, Eq(y, 0)), (-y/p, True)) + Piecewise((0, Eq(y, 1)), ((1 - y)/(1
+  - p), True))), True)) + Piecewise((0, Eq(alpha_t, 0) | Eq(gamma, 0) | Eq(y, 1/2)),
+  (alpha_t*gamma*(1 - 2*y)*(p*(1 - y) + y*(1 - p))**(gamma - 1)*(-y*log(p) - (1 -
+  y)*log1p(-p)), True))` as p -> 1 (generic; y = 0) (in grad); the result itself diverges
 - pole: `1/(1 - p)` as p -> 1 (in grad, hess)
-- pole: `1/(p*(1 - y) + y*(1 - p))` as p -> 1 (y = 1) (in grad, hess)
+- zero times infinity: `alpha_t*gamma*(1 - 2*y)*(p*(1 - y) + y*(1 - p))**(gamma -
+  1)*(-y*log(p) - (1 - y)*log1p(-p))` as p -> 1 (y = 1) when 0 <= gamma < 1 (in grad)
+- pole: `(p*(1 - y) + y*(1 - p))**(gamma - 1)` as p -> 1 (y = 1) when 0 <= gamma < 1 (in
+  grad, hess)
 - pole: `1/p` as p -> 0 (in grad, hess)
-- pole: `1/(p*(1 - y) + y*(1 - p))` as p -> 0 (y = 0) (in grad, hess)
-- divergence: `alpha_t*gamma*(1 - 2*y)*(p*(1 - y) + y*(1 - p))**gamma*(-y*log(p) - (1 -
-  y)*log1p(-p))/(p*(1 - y) + y*(1 - p)) + alpha_t*(p*(1 - y) + y*(1 - p))**gamma*((1 - y)/(1
-  - p) - y/p)` as p -> 0 (y = 1) (in grad); the result itself diverges
-- divergence: `alpha_t*gamma**2*(1 - 2*y)**2*(p*(1 - y) + y*(1 - p))**gamma*(-y*log(p) - (1
-  - y)*log1p(-p))/(p*(1 - y) + y*(1 - p))**2 + alpha_t*gamma*(1 - 2*y)*(2*y - 1)*(p*(1 - y)
-  + y*(1 - p))**gamma*(-y*log(p) - (1 - y)*log1p(-p))/(p*(1 - y) + y*(1 - p))**2 +
-  2*alpha_t*gamma*(1 - 2*y)*(p*(1 - y) + y*(1 - p))**gamma*((1 - y)/(1 - p) - y/p)/(p*(1 -
-  y) + y*(1 - p)) + alpha_t*(p*(1 - y) + y*(1 - p))**gamma*((1 - y)/(1 - p)**2 + y/p**2)` as
-  p -> 1 (generic; y = 0) (in hess); the result itself diverges
+- pole: `(p*(1 - y) + y*(1 - p))**(gamma - 1)` as p -> 0 (y = 0) when 0 <= gamma < 1 (in
+  grad, hess)
+- divergence: `Piecewise((0, Eq(alpha_t, 0)), (alpha_t*(p*(1 - y) + y*(1 -
+  p))**gamma*(Piecewise((0, Eq(y, 0)), (-y/p, True)) + Piecewise((0, Eq(y, 1)), ((1 - y)/(1
+  - p), True))), True)) + Piecewise((0, Eq(alpha_t, 0) | Eq(gamma, 0) | Eq(y, 1/2)),
+  (alpha_t*gamma*(1 - 2*y)*(p*(1 - y) + y*(1 - p))**(gamma - 1)*(-y*log(p) - (1 -
+  y)*log1p(-p)), True))` as p -> 0 (y = 1) (in grad); the result itself diverges
+- divergence: `Piecewise((0, Eq(alpha_t, 0)), (alpha_t*(p*(1 - y) + y*(1 -
+  p))**gamma*(Piecewise((0, Eq(y, 0)), (y/p**2, True)) + Piecewise((0, Eq(y, 1)), ((1 -
+  y)/(1 - p)**2, True))), True)) + Piecewise((0, Eq(alpha_t, 0) | Eq(gamma, 0) | Eq(y,
+  1/2)), (2*alpha_t*gamma*(1 - 2*y)*(p*(1 - y) + y*(1 - p))**(gamma - 1)*(Piecewise((0,
+  Eq(y, 0)), (-y/p, True)) + Piecewise((0, Eq(y, 1)), ((1 - y)/(1 - p), True))), True)) +
+  Piecewise((0, Eq(alpha_t, 0) | Eq(gamma, 0) | Eq((2*y - 1)**2, 0)), (-alpha_t*gamma*(2*y -
+  1)**2*(p*(1 - y) + y*(1 - p))**(gamma - 2)*(-y*log(p) - (1 - y)*log1p(-p)), True)) +
+  Piecewise((0, Eq(alpha_t, 0) | Eq(gamma**2, 0) | Eq((1 - 2*y)**2, 0)),
+  (alpha_t*gamma**2*(1 - 2*y)**2*(p*(1 - y) + y*(1 - p))**(gamma - 2)*(-y*log(p) - (1 -
+  y)*log1p(-p)), True))` as p -> 1 (generic; y = 0) (in hess); the result itself diverges
 - pole: `(1 - p)**(-2)` as p -> 1 (in hess)
-- divergence: `alpha_t*gamma**2*(1 - 2*y)**2*(p*(1 - y) + y*(1 - p))**gamma*(-y*log(p) - (1
-  - y)*log1p(-p))/(p*(1 - y) + y*(1 - p))**2 + alpha_t*gamma*(1 - 2*y)*(2*y - 1)*(p*(1 - y)
-  + y*(1 - p))**gamma*(-y*log(p) - (1 - y)*log1p(-p))/(p*(1 - y) + y*(1 - p))**2 +
-  2*alpha_t*gamma*(1 - 2*y)*(p*(1 - y) + y*(1 - p))**gamma*((1 - y)/(1 - p) - y/p)/(p*(1 -
-  y) + y*(1 - p)) + alpha_t*(p*(1 - y) + y*(1 - p))**gamma*((1 - y)/(1 - p)**2 + y/p**2)` as
-  p -> 1 (y = 1) when 0 < gamma < 1 (in hess); the result itself diverges
-- pole: `(p*(1 - y) + y*(1 - p))**(-2)` as p -> 1 (y = 1) (in hess)
+- divergence: `Piecewise((0, Eq(alpha_t, 0)), (alpha_t*(p*(1 - y) + y*(1 -
+  p))**gamma*(Piecewise((0, Eq(y, 0)), (y/p**2, True)) + Piecewise((0, Eq(y, 1)), ((1 -
+  y)/(1 - p)**2, True))), True)) + Piecewise((0, Eq(alpha_t, 0) | Eq(gamma, 0) | Eq(y,
+  1/2)), (2*alpha_t*gamma*(1 - 2*y)*(p*(1 - y) + y*(1 - p))**(gamma - 1)*(Piecewise((0,
+  Eq(y, 0)), (-y/p, True)) + Piecewise((0, Eq(y, 1)), ((1 - y)/(1 - p), True))), True)) +
+  Piecewise((0, Eq(alpha_t, 0) | Eq(gamma, 0) | Eq((2*y - 1)**2, 0)), (-alpha_t*gamma*(2*y -
+  1)**2*(p*(1 - y) + y*(1 - p))**(gamma - 2)*(-y*log(p) - (1 - y)*log1p(-p)), True)) +
+  Piecewise((0, Eq(alpha_t, 0) | Eq(gamma**2, 0) | Eq((1 - 2*y)**2, 0)),
+  (alpha_t*gamma**2*(1 - 2*y)**2*(p*(1 - y) + y*(1 - p))**(gamma - 2)*(-y*log(p) - (1 -
+  y)*log1p(-p)), True))` as p -> 1 (y = 1) when 0 < gamma < 1 (in hess); the result itself
+  diverges
+- pole: `(p*(1 - y) + y*(1 - p))**(gamma - 2)` as p -> 1 (y = 1) when 0 <= gamma < 2 (in
+  hess)
 - pole: `p**(-2)` as p -> 0 (in hess)
-- pole: `(p*(1 - y) + y*(1 - p))**(-2)` as p -> 0 (y = 0) (in hess)
-- divergence: `alpha_t*gamma**2*(1 - 2*y)**2*(p*(1 - y) + y*(1 - p))**gamma*(-y*log(p) - (1
-  - y)*log1p(-p))/(p*(1 - y) + y*(1 - p))**2 + alpha_t*gamma*(1 - 2*y)*(2*y - 1)*(p*(1 - y)
-  + y*(1 - p))**gamma*(-y*log(p) - (1 - y)*log1p(-p))/(p*(1 - y) + y*(1 - p))**2 +
-  2*alpha_t*gamma*(1 - 2*y)*(p*(1 - y) + y*(1 - p))**gamma*((1 - y)/(1 - p) - y/p)/(p*(1 -
-  y) + y*(1 - p)) + alpha_t*(p*(1 - y) + y*(1 - p))**gamma*((1 - y)/(1 - p)**2 + y/p**2)` as
-  p -> 0 (y = 1) (in hess); the result itself diverges
+- pole: `(p*(1 - y) + y*(1 - p))**(gamma - 2)` as p -> 0 (y = 0) when 0 <= gamma < 2 (in
+  hess)
+- divergence: `Piecewise((0, Eq(alpha_t, 0)), (alpha_t*(p*(1 - y) + y*(1 -
+  p))**gamma*(Piecewise((0, Eq(y, 0)), (y/p**2, True)) + Piecewise((0, Eq(y, 1)), ((1 -
+  y)/(1 - p)**2, True))), True)) + Piecewise((0, Eq(alpha_t, 0) | Eq(gamma, 0) | Eq(y,
+  1/2)), (2*alpha_t*gamma*(1 - 2*y)*(p*(1 - y) + y*(1 - p))**(gamma - 1)*(Piecewise((0,
+  Eq(y, 0)), (-y/p, True)) + Piecewise((0, Eq(y, 1)), ((1 - y)/(1 - p), True))), True)) +
+  Piecewise((0, Eq(alpha_t, 0) | Eq(gamma, 0) | Eq((2*y - 1)**2, 0)), (-alpha_t*gamma*(2*y -
+  1)**2*(p*(1 - y) + y*(1 - p))**(gamma - 2)*(-y*log(p) - (1 - y)*log1p(-p)), True)) +
+  Piecewise((0, Eq(alpha_t, 0) | Eq(gamma**2, 0) | Eq((1 - 2*y)**2, 0)),
+  (alpha_t*gamma**2*(1 - 2*y)**2*(p*(1 - y) + y*(1 - p))**(gamma - 2)*(-y*log(p) - (1 -
+  y)*log1p(-p)), True))` as p -> 0 (y = 1) (in hess); the result itself diverges
 
 References
 ----------
@@ -174,12 +243,25 @@ def grad(p, y, *, alpha=0.25, gamma=2.0):
     """The gradient of value(...).sum() with respect to p."""
     p, y, alpha, gamma, shape, out = _prepare((p, y), (alpha, gamma))
     t0 = 1 - y
-    t1 = 1 - p
-    t2 = p * t0 + t1 * y
-    t3 = t2**gamma * (alpha * y + t0 * (1 - alpha))
+    t1 = alpha * y + t0 * (1 - alpha)
+    t2 = t1 == 0
+    t3 = 1 - p
+    t4 = p * t0 + t3 * y
     d_p = (
-        t3 * (-y / p + t0 / t1)
-        + gamma * t3 * (1 - 2 * y) * (-t0 * jnp.log1p(-p) - y * jnp.log(p)) / t2
+        jnp.where(
+            t2,
+            0,
+            t1 * t4**gamma * (jnp.where(y == 0, 0, -y / p) + jnp.where(y == 1, 0, t0 / t3)),
+        )
+        + jnp.where(
+            (gamma == 0) | (t2) | (y == 0.5),
+            0,
+            gamma
+            * t1
+            * t4**(-1 + gamma)
+            * (1 - 2 * y)
+            * (-t0 * jnp.log1p(-p) - y * jnp.log(p)),
+        )
     )
     return _fit(d_p, p.shape, shape, out)
 
@@ -188,18 +270,37 @@ def hess(p, y, *, alpha=0.25, gamma=2.0):
     """The elementwise second derivatives of value(...).sum()."""
     p, y, alpha, gamma, shape, out = _prepare((p, y), (alpha, gamma))
     t0 = 1 - y
-    t1 = 1 - p
-    t2 = p * t0 + t1 * y
-    t3 = t2**gamma * (alpha * y + t0 * (1 - alpha))
-    t4 = -1 + 2 * y
-    t5 = -t4
-    t6 = gamma * t5
-    t7 = t3 * (-t0 * jnp.log1p(-p) - y * jnp.log(p)) / t2**2
+    t1 = alpha * y + t0 * (1 - alpha)
+    t2 = t1 == 0
+    t3 = 1 - p
+    t4 = p * t0 + t3 * y
+    t5 = y == 0
+    t6 = y == 1
+    t7 = gamma == 0
+    t8 = -1 + 2 * y
+    t9 = t8**2
+    t10 = gamma * t1
+    t11 = t4**(-2 + gamma) * (-t0 * jnp.log1p(-p) - y * jnp.log(p))
+    t12 = gamma**2
+    t13 = -t8
+    t14 = t13**2
     d2_p = (
-        t3 * (y / p**2 + t0 / t1**2)
-        + gamma**2 * t5**2 * t7
-        + t4 * t6 * t7
-        + 2 * t3 * t6 * (-y / p + t0 / t1) / t2
+        jnp.where(
+            t2,
+            0,
+            t1 * t4**gamma * (jnp.where(t5, 0, y / p**2) + jnp.where(t6, 0, t0 / t3**2)),
+        )
+        + jnp.where((t2) | (t7) | (t9 == 0), 0, -t10 * t11 * t9)
+        + jnp.where(
+            (t2) | (t7) | (y == 0.5),
+            0,
+            2
+            * t10
+            * t13
+            * t4**(-1 + gamma)
+            * (jnp.where(t5, 0, -y / p) + jnp.where(t6, 0, t0 / t3)),
+        )
+        + jnp.where((t12 == 0) | (t14 == 0) | (t2), 0, t1 * t11 * t12 * t14)
     )
     return _fit(d2_p, p.shape, shape, out)
 

@@ -47,6 +47,16 @@ Rewrites applied (rule: before -> after, reason):
 - log_sigmoid: `log(p)` -> `log_sigmoid(x)` (answers: cancellation: `log(p)` as x -> oo (in
   value); the argument tends to 1; log of a vanishing argument: `log(p)` as x -> -oo (in
   value))
+- sigmoid_difference: `p*(1 - y) - pos_weight*y*sigmoid(-x)` -> `Piecewise(((y - 1)*expm1(-x
+  + log(pos_weight*y) - log(1 - y))*sigmoid(x), x >= log(pos_weight*y) - log(1 - y)),
+  (pos_weight*y*expm1(x - log(pos_weight*y) + log(1 - y))*sigmoid(-x), True))` (the two
+  terms cancel at u = log(B/A); expm1 of a difference keeps the digits there [in grad])
+Found again in the emitted forms (a divergence of the result itself is
+reported, not fixed):
+- zero times infinity: `pos_weight*y*expm1(x - log(pos_weight*y) + log(1 - y))*sigmoid(-x)`
+  as x -> oo (generic) (in grad)
+- zero times infinity: `p*(y - 1)*expm1(-x + log(pos_weight*y) - log(1 - y))` as x -> -oo
+  (generic) (in grad)
 
 References
 ----------
@@ -99,6 +109,11 @@ def _like(v, ref):
     return torch.as_tensor(v, dtype=ref.dtype, device=ref.device)
 
 
+def _sigmoid(x):
+    e = torch.exp(-torch.abs(x))
+    return torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
 def value(x, y, *, pos_weight=1.0):
     """The unreduced loss, shaped like the broadcast inputs."""
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
@@ -112,14 +127,25 @@ def value(x, y, *, pos_weight=1.0):
 def grad(x, y, *, pos_weight=1.0):
     """The gradient of value(...).sum() with respect to x."""
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
-    d_x = (1 - y) * torch.sigmoid(x) - pos_weight * y * torch.sigmoid(-x)
+    t0 = -1 + y
+    t1 = pos_weight * y
+    t2 = torch.log(t1)
+    t3 = torch.log(-t0)
+    t4 = -t2 + t3 + x
+    d_x = (
+        torch.where(
+            torch.as_tensor(x >= t2 - t3),
+            t0 * torch.expm1(-t4) * _sigmoid(x),
+            t1 * torch.expm1(t4) * _sigmoid(-x),
+        )
+    )
     return _fit(d_x, x.shape, shape, out)
 
 
 def hess(x, y, *, pos_weight=1.0):
     """The elementwise second derivatives of value(...).sum()."""
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
-    t0 = torch.sigmoid(-x) * torch.sigmoid(x)
+    t0 = _sigmoid(-x) * _sigmoid(x)
     d2_x = t0 * (1 - y) + pos_weight * t0 * y
     return _fit(d2_x, x.shape, shape, out)
 
