@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: generate test fixtures check list clean-venv
+.PHONY: generate test fixtures report check list clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -20,6 +20,9 @@ test: $(STAMP)
 
 fixtures: $(STAMP)
 	$(PY) -m lossgen fixtures
+
+report: $(STAMP)
+	$(PY) benchmarks/accuracy.py
 
 check: $(STAMP)
 	$(PY) -m lossgen check specs/*.yaml

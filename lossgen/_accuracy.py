@@ -16,7 +16,15 @@ import numpy as np
 from . import metrics
 from ._types import Spec
 
-__all__ = ["Grade", "generated_outputs", "grade", "to_backend", "to_numpy"]
+__all__ = [
+    "Grade",
+    "autodiff_outputs",
+    "generated_outputs",
+    "grade",
+    "naive_function",
+    "to_backend",
+    "to_numpy",
+]
 
 Outputs = Mapping[str, np.ndarray]
 Implementation = Callable[[Mapping[str, np.ndarray], str], Outputs]
@@ -102,3 +110,60 @@ def grade(implementation: Implementation, fixture: dict, dtype: str, *, exempt=N
         bits, beyond, summary = metrics.error_report(got, truths, dtype, kappa=kappa)
         grades.append(Grade(label, dtype, bits, beyond, summary, got))
     return grades
+
+
+def naive_function(spec: Spec, backend: str) -> Callable:
+    """The spec's textbook formula (sigmoid as 1 / (1 + exp(-x))) as a ``backend`` function of
+    the inputs and params, for autodiff: what a user who types the formula gets."""
+    import sympy
+
+    from ._backends import print_expr
+    from ._primitives import to_textbook
+
+    expr = to_textbook(spec.expression())
+    names = [i.name for i in spec.inputs] + [p.name for p in spec.params]
+    code = f"lambda {', '.join(names)}: {print_expr(sympy.sympify(expr), backend)}"
+    namespace: dict = {}
+    exec(  # the printed formula, evaluated with the backend's own functions
+        {"numpy": "import numpy as np", "jax": "import jax\nimport jax.numpy as jnp",
+         "torch": "import torch"}[backend],
+        namespace,
+    )
+    return eval(code, namespace)
+
+
+def autodiff_outputs(spec: Spec, function: Callable, backend: str) -> Implementation:
+    """value, gradient and elementwise Hessian of ``function`` by the backend's autodiff
+    (torch: backward, then double backward; jax: grad of grad), for one differentiated input."""
+    (x,) = [i.name for i in spec.differentiated]
+
+    def run(columns: Mapping[str, np.ndarray], dtype: str) -> Outputs:
+        args = {k: to_backend(v, backend, dtype) for k, v in columns.items()}
+        names = [i.name for i in spec.inputs] + [p.name for p in spec.params]
+
+        def f(xv):
+            return function(**{**{n: args[n] for n in names if n in args}, x: xv})
+
+        if backend == "torch":
+            import torch
+
+            xv = args[x].clone().requires_grad_(True)
+            value = f(xv)
+            (g,) = torch.autograd.grad(value.sum(), xv, create_graph=True)
+            (h,) = torch.autograd.grad(g.sum(), xv, allow_unused=True)
+            h = torch.zeros_like(xv) if h is None else h
+            return {"value": to_numpy(value), "grad[0]": to_numpy(g), "hess[0][0]": to_numpy(h)}
+        import jax
+
+        def total(xv):
+            return f(xv).sum()
+
+        g = jax.grad(total)
+        h = jax.grad(lambda xv: g(xv).sum())
+        return {
+            "value": to_numpy(f(args[x])),
+            "grad[0]": to_numpy(g(args[x])),
+            "hess[0][0]": to_numpy(h(args[x])),
+        }
+
+    return run
