@@ -73,23 +73,28 @@ def _set_values(domain: Domain) -> list[Fraction]:
     return [Fraction(str(e)) for e in domain.elements]
 
 
-def moderate(spec: Spec) -> dict[str, list[float]]:
-    """Columns of a grid on moderate inputs (|x| <= 2), every combination of the axes."""
+def _columns(spec: Spec, differentiated, param) -> dict[str, list[float]]:
+    """Every combination of the per-input and per-parameter axes, as columns."""
     axes: list[tuple[str, list[Fraction]]] = []
     for inp in spec.inputs:
         if inp.domain.kind == "set":
             values = _set_values(inp.domain)
         elif inp.role == "differentiated":
-            values = _differentiated_moderate(inp.domain)
+            values = differentiated(inp.domain)
         else:
             values = _constant(inp.domain)
         axes.append((inp.name, values))
     for p in spec.params:
         if p.choices is None:
-            axes.append((p.name, _param(p.domain, p.default)))
+            axes.append((p.name, param(p.domain, p.default)))
     names = [name for name, _ in axes]
     rows = list(itertools.product(*(values for _, values in axes)))
     return {name: [float(row[k]) for row in rows] for k, name in enumerate(names)}
+
+
+def moderate(spec: Spec) -> dict[str, list[float]]:
+    """Columns of a grid on moderate inputs (|x| <= 2), every combination of the axes."""
+    return _columns(spec, _differentiated_moderate, _param)
 
 
 #: logits where float breaks: tiny, around sigmoid's rounding to 1 (17, 37), the float32 and
@@ -119,21 +124,7 @@ def _param_extreme(domain: Domain, default: float) -> list[Fraction]:
 def extreme(spec: Spec) -> dict[str, list[float]]:
     """Columns of a grid on extreme inputs: logits to +-1e4 dense where float breaks,
     probabilities within 2**-126 of 0 and 2**-24 of 1, special parameter values."""
-    axes: list[tuple[str, list[Fraction]]] = []
-    for inp in spec.inputs:
-        if inp.domain.kind == "set":
-            values = _set_values(inp.domain)
-        elif inp.role == "differentiated":
-            values = _differentiated_extreme(inp.domain)
-        else:
-            values = _constant(inp.domain)
-        axes.append((inp.name, values))
-    for p in spec.params:
-        if p.choices is None:
-            axes.append((p.name, _param_extreme(p.domain, p.default)))
-    names = [name for name, _ in axes]
-    rows = list(itertools.product(*(values for _, values in axes)))
-    return {name: [float(row[k]) for row in rows] for k, name in enumerate(names)}
+    return _columns(spec, _differentiated_extreme, _param_extreme)
 
 
 #: grid name -> builder; each grid has its own committed fixture file per spec

@@ -11,27 +11,13 @@ import numpy as np
 import pytest
 
 import lossgen
-from lossgen import metrics
+from lossgen._accuracy import generated_outputs, grade
 from lossgen._fixtures import load_fixture
 
-from _support import BACKENDS, DTYPES, FIXTURES, call, spec_paths
+from _support import BACKENDS, DTYPES, FIXTURES, spec_paths
 
 SPECS = lossgen.load_specs(spec_paths())
 BEYOND_BITS = 4.0
-
-
-def _outputs(spec, module, columns, backend, dtype):
-    """label -> flat numpy array, for every quantity the oracle knows."""
-    n = len(spec.differentiated)
-    value = call(module, "value", spec, columns, backend, dtype)
-    grad = call(module, "grad", spec, columns, backend, dtype)
-    hess = call(module, "hess", spec, columns, backend, dtype)
-    if n == 1:
-        grad, hess = (grad,), ((hess,),)
-    out = {"value": value}
-    out.update({f"grad[{i}]": g for i, g in enumerate(grad)})
-    out.update({f"hess[{i}][{j}]": h for i, row in enumerate(hess) for j, h in enumerate(row)})
-    return out
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -43,19 +29,16 @@ def test_moderate_grid_within_conditioning(spec, backend, dtype):
     assert not data["refused"], f"the oracle refused points {data['refused'][:5]}"
     module = lossgen.load(spec.name, backend)
     columns = data["columns"]
-    outputs = _outputs(spec, module, columns, backend, dtype)
+    n = len(columns[spec.inputs[0].name])
     failures = []
-    for label, got in outputs.items():
-        assert got.shape == (len(columns[spec.inputs[0].name]),), (label, got.shape)
-        assert got.dtype == np.dtype(dtype), (label, got.dtype)
-        bits, beyond, summary = metrics.error_report(
-            got, data["truth"][label], dtype, kappa=data["kappa"][label]
-        )
-        if summary.nonfinite or summary.max_beyond > BEYOND_BITS:
-            k = summary.worst_beyond
+    for g in grade(generated_outputs(spec, module, backend), data, dtype):
+        assert g.got.shape == (n,) and g.got.dtype == np.dtype(dtype), (g.label, g.got.shape)
+        s = g.summary
+        if s.nonfinite or s.max_beyond > BEYOND_BITS:
+            k = s.worst_beyond
             point = {name: column[k] for name, column in columns.items()}
             failures.append(
-                f"{label}: {summary.nonfinite} NaN/Inf, max {summary.max_beyond:.1f} bits beyond "
-                f"conditioning at {point}: got {got[k]!r}, truth {data['truth'][label][k]}"
+                f"{g.label}: {s.nonfinite} NaN/Inf, max {s.max_beyond:.1f} bits beyond "
+                f"conditioning at {point}: got {g.got[k]!r}, truth {data['truth'][g.label][k]}"
             )
     assert not failures, "\n".join(failures)
