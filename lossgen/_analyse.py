@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import sympy
 
-from ._asymptotics import Behaviour, Boundary, Scenario, boundaries, leading, scenarios
+from ._asymptotics import Boundary, Scenario, boundaries, leading, scenarios
 from ._ir import Derivation, Finding
 from ._primitives import Primitive
 from ._types import Spec

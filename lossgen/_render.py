@@ -10,7 +10,7 @@ import jinja2
 import sympy
 
 from ._backends import BACKENDS, print_expr
-from ._ir import Block, Derivation
+from ._ir import Derivation
 from ._primitives import Primitive
 from ._types import RESERVED_NAMES, Spec
 

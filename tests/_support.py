@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lossgen
-from lossgen._accuracy import to_backend, to_numpy
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -12,7 +12,7 @@ from lossgen._backends import BACKENDS, UnprintableError, print_expr
 from lossgen._functions import SPEC_FUNCTIONS
 from lossgen._primitives import PRIMITIVES, to_textbook
 
-from _support import to_backend, to_numpy
+from lossgen._accuracy import to_backend, to_numpy
 
 x, y = sympy.symbols("x y", real=True)
 NAMESPACES = {

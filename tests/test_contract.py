@@ -11,7 +11,9 @@ import pytest
 import lossgen
 from lossgen._backends import BACKENDS
 
-from _support import ROOT, spec_paths, to_backend, to_numpy
+from lossgen._accuracy import to_backend, to_numpy
+
+from _support import ROOT, spec_paths
 
 SPECS = {s.name: s for s in lossgen.load_specs(spec_paths())}
 ALLOWED_IMPORTS = {
