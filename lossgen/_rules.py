@@ -17,7 +17,7 @@ import sympy
 from sympy.codegen.cfunctions import log1p
 
 from ._primitives import Exp, Expm1, LogAddExp, LogSigmoid, Sigmoid, Softplus
-from ._signs import NEG, NONPOS, POS, NONNEG, sign
+from ._signs import NEG, NONNEG, NONPOS, POS, affine, sign
 from ._types import Spec
 
 __all__ = ["RULES", "Context", "Rule"]
@@ -71,21 +71,9 @@ def _pairs(expr: sympy.Expr) -> list[tuple[sympy.Expr, sympy.Expr]]:
     return pairs
 
 
-def _affine(expr: sympy.Expr, s_form: sympy.Expr, sbar_form: sympy.Expr):
-    """``expr`` as a0 + a1*s (s = s_form, sbar_form = 1 - s), or None if not affine in s."""
-    s = sympy.Dummy("s")
-    flat = expr.subs(sbar_form, 1 - s).subs(s_form, s)
-    if flat.has(s_form) or flat.has(sbar_form):
-        return None
-    a1 = sympy.expand(sympy.diff(flat, s))
-    if a1.has(s):
-        return None
-    return flat.subs(s, 0), a1
-
-
 def _partition(expr: sympy.Expr, s_form, sbar_form, ctx: Context, constant_only: bool):
     """a0 + a1*s -> (a0 + a1)*s + a0*(1 - s): the pair's terms never cancel against a0."""
-    parts = _affine(expr, s_form, sbar_form)
+    parts = affine(expr, s_form, sbar_form)
     if parts is None:
         return None
     a0, a1 = parts
@@ -106,7 +94,7 @@ def _simplify_partitioned(expr: sympy.Expr, ctx: Context) -> sympy.Expr:
     """S(u) + S(-u) = 1 inside a coefficient (one level, no recursion into other rules)."""
     expr = sympy.expand(expr) if expr.is_Add else expr
     for s_form, sbar_form in _pairs(expr):
-        parts = _affine(expr, s_form, sbar_form)
+        parts = affine(expr, s_form, sbar_form)
         if parts is not None and parts[1] == 0:
             expr = parts[0]
     return expr

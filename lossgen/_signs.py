@@ -15,7 +15,7 @@ import sympy
 from ._primitives import Exp, LogSigmoid, Sigmoid, Softplus
 from ._types import Spec
 
-__all__ = ["sign"]
+__all__ = ["affine", "sign"]
 
 POS, NONNEG, NEG, NONPOS = "pos", "nonneg", "neg", "nonpos"
 _FLIP = {POS: NEG, NONNEG: NONPOS, NEG: POS, NONPOS: NONNEG, None: None}
@@ -101,17 +101,29 @@ def _symbol_sign(symbol: sympy.Symbol, spec: Spec) -> str | None:
     return None
 
 
+def affine(expr: sympy.Expr, s_form: sympy.Expr, sbar_form: sympy.Expr):
+    """``expr`` as a0 + a1*s, where s = s_form and sbar_form = 1 - s (sigmoid(u) and
+    sigmoid(-u), say); None if it is not affine in s."""
+    s = sympy.Dummy("s")
+    flat = expr.subs(sbar_form, 1 - s).subs(s_form, s)
+    if flat.has(s_form) or flat.has(sbar_form):
+        return None
+    a1 = sympy.expand(sympy.diff(flat, s))
+    if a1.has(s):
+        return None
+    return flat.subs(s, 0), a1
+
+
 def _sigmoid_affine_sign(expr: sympy.Expr, spec: Spec) -> str | None:
     """a0 + a1*s with s = sigmoid(u) in (0, 1): the sign of both ends a0 and a0 + a1."""
     args = {node.args[0] for node in expr.atoms(Sigmoid)}
     u = next(iter(args))
     if any(a not in (u, -u) for a in args):
         return None
-    s = sympy.Dummy("s")
-    flat = sympy.expand(expr.subs(Sigmoid(-u), 1 - s).subs(Sigmoid(u), s))
-    if flat.has(Sigmoid) or not flat.is_polynomial(s) or sympy.degree(flat, s) > 1:
+    parts = affine(expr, Sigmoid(u), Sigmoid(-u))
+    if parts is None:
         return None
-    a0, a1 = flat.coeff(s, 0), flat.coeff(s, 1)
+    a0, a1 = parts
     ends = [sign(sympy.factor(a0), spec), sign(sympy.factor(a0 + a1), spec)]
     if all(e in (POS, NONNEG) for e in ends):
         return POS if POS in ends else NONNEG
