@@ -22,7 +22,7 @@ fixtures: $(STAMP)
 	$(PY) -m lossgen fixtures
 
 report: $(STAMP)
-	$(PY) benchmarks/accuracy.py
+	$(PY) -m lossgen report
 
 check: $(STAMP)
 	$(PY) -m lossgen check specs/*.yaml

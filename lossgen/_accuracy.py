@@ -31,6 +31,18 @@ Implementation = Callable[[Mapping[str, np.ndarray], str], Outputs]
 
 
 def to_backend(array, backend: str, dtype: str):
+    """``array`` as a ``backend`` array of ``dtype`` (float16 and bfloat16 included)."""
+    if dtype == "bfloat16":
+        wide = np.asarray(array, dtype=np.float32)
+        if backend == "jax":
+            import jax.numpy as jnp
+
+            return jnp.asarray(wide, dtype=jnp.bfloat16)
+        if backend == "torch":
+            import torch
+
+            return torch.from_numpy(wide.copy()).to(torch.bfloat16)
+        return wide.astype(metrics.as_dtype("bfloat16"))
     array = np.asarray(array, dtype=dtype)
     if backend == "numpy":
         return array
@@ -47,7 +59,10 @@ def to_numpy(result):
     if isinstance(result, tuple):
         return tuple(to_numpy(r) for r in result)
     if hasattr(result, "detach"):
-        return result.detach().cpu().numpy()
+        result = result.detach().cpu()
+        if str(result.dtype) == "torch.bfloat16":
+            return result.float().numpy().astype(metrics.as_dtype("bfloat16"))
+        return result.numpy()
     return np.asarray(result)
 
 
@@ -81,6 +96,8 @@ class Grade:
     beyond: np.ndarray
     summary: metrics.ErrorSummary
     got: np.ndarray
+    #: which fixture points were graded (the arrays above hold only those)
+    points: np.ndarray
 
     @property
     def output(self) -> str:
@@ -90,25 +107,29 @@ class Grade:
 def grade(implementation: Implementation, fixture: dict, dtype: str, *, exempt=None) -> list[Grade]:
     """Grade every output of ``implementation`` on ``fixture``'s points in ``dtype``.
 
-    ``exempt``: an optional boolean mask of points left out (e.g. subnormal inputs on a
-    backend that flushes them to zero); they are listed by the caller, not graded.
+    Left out: points the oracle refused, points whose inputs are not exactly representable in
+    ``dtype`` (float16 and bfloat16 grade the grid's representable points only), and an
+    optional ``exempt`` mask (listed by the caller).
     """
-    columns = {k: np.asarray(v) for k, v in fixture["columns"].items()}
+    np_dtype = metrics.as_dtype(dtype)
+    columns = {k: np.asarray(v, dtype=np.float64) for k, v in fixture["columns"].items()}
     keep = np.ones(len(next(iter(columns.values()))), dtype=bool)
     if fixture.get("refused"):
         keep[fixture["refused"]] = False
     if exempt is not None:
         keep &= ~exempt
-    outputs = implementation(columns, dtype)
+    for values in columns.values():
+        keep &= values.astype(np_dtype).astype(np.float64) == values
+    outputs = implementation({k: v[keep] for k, v in columns.items()}, dtype)
     grades = []
     for label, truth in fixture["truth"].items():
         if label not in outputs:
             continue
-        got = np.asarray(outputs[label], dtype=dtype)[keep]
+        got = np.asarray(outputs[label]).astype(np_dtype)
         truths = [t for t, k in zip(truth, keep) if k]
         kappa = [c for c, k in zip(fixture["kappa"][label], keep) if k]
         bits, beyond, summary = metrics.error_report(got, truths, dtype, kappa=kappa)
-        grades.append(Grade(label, dtype, bits, beyond, summary, got))
+        grades.append(Grade(label, dtype, bits, beyond, summary, got, keep))
     return grades
 
 

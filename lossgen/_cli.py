@@ -70,6 +70,27 @@ def _cmd_fixtures(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from ._report import build_report, write_report
+
+    specs = load_specs(find_specs(args.specs))
+    if args.names:
+        known = {s.name for s in specs}
+        unknown = [n for n in args.names if n not in known]
+        if unknown:
+            _err(f"lossgen report: no spec named {', '.join(map(repr, unknown))}")
+            return 2
+        specs = [s for s in specs if s.name in args.names]
+    start = time.perf_counter()
+    report = build_report(
+        specs, fixtures=args.fixtures, backends=args.backend or ["numpy", "jax", "torch"],
+        dtypes=args.dtype or ["float64", "float32", "float16", "bfloat16"],
+    )
+    paths = write_report(report, specs, out=args.out, fixtures=args.fixtures)
+    print(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lossgen",
@@ -94,6 +115,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="print the findings and rewrites for one spec")
     p.add_argument("spec", help="a spec name or a path to a spec file")
     p.set_defaults(run=_cmd_explain)
+
+    p = sub.add_parser("report", help="accuracy report: reports/accuracy.{md,html,json}")
+    p.add_argument("names", nargs="*", help="spec names (default: all)")
+    p.add_argument("--backend", action="append", choices=["numpy", "jax", "torch"])
+    p.add_argument("--dtype", action="append", choices=["float64", "float32", "float16", "bfloat16"])
+    p.add_argument("--out", type=Path, default=PROJECT / "reports")
+    p.add_argument("--fixtures", type=Path, default=PROJECT / "tests" / "fixtures")
+    p.set_defaults(run=_cmd_report)
 
     p = sub.add_parser("fixtures", help="recompute stale oracle fixtures under tests/fixtures")
     p.add_argument("names", nargs="*", help="spec names (default: all)")

@@ -127,8 +127,66 @@ def extreme(spec: Spec) -> dict[str, list[float]]:
     return _columns(spec, _differentiated_extreme, _param_extreme)
 
 
+_RANDOM_POINTS = 512
+
+
+def _float32(value: float) -> float:
+    import numpy as np
+
+    return float(np.float32(value))
+
+
+def random(spec: Spec) -> dict[str, list[float]]:
+    """Random samples drawn the way ML values are distributed, seeded by the spec's name:
+    logits uniform over [-100, 100] and [-20, 20] and with log-uniform magnitudes in
+    [1e-8, 1e4]; probabilities uniform and log-uniformly close to 0 and 1; soft labels
+    uniform; parameters from the extreme grid's values. Every value is a float32."""
+    import zlib
+
+    import numpy as np
+
+    rng = np.random.default_rng(zlib.crc32(spec.name.encode()))
+    n = _RANDOM_POINTS
+    columns: dict[str, list[float]] = {}
+    for inp in spec.inputs:
+        d = inp.domain
+        if d.kind == "set":
+            values = rng.choice([float(e) for e in d.elements], n)
+        elif inp.role == "constant":
+            grid_values = [float(v) for v in _constant(d)]
+            lo, hi = float(max(d.lo, -4)), float(min(d.hi, 4))
+            values = np.where(rng.random(n) < 0.5, rng.choice(grid_values, n), rng.uniform(lo, hi, n))
+        elif d.lo == -sympy.oo and d.hi == sympy.oo:
+            sign = rng.choice([-1.0, 1.0], n)
+            values = np.concatenate([
+                rng.uniform(-100, 100, n // 2),
+                rng.uniform(-20, 20, n // 4),
+                sign[: n - n // 2 - n // 4] * 10 ** rng.uniform(-8, 4, n - n // 2 - n // 4),
+            ])
+        elif d.lo == 0 and d.hi == 1:
+            third = n // 3
+            values = np.concatenate([
+                rng.uniform(0, 1, third),
+                10 ** rng.uniform(-30, 0, third),
+                1 - 10 ** rng.uniform(-7, 0, n - 2 * third),
+            ])
+        elif d.lo.is_finite and d.hi is sympy.oo:
+            values = float(d.lo) + 10 ** rng.uniform(-6, 4, n)
+        else:
+            values = rng.choice([float(v) for v in _differentiated_extreme(d)], n)
+        values = [_float32(v) for v in values]
+        if d.kind == "interval":  # rounding to float32 may land on an open end
+            values = [v for v in values if d.contains(v)] or values
+            values = (values * (n // len(values) + 1))[:n]
+        columns[inp.name] = values
+    for p in spec.params:
+        if p.choices is None:
+            columns[p.name] = [float(v) for v in rng.choice([float(v) for v in _param_extreme(p.domain, p.default)], n)]
+    return columns
+
+
 #: grid name -> builder; each grid has its own committed fixture file per spec
-GRIDS = {"moderate": moderate, "extreme": extreme}
+GRIDS = {"moderate": moderate, "extreme": extreme, "random": random}
 
 
 def grid(spec: Spec, name: str = "moderate") -> dict[str, list[float]]:

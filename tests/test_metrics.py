@@ -351,3 +351,21 @@ def test_naive_log1m_sigmoid_is_bad_and_logaddexp_is_good():
     assert bad[-1] == 64.0  # 1 - sigmoid(40) rounds to 0: log gives -inf
     assert good.max() <= 2.5
     assert summarize(bad, got=naive, truth=truth).nonfinite >= 1
+
+
+def test_naive_log_cosh_is_bad_and_the_two_sided_form_is_good():
+    # naive log(cosh x) loses everything near 0 (cosh rounds to 1) and overflows past 710
+    xs = np.array([1e-9, 1e-5, 3e-3, 0.5, 2.0, 30.0, 400.0, 800.0, 1e4, -1e4, -800.0, -1e-7])
+    with mpmath.workdps(5000):
+        truths = [mpmath.log(mpmath.cosh(mpmath.mpf(x))) for x in xs]
+    truth = round_truth(truths, np.float64)
+    with np.errstate(over="ignore"):
+        naive = np.log(np.cosh(xs))
+    a = np.abs(xs)
+    with np.errstate(over="ignore"):
+        stable = np.where(a < 1, 0.5 * np.log1p(np.sinh(xs) ** 2), a + np.log1p(np.exp(-2 * a)) - np.log(2))
+    bad = bits_of_error(naive, truth, np.float64)
+    good = bits_of_error(stable, truth, np.float64)
+    assert bad[0] == 64.0 or bad[0] > 50  # log(cosh(1e-9)) = log(1) = 0 against 5e-19
+    assert bad[xs.tolist().index(800.0)] == 64.0  # cosh overflows: inf against a finite truth
+    assert good.max() <= 2.5, good
