@@ -176,7 +176,11 @@ def random(spec: Spec) -> dict[str, list[float]]:
             values = rng.choice([float(v) for v in _differentiated_extreme(d)], n)
         values = [_float32(v) for v in values]
         if d.kind == "interval":  # rounding to float32 may land on an open end
-            values = [v for v in values if d.contains(v)] or values
+            lo, hi = float(d.lo), float(d.hi)
+            values = [
+                v for v in values
+                if (lo < v or (d.lo_closed and lo == v)) and (v < hi or (d.hi_closed and v == hi))
+            ] or values
             values = (values * (n // len(values) + 1))[:n]
         columns[inp.name] = values
     for p in spec.params:

@@ -123,7 +123,8 @@ def _oracle_guarantee(spec: Spec, fixture: dict) -> dict:
         )
         classes.setdefault(label, []).append(digits)
     out = {}
-    for label, pairs in classes.items():
+    order = ("|x| < 1", "1 <= |x| < 100", "100 <= |x| < 1000", "|x| >= 1000")
+    for label, pairs in sorted(classes.items(), key=lambda item: order.index(item[0])):
         out[label] = {
             "points": len(pairs),
             "lower_digits": [min(p[0] for p in pairs), max(p[0] for p in pairs)],
