@@ -97,11 +97,11 @@ def moderate(spec: Spec) -> dict[str, list[float]]:
     return _columns(spec, _differentiated_moderate, _param)
 
 
-#: logits where float breaks: tiny, around sigmoid's rounding to 1 (17, 37), the float32 and
-#: float64 exp overflow and underflow points (88.7, 103.9; 709.8, 745.1), and far out
+#: logits where float breaks: tiny, around sigmoid's rounding to 1 (17, 37), the float16 (11.1),
+#: float32 and float64 exp overflow and underflow points (88.7, 103.9; 709.8, 745.1), far out
 _EXTREME_REALS = sorted(
     {_R(0), _R(1, 2**20), _R(1, 1024), _R(1, 8)}
-    | {_R(v) for v in (1, 2, 3, 5, 8, 12, 17, 20, 30, 37, 40, 50, 88, 89, 100, 104, 200, 500)}
+    | {_R(v) for v in (1, 2, 3, 5, 8, 11, 12, 17, 20, 30, 37, 40, 50, 88, 89, 100, 104, 200, 500)}
     | {_R(v) for v in (709, 710, 745, 746, 1000, 5000, 10000)}
 )
 
