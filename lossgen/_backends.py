@@ -145,7 +145,9 @@ class _Printer:
                 )
             args = [self.print(arg) for arg in expr.args]
             negated = {f"n{i}": self.print(-arg) for i, arg in enumerate(expr.args)}
-            return fmt.format(*args, **negated)
+            # {p0}: the argument parenthesized for use as an operand
+            operands = {f"p{i}": self.paren(arg, PRECEDENCE["Pow"], strict=True) for i, arg in enumerate(expr.args)}
+            return fmt.format(*args, **negated, **operands)
         if isinstance(expr, sympy.Function) or isinstance(expr, (sympy.Max, sympy.Min)):
             name = type(expr).__name__
             fmt = self.backend.functions.get(name)

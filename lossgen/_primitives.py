@@ -18,6 +18,7 @@ __all__ = [
     "Exp",
     "Expm1",
     "LogAddExp",
+    "LogRatio",
     "LogSigmoid",
     "Primitive",
     "Sigmoid",
@@ -179,6 +180,26 @@ class Expm1(Primitive):
         return Exp(self.args[0])
 
 
+class LogRatio(Primitive):
+    """log(b / a) for a, b >= 0, given also d = b - a in closed form: log1p(d / a) keeps the
+    digits when b ~ a; at a = 0 or b = 0, log(b) - log(a) gives the right infinity."""
+
+    display = "log_ratio"
+    nargs = 3
+    lowering = {
+        "numpy": "np.where(({p1} == 0) | ({p0} == 0), np.log({0}) - np.log({1}), np.log1p({p2} / {p1}))",
+        "jax": "jnp.where(({p1} == 0) | ({p0} == 0), jnp.log({0}) - jnp.log({1}), jnp.log1p({p2} / {p1}))",
+        "torch": (
+            "torch.where(torch.as_tensor(({p1} == 0) | ({p0} == 0)), torch.log({0}) - torch.log({1}), "
+            "torch.log1p({p2} / {p1}))"
+        ),
+    }
+
+    @classmethod
+    def textbook(cls, b, a, d):
+        return sympy.log(b) - sympy.log(a)
+
+
 class LogAddExp(Primitive):
     """logaddexp(a, b) = log(exp(a) + exp(b)); its weights are exp(a - lae), exp(b - lae)."""
 
@@ -207,7 +228,7 @@ class LogAddExp(Primitive):
         return Exp(self.args[argindex - 1] - self)
 
 
-PRIMITIVES: tuple[type[Primitive], ...] = (Sigmoid, LogSigmoid, Softplus, Exp, Expm1, LogAddExp)
+PRIMITIVES: tuple[type[Primitive], ...] = (Sigmoid, LogSigmoid, Softplus, Exp, Expm1, LogRatio, LogAddExp)
 
 
 def to_textbook(expr: sympy.Expr) -> sympy.Expr:

@@ -16,7 +16,7 @@ from typing import Callable
 import sympy
 from sympy.codegen.cfunctions import log1p
 
-from ._primitives import Exp, Expm1, LogAddExp, LogSigmoid, Sigmoid, Softplus
+from ._primitives import Exp, Expm1, LogAddExp, LogRatio, LogSigmoid, Sigmoid, Softplus
 from ._signs import NEG, NONNEG, NONPOS, POS, affine, sign
 from ._types import Spec
 
@@ -230,7 +230,9 @@ def _sigmoid_difference(expr, ctx):
     a, b = found[Sigmoid(u)], -found[Sigmoid(-u)]
     if not (_nonneg(a, ctx) and _nonneg(b, ctx)) or a.is_Number and b.is_Number:
         return None
-    c = sympy.log(b) - sympy.log(a)
+    # c = log(B/A) as log1p((B - A)/A): with soft labels A and B are close, and
+    # log(B) - log(A) would lose the digits of c that the expm1 branches need
+    c = LogRatio(b, a, sympy.factor(sympy.expand(b - a)))
     return sympy.Piecewise(
         (-a * Sigmoid(u) * Expm1(c - u), u >= c), (b * Sigmoid(-u) * Expm1(u - c), True)
     )
@@ -257,6 +259,8 @@ def _zero_guard(expr, ctx):
     guard = sympy.Or(*(sympy.Eq(f, 0) for f in zeroable))
     return sympy.Piecewise((0, guard), (expr, True))
 
+
+_c = LogRatio(1 - _y, _y, 1 - 2 * _y)
 
 RULES: tuple[Rule, ...] = (
     Rule(
@@ -333,16 +337,15 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "sigmoid_difference",
         "A*sigmoid(u) - B*sigmoid(-u) -> -A*sigmoid(u)*expm1(c - u) if u >= c else "
-        "B*sigmoid(-u)*expm1(u - c), c = log(B/A)",
+        "B*sigmoid(-u)*expm1(u - c), c = log(B/A) = log1p((B - A)/A)",
         "A, B >= 0",
         "the two terms cancel at u = log(B/A); expm1 of a difference keeps the digits there",
         _sigmoid_difference,
         always=True,
         example=(_y * Sigmoid(_u) - (1 - _y) * Sigmoid(-_u),
                  sympy.Piecewise(
-                     (-_y * Sigmoid(_u) * Expm1(sympy.log(1 - _y) - sympy.log(_y) - _u),
-                      _u >= sympy.log(1 - _y) - sympy.log(_y)),
-                     ((1 - _y) * Sigmoid(-_u) * Expm1(_u - sympy.log(1 - _y) + sympy.log(_y)), True)),
+                     (-_y * Sigmoid(_u) * Expm1(_c - _u), _u >= _c),
+                     ((1 - _y) * Sigmoid(-_u) * Expm1(_u - _c), True)),
                  {_u: (-40, 40), _y: (0.01, 0.99)}),
     ),
     Rule(

@@ -10,11 +10,11 @@ import sympy
 
 from lossgen._backends import BACKENDS, UnprintableError, print_expr
 from lossgen._functions import SPEC_FUNCTIONS
-from lossgen._primitives import PRIMITIVES, to_textbook
+from lossgen._primitives import PRIMITIVES, LogRatio, to_textbook
 
 from lossgen._accuracy import to_backend, to_numpy
 
-x, y = sympy.symbols("x y", real=True)
+x, y, z = sympy.symbols("x y z", real=True)
 NAMESPACES = {
     "numpy": "import numpy as np\nfrom scipy import special as _special",
     "jax": "import jax\nimport jax.numpy as jnp\nimport jax.scipy.special",
@@ -35,17 +35,19 @@ def _evaluate(expr, backend, point):
 
 def _cases():
     for name, fn in SPEC_FUNCTIONS.items():
-        args = (x, y)[: fn.arity[0]]
+        args = (x, y, z)[: fn.arity[0]]
         yield name, fn.build(*args)
     for primitive in PRIMITIVES:
-        yield primitive.__name__, primitive(*(x, y)[: primitive.nargs.args[0] if hasattr(primitive.nargs, "args") else 1])
+        # a primitive whose arguments are tied (log_ratio takes b, a and b - a) gets them so
+        args = (x, y, x - y) if primitive is LogRatio else (x, y, z)[: max(primitive.nargs)]
+        yield primitive.__name__, primitive(*args)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name, expr", list(_cases()), ids=[c[0] for c in _cases()])
 def test_every_function_lowers_correctly(name, expr, backend):
-    point = {"x": 0.7, "y": 0.3}
-    truth = float(to_textbook(expr).subs({x: point["x"], y: point["y"]}).evalf(30))
+    point = {"x": 0.7, "y": 0.3, "z": -0.4}
+    truth = float(to_textbook(expr).subs({x: point["x"], y: point["y"], z: point["z"]}).evalf(30))
     got = _evaluate(expr, backend, point)
     assert math.isclose(got, truth, rel_tol=1e-13, abs_tol=1e-300), (print_expr(expr, backend), got, truth)
 

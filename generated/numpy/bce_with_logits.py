@@ -48,15 +48,16 @@ Rewrites applied (rule: before -> after, reason):
   value); the argument tends to 1; log of a vanishing argument: `log(p)` as x -> -oo (in
   value))
 - sigmoid_difference: `p*(1 - y) - pos_weight*y*sigmoid(-x)` -> `Piecewise(((y - 1)*expm1(-x
-  + log(pos_weight*y) - log(1 - y))*sigmoid(x), x >= log(pos_weight*y) - log(1 - y)),
-  (pos_weight*y*expm1(x - log(pos_weight*y) + log(1 - y))*sigmoid(-x), True))` (the two
-  terms cancel at u = log(B/A); expm1 of a difference keeps the digits there [in grad])
+  + log_ratio(pos_weight*y, 1 - y, pos_weight*y + y - 1))*sigmoid(x), x >=
+  log_ratio(pos_weight*y, 1 - y, pos_weight*y + y - 1)), (pos_weight*y*expm1(x -
+  log_ratio(pos_weight*y, 1 - y, pos_weight*y + y - 1))*sigmoid(-x), True))` (the two terms
+  cancel at u = log(B/A); expm1 of a difference keeps the digits there [in grad])
 Found again in the emitted forms (a divergence of the result itself is
 reported, not fixed):
-- zero times infinity: `pos_weight*y*expm1(x - log(pos_weight*y) + log(1 - y))*sigmoid(-x)`
-  as x -> oo (generic) (in grad)
-- zero times infinity: `p*(y - 1)*expm1(-x + log(pos_weight*y) - log(1 - y))` as x -> -oo
-  (generic) (in grad)
+- zero times infinity: `pos_weight*y*expm1(x - log_ratio(pos_weight*y, 1 - y, pos_weight*y +
+  y - 1))*sigmoid(-x)` as x -> oo (generic) (in grad)
+- zero times infinity: `p*(y - 1)*expm1(-x + log_ratio(pos_weight*y, 1 - y, pos_weight*y + y
+  - 1))` as x -> -oo (generic) (in grad)
 
 References
 ----------
@@ -126,14 +127,19 @@ def grad(x, y, *, pos_weight=1.0):
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
     t0 = -1 + y
     t1 = pos_weight * y
-    t2 = np.log(t1)
-    t3 = np.log(-t0)
-    t4 = -t2 + t3 + x
+    t2 = (
+        np.where(
+            ((-t0) == 0) | (t1 == 0),
+            np.log(t1) - np.log(-t0),
+            np.log1p((t0 + t1) / (-t0)),
+        )
+    )
+    t3 = -t2 + x
     d_x = (
         np.where(
-            x >= t2 - t3,
-            t0 * np.expm1(-t4) * _sigmoid(x),
-            t1 * np.expm1(t4) * _sigmoid(-x),
+            t2 <= x,
+            t0 * np.expm1(-t3) * _sigmoid(x),
+            t1 * np.expm1(t3) * _sigmoid(-x),
         )
     )
     return _fit(d_x, x.shape, shape, out)

@@ -106,10 +106,10 @@ Rewrites applied (rule: before -> after, reason):
 - log_sigmoid: `log(sigmoid(-x))` -> `log_sigmoid(-x)` (answers: log of a vanishing
   argument: `log(1 - p)` as x -> oo (in value, grad, hess); cancellation: `log(1 - p)` as x
   -> -oo (in value, grad, hess); the argument tends to 1; and 3 more)
-- sigmoid_difference: `p*(1 - y) - y*sigmoid(-x)` -> `Piecewise(((y - 1)*expm1(-x + log(y) -
-  log(1 - y))*sigmoid(x), x >= log(y) - log(1 - y)), (y*expm1(x - log(y) + log(1 -
-  y))*sigmoid(-x), True))` (the two terms cancel at u = log(B/A); expm1 of a difference
-  keeps the digits there [in grad])
+- sigmoid_difference: `p*(1 - y) - y*sigmoid(-x)` -> `Piecewise(((y - 1)*expm1(-x +
+  log_ratio(y, 1 - y, 2*y - 1))*sigmoid(x), x >= log_ratio(y, 1 - y, 2*y - 1)), (y*expm1(x -
+  log_ratio(y, 1 - y, 2*y - 1))*sigmoid(-x), True))` (the two terms cancel at u = log(B/A);
+  expm1 of a difference keeps the digits there [in grad])
 - complement_partition: `p*exp(log(y) - logaddexp(log(y) + log_sigmoid(-x), log(1 - y) +
   log_sigmoid(x)) + log_sigmoid(-x)) - exp(log(1 - y) - logaddexp(log(y) + log_sigmoid(-x),
   log(1 - y) + log_sigmoid(x)) + log_sigmoid(x))*sigmoid(-x) + sigmoid(-x)` -> `exp(log(y) -
@@ -121,16 +121,16 @@ Rewrites applied (rule: before -> after, reason):
   `-exp(log(1 - y) - logaddexp(log(y) + log_sigmoid(-x), log(1 - y) + log_sigmoid(x)) +
   log_sigmoid(x))` (1 - sigmoid(u) rounds to 0 for u > 37 in float64; 1 - weight rounds to 0
   likewise [in hess])
-- sigmoid_difference: `p*(1 - y) - y*sigmoid(-x)` -> `Piecewise(((y - 1)*expm1(-x + log(y) -
-  log(1 - y))*sigmoid(x), x >= log(y) - log(1 - y)), (y*expm1(x - log(y) + log(1 -
-  y))*sigmoid(-x), True))` (the two terms cancel at u = log(B/A); expm1 of a difference
-  keeps the digits there [in hess])
+- sigmoid_difference: `p*(1 - y) - y*sigmoid(-x)` -> `Piecewise(((y - 1)*expm1(-x +
+  log_ratio(y, 1 - y, 2*y - 1))*sigmoid(x), x >= log_ratio(y, 1 - y, 2*y - 1)), (y*expm1(x -
+  log_ratio(y, 1 - y, 2*y - 1))*sigmoid(-x), True))` (the two terms cancel at u = log(B/A);
+  expm1 of a difference keeps the digits there [in hess])
 Found again in the emitted forms (a divergence of the result itself is
 reported, not fixed):
-- zero times infinity: `y*expm1(x - log(y) + log(1 - y))*sigmoid(-x)` as x -> oo (generic)
-  (in grad, hess)
-- zero times infinity: `p*(y - 1)*expm1(-x + log(y) - log(1 - y))` as x -> -oo (generic) (in
-  grad, hess)
+- zero times infinity: `y*expm1(x - log_ratio(y, 1 - y, 2*y - 1))*sigmoid(-x)` as x -> oo
+  (generic) (in grad, hess)
+- zero times infinity: `p*(y - 1)*expm1(-x + log_ratio(y, 1 - y, 2*y - 1))` as x -> -oo
+  (generic) (in grad, hess)
 
 References
 ----------
@@ -208,30 +208,35 @@ def grad(x, y, *, alpha=0.25, gamma=2.0):
     x, y, alpha, gamma, shape, out = _prepare((x, y), (alpha, gamma))
     t0 = _sigmoid(x)
     t1 = -1 + y
-    t2 = torch.log(y)
-    t3 = -t1
-    t4 = torch.log(t3)
-    t5 = -t2 + t4 + x
-    t6 = -x
-    t7 = _sigmoid(t6)
-    t8 = torch.nn.functional.logsigmoid(t6)
-    t9 = t2 + t8
-    t10 = torch.nn.functional.logsigmoid(x)
-    t11 = t10 + t4
-    t12 = torch.logaddexp(t9, t11)
-    t13 = (alpha * y + t3 * (1 - alpha)) * torch.exp(gamma * t12)
-    t14 = -t12
+    t2 = -t1
+    t3 = (
+        torch.where(
+            torch.as_tensor((t2 == 0) | (y == 0)),
+            torch.log(y) - torch.log(t2),
+            torch.log1p((-1 + 2 * y) / t2),
+        )
+    )
+    t4 = -t3 + x
+    t5 = -x
+    t6 = _sigmoid(t5)
+    t7 = torch.nn.functional.logsigmoid(t5)
+    t8 = t7 + torch.log(y)
+    t9 = torch.nn.functional.logsigmoid(x)
+    t10 = t9 + torch.log(t2)
+    t11 = torch.logaddexp(t8, t10)
+    t12 = (alpha * y + t2 * (1 - alpha)) * torch.exp(gamma * t11)
+    t13 = -t11
     d_x = (
-        t13
+        t12
         * torch.where(
-            torch.as_tensor(x >= t2 - t4),
-            t0 * t1 * torch.expm1(-t5),
-            t7 * y * torch.expm1(t5),
+            torch.as_tensor(t3 <= x),
+            t0 * t1 * torch.expm1(-t4),
+            t6 * y * torch.expm1(t4),
         )
         + gamma
-        * t13
-        * (-t0 * torch.exp(t14 + t9) + t7 * torch.exp(t11 + t14))
-        * (-t10 * y - t3 * t8)
+        * t12
+        * (-t0 * torch.exp(t13 + t8) + t6 * torch.exp(t10 + t13))
+        * (-t2 * t7 - t9 * y)
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -245,34 +250,39 @@ def hess(x, y, *, alpha=0.25, gamma=2.0):
     t3 = t1 * t2
     t4 = -1 + y
     t5 = -t4
-    t6 = torch.log(y)
-    t7 = torch.nn.functional.logsigmoid(t0)
-    t8 = t6 + t7
-    t9 = torch.nn.functional.logsigmoid(x)
-    t10 = torch.log(t5)
-    t11 = t10 + t9
-    t12 = torch.logaddexp(t8, t11)
-    t13 = (alpha * y + t5 * (1 - alpha)) * torch.exp(gamma * t12)
-    t14 = -t12
-    t15 = torch.exp(t14 + t8)
-    t16 = t15 * t2
-    t17 = torch.exp(t11 + t14)
-    t18 = -t16 + t1 * t17
-    t19 = t13 * (-t5 * t7 - t9 * y)
-    t20 = t10 - t6 + x
-    t21 = t1 * t17
+    t6 = torch.nn.functional.logsigmoid(t0)
+    t7 = t6 + torch.log(y)
+    t8 = torch.nn.functional.logsigmoid(x)
+    t9 = t8 + torch.log(t5)
+    t10 = torch.logaddexp(t7, t9)
+    t11 = (alpha * y + t5 * (1 - alpha)) * torch.exp(gamma * t10)
+    t12 = -t10
+    t13 = torch.exp(t12 + t7)
+    t14 = t13 * t2
+    t15 = torch.exp(t12 + t9)
+    t16 = -t14 + t1 * t15
+    t17 = t11 * (-t5 * t6 - t8 * y)
+    t18 = (
+        torch.where(
+            torch.as_tensor((t5 == 0) | (y == 0)),
+            torch.log(y) - torch.log(t5),
+            torch.log1p((-1 + 2 * y) / t5),
+        )
+    )
+    t19 = -t18 + x
+    t20 = t1 * t15
     d2_x = (
-        t13 * (t3 * t5 + t3 * y)
-        + gamma * t19 * (-t1 * t16 + t15 * t21 + t16 * t17 - t2 * t21)
-        + gamma**2 * t18**2 * t19
+        t11 * (t3 * t5 + t3 * y)
+        + gamma * t17 * (-t1 * t14 + t13 * t20 + t14 * t15 - t2 * t20)
+        + gamma**2 * t16**2 * t17
         + 2
         * gamma
-        * t13
-        * t18
+        * t11
+        * t16
         * torch.where(
-            torch.as_tensor(x >= -t10 + t6),
-            t2 * t4 * torch.expm1(-t20),
-            t1 * y * torch.expm1(t20),
+            torch.as_tensor(t18 <= x),
+            t2 * t4 * torch.expm1(-t19),
+            t1 * y * torch.expm1(t19),
         )
     )
     return _fit(d2_x, x.shape, shape, out)
