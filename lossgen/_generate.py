@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import os
+import time
 import types
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Mapping
+
+import sympy
 
 from ._backends import BACKENDS
-from ._ir import Derivation
 from ._pipeline import run
 from ._spec import load_spec
 from ._types import Diagnostic, Spec, SpecError
 
 __all__ = [
     "PROJECT",
-    "build_all",
+    "build_cached",
     "find_specs",
     "generate",
     "load",
@@ -49,10 +55,6 @@ def load_specs(paths: list[Path]) -> list[Spec]:
     return specs
 
 
-def build_all(specs: list[Spec]) -> list[Derivation]:
-    return [run(spec) for spec in specs]
-
-
 def _write_atomic(path: Path, text: str) -> bool:
     """Write ``text`` to ``path`` through a temporary file; return whether it changed."""
     if path.exists() and path.read_text() == text:
@@ -64,15 +66,66 @@ def _write_atomic(path: Path, text: str) -> bool:
     return True
 
 
-def expected_files(derivations: list[Derivation]) -> dict[Path, str]:
-    """Relative path -> content of every file under generated/ for these derivations."""
+def expected_files(built: list[tuple[str, Mapping[str, str]]]) -> dict[Path, str]:
+    """Relative path -> content of every file under generated/, from (spec name, sources)."""
     files: dict[Path, str] = {Path("__init__.py"): _ROOT_INIT}
     for backend in BACKENDS:
         files[Path(backend) / "__init__.py"] = _PACKAGE_INIT.format(backend=backend)
-    for d in derivations:
-        for backend, source in d.sources.items():
-            files[Path(backend) / f"{d.spec.name}.py"] = source
+    for name, sources in built:
+        for backend, source in sources.items():
+            files[Path(backend) / f"{name}.py"] = source
     return files
+
+
+def _generator_digest(package: Path | None = None) -> str:
+    """sha256 of lossgen's own source and templates, and the SymPy version: a change to the
+    generator must not be served from the cache, version bump or not."""
+    digest = hashlib.sha256(sympy.__version__.encode())
+    package = package or Path(__file__).resolve().parent
+    for path in sorted([*package.glob("*.py"), *package.glob("templates/*.j2")]):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _build(spec: Spec) -> tuple[dict[str, str], str, float]:
+    start = time.perf_counter()
+    d = run(spec)
+    summary = f"{len(d.findings)} findings, {len(d.rewrites)} rewrites"
+    return dict(d.sources), summary, time.perf_counter() - start
+
+
+def build_cached(specs: list[Spec], *, cache: Path | None, log=print, jobs: int | None = None):
+    """(name, sources) per spec: from the cache when the spec and the generator are unchanged,
+    else derived (over a process pool when several specs need it) and cached."""
+    generator = _generator_digest()
+    keys = {
+        s.name: hashlib.sha256((generator + s.source_text).encode()).hexdigest() for s in specs
+    }
+    built: dict[str, dict[str, str]] = {}
+    missing = []
+    for spec in specs:
+        path = cache / f"{spec.name}.{keys[spec.name][:24]}.json" if cache else None
+        if path is not None and path.exists():
+            built[spec.name] = json.loads(path.read_text())["sources"]
+            log(f"  {spec.name}: cached")
+        else:
+            missing.append(spec)
+    workers = min(len(missing), jobs or os.cpu_count() or 1)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_build, missing))
+    else:
+        results = [_build(spec) for spec in missing]
+    for spec, (sources, summary, seconds) in zip(missing, results):
+        built[spec.name] = sources
+        log(f"  {spec.name}: {summary} ({seconds:.1f} s)")
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            for old in cache.glob(f"{spec.name}.*.json"):
+                old.unlink()
+            _write_atomic(cache / f"{spec.name}.{keys[spec.name][:24]}.json", json.dumps({"sources": sources}))
+    return [(spec.name, built[spec.name]) for spec in specs]
 
 
 def generate(
@@ -80,9 +133,11 @@ def generate(
     *,
     specs_dir: Path | None = None,
     out_dir: Path | None = None,
+    cache: Path | None = PROJECT / ".lossgen-cache",
     log=print,
 ) -> list[Path]:
-    """Generate the modules for the named specs (all when ``names`` is empty)."""
+    """Generate the modules for the named specs (all when ``names`` is empty); ``cache`` is
+    the folder of cached outputs (None: derive everything afresh)."""
     paths = find_specs(specs_dir)
     specs = load_specs(paths)
     if names:
@@ -95,12 +150,8 @@ def generate(
         specs = [s for s in specs if s.name in names]
     out = Path(out_dir or PROJECT / "generated")
     written = []
-    derivations = []
-    for spec in specs:
-        d = run(spec)
-        derivations.append(d)
-        log(f"  {spec.name}: {len(d.findings)} findings, {len(d.rewrites)} rewrites")
-    for rel, text in expected_files(derivations).items():
+    built = build_cached(specs, cache=cache, log=log)
+    for rel, text in expected_files(built).items():
         if _write_atomic(out / rel, text):
             written.append(out / rel)
     return written

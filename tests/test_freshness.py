@@ -18,7 +18,7 @@ SPECS = lossgen.load_specs(spec_paths())
 
 @pytest.fixture(scope="module")
 def expected():
-    return expected_files([lossgen.run(spec) for spec in SPECS])
+    return expected_files([(spec.name, lossgen.run(spec).sources) for spec in SPECS])
 
 
 def test_generated_matches_specs(expected):
