@@ -91,6 +91,42 @@ def _cmd_report(args) -> int:
     return 0
 
 
+_SKELETON = """\
+# A loss for lossgen: state the textbook formula; lossgen finds and fixes what breaks in
+# floating point. Every field is described in docs/spec-format.md.
+name: {name}                      # equal to this file's name
+summary: One line that says what the loss is.
+references:                       # the paper or the library whose definition this follows
+  - "Author, Title, Venue Year"
+inputs:                           # in the order of the generated functions' arguments
+  pred: {{role: differentiated, domain: "(-oo, oo)", shape: scalar}}
+  target: {{role: constant, domain: "(-oo, oo)", shape: scalar}}
+params:                           # keyword-only, with defaults (delete if none)
+  scale: {{default: 1, domain: "(0, oo)"}}
+define:                           # optional named intermediates, in order
+  r: (pred - target) / scale
+loss: r**2 / 2
+"""
+
+
+def _cmd_new(args) -> int:
+    import re
+
+    name = args.name
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        _err(f"lossgen new: {name!r} is not a spec name: use snake_case letters, digits and _")
+        return 2
+    folder = Path(args.specs or PROJECT / "specs")
+    path = folder / f"{name}.yaml"
+    if path.exists():
+        _err(f"lossgen new: {path} exists already; edit it, or choose another name")
+        return 2
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(_SKELETON.format(name=name))
+    print(f"wrote {path}: edit it, then `lossgen check {path}` and `make generate`")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lossgen",
@@ -104,6 +140,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", help="spec names (default: all)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: generated/)")
     p.set_defaults(run=_cmd_generate)
+
+    p = sub.add_parser("new", help="write a commented spec skeleton specs/NAME.yaml")
+    p.add_argument("name")
+    p.set_defaults(run=_cmd_new)
 
     p = sub.add_parser("check", help="validate spec files without generating")
     p.add_argument("files", nargs="+")

@@ -64,3 +64,23 @@ def test_explain_names_findings_and_rules():
     assert "pole: `(1 - p_t)**(gamma - 1)` as x -> oo (y = 1) when 0 <= gamma < 1" in out
     for rule in ("complement_partition", "log_sigmoid", "power_via_log", "log_of_sum"):
         assert f"- {rule}:" in out
+
+
+def test_new_writes_a_valid_skeleton_and_refuses_to_overwrite(tmp_path):
+    result = _lossgen("--specs", str(tmp_path), "new", "my_loss")
+    assert result.returncode == 0, result.stderr
+    assert _lossgen("check", str(tmp_path / "my_loss.yaml")).returncode == 0
+    again = _lossgen("--specs", str(tmp_path), "new", "my_loss")
+    assert again.returncode == 2 and "exists already" in again.stderr
+    assert _lossgen("--specs", str(tmp_path), "new", "../escape").returncode == 2
+
+
+def test_spec_format_doc_lists_every_function_and_field():
+    from lossgen._functions import SPEC_FUNCTIONS
+
+    doc = (ROOT / "docs" / "spec-format.md").read_text()
+    for name in SPEC_FUNCTIONS:
+        assert f"`{name}(" in doc, name
+    for field in ("name", "summary", "references", "inputs", "params", "define", "loss",
+                  "role", "domain", "shape", "default", "choices"):
+        assert f"`{field}`" in doc, field
