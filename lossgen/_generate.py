@@ -99,8 +99,11 @@ def build_cached(specs: list[Spec], *, cache: Path | None, log=print, jobs: int 
     """(name, sources) per spec: from the cache when the spec and the generator are unchanged,
     else derived (over a process pool when several specs need it) and cached."""
     generator = _generator_digest()
-    keys = {
-        s.name: hashlib.sha256((generator + s.source_text).encode()).hexdigest() for s in specs
+    keys = {  # the spec's folder/file name is part of the output (its header)
+        s.name: hashlib.sha256(
+            (generator + "/".join(Path(s.path).parts[-2:]) + s.source_text).encode()
+        ).hexdigest()
+        for s in specs
     }
     built: dict[str, dict[str, str]] = {}
     missing = []
