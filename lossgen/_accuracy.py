@@ -104,20 +104,17 @@ class Grade:
         return self.label.split("[")[0]
 
 
-def grade(implementation: Implementation, fixture: dict, dtype: str, *, exempt=None) -> list[Grade]:
+def grade(implementation: Implementation, fixture: dict, dtype: str) -> list[Grade]:
     """Grade every output of ``implementation`` on ``fixture``'s points in ``dtype``.
 
-    Left out: points the oracle refused, points whose inputs are not exactly representable in
-    ``dtype`` (float16 and bfloat16 grade the grid's representable points only), and an
-    optional ``exempt`` mask (listed by the caller).
+    Left out: points the oracle refused, and points whose inputs are not exactly representable
+    in ``dtype`` (float16 and bfloat16 grade the grid's representable points only).
     """
     np_dtype = metrics.as_dtype(dtype)
     columns = {k: np.asarray(v, dtype=np.float64) for k, v in fixture["columns"].items()}
     keep = np.ones(len(next(iter(columns.values()))), dtype=bool)
     if fixture.get("refused"):
         keep[fixture["refused"]] = False
-    if exempt is not None:
-        keep &= ~exempt
     for values in columns.values():
         keep &= values.astype(np_dtype).astype(np.float64) == values
     outputs = implementation({k: v[keep] for k, v in columns.items()}, dtype)

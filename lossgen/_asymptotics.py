@@ -101,11 +101,6 @@ class Behaviour:
             return sympy.false
         return sympy.Or(self.exponent < 0, sympy.And(sympy.Eq(self.exponent, 0), self.logs > 0))
 
-    def finite_nonzero(self) -> sympy.Basic:
-        if self.coeff == 0:
-            return sympy.false
-        return sympy.And(sympy.Eq(self.exponent, 0), sympy.Eq(self.logs, 0))
-
 
 def _parse_leading(term: sympy.Expr) -> Behaviour | None:
     term = sympy.powsimp(sympy.factor(term.subs(sympy.log(T), _LOG_T)), force=True)
