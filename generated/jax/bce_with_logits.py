@@ -83,9 +83,12 @@ def _prepare(inputs, params):
         dtype = jnp.result_type(float)
     arrays = [jnp.asarray(a, dtype=dtype) for a in inputs]
     params = [
-        float(p) if isinstance(p, numbers.Real) else jnp.asarray(p, dtype=dtype) for p in params
+        p if isinstance(p, str) else float(p) if isinstance(p, numbers.Real) else jnp.asarray(p, dtype=dtype)
+        for p in params
     ]
-    shape = jnp.broadcast_shapes(*(jnp.shape(a) for a in arrays + params))
+    shape = jnp.broadcast_shapes(
+        *(jnp.shape(a) for a in arrays + params if not isinstance(a, str))
+    )
     return (*arrays, *params, shape, dtype)
 
 

@@ -82,9 +82,12 @@ def _prepare(inputs, params):
         dtype = np.dtype(np.float64)
     arrays = [np.asarray(a, dtype=dtype) for a in inputs]
     params = [
-        float(p) if isinstance(p, numbers.Real) else np.asarray(p, dtype=dtype) for p in params
+        p if isinstance(p, str) else float(p) if isinstance(p, numbers.Real) else np.asarray(p, dtype=dtype)
+        for p in params
     ]
-    shape = np.broadcast_shapes(*(np.shape(a) for a in arrays + params))
+    shape = np.broadcast_shapes(
+        *(np.shape(a) for a in arrays + params if not isinstance(a, str))
+    )
     return (*arrays, *params, shape, dtype)
 
 
