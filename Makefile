@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: generate test fixtures report check list clean-venv
+.PHONY: generate bench-generate test fixtures report check list bench clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 generate: $(STAMP)
 	$(PY) -m lossgen generate
+	$(PY) -m lossgen reference
+
+bench-generate: $(STAMP)
+	$(PY) benchmarks/bench_generate.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -23,6 +27,10 @@ fixtures: $(STAMP)
 
 report: $(STAMP)
 	$(PY) -m lossgen report
+
+# training speed against torch and optax; e.g. `make bench BENCH_ARGS="--sizes 16,20 --quick"`
+bench: $(STAMP)
+	$(PY) benchmarks/bench_train.py $(BENCH_ARGS)
 
 check: $(STAMP)
 	$(PY) -m lossgen check specs/*.yaml

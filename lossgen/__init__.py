@@ -6,6 +6,7 @@ forms, and emits NumPy, JAX and PyTorch modules under ``generated/`` (importable
 ``lossgen.generated.<backend>.<name>``), each checked against an mpmath oracle.
 """
 
+from ._build import UnstableWarning, build
 from ._generate import generate, load, load_specs
 from ._ir import Derivation, Finding, Rewrite
 from ._pipeline import run
@@ -19,6 +20,8 @@ __all__ = [
     "Rewrite",
     "Spec",
     "SpecError",
+    "UnstableWarning",
+    "build",
     "generate",
     "load",
     "load_spec",

@@ -134,6 +134,17 @@ def _substitute(expr: sympy.Expr, values: dict) -> sympy.Expr:
     return expr.subs(values)
 
 
+def _beyond_exp_of_log(expr: sympy.Expr) -> bool:
+    """Whether ``expr`` holds exp(a) with a beyond linear in log(t)."""
+    for node in expr.atoms(sympy.exp, sympy.tanh, sympy.sinh, sympy.cosh):
+        arg = node.args[0].subs(sympy.log(T), _LOG_T)
+        if arg.has(_LOG_T) and not (
+            arg.is_polynomial(_LOG_T) and sympy.degree(arg, _LOG_T) <= 1
+        ):
+            return True
+    return False
+
+
 def leading(expr: sympy.Expr, boundary: Boundary, scenario: Scenario) -> Behaviour | None:
     """The leading behaviour of ``expr`` at ``boundary`` in ``scenario``, or None if unknown."""
     key = (expr, boundary.input.symbol, boundary.value, scenario.values)
@@ -144,6 +155,10 @@ def leading(expr: sympy.Expr, boundary: Boundary, scenario: Scenario) -> Behavio
         plain = _substitute(expr, dict(scenario.values))
         plain = to_textbook(plain) if plain.has(Primitive) else plain
         plain = plain.subs(boundary.input.symbol, boundary.value)
+        if plain.has(sympy.erf, sympy.erfc) or _beyond_exp_of_log(plain):
+            # SymPy's series do not finish on erf/erfc, or on exp of a power of log(t) (a cubic
+            # in a logit); erf's complements are rewritten by an always-rule instead
+            raise NotImplementedError
         if not plain.has(T):
             result = Behaviour(coeff=sympy.simplify(plain), exponent=sympy.Integer(0), logs=0)
         else:

@@ -13,6 +13,7 @@ import sympy
 from sympy.printing.precedence import PRECEDENCE, precedence
 
 from ._primitives import Primitive
+from ._types import CHOICE_PREFIX
 
 __all__ = ["BACKENDS", "Backend", "UnprintableError", "print_expr"]
 
@@ -42,6 +43,8 @@ _NUMPY = {
     "sinh": "np.sinh({0})",
     "cosh": "np.cosh({0})",
     "erf": "_special.erf({0})",
+    "erfc": "_special.erfc({0})",
+    "Heaviside": "np.where({0} > 0, 1.0, 0.0)",
     "log1p": "np.log1p({0})",
     "expm1": "np.expm1({0})",
 }
@@ -57,6 +60,8 @@ _JAX = {
     "sinh": "jnp.sinh({0})",
     "cosh": "jnp.cosh({0})",
     "erf": "jax.scipy.special.erf({0})",
+    "erfc": "jax.scipy.special.erfc({0})",
+    "Heaviside": "jnp.where({0} > 0, 1.0, 0.0)",
     "log1p": "jnp.log1p({0})",
     "expm1": "jnp.expm1({0})",
 }
@@ -72,6 +77,8 @@ _TORCH = {
     "sinh": "torch.sinh({0})",
     "cosh": "torch.cosh({0})",
     "erf": "torch.special.erf({0})",
+    "erfc": "torch.special.erfc({0})",
+    "Heaviside": "torch.where({0} > 0, 1.0, 0.0)",
     "log1p": "torch.log1p({0})",
     "expm1": "torch.expm1({0})",
 }
@@ -101,6 +108,11 @@ def _number(expr: sympy.Expr) -> str:
     raise UnprintableError(f"cannot print the number {expr}")
 
 
+def _is_choice_test(cond) -> bool:
+    """Whether ``cond`` tests categorical parameters (it mentions a choice symbol)."""
+    return any(s.name.startswith(CHOICE_PREFIX) for s in getattr(cond, "free_symbols", ()))
+
+
 class _Printer:
     def __init__(self, backend: Backend):
         self.backend = backend
@@ -116,11 +128,17 @@ class _Printer:
 
     def print(self, expr: sympy.Expr) -> str:
         if expr.is_Symbol:
+            if expr.name.startswith(CHOICE_PREFIX):  # a categorical parameter's choice
+                return repr(expr.name[len(CHOICE_PREFIX) :])
             return expr.name
         if expr.is_Number or expr in (sympy.pi, sympy.E):
             if expr.is_negative:
                 return f"-{_number(-expr)}"
             return _number(expr)
+        if expr.is_number and expr.is_real and not expr.has(Primitive):
+            # a constant such as sqrt(2/pi): one float literal, not backend calls on numbers
+            value = float(expr)
+            return repr(value) if value >= 0 else f"({value!r})"
         if expr.is_Add:
             return self._add(expr)
         if expr.is_Mul:
@@ -135,7 +153,10 @@ class _Printer:
                 raise UnprintableError(f"a Piecewise without a default branch: {expr}")
             out = self.print(default)
             for value, condition in reversed(head):
-                out = self.backend.where.format(self.condition(condition), self.print(value), out)
+                if _is_choice_test(condition):  # decided once per call, in Python
+                    out = f"({self.print(value)} if {self.choice_test(condition)} else {out})"
+                else:
+                    out = self.backend.where.format(self.condition(condition), self.print(value), out)
             return out
         if isinstance(expr, Primitive):
             fmt = type(expr).lowering.get(self.backend.name)
@@ -156,10 +177,25 @@ class _Printer:
             if len(expr.args) > 2 and name in ("Max", "Min"):
                 head, *rest = expr.args
                 return self.print(type(expr)(head, type(expr)(*rest), evaluate=False))
+            if name in ("Max", "Min") and self.backend.name == "torch":
+                numbers = [a for a in expr.args if a.is_Number]
+                if numbers:  # torch.maximum takes tensors only
+                    (other,) = [a for a in expr.args if not a.is_Number]
+                    bound = "min" if name == "Max" else "max"
+                    return f"torch.clamp({self.print(other)}, {bound}={self.print(numbers[0])})"
             return fmt.format(*(self.print(arg) for arg in expr.args))
         raise UnprintableError(
             f"cannot print {type(expr).__name__} ({expr}) for the {self.backend.name} backend"
         )
+
+    def choice_test(self, cond) -> str:
+        """A Python bool: categorical parameters compared with their choices."""
+        if isinstance(cond, (sympy.Or, sympy.And)):
+            joiner = " or " if isinstance(cond, sympy.Or) else " and "
+            return joiner.join(f"({self.choice_test(c)})" for c in cond.args)
+        if isinstance(cond, sympy.Not):
+            return f"not ({self.choice_test(cond.args[0])})"
+        return f"{self.print(cond.lhs)} {cond.rel_op} {self.print(cond.rhs)}"
 
     _RELATIONS = {"==": "==", "!=": "!=", ">=": ">=", ">": ">", "<=": "<=", "<": "<"}
 

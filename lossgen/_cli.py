@@ -1,4 +1,5 @@
-"""The ``lossgen`` command line: generate, check, list, explain, fixtures."""
+"""The ``lossgen`` command line: generate, reference, new, check, list, explain, report,
+fixtures."""
 
 from __future__ import annotations
 
@@ -19,13 +20,29 @@ def _err(*args) -> None:
 
 def _cmd_generate(args) -> int:
     start = time.perf_counter()
-    written = generate(args.names, specs_dir=args.specs, out_dir=args.out)
+    cache = None if args.no_cache else args.cache
+    written = generate(args.names, specs_dir=args.specs, out_dir=args.out, cache=cache)
     elapsed = time.perf_counter() - start
     rel = [str(p.relative_to(args.out or PROJECT / "generated")) for p in written]
     if rel:
         print(f"wrote {len(rel)} files in {elapsed:.1f} s: {', '.join(rel)}")
     else:
         print(f"generated/ is up to date ({elapsed:.1f} s)")
+    return 0
+
+
+def _cmd_reference(args) -> int:
+    from ._generate import _write_atomic
+    from ._reference import reference
+
+    start = time.perf_counter()
+    cache = None if args.no_cache else args.cache
+    text = reference(args.specs, cache=cache, log=lambda line: None)
+    elapsed = time.perf_counter() - start
+    if _write_atomic(args.out, text):
+        print(f"wrote {args.out} ({elapsed:.1f} s)")
+    else:
+        print(f"{args.out} is up to date ({elapsed:.1f} s)")
     return 0
 
 
@@ -139,7 +156,18 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="emit generated/<backend>/<name>.py for each spec")
     p.add_argument("names", nargs="*", help="spec names (default: all)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: generated/)")
+    p.add_argument(
+        "--cache", type=Path, default=PROJECT / ".lossgen-cache",
+        help="folder of cached derivations (default: .lossgen-cache/)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="derive every spec afresh")
     p.set_defaults(run=_cmd_generate)
+
+    p = sub.add_parser("reference", help="write docs/losses.md, every loss with its signatures")
+    p.add_argument("--out", type=Path, default=PROJECT / "docs" / "losses.md")
+    p.add_argument("--cache", type=Path, default=PROJECT / ".lossgen-cache")
+    p.add_argument("--no-cache", action="store_true", help="derive every spec afresh")
+    p.set_defaults(run=_cmd_reference)
 
     p = sub.add_parser("new", help="write a commented spec skeleton specs/NAME.yaml")
     p.add_argument("name")

@@ -26,6 +26,8 @@ def derive(d: Derivation) -> Derivation:
     records = list(d.rewrites)
 
     def restabilize(derivative: sympy.Expr, where: str) -> sympy.Expr:
+        # at a kink the derivative of a step is undefined: the 0 subgradient (as the oracle)
+        derivative = derivative.replace(sympy.DiracDelta, lambda *args: sympy.S.Zero)
         # b**g / b**2 -> b**(g - 2): one power of the base, not a product that underflows first
         derivative = sympy.powsimp(derivative, combine="exp", deep=True)
         out, done = rewrite_expression(d, derivative, Analysis())

@@ -4,12 +4,16 @@ A spec's expressions are parsed with ``ast.parse(text, mode="eval")`` and the tr
 by :class:`_Builder`, which admits only:
 
 * int and float literals (floats exactly, from their source text: ``0.1`` is 1/10);
-* names of declared symbols;
+* names of declared symbols, and the constant ``pi``;
 * unary ``+``/``-`` and binary ``+ - * / **``;
 * calls ``f(a, b)`` of a function in :data:`SPEC_FUNCTIONS` with an allowed number of
-  positional arguments.
+  positional arguments;
+* conditionals ``a if COND else b``, where COND compares two expressions with ``< <= > >=``
+  (joined by ``and``/``or``), or a categorical parameter with one of its choices
+  (``approximate == "tanh"``, ``!=``). They become a SymPy ``Piecewise``; a categorical test
+  becomes ``Eq(param, choice_symbol(choice))``, resolved per choice by the pipeline.
 
-Everything else (attribute access, subscripts, lambdas, comparisons, strings, ...) is refused
+Everything else (attribute access, subscripts, lambdas, other comparisons, strings, ...) is refused
 with an :class:`ExprError` naming the construct and the column where it starts. ``eval``,
 ``sympify`` and ``parse_expr`` are never used: they would execute or interpret the text.
 """
@@ -24,8 +28,13 @@ from collections.abc import Mapping
 import sympy
 
 from ._functions import SPEC_FUNCTIONS
+from ._types import CHOICE_PREFIX, choice_symbol
 
-__all__ = ["ExprError", "free_names", "parse_expression"]
+__all__ = ["CONSTANTS", "ExprError", "free_names", "parse_expression"]
+
+#: named constants an expression may use (a declared symbol of the same name wins)
+CONSTANTS = {"pi": sympy.pi}
+
 
 _ALLOWED = "numbers, declared symbols, + - * / ** and calls of " + ", ".join(SPEC_FUNCTIONS)
 
@@ -68,9 +77,8 @@ _CONSTRUCTS: dict[type, str] = {
     ast.Subscript: "subscripts (indexing) are",
     ast.Slice: "slices are",
     ast.Lambda: "lambda functions are",
-    ast.Compare: "comparisons are",
-    ast.BoolOp: "boolean operators ('and', 'or') are",
-    ast.IfExp: "conditional expressions ('a if c else b') are",
+    ast.Compare: "comparisons outside a conditional ('a if x < c else b') are",
+    ast.BoolOp: "boolean operators ('and', 'or') outside a conditional are",
     ast.List: "list literals are",
     ast.Tuple: "tuples (is there a stray comma?) are",
     ast.Set: "set literals are",
@@ -112,19 +120,21 @@ def parse_expression(
     names: Mapping[str, sympy.Symbol],
     *,
     refused: Mapping[str, str] | None = None,
+    categorical: Mapping[str, tuple[sympy.Symbol, tuple[str, ...]]] | None = None,
 ) -> sympy.Expr:
     """Build the SymPy expression that ``text`` denotes over the symbols in ``names``.
 
     ``refused`` maps names that exist but may not be used here (a categorical parameter, a
-    ``define`` further down) to the message explaining why. Raises :class:`ExprError`
-    carrying every problem found.
+    ``define`` further down) to the message explaining why; ``categorical`` maps a categorical
+    parameter's name to its symbol and choices, for the tests of conditionals. Raises
+    :class:`ExprError` carrying every problem found.
     """
     if not isinstance(text, str):
         raise ExprError(f"an expression must be a string, not {type(text).__name__}", 0)
     if not text.strip():
         raise ExprError("the expression is empty; write the formula, e.g. 'log(1 + exp(-x))'", 0)
     tree = _parse_tree(text)
-    builder = _Builder(text, names, refused or {})
+    builder = _Builder(text, names, refused or {}, categorical or {})
     try:
         result = builder.build(tree.body)
     except RecursionError:
@@ -137,8 +147,12 @@ def parse_expression(
 
 
 def free_names(expr: sympy.Expr) -> set[str]:
-    """Names of the symbols that ``expr`` depends on."""
-    return {symbol.name for symbol in expr.free_symbols if isinstance(symbol, sympy.Symbol)}
+    """Names of the symbols that ``expr`` depends on (a choice is not a symbol of the spec)."""
+    return {
+        symbol.name
+        for symbol in expr.free_symbols
+        if isinstance(symbol, sympy.Symbol) and not symbol.name.startswith(CHOICE_PREFIX)
+    }
 
 
 def _parse_tree(text: str) -> ast.Expression:
@@ -178,10 +192,17 @@ def _offset(text: str, lineno: int, col: int, *, chars: bool = False) -> int:
 class _Builder:
     """Walks an ``ast`` expression; records problems and goes on where it sensibly can."""
 
-    def __init__(self, text: str, names: Mapping[str, sympy.Symbol], refused: Mapping[str, str]):
+    def __init__(
+        self,
+        text: str,
+        names: Mapping[str, sympy.Symbol],
+        refused: Mapping[str, str],
+        categorical: Mapping[str, tuple[sympy.Symbol, tuple[str, ...]]],
+    ):
         self.text = text
         self.names = names
         self.refused = refused
+        self.categorical = categorical
         self.problems: list[tuple[int, str]] = []
 
     def col(self, node: ast.AST) -> int:
@@ -202,6 +223,8 @@ class _Builder:
             return self.binary(node)
         if isinstance(node, ast.Call):
             return self.call(node)
+        if isinstance(node, ast.IfExp):
+            return self.conditional(node)
         construct = _CONSTRUCTS.get(type(node), f"'{type(node).__name__}' syntax is")
         return self.fail(node, f"{construct} not allowed in an expression; use {_ALLOWED}")
 
@@ -214,8 +237,8 @@ class _Builder:
         if isinstance(value, (str, bytes)):
             return self.fail(
                 node,
-                "string literals are not allowed in an expression; "
-                "names are written without quotes",
+                "string literals are not allowed in an expression (only as the choice in "
+                "a test such as approximate == \"tanh\"); names are written without quotes",
             )
         if isinstance(value, complex):
             return self.fail(node, "complex numbers are not allowed in an expression")
@@ -242,6 +265,8 @@ class _Builder:
             return self.names[name]
         if name in self.refused:
             return self.fail(node, self.refused[name])
+        if name in CONSTANTS:
+            return CONSTANTS[name]
         if name.startswith("__"):
             return self.fail(
                 node, f"dunder names such as '{name}' are not allowed in an expression"
@@ -297,6 +322,64 @@ class _Builder:
                 if base.is_zero and exponent.is_negative:
                     return self.fail(node, "division by zero (0 raised to a negative power)")
         return base**exponent
+
+    def conditional(self, node: ast.IfExp) -> sympy.Expr | None:
+        condition = self.condition(node.test)
+        yes, no = self.build(node.body), self.build(node.orelse)
+        if condition is None or yes is None or no is None:
+            return None
+        return sympy.Piecewise((yes, condition), (no, True))
+
+    _RELATIONS = {ast.Lt: sympy.Lt, ast.LtE: sympy.Le, ast.Gt: sympy.Gt, ast.GtE: sympy.Ge}
+
+    def condition(self, node: ast.AST):
+        if isinstance(node, ast.BoolOp):
+            parts = [self.condition(value) for value in node.values]
+            if any(part is None for part in parts):
+                return None
+            return (sympy.And if isinstance(node.op, ast.And) else sympy.Or)(*parts)
+        if not isinstance(node, ast.Compare):
+            return self.fail(
+                node,
+                "the test of a conditional must be a comparison, e.g. 'a if abs(r) <= delta "
+                "else b', or a categorical parameter against a choice, e.g. "
+                "'a if approximate == \"tanh\" else b'",
+            )
+        if len(node.ops) != 1:
+            return self.fail(node, "chained comparisons are not allowed; join two with 'and'")
+        op, left, right = type(node.ops[0]), node.left, node.comparators[0]
+        if isinstance(left, ast.Name) and left.id in self.categorical:
+            return self.choice_test(node, op, left.id, right)
+        if op not in self._RELATIONS:
+            if op in (ast.Eq, ast.NotEq):
+                return self.fail(
+                    node,
+                    "'==' and '!=' compare a categorical parameter with one of its choices; "
+                    "compare numbers with < <= > >=",
+                )
+            return self.fail(node, "only the comparisons < <= > >= and == / != of a choice are allowed")
+        lhs, rhs = self.build(left), self.build(right)
+        if lhs is None or rhs is None:
+            return None
+        return self._RELATIONS[op](lhs, rhs, evaluate=False)
+
+    def choice_test(self, node: ast.Compare, op: type, name: str, right: ast.AST):
+        symbol, choices = self.categorical[name]
+        if op not in (ast.Eq, ast.NotEq):
+            return self.fail(node, f"categorical parameter '{name}' is compared with == or !=")
+        if not (isinstance(right, ast.Constant) and isinstance(right.value, str)):
+            return self.fail(
+                right, f"compare '{name}' with one of its choices, a quoted string: {choices}"
+            )
+        if right.value not in choices:
+            suggestion = _did_you_mean(right.value, choices)
+            return self.fail(
+                right,
+                f"'{right.value}' is not a choice of '{name}' ({', '.join(choices)})"
+                + (f"; {suggestion}" if suggestion else ""),
+            )
+        test = sympy.Eq(symbol, choice_symbol(right.value), evaluate=False)
+        return test if op is ast.Eq else sympy.Not(test)
 
     def call(self, node: ast.Call) -> sympy.Expr | None:
         if not isinstance(node.func, ast.Name):

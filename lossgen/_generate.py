@@ -6,11 +6,13 @@ import hashlib
 import importlib
 import json
 import os
+import sys
 import time
 import types
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import sympy
 
@@ -18,14 +20,17 @@ from ._backends import BACKENDS
 from ._pipeline import run
 from ._spec import load_spec
 from ._types import Diagnostic, Spec, SpecError
+from ._verify import stability_problems
 
 __all__ = [
     "PROJECT",
+    "Built",
     "build_cached",
     "find_specs",
     "generate",
     "load",
     "load_specs",
+    "stability_policy",
 ]
 
 #: the project folder holding specs/ and generated/ (the repository root in a checkout)
@@ -88,47 +93,119 @@ def _generator_digest(package: Path | None = None) -> str:
     return digest.hexdigest()
 
 
-def _build(spec: Spec) -> tuple[dict[str, str], str, float]:
+@dataclass(frozen=True)
+class Built:
+    """What generation keeps of one spec's derivation (and caches): its module sources and
+    what the passes found, changed and left unstabilized."""
+
+    name: str
+    sources: Mapping[str, str]
+    findings: int
+    rewrites: int
+    #: one message per term the passes could not stabilize (see ``_verify.stability_problems``)
+    unstable: tuple[str, ...] = ()
+    #: seconds the derivation took; None when served from the cache
+    seconds: float | None = None
+
+    @property
+    def summary(self) -> str:
+        return f"{self.findings} findings, {self.rewrites} rewrites"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "sources": dict(self.sources),
+                "findings": self.findings,
+                "rewrites": self.rewrites,
+                "unstable": list(self.unstable),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, name: str, text: str) -> Built:
+        data = json.loads(text)
+        return cls(name, data["sources"], data["findings"], data["rewrites"], tuple(data["unstable"]))
+
+
+def _build(spec: Spec) -> Built:
     start = time.perf_counter()
     d = run(spec)
-    summary = f"{len(d.findings)} findings, {len(d.rewrites)} rewrites"
-    return dict(d.sources), summary, time.perf_counter() - start
+    return Built(
+        spec.name,
+        dict(d.sources),
+        len(d.findings),
+        len(d.rewrites),
+        tuple(stability_problems(d)),
+        time.perf_counter() - start,
+    )
 
 
-def build_cached(specs: list[Spec], *, cache: Path | None, log=print, jobs: int | None = None):
-    """(name, sources) per spec: from the cache when the spec and the generator are unchanged,
-    else derived (over a process pool when several specs need it) and cached."""
+def _cache_key(spec: Spec, generator: str) -> str:
+    # the spec's folder/file name is part of the output (its header)
+    text = generator + "/".join(Path(spec.path).parts[-2:]) + spec.source_text
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def build_cached(
+    specs: list[Spec], *, cache: Path | None, log=print, jobs: int | None = None
+) -> list[Built]:
+    """One :class:`Built` per spec, in order: from the cache when the spec and the generator
+    are unchanged, else derived (over a process pool when several specs need it) and cached."""
     generator = _generator_digest()
-    keys = {  # the spec's folder/file name is part of the output (its header)
-        s.name: hashlib.sha256(
-            (generator + "/".join(Path(s.path).parts[-2:]) + s.source_text).encode()
-        ).hexdigest()
-        for s in specs
-    }
-    built: dict[str, dict[str, str]] = {}
+    keys = {s.name: _cache_key(s, generator) for s in specs}
+    built: dict[str, Built] = {}
     missing = []
     for spec in specs:
-        path = cache / f"{spec.name}.{keys[spec.name][:24]}.json" if cache else None
-        if path is not None and path.exists():
-            built[spec.name] = json.loads(path.read_text())["sources"]
+        try:
+            if cache is None:
+                raise FileNotFoundError
+            entry = cache / f"{spec.name}.{keys[spec.name][:24]}.json"
+            built[spec.name] = Built.from_json(spec.name, entry.read_text())
             log(f"  {spec.name}: cached")
-        else:
-            missing.append(spec)
+        except (OSError, ValueError, KeyError, TypeError):
+            missing.append(spec)  # no cache, no entry, or an entry in an older format
     workers = min(len(missing), jobs or os.cpu_count() or 1)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_build, missing))
     else:
         results = [_build(spec) for spec in missing]
-    for spec, (sources, summary, seconds) in zip(missing, results):
-        built[spec.name] = sources
-        log(f"  {spec.name}: {summary} ({seconds:.1f} s)")
+    for spec, result in zip(missing, results):
+        built[spec.name] = result
+        log(f"  {spec.name}: {result.summary} ({result.seconds:.1f} s)")
         if cache is not None:
             cache.mkdir(parents=True, exist_ok=True)
             for old in cache.glob(f"{spec.name}.*.json"):
-                old.unlink()
-            _write_atomic(cache / f"{spec.name}.{keys[spec.name][:24]}.json", json.dumps({"sources": sources}))
-    return [(spec.name, built[spec.name]) for spec in specs]
+                old.unlink(missing_ok=True)
+            _write_atomic(cache / f"{spec.name}.{keys[spec.name][:24]}.json", result.to_json())
+    return [built[spec.name] for spec in specs]
+
+
+def stability_policy(spec: Spec, problems: Iterable[str], *, warn) -> list[Diagnostic]:
+    """Apply ``spec.on_unstable`` to the terms the passes could not stabilize: ``warn`` calls
+    ``warn`` with one line per term; ``error`` returns one diagnostic per term (at the
+    ``on_unstable`` field), which the caller raises as a :class:`SpecError`."""
+    problems = list(problems)
+    if spec.on_unstable == "error":
+        line, col = spec.on_unstable_at if spec.on_unstable_at != (0, 0) else (1, 1)
+        return [
+            Diagnostic(
+                spec.path,
+                line,
+                col,
+                f"{problem}; generation refused by on_unstable: error (state the formula "
+                "differently, or set on_unstable: warn to generate it anyway)",
+            )
+            for problem in problems
+        ]
+    for problem in problems:
+        warn(f"{spec.path}: warning: {problem}; the generated code may lose accuracy there "
+             "(on_unstable: error makes this fail)")
+    return []
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def generate(
@@ -138,9 +215,12 @@ def generate(
     out_dir: Path | None = None,
     cache: Path | None = PROJECT / ".lossgen-cache",
     log=print,
+    warn=_stderr,
 ) -> list[Path]:
     """Generate the modules for the named specs (all when ``names`` is empty); ``cache`` is
-    the folder of cached outputs (None: derive everything afresh)."""
+    the folder of cached outputs (None: derive everything afresh). Terms the passes could not
+    stabilize go to ``warn`` (standard error), or fail generation for a spec with
+    ``on_unstable: error``."""
     paths = find_specs(specs_dir)
     specs = load_specs(paths)
     if names:
@@ -154,7 +234,14 @@ def generate(
     out = Path(out_dir or PROJECT / "generated")
     written = []
     built = build_cached(specs, cache=cache, log=log)
-    for rel, text in expected_files(built).items():
+    refused = [
+        diagnostic
+        for spec, result in zip(specs, built)
+        for diagnostic in stability_policy(spec, result.unstable, warn=warn)
+    ]
+    if refused:  # before any file is written: generated/ stays as it was
+        raise SpecError(refused)
+    for rel, text in expected_files([(b.name, b.sources) for b in built]).items():
         if _write_atomic(out / rel, text):
             written.append(out / rel)
     return written

@@ -15,9 +15,11 @@ from sympy.codegen.cfunctions import expm1, log1p
 
 __all__ = [
     "PRIMITIVES",
+    "Erfc",
     "Exp",
     "Expm1",
     "LogAddExp",
+    "LogCosh",
     "LogRatio",
     "LogSigmoid",
     "Primitive",
@@ -124,7 +126,14 @@ class Softplus(Primitive):
     lowering = {
         "numpy": "np.logaddexp(0, {0})",
         "jax": "jax.nn.softplus({0})",
-        "torch": "torch.nn.functional.softplus({0})",
+        "torch": "_softplus({0})",
+    }
+    # torch.nn.functional.softplus returns x itself above its threshold (20), 2e-9 off at x = 20
+    helpers = {
+        "torch": (
+            "def _softplus(x):\n"
+            "    return torch.clamp_min(x, 0) + torch.log1p(torch.exp(-torch.abs(x)))\n"
+        ),
     }
 
     @classmethod
@@ -228,7 +237,66 @@ class LogAddExp(Primitive):
         return Exp(self.args[argindex - 1] - self)
 
 
-PRIMITIVES: tuple[type[Primitive], ...] = (Sigmoid, LogSigmoid, Softplus, Exp, Expm1, LogRatio, LogAddExp)
+class Erfc(Primitive):
+    """erfc(u) = 1 - erf(u), kept whole: SymPy rewrites erfc(-u) as 2 - erfc(u), the very
+    difference that cancels."""
+
+    display = "erfc"
+    nargs = 1
+    lowering = {
+        "numpy": "_special.erfc({0})",
+        "jax": "jax.scipy.special.erfc({0})",
+        "torch": "torch.special.erfc({0})",
+    }
+
+    @classmethod
+    def textbook(cls, u):
+        return sympy.erfc(u)
+
+    def fdiff(self, argindex=1):
+        u = self.args[0]
+        return -2 / sympy.sqrt(sympy.pi) * sympy.exp(-(u**2))
+
+    def _eval_is_positive(self):
+        return True if self.args[0].is_real else None
+
+
+class LogCosh(Primitive):
+    """log(cosh(x)): cosh overflows for |x| > 710 and log(cosh(x)) loses every digit for tiny x
+    (cosh(x) rounds to 1). Below |x| = 1 it is log1p(2*sinh(|x|/2)**2) (cosh(x) - 1 exactly),
+    above |x| + log1p(exp(-2|x|)) - log(2); the sinh branch sees min(|x|, 1), so neither branch
+    overflows."""
+
+    display = "log_cosh"
+    nargs = 1
+    lowering = {"numpy": "_log_cosh({0})", "jax": "_log_cosh({0})", "torch": "_log_cosh({0})"}
+    helpers = {
+        backend: (
+            "def _log_cosh(x):\n"
+            f"    a = {ns}.abs(x)\n"
+            f"    near = {ns}.log1p(2 * {ns}.sinh({ns}.{minimum}(a, 1.0) / 2) ** 2)\n"
+            f"    far = a + {ns}.log1p({ns}.exp(-2 * a)) - 0.6931471805599453\n"
+            f"    return {ns}.where(a < 1, near, far)\n"
+        )
+        for backend, ns, minimum in (
+            ("numpy", "np", "minimum"), ("jax", "jnp", "minimum"), ("torch", "torch", "clamp_max")
+        )
+    }
+
+    @classmethod
+    def textbook(cls, x):
+        return sympy.log(sympy.cosh(x))
+
+    def fdiff(self, argindex=1):
+        return sympy.tanh(self.args[0])
+
+    def _eval_is_nonnegative(self):
+        return True if self.args[0].is_real else None
+
+
+PRIMITIVES: tuple[type[Primitive], ...] = (
+    Sigmoid, LogSigmoid, Softplus, Exp, Expm1, LogRatio, LogAddExp, LogCosh, Erfc
+)
 
 
 def to_textbook(expr: sympy.Expr) -> sympy.Expr:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from dataclasses import replace
 from pathlib import Path
 
 import jinja2
 import sympy
+from sympy.printing.str import StrPrinter
 
 from ._backends import BACKENDS, print_expr
 from ._ir import Derivation
 from ._primitives import Primitive
-from ._types import RESERVED_NAMES, Spec
+from ._types import CHOICE_PREFIX, RESERVED_NAMES, Spec
 
 __all__ = ["TEMPLATES", "render", "render_docstring"]
 
@@ -40,13 +42,41 @@ def _wrap(text: str, indent: str = "    ") -> list[str]:
     return textwrap.wrap(text, width=92, initial_indent=indent, subsequent_indent=indent + "  ")
 
 
+class _FormulaPrinter(StrPrinter):
+    """SymPy's str form, with conditionals written as in a spec: ``a if r < d else b``."""
+
+    def _print_Piecewise(self, expr):
+        *head, (default, _) = expr.args
+        out = self._print(default)
+        for value, condition in reversed(head):
+            out = f"({self._print(value)} if {self._print(condition)} else {out})"
+        return out
+
+    def _print_Equality(self, expr):
+        return f"{self._print(expr.lhs)} == {self._print(expr.rhs)}"
+
+    def _print_Symbol(self, expr):
+        if expr.name.startswith(CHOICE_PREFIX):
+            return f'"{expr.name[len(CHOICE_PREFIX):]}"'
+        return super()._print_Symbol(expr)
+
+
+def formula(expr: sympy.Expr) -> str:
+    """``expr`` as a spec would write it."""
+    text = _FormulaPrinter().doprint(expr)
+    return text[1:-1] if isinstance(expr, sympy.Piecewise) else text
+
+
 def render_docstring(d: Derivation) -> str:
     spec = d.spec
-    lines = [spec.summary, ""]
+    lines = [*textwrap.wrap(spec.summary, width=96), ""]
     lines += ["Loss", "----"]
     for symbol, definition in spec.define:
-        lines += _wrap(f"{symbol} = {sympy.sstr(definition)}")
-    lines += _wrap(f"loss = {sympy.sstr(spec.loss)}")
+        lines += _wrap(f"{symbol} = {formula(definition)}")
+    lines += _wrap(f"loss = {formula(spec.loss)}")
+    if spec.notes:
+        lines += ["", "Conventions", "-----------"]
+        lines += textwrap.wrap(spec.notes, width=92)
     lines += ["", "Inputs", "------"]
     for inp in spec.inputs:
         lines.append(f"{inp.name} : {inp.role}, domain {inp.domain.text}, {_SHAPE_WORDS[inp.shape]}")
@@ -67,6 +97,23 @@ def render_docstring(d: Derivation) -> str:
         lines.append(f"grad(...) : a tuple, d value(...).sum() / d {', '.join(names)}.")
         lines.append("hess(...) : nested tuple of elementwise blocks ((H11, H12, ...), ...).")
         lines.append("hvp(..., v) : the Hessian applied to the tuple v, one entry per input.")
+    lines += _wrap(
+        f"{spec.name}(..., reduction='mean') : the loss reduced by 'mean', 'sum' or 'none', "
+        "for training. In torch an autograd.Function and in jax a custom_jvp: autodiff "
+        "(backward, jax.grad, double backward, jax.hessian) uses grad and hess above. "
+        "float16 and bfloat16 are computed in float32 and returned in the input dtype.",
+        indent="",
+    )
+    lines.append(f"{_camel(spec.name)}(*, <params>, reduction='mean') : torch.nn.Module of it.")
+    lines.append("value_and_grad(...) : numpy, the reduced loss and its gradient.")
+    lines += [""]
+    lines += _wrap(
+        "Every function takes validate=False; validate=True raises ValueError naming the "
+        "argument when a constant input or a parameter lies outside its domain above (eager "
+        "only: unavailable under jax.jit and torch.compile; off, it costs nothing). NaN in "
+        "gives NaN out: no function raises on NaN or Inf values.",
+        indent="",
+    )
     lines += ["", "Numerics", "--------"]
     if d.findings:
         lines.append("Findings on the textbook expression and its naive derivatives:")
@@ -206,6 +253,40 @@ def _function_context(d: Derivation, backend: str) -> dict:
 
 
 
+def _camel(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
+
+
+def _literal(number: sympy.Expr) -> str:
+    """A Python expression for a domain end: a float, or float("inf")."""
+    if number.is_infinite:
+        return 'float("-inf")' if number.is_negative else 'float("inf")'
+    return repr(float(number))
+
+
+def _domains(spec: Spec) -> list[tuple[str, str]]:
+    """``(name, rendered domain tuple)`` for each constant input and each parameter."""
+    entries = [(i.name, i.domain) for i in spec.inputs if i.role == "constant"]
+    entries += [(p.name, p.domain) for p in spec.params if p.domain is not None]
+    rows = []
+    for name, domain in entries:
+        if domain.kind == "interval":
+            ends = f"{_literal(domain.lo)}, {_literal(domain.hi)}"
+            rows.append((name, f"({json.dumps(domain.text)}, {ends}, {domain.lo_closed}, {domain.hi_closed})"))
+        elif domain.kind == "set":
+            elements = ", ".join(_literal(e) for e in domain.elements)
+            rows.append((name, f"({json.dumps(domain.text)}, ({elements},))"))
+        else:
+            rows.append((name, f"({json.dumps(domain.text)},)"))
+    rows += [(p.name, f"({_strings(p.choices)},)") for p in spec.params if p.choices]
+    return rows
+
+
+def _strings(names) -> str:
+    """A tuple literal of strings, in double quotes."""
+    return _tuple([json.dumps(n) for n in names])
+
+
 def _tuple(names: list[str]) -> str:
     return f"({names[0]},)" if len(names) == 1 else f"({', '.join(names)})"
 
@@ -213,15 +294,38 @@ def _tuple(names: list[str]) -> str:
 def _signature(spec: Spec) -> dict:
     params = [f"{p.name}={p.default!r}" for p in spec.params]
     inputs = [i.name for i in spec.inputs]
+    names = [p.name for p in spec.params]
+    differentiated = [i.name for i in spec.differentiated]
+    verb = "is" if len(differentiated) == 1 else "are"
+    doc = (
+        "Derivatives come from grad(...) and hess(...) above, not from autodiff of value(...): "
+        f"{', '.join(differentiated)} {verb} differentiated; the other inputs and the "
+        "parameters are constants. float16 and bfloat16 inputs are computed in float32 and "
+        "the result is returned in the input dtype. \"mean\" divides by the number of "
+        "elements of the broadcast shape, and so do the gradients. validate=True checks the "
+        "constant inputs and the parameters against their domains (eager mode only)."
+    )
     return {
+        "name": spec.name,
+        "wrapper_doc": "\n".join(textwrap.wrap(doc, 96, initial_indent="    ", subsequent_indent="    ")),
+        "camel": _camel(spec.name),
+        "inputs_tuple": _tuple(inputs),
+        "input_names": _strings(inputs),
+        "param_names": _strings(names),
+        "params_tuple": _tuple(names) if names else "()",
+        "params_named": ", ".join(f"{p}={p}" for p in names),
+        "categorical": [len(inputs) + k for k, p in enumerate(spec.params) if p.choices],
+        "domains": _domains(spec),
+        "module_args": ", ".join(["*", *params, 'reduction="mean"']),
+        "wrapper_args": ", ".join(inputs + ["*"] + params + ['reduction="mean"', "validate=False"]),
         "inputs": inputs,
         "params": [p.name for p in spec.params],
         "differentiated": [i.name for i in spec.differentiated],
         "differentiated_index": [spec.inputs.index(i) for i in spec.differentiated],
         "unpack": ", ".join(inputs + [p.name for p in spec.params] + ["shape", "out"]),
         "prepare_args": f"{_tuple(inputs)}, {_tuple([p.name for p in spec.params])}",
-        "def_args": ", ".join(inputs + (["*"] + params if params else [])),
-        "def_args_v": ", ".join(inputs + ["v"] + (["*"] + params if params else [])),
+        "def_args": ", ".join(inputs + ["*"] + params + ["validate=False"]),
+        "def_args_v": ", ".join(inputs + ["v", "*"] + params + ["validate=False"]),
         "call_args": ", ".join(inputs + [f"{p.name}={p.name}" for p in spec.params]),
     }
 

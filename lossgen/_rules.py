@@ -16,7 +16,7 @@ from typing import Callable
 import sympy
 from sympy.codegen.cfunctions import log1p
 
-from ._primitives import Exp, Expm1, LogAddExp, LogRatio, LogSigmoid, Sigmoid, Softplus
+from ._primitives import Erfc, Exp, Expm1, LogAddExp, LogCosh, LogRatio, LogSigmoid, Sigmoid, Softplus
 from ._signs import NEG, NONNEG, NONPOS, POS, affine, sign
 from ._types import Spec
 
@@ -142,6 +142,87 @@ def _log_one_plus_exp(expr, ctx):
         if one == 1 and isinstance(rest, sympy.exp):
             return Softplus(rest.args[0])
     return None
+
+
+def _log_one_plus(expr, ctx):
+    """log(1 + u) -> log1p(u)."""
+    if isinstance(expr, sympy.log) and expr.args[0].is_Add:
+        one, rest = expr.args[0].as_coeff_Add()
+        if one == 1:
+            return log1p(rest)
+    return None
+
+
+def _log_cosh(expr, ctx):
+    if isinstance(expr, sympy.log) and isinstance(expr.args[0], sympy.cosh):
+        return LogCosh(expr.args[0].args[0])
+    return None
+
+
+def _linear_in(expr: sympy.Expr, node: sympy.Expr):
+    """(a0, a1) with expr = a0 + a1*node, neither of them containing node; else None."""
+    flat = sympy.expand(expr, deep=False)
+    a1 = flat.coeff(node)
+    a0 = sympy.expand(flat - a1 * node, deep=False)
+    if a1 == 0 or a0.has(node) or a1.has(node):
+        return None
+    return a0, a1
+
+
+def _complement_of(function, replace_plus, replace_minus):
+    """a + a*f(u) -> replace_plus(a, u); a - a*f(u) -> replace_minus(a, u)."""
+
+    def apply(expr, ctx):
+        if not expr.is_Add:
+            return None
+        for node in sorted(expr.atoms(function), key=sympy.default_sort_key):
+            parts = _linear_in(expr, node)
+            if parts is None:
+                continue
+            a0, a1 = parts
+            u = node.args[0] if function is not sympy.Pow else node.base.args[0]
+            if sympy.expand(a0 - a1) == 0:
+                return replace_plus(a0, u)
+            if sympy.expand(a0 + a1) == 0:
+                return replace_minus(a0, u)
+        return None
+
+    return apply
+
+
+def _sech_squared(expr, ctx):
+    """a - a*tanh(u)**2 -> 4a*sigmoid(2u)*sigmoid(-2u)."""
+    if not expr.is_Add:
+        return None
+    for node in sorted(expr.atoms(sympy.tanh), key=sympy.default_sort_key):
+        parts = _linear_in(expr, node**2)
+        if parts is not None and sympy.expand(parts[0] + parts[1]) == 0:
+            u = node.args[0]
+            return 4 * parts[0] * Sigmoid(2 * u) * Sigmoid(-2 * u)
+    return None
+
+
+def _rational_factor(expr, ctx):
+    """A sum that is a rational function of the symbols -> its factored form, when that has
+    several factors: near a root of the numerator the sum cancels, each factor does not."""
+    if not expr.is_Add or not expr.free_symbols & ctx.xs:
+        return None
+    symbols = sorted(expr.free_symbols, key=sympy.default_sort_key)
+    if not expr.is_rational_function(*symbols) or expr.atoms(sympy.Function):
+        return None
+    out = sympy.factor(expr)
+    varying = [f for f in sympy.Mul.make_args(out) if f.free_symbols & ctx.xs]
+    if out == expr or not out.is_Mul or len(varying) < 2:
+        return None
+    return out
+
+
+_tanh_complement = _complement_of(
+    sympy.tanh, lambda a, u: 2 * a * Sigmoid(2 * u), lambda a, u: 2 * a * Sigmoid(-2 * u)
+)
+_erf_complement = _complement_of(
+    sympy.erf, lambda a, u: a * Erfc(-u), lambda a, u: a * Erfc(u)
+)
 
 
 def _nonneg(expr, ctx) -> bool:
@@ -301,6 +382,62 @@ RULES: tuple[Rule, ...] = (
         _log_one_plus_exp,
         always=True,
         example=(sympy.log(1 + sympy.exp(_u)), Softplus(_u), {_u: (-800, 800)}),
+    ),
+    Rule(
+        "log_one_plus",
+        "log(1 + u) -> log1p(u)",
+        "u > -1",
+        "1 + u rounds to 1 for |u| < eps/2: log(1 + u) loses every digit of a small u",
+        _log_one_plus,
+        always=True,
+        example=(sympy.log(1 + _u**2), log1p(_u**2), {_u: (-1e-3, 1e-3)}),
+    ),
+    Rule(
+        "log_cosh",
+        "log(cosh(u)) -> log_cosh(u)",
+        "all real u",
+        "cosh(u) overflows for |u| > 710 and rounds to 1 for |u| < 1e-8",
+        _log_cosh,
+        always=True,
+        example=(sympy.log(sympy.cosh(_u)), LogCosh(_u), {_u: (-800, 800)}),
+    ),
+    Rule(
+        "tanh_complement",
+        "a + a*tanh(u) -> 2a*sigmoid(2u); a - a*tanh(u) -> 2a*sigmoid(-2u)",
+        "all real u",
+        "1 + tanh(u) cancels to 0 for u < -19 in float64 (and 1 - tanh(u) for u > 19)",
+        _tanh_complement,
+        always=True,
+        example=(1 + sympy.tanh(_u), 2 * Sigmoid(2 * _u), {_u: (-400, 400)}),
+    ),
+    Rule(
+        "sech_squared",
+        "a - a*tanh(u)**2 -> 4a*sigmoid(2u)*sigmoid(-2u)",
+        "all real u",
+        "1 - tanh(u)**2 cancels to 0 for |u| > 19 in float64, where it is 4*exp(-2|u|); "
+        "1/cosh(u)**2 would overflow to 0 before the result underflows",
+        _sech_squared,
+        always=True,
+        example=(1 - sympy.tanh(_u) ** 2, 4 * Sigmoid(2 * _u) * Sigmoid(-2 * _u),
+                 {_u: (-300, 300)}),
+    ),
+    Rule(
+        "rational_factor",
+        "a rational sum -> its factorization, e.g. c**2 - r**2 -> (c - r)*(c + r)",
+        "where the sum is defined",
+        "near a root of the sum its rounded terms cancel; a product of factors does not",
+        _rational_factor,
+        always=True,
+        example=(1 - _u**2 / 4, sympy.factor(1 - _u**2 / 4), {_u: (1.9, 2.1)}),
+    ),
+    Rule(
+        "erf_complement",
+        "a + a*erf(u) -> a*erfc(-u); a - a*erf(u) -> a*erfc(u)",
+        "all real u",
+        "1 + erf(u) cancels to 0 for u < -6 in float64, where it is erfc(-u) > 0",
+        _erf_complement,
+        always=True,
+        example=(1 + sympy.erf(_u), Erfc(-_u), {_u: (-20, 20)}),
     ),
     Rule(
         "log_of_product",

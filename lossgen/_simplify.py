@@ -22,7 +22,11 @@ def _temporaries(d: Derivation):
 
 
 def _block(d: Derivation, outputs: list[sympy.Expr]) -> Block:
-    assignments, reduced = sympy.cse(outputs, symbols=_temporaries(d), order="canonical")
+    # a test of a categorical parameter stays inside its conditional, decided in Python
+    categorical = tuple(p.symbol for p in d.spec.categorical)
+    assignments, reduced = sympy.cse(
+        outputs, symbols=_temporaries(d), order="canonical", ignore=categorical
+    )
     return Block(assignments=tuple(assignments), outputs=tuple(reduced))
 
 

@@ -22,7 +22,8 @@ The checks, in the order the file is read:
 6. expressions (``define`` in order, then ``loss``): parse, use only declared symbols and
    earlier defines, no categorical parameter;
 7. usage: every input and param reaches the loss through the defines, and some input is
-   differentiated.
+   differentiated;
+8. ``on_unstable``, when present, is ``warn`` or ``error``.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from ruamel.yaml.scalarstring import (
 from ._domain import parse_domain
 from ._expr import ExprError, free_names, parse_expression
 from ._functions import SPEC_FUNCTIONS
-from ._types import RESERVED_NAMES, ROLES, SHAPES, Diagnostic, Domain, Input, Param, Spec, SpecError
+from ._types import ON_UNSTABLE, RESERVED_NAMES, ROLES, SHAPES, Diagnostic, Domain, Input, Param, Spec, SpecError
 
 __all__ = ["load_spec", "parse_spec_text"]
 
@@ -66,6 +67,8 @@ _TOP_FIELDS: dict[str, tuple[bool, str]] = {
     "params": (False, ""),
     "define": (False, ""),
     "loss": (True, "loss: <expression over the inputs>"),
+    "on_unstable": (False, ""),
+    "notes": (False, ""),
 }
 _INPUT_FIELDS: dict[str, tuple[bool, str]] = {
     "role": (True, f"role: {' or '.join(ROLES)}"),
@@ -206,8 +209,15 @@ class _Reader:
             )
         if inputs is not None:
             self.usage(data, inputs, params, define if complete else None, loss)
+        on_unstable, on_unstable_at = "warn", (0, 0)
+        if "on_unstable" in top:
+            on_unstable = self.choice(data, "on_unstable", ON_UNSTABLE, what="the spec")
+            line, col = _value_position(data, "on_unstable")
+            on_unstable_at = (line + 1, col + 1)
 
-        if self.diagnostics or None in (name, summary, references, inputs, loss):
+        notes = self.notes(data) if "notes" in top else ""
+
+        if self.diagnostics or None in (name, summary, references, inputs, loss, on_unstable, notes):
             return None
         return Spec(
             name=name,
@@ -220,6 +230,9 @@ class _Reader:
             path=self.path,
             source_hash=digest,
             source_text=self.text,
+            on_unstable=on_unstable,
+            on_unstable_at=on_unstable_at,
+            notes=notes,
         )
 
     def load_yaml(self) -> Any:
@@ -379,6 +392,17 @@ class _Reader:
             )
             return None
         return summary.strip()
+
+    def notes(self, data: CommentedMap) -> str | None:
+        notes, where = data["notes"], _value_position(data, "notes")
+        if not isinstance(notes, str) or not notes.strip():
+            self.error(
+                where,
+                f"notes must be text (conventions such as the subgradient at a kink), found "
+                f"{_describe(notes)}",
+            )
+            return None
+        return " ".join(notes.split())
 
     def references(self, data: CommentedMap) -> tuple[str, ...] | None:
         refs, where = data["references"], _value_position(data, "references")
@@ -592,6 +616,7 @@ class _Reader:
                     f"its choices {', '.join(choices)}; {fix}",
                 )
                 return None
+            self.declared.categorical[name] = (symbol, choices)
             return Param(
                 name=name,
                 symbol=symbol,
@@ -751,7 +776,9 @@ class _Reader:
             )
             return None
         try:
-            return parse_expression(value, names, refused=refused)
+            return parse_expression(
+                value, names, refused=refused, categorical=self.declared.categorical
+            )
         except ExprError as error:
             for col, message in error.problems:
                 self.error(
@@ -825,7 +852,7 @@ class _Reader:
         for param in params:
             if param.name not in used:
                 extra = (
-                    " (categorical parameters cannot appear in expressions yet)"
+                    f" (test it in a conditional: a if {param.name} == \"{param.default}\" else b)"
                     if param.choices is not None
                     else ""
                 )
@@ -845,6 +872,8 @@ class _Declarations:
         self.symbols: dict[str, sympy.Symbol] = {}
         self.available: dict[str, sympy.Symbol] = {}
         self.refused: dict[str, str] = {}
+        #: categorical parameter -> (symbol, choices), for the tests of conditionals
+        self.categorical: dict[str, tuple[sympy.Symbol, tuple[str, ...]]] = {}
 
     def add(
         self,
@@ -868,8 +897,8 @@ class _Declarations:
         self.symbols[name] = symbol
         if categorical:
             self.refused[name] = (
-                f"categorical parameter '{name}' cannot be used in arithmetic "
-                "yet; give it a numeric domain instead of choices"
+                f"categorical parameter '{name}' cannot be used in arithmetic; test it in "
+                f"a conditional, e.g. 'a if {name} == \"choice\" else b'"
             )
         elif available:
             self.available[name] = symbol

@@ -8,16 +8,21 @@ from typing import Literal
 import sympy
 
 __all__ = [
+    "CHOICE_PREFIX",
     "Diagnostic",
     "Domain",
     "Input",
     "Param",
     "Spec",
     "SpecError",
+    "choice_symbol",
+    "specialize",
 ]
 
 ROLES = ("differentiated", "constant")
 SHAPES = ("scalar", "classes", "vector", "set", "batch")
+#: what generation does when the passes leave a term unstabilized (the spec's ``on_unstable``)
+ON_UNSTABLE = ("warn", "error")
 #: names the generated modules use themselves (modules, arguments, builtins): a spec symbol of
 #: that name would shadow them. Private helpers start with "_", which symbol names cannot.
 RESERVED_NAMES = frozenset(
@@ -27,6 +32,35 @@ RESERVED_NAMES = frozenset(
         "sum", "zip", "float", "tuple", "isinstance", "next",
     }
 )
+
+
+#: the name prefix of the symbols that stand for a categorical parameter's choices
+CHOICE_PREFIX = "choice:"
+
+
+def choice_symbol(choice: str) -> sympy.Symbol:
+    """What a categorical parameter is compared with: ``approximate == "tanh"`` in a spec is
+    ``Eq(approximate, choice_symbol("tanh"))``."""
+    return sympy.Symbol(CHOICE_PREFIX + choice)
+
+
+def specialize(expr: sympy.Expr, choices: dict[str, str]) -> sympy.Expr:
+    """``expr`` with every test of a categorical parameter in ``choices`` decided: the
+    conditionals on them collapse to the chosen branch."""
+
+    def decided(node):
+        lhs, rhs = node.args
+        return sympy.true if rhs.name == CHOICE_PREFIX + choices[lhs.name] else sympy.false
+
+    def is_test(node):
+        return (
+            isinstance(node, sympy.Eq)
+            and isinstance(node.rhs, sympy.Symbol)
+            and node.rhs.name.startswith(CHOICE_PREFIX)
+            and node.lhs.name in choices
+        )
+
+    return expr.replace(is_test, decided)
 
 
 @dataclass(frozen=True)
@@ -117,14 +151,34 @@ class Spec:
     #: sha256 of the file's bytes
     source_hash: str
     source_text: str = field(default="", repr=False)
+    #: ``warn`` (the default): report terms the passes could not stabilize and generate;
+    #: ``error``: refuse to generate
+    on_unstable: Literal["warn", "error"] = "warn"
+    #: 1-based position of the ``on_unstable`` value in the file (0 when the field is absent)
+    on_unstable_at: tuple[int, int] = (0, 0)
+    #: conventions the generated code follows (subgradients at kinks, ...), in the docstring
+    notes: str = ""
 
     @property
     def differentiated(self) -> tuple[Input, ...]:
         return tuple(i for i in self.inputs if i.role == "differentiated")
 
-    def expression(self) -> sympy.Expr:
-        """The loss with every ``define`` substituted: the textbook expression."""
+    @property
+    def categorical(self) -> tuple[Param, ...]:
+        return tuple(p for p in self.params if p.choices is not None)
+
+    def variants(self) -> list[dict[str, str]]:
+        """Every combination of the categorical parameters' choices (one empty one if none)."""
+        combos: list[dict[str, str]] = [{}]
+        for p in self.categorical:
+            combos = [{**combo, p.name: choice} for combo in combos for choice in p.choices]
+        return combos
+
+    def expression(self, choices: dict[str, str] | None = None) -> sympy.Expr:
+        """The loss with every ``define`` substituted: the textbook expression, with the
+        categorical parameters at ``choices`` (their defaults where not given)."""
         expr = self.loss
         for symbol, definition in reversed(self.define):
             expr = expr.subs(symbol, definition)
-        return expr
+        chosen = {p.name: str(p.default) for p in self.categorical} | dict(choices or {})
+        return specialize(expr, chosen) if chosen else expr

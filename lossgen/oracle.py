@@ -34,7 +34,11 @@ AGREE_DIGITS = 30
 #: give up (and refuse the point) beyond this many decimal digits
 MAX_DIGITS = 40_000
 #: bump when the oracle's method changes, so that committed fixtures are recomputed
-VERSION = "1"
+VERSION = "2"
+#: an exact 0 is trusted only from this many digits on: below it, 1 + erf(-12) is 0 too
+ZERO_DIGITS = 800
+#: below this magnitude a value rounds to 0 in every floating format lossgen checks
+_NEGLIGIBLE = mpmath.mpf(10) ** -340
 
 
 class OracleError(ArithmeticError):
@@ -154,12 +158,14 @@ def _settle(a: mpmath.mpf, b: mpmath.mpf, digits_a: int, digits_b: int):
     if mpmath.isinf(a) or mpmath.isinf(b):
         return b if a == b else None
     if a == b:
-        return b
+        # an exact 0 may be a value below the working precision (a cancellation)
+        return b if b != 0 or digits_b >= ZERO_DIGITS else None
     scale = max(abs(a), abs(b))
     if abs(a - b) <= scale * mpmath.mpf(10) ** (-AGREE_DIGITS):
         return b
-    # rounding noise around an exact zero shrinks with the precision
-    if abs(a) < mpmath.mpf(10) ** (-digits_a / 2) and abs(b) < mpmath.mpf(10) ** (-digits_b / 2):
+    # rounding noise around an exact zero shrinks with the precision; it is taken for 0 only
+    # where any value would round to 0 anyway
+    if max(abs(a), abs(b)) < _NEGLIGIBLE and abs(b) < mpmath.mpf(10) ** (-digits_b / 2):
         return mpmath.mpf(0)
     return None
 

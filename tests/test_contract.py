@@ -54,9 +54,24 @@ def test_signature(name, backend):
         positional = [p.name for p in params.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
         keyword = {p.name: p.default for p in params.values() if p.kind is p.KEYWORD_ONLY}
         assert positional == [i.name for i in spec.inputs]
-        assert keyword == {p.name: p.default for p in spec.params}
+        assert keyword == {**{p.name: p.default for p in spec.params}, "validate": False}
+    wrapper = inspect.signature(getattr(module, name)).parameters
+    assert [p.name for p in wrapper.values() if p.kind is p.POSITIONAL_OR_KEYWORD] == [
+        i.name for i in spec.inputs
+    ]
+    assert {p.name: p.default for p in wrapper.values() if p.kind is p.KEYWORD_ONLY} == {
+        **{p.name: p.default for p in spec.params},
+        "reduction": "mean",
+        "validate": False,
+    }
+    extra = {"numpy": ["value_and_grad"], "jax": [], "torch": [_camel(name)]}[backend]
+    assert sorted(module.__all__) == sorted(["value", "grad", "hess", "hvp", name, *extra])
     hvp = inspect.signature(module.hvp).parameters
     assert [p.name for p in hvp.values() if p.kind is p.POSITIONAL_OR_KEYWORD][-1] == "v"
+
+
+def _camel(name):
+    return "".join(part.capitalize() for part in name.split("_"))
 
 
 def _sample(spec, shape, rng):
@@ -78,32 +93,49 @@ def test_shapes_dtypes_and_broadcasting(name, backend, dtype):
     spec = SPECS[name]
     module = lossgen.load(name, backend)
     rng = np.random.default_rng(0)
-    (x,) = [i.name for i in spec.differentiated]
+    xs = [i.name for i in spec.differentiated]
+    several = len(xs) > 1
     values = _sample(spec, (3, 4), rng)
     args = [to_backend(values[i.name], backend, dtype) for i in spec.inputs]
     value = to_numpy(module.value(*args))
-    grad = to_numpy(module.grad(*args))
-    hess = to_numpy(module.hess(*args))
-    v = rng.uniform(-1, 1, (3, 4))
-    hvp = to_numpy(module.hvp(*args, to_backend(v, backend, dtype)))
-    for result in (value, grad, hess, hvp):
+    grads = module.grad(*args)
+    grads = [to_numpy(g) for g in (grads if several else [grads])]
+    blocks = module.hess(*args)
+    blocks = [[to_numpy(h) for h in row] for row in (blocks if several else [[blocks]])]
+    vs = [rng.uniform(-1, 1, (3, 4)) for _ in xs]
+    v_arg = [to_backend(v, backend, dtype) for v in vs]
+    hvps = module.hvp(*args, tuple(v_arg) if several else v_arg[0])
+    hvps = [to_numpy(h) for h in (hvps if several else [hvps])]
+    for result in [value, *grads, *hvps, *(h for row in blocks for h in row)]:
         assert result.shape == (3, 4) and result.dtype == np.dtype(dtype)
-    np.testing.assert_allclose(hvp, hess * v, rtol=1e-6)
+    for row, hvp in zip(blocks, hvps):
+        np.testing.assert_allclose(hvp, sum(h * v for h, v in zip(row, vs)), rtol=1e-5, atol=1e-6)
+    if several:  # the Hessian blocks are symmetric
+        np.testing.assert_allclose(blocks[0][1], blocks[1][0], rtol=1e-6)
     # by name gives the same as positional
     named = to_numpy(module.value(**{i.name: a for i, a in zip(spec.inputs, args)}))
     np.testing.assert_array_equal(named, value)
 
-    # the differentiated input broadcast against a larger constant: grad sums over the copies
+    # the first differentiated input broadcast against the others: grad sums over the copies
+    x = xs[0]
     small = dict(values)
     small[x] = values[x][:1, :]  # shape (1, 4)
     args_small = [to_backend(small[i.name], backend, dtype) for i in spec.inputs]
-    g_small = to_numpy(module.grad(*args_small))
-    h_small = to_numpy(module.hess(*args_small))
+    g_small = module.grad(*args_small)
+    h_small = module.hess(*args_small)
+    g_small = to_numpy(g_small[0] if several else g_small)
+    h_small = to_numpy(h_small[0][0] if several else h_small)
     assert g_small.shape == (1, 4) and h_small.shape == (1, 4)
+    if len(spec.inputs) == 1:
+        return  # nothing to broadcast against
     full = {k: np.broadcast_to(val, (3, 4)) for k, val in small.items()}
     args_full = [to_backend(full[i.name], backend, dtype) for i in spec.inputs]
-    np.testing.assert_allclose(g_small[0], to_numpy(module.grad(*args_full)).sum(0), rtol=1e-5)
-    np.testing.assert_allclose(h_small[0], to_numpy(module.hess(*args_full)).sum(0), rtol=1e-5)
+    g_full = module.grad(*args_full)
+    h_full = module.hess(*args_full)
+    g_full = to_numpy(g_full[0] if several else g_full)
+    h_full = to_numpy(h_full[0][0] if several else h_full)
+    np.testing.assert_allclose(g_small[0], g_full.sum(0), rtol=1e-5)
+    np.testing.assert_allclose(h_small[0], h_full.sum(0), rtol=1e-5)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -23,6 +23,17 @@ value(...) : the unreduced loss, shaped like the broadcast inputs.
 grad(...) : d value(...).sum() / d x, shaped like x.
 hess(...) : the elementwise second derivative in x, shaped like x.
 hvp(..., v) : hess(...) * v, v shaped like x.
+bce_with_logits(..., reduction='mean') : the loss reduced by 'mean', 'sum' or 'none', for
+  training. In torch an autograd.Function and in jax a custom_jvp: autodiff (backward,
+  jax.grad, double backward, jax.hessian) uses grad and hess above. float16 and bfloat16 are
+  computed in float32 and returned in the input dtype.
+BceWithLogits(*, <params>, reduction='mean') : torch.nn.Module of it.
+value_and_grad(...) : numpy, the reduced loss and its gradient.
+
+Every function takes validate=False; validate=True raises ValueError naming the argument
+  when a constant input or a parameter lies outside its domain above (eager only:
+  unavailable under jax.jit and torch.compile; off, it costs nothing). NaN in gives NaN out:
+  no function raises on NaN or Inf values.
 
 Numerics
 --------
@@ -71,9 +82,22 @@ import numbers
 import jax
 import jax.numpy as jnp
 
-__all__ = ["grad", "hess", "hvp", "value"]
+__all__ = ["bce_with_logits", "grad", "hess", "hvp", "value"]
 
+_INPUTS = ("x", "y")
+_PARAMS = ("pos_weight",)
 _DIFFERENTIATED = [0]
+#: the declared domain of each constant input and parameter, for validate=True:
+#: (text, lo, hi, lo_closed, hi_closed) for an interval, (text, elements) for a set,
+#: (text,) for a class index, (choices,) for a categorical parameter
+_DOMAINS = {
+    "y": ("[0, 1]", 0.0, 1.0, True, True),
+    "pos_weight": ("(0, oo)", 0.0, float("inf"), False, False),
+}
+_REDUCTIONS = ("mean", "sum", "none")
+#: positions of the categorical (string) parameters among the inputs and params: static
+_CATEGORICAL = []
+_LOW_PRECISION = (jnp.float16, jnp.bfloat16)
 
 
 def _prepare(inputs, params):
@@ -83,7 +107,9 @@ def _prepare(inputs, params):
         dtype = jnp.result_type(float)
     arrays = [jnp.asarray(a, dtype=dtype) for a in inputs]
     params = [
-        p if isinstance(p, str) else float(p) if isinstance(p, numbers.Real) else jnp.asarray(p, dtype=dtype)
+        p if isinstance(p, str)
+        else float(p) if isinstance(p, numbers.Real)
+        else jnp.asarray(p, dtype=dtype)
         for p in params
     ]
     shape = jnp.broadcast_shapes(
@@ -108,15 +134,19 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
-def value(x, y, *, pos_weight=1.0):
+def value(x, y, *, pos_weight=1.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
+    if validate:
+        _validate(locals())
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
     loss = -(1 - y) * jax.nn.log_sigmoid(-x) - pos_weight * y * jax.nn.log_sigmoid(x)
     return _fit(loss, shape, shape, out)
 
 
-def grad(x, y, *, pos_weight=1.0):
+def grad(x, y, *, pos_weight=1.0, validate=False):
     """The gradient of value(...).sum() with respect to x."""
+    if validate:
+        _validate(locals())
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
     t0 = -1 + y
     t1 = pos_weight * y
@@ -138,16 +168,157 @@ def grad(x, y, *, pos_weight=1.0):
     return _fit(d_x, x.shape, shape, out)
 
 
-def hess(x, y, *, pos_weight=1.0):
+def hess(x, y, *, pos_weight=1.0, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
+    if validate:
+        _validate(locals())
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
     t0 = jax.nn.sigmoid(-x) * jax.nn.sigmoid(x)
     d2_x = t0 * (1 - y) + pos_weight * t0 * y
     return _fit(d2_x, x.shape, shape, out)
 
 
-def hvp(x, y, v, *, pos_weight=1.0):
+def hvp(x, y, v, *, pos_weight=1.0, validate=False):
     """The Hessian of value(...).sum() applied to v, without forming a matrix."""
-    blocks = hess(x, y, pos_weight=pos_weight)
+    blocks = hess(x, y, pos_weight=pos_weight, validate=validate)
     return blocks * _like(v, blocks)
 
+
+
+def _call(function, args):
+    """``function(*inputs, **params)`` from one flat tuple: the inputs, then the params."""
+    n = len(_INPUTS)
+    return function(*args[:n], **dict(zip(_PARAMS, args[n:])))
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"reduction must be one of {_REDUCTIONS}, not {reduction!r}")
+
+
+def _check_reduction(reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, not {reduction!r}")
+
+
+def _validate(arguments):
+    """Raise ValueError naming the first constant input or parameter outside its domain."""
+    for name, domain in _DOMAINS.items():
+        value = arguments[name]
+        if isinstance(domain[0], tuple):
+            if value not in domain[0]:
+                raise ValueError(f"{name} must be one of {domain[0]}, not {value!r}")
+            continue
+        if isinstance(value, str):
+            raise ValueError(f"{name} must be a number or an array, not {value!r}")
+        bad = _outside(value, domain)
+        if bad is not None:
+            raise ValueError(
+                f"{name} = {bad} lies outside its domain {domain[0]} "
+                "(validate=True checks constant inputs and parameters against the spec)"
+            )
+
+
+def _outside(value, domain):
+    """One value of ``value`` outside ``domain`` (as a Python number), or None."""
+    with jax.ensure_compile_time_eval():
+        a = jnp.asarray(value)
+        if len(domain) == 5:
+            _, lo, hi, lo_closed, hi_closed = domain
+            inside = (a >= lo if lo_closed else a > lo) & (a <= hi if hi_closed else a < hi)
+        elif len(domain) == 2:
+            inside = jnp.isin(a, jnp.asarray(domain[1], dtype=a.dtype))
+        else:
+            inside = (a >= 0) & (a == jnp.round(a))
+        if isinstance(inside, jax.core.Tracer):
+            raise ValueError(
+                "validate=True needs concrete values: it is unavailable on traced arguments "
+                "(under jax.jit, vmap or grad); validate outside the transformed function"
+            )
+        if bool(inside.all()):
+            return None
+        return a[~inside].ravel()[0].item()
+
+
+def _merge(static, arrays):
+    """The flat inputs-then-params tuple from the static strings and the numeric arrays."""
+    static, arrays = iter(static), iter(arrays)
+    n = len(_INPUTS) + len(_PARAMS)
+    return tuple(next(static) if i in _CATEGORICAL else next(arrays) for i in range(n))
+
+
+def _value(static, *arrays):
+    return _call(value, _merge(static, arrays))
+
+
+def _grad(static, *arrays):
+    grads = _call(grad, _merge(static, arrays))
+    return grads if isinstance(grads, tuple) else (grads,)
+
+
+_value = jax.custom_jvp(_value, nondiff_argnums=(0,))
+_grad = jax.custom_jvp(_grad, nondiff_argnums=(0,))
+
+
+@_value.defjvp
+def _value_jvp(static, primals, tangents):
+    """The derivative of value(...) is grad(...) (per element: the inputs are broadcast)."""
+    grads = _grad(static, *primals)
+    tangent = sum(d * tangents[i] for i, d in zip(_DIFFERENTIATED, grads))
+    return _value(static, *primals), tangent
+
+
+@_grad.defjvp
+def _grad_jvp(static, primals, tangents):
+    """The derivative of grad(...) is hess(...), block by block."""
+    blocks = _call(hess, _merge(static, primals))
+    rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
+    tangent = tuple(
+        sum(h * tangents[i] for i, h in zip(_DIFFERENTIATED, row)) for row in rows
+    )
+    return _grad(static, *primals), tangent
+
+
+def _arguments(inputs, params):
+    """The static strings; the inputs as arrays of the working dtype, broadcast to one shape,
+    then the numeric params; and the dtype to return (float16 and bfloat16 work in float32)."""
+    dtype = jnp.result_type(*(inputs[i] for i in _DIFFERENTIATED), 1.0)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(float)
+    work = jnp.float32 if dtype in _LOW_PRECISION else dtype
+    arrays = [jnp.asarray(a, dtype=work) for a in inputs]
+    params = [
+        p if isinstance(p, (str, numbers.Real)) else jnp.asarray(p, dtype=work) for p in params
+    ]
+    shape = jnp.broadcast_shapes(
+        *(jnp.shape(a) for a in arrays + params if not isinstance(a, str))
+    )
+    arrays = [jnp.broadcast_to(a, shape) for a in arrays]
+    static = tuple(p for p in params if isinstance(p, str))
+    numeric = [p for p in params if not isinstance(p, str)]
+    return static, (*arrays, *numeric), dtype
+
+
+def bce_with_logits(x, y, *, pos_weight=1.0, reduction="mean", validate=False):
+    """The loss, reduced by ``reduction``: "mean", "sum" or "none".
+
+    Derivatives come from grad(...) and hess(...) above, not from autodiff of value(...): x is
+    differentiated; the other inputs and the parameters are constants. float16 and bfloat16
+    inputs are computed in float32 and the result is returned in the input dtype. "mean" divides
+    by the number of elements of the broadcast shape, and so do the gradients. validate=True
+    checks the constant inputs and the parameters against their domains (eager mode only).
+
+    A jax.custom_jvp: jax.grad, jax.jvp, jax.hessian, jit and vmap see grad(...) as its
+    derivative and hess(...) as the derivative of that. String parameters and ``reduction``
+    are static: under jit, close over them or pass them as static arguments.
+    """
+    if validate:
+        _validate(locals())
+    _check_reduction(reduction)
+    static, arrays, dtype = _arguments((x, y), (pos_weight,))
+    return _reduce(_value(static, *arrays), reduction).astype(dtype)

@@ -23,6 +23,17 @@ value(...) : the unreduced loss, shaped like the broadcast inputs.
 grad(...) : d value(...).sum() / d x, shaped like x.
 hess(...) : the elementwise second derivative in x, shaped like x.
 hvp(..., v) : hess(...) * v, v shaped like x.
+bce_with_logits(..., reduction='mean') : the loss reduced by 'mean', 'sum' or 'none', for
+  training. In torch an autograd.Function and in jax a custom_jvp: autodiff (backward,
+  jax.grad, double backward, jax.hessian) uses grad and hess above. float16 and bfloat16 are
+  computed in float32 and returned in the input dtype.
+BceWithLogits(*, <params>, reduction='mean') : torch.nn.Module of it.
+value_and_grad(...) : numpy, the reduced loss and its gradient.
+
+Every function takes validate=False; validate=True raises ValueError naming the argument
+  when a constant input or a parameter lies outside its domain above (eager only:
+  unavailable under jax.jit and torch.compile; off, it costs nothing). NaN in gives NaN out:
+  no function raises on NaN or Inf values.
 
 Numerics
 --------
@@ -70,9 +81,19 @@ import numbers
 
 import numpy as np
 
-__all__ = ["grad", "hess", "hvp", "value"]
+__all__ = ["bce_with_logits", "grad", "hess", "hvp", "value", "value_and_grad"]
 
+_INPUTS = ("x", "y")
+_PARAMS = ("pos_weight",)
 _DIFFERENTIATED = [0]
+#: the declared domain of each constant input and parameter, for validate=True:
+#: (text, lo, hi, lo_closed, hi_closed) for an interval, (text, elements) for a set,
+#: (text,) for a class index, (choices,) for a categorical parameter
+_DOMAINS = {
+    "y": ("[0, 1]", 0.0, 1.0, True, True),
+    "pos_weight": ("(0, oo)", 0.0, float("inf"), False, False),
+}
+_REDUCTIONS = ("mean", "sum", "none")
 
 
 def _prepare(inputs, params):
@@ -82,7 +103,9 @@ def _prepare(inputs, params):
         dtype = np.dtype(np.float64)
     arrays = [np.asarray(a, dtype=dtype) for a in inputs]
     params = [
-        p if isinstance(p, str) else float(p) if isinstance(p, numbers.Real) else np.asarray(p, dtype=dtype)
+        p if isinstance(p, str)
+        else float(p) if isinstance(p, numbers.Real)
+        else np.asarray(p, dtype=dtype)
         for p in params
     ]
     shape = np.broadcast_shapes(
@@ -117,16 +140,20 @@ def _sigmoid(x):
 
 
 @np.errstate(all="ignore")
-def value(x, y, *, pos_weight=1.0):
+def value(x, y, *, pos_weight=1.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
+    if validate:
+        _validate(locals())
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
     loss = -(1 - y) * (-np.logaddexp(0, x)) - pos_weight * y * (-np.logaddexp(0, -x))
     return _fit(loss, shape, shape, out)
 
 
 @np.errstate(all="ignore")
-def grad(x, y, *, pos_weight=1.0):
+def grad(x, y, *, pos_weight=1.0, validate=False):
     """The gradient of value(...).sum() with respect to x."""
+    if validate:
+        _validate(locals())
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
     t0 = -1 + y
     t1 = pos_weight * y
@@ -149,16 +176,120 @@ def grad(x, y, *, pos_weight=1.0):
 
 
 @np.errstate(all="ignore")
-def hess(x, y, *, pos_weight=1.0):
+def hess(x, y, *, pos_weight=1.0, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
+    if validate:
+        _validate(locals())
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
     t0 = _sigmoid(-x) * _sigmoid(x)
     d2_x = t0 * (1 - y) + pos_weight * t0 * y
     return _fit(d2_x, x.shape, shape, out)
 
 
-def hvp(x, y, v, *, pos_weight=1.0):
+def hvp(x, y, v, *, pos_weight=1.0, validate=False):
     """The Hessian of value(...).sum() applied to v, without forming a matrix."""
-    blocks = hess(x, y, pos_weight=pos_weight)
+    blocks = hess(x, y, pos_weight=pos_weight, validate=validate)
     return blocks * _like(v, blocks)
 
+
+
+def _call(function, args):
+    """``function(*inputs, **params)`` from one flat tuple: the inputs, then the params."""
+    n = len(_INPUTS)
+    return function(*args[:n], **dict(zip(_PARAMS, args[n:])))
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"reduction must be one of {_REDUCTIONS}, not {reduction!r}")
+
+
+def _check_reduction(reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, not {reduction!r}")
+
+
+def _validate(arguments):
+    """Raise ValueError naming the first constant input or parameter outside its domain."""
+    for name, domain in _DOMAINS.items():
+        value = arguments[name]
+        if isinstance(domain[0], tuple):
+            if value not in domain[0]:
+                raise ValueError(f"{name} must be one of {domain[0]}, not {value!r}")
+            continue
+        if isinstance(value, str):
+            raise ValueError(f"{name} must be a number or an array, not {value!r}")
+        bad = _outside(value, domain)
+        if bad is not None:
+            raise ValueError(
+                f"{name} = {bad} lies outside its domain {domain[0]} "
+                "(validate=True checks constant inputs and parameters against the spec)"
+            )
+
+
+def _outside(value, domain):
+    """One value of ``value`` outside ``domain`` (as a Python number), or None."""
+    a = np.asarray(value, dtype=float)
+    with np.errstate(invalid="ignore"):
+        if len(domain) == 5:
+            _, lo, hi, lo_closed, hi_closed = domain
+            inside = (a >= lo if lo_closed else a > lo) & (a <= hi if hi_closed else a < hi)
+        elif len(domain) == 2:
+            inside = np.isin(a, domain[1])
+        else:
+            inside = (a >= 0) & (a == np.round(a))
+    if inside.all():
+        return None
+    return a[~inside].ravel()[0].item()
+
+
+def _arguments(inputs, params):
+    """The inputs as arrays of the working dtype (float16 works in float32), then the params;
+    and the dtype to return."""
+    dtype = np.result_type(*(inputs[i] for i in _DIFFERENTIATED), 1.0)
+    if not np.issubdtype(dtype, np.floating):
+        dtype = np.dtype(np.float64)
+    work = np.float32 if dtype == np.float16 else dtype
+    arrays = [np.asarray(a, dtype=work) for a in inputs]
+    params = [
+        p if isinstance(p, (str, numbers.Real)) else np.asarray(p, dtype=work) for p in params
+    ]
+    return (*arrays, *params), dtype
+
+
+def bce_with_logits(x, y, *, pos_weight=1.0, reduction="mean", validate=False):
+    """The loss, reduced by ``reduction``: "mean", "sum" or "none".
+
+    Derivatives come from grad(...) and hess(...) above, not from autodiff of value(...): x is
+    differentiated; the other inputs and the parameters are constants. float16 and bfloat16
+    inputs are computed in float32 and the result is returned in the input dtype. "mean" divides
+    by the number of elements of the broadcast shape, and so do the gradients. validate=True
+    checks the constant inputs and the parameters against their domains (eager mode only).
+    """
+    if validate:
+        _validate(locals())
+    _check_reduction(reduction)
+    args, dtype = _arguments((x, y), (pos_weight,))
+    return np.asarray(_reduce(_call(value, args), reduction), dtype=dtype)
+
+
+def value_and_grad(x, y, *, pos_weight=1.0, reduction="mean", validate=False):
+    """The reduced loss and its gradient, for optimizers that take both.
+
+    The gradient is with respect to x, shaped like the input
+    ("mean" divides the gradient by the number of elements of the broadcast shape; with
+    "none" it is the gradient of the sum). float16 works in float32."""
+    if validate:
+        _validate(locals())
+    _check_reduction(reduction)
+    args, dtype = _arguments((x, y), (pos_weight,))
+    loss = _call(value, args)
+    grads = _call(grad, args)
+    scale = 1 / max(loss.size, 1) if reduction == "mean" else 1
+    loss = np.asarray(_reduce(loss, reduction), dtype=dtype)
+    return loss, np.asarray(grads * scale, dtype=dtype)

@@ -23,6 +23,17 @@ value(...) : the unreduced loss, shaped like the broadcast inputs.
 grad(...) : d value(...).sum() / d x, shaped like x.
 hess(...) : the elementwise second derivative in x, shaped like x.
 hvp(..., v) : hess(...) * v, v shaped like x.
+bce_with_logits(..., reduction='mean') : the loss reduced by 'mean', 'sum' or 'none', for
+  training. In torch an autograd.Function and in jax a custom_jvp: autodiff (backward,
+  jax.grad, double backward, jax.hessian) uses grad and hess above. float16 and bfloat16 are
+  computed in float32 and returned in the input dtype.
+BceWithLogits(*, <params>, reduction='mean') : torch.nn.Module of it.
+value_and_grad(...) : numpy, the reduced loss and its gradient.
+
+Every function takes validate=False; validate=True raises ValueError naming the argument
+  when a constant input or a parameter lies outside its domain above (eager only:
+  unavailable under jax.jit and torch.compile; off, it costs nothing). NaN in gives NaN out:
+  no function raises on NaN or Inf values.
 
 Numerics
 --------
@@ -70,9 +81,20 @@ import numbers
 
 import torch
 
-__all__ = ["grad", "hess", "hvp", "value"]
+__all__ = ["BceWithLogits", "bce_with_logits", "grad", "hess", "hvp", "value"]
 
+_INPUTS = ("x", "y")
+_PARAMS = ("pos_weight",)
 _DIFFERENTIATED = [0]
+#: the declared domain of each constant input and parameter, for validate=True:
+#: (text, lo, hi, lo_closed, hi_closed) for an interval, (text, elements) for a set,
+#: (text,) for a class index, (choices,) for a categorical parameter
+_DOMAINS = {
+    "y": ("[0, 1]", 0.0, 1.0, True, True),
+    "pos_weight": ("(0, oo)", 0.0, float("inf"), False, False),
+}
+_REDUCTIONS = ("mean", "sum", "none")
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def _prepare(inputs, params):
@@ -117,8 +139,10 @@ def _sigmoid(x):
     return torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def value(x, y, *, pos_weight=1.0):
+def value(x, y, *, pos_weight=1.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
+    if validate:
+        _validate(locals())
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
     loss = (
         -(1 - y) * torch.nn.functional.logsigmoid(-x)
@@ -127,8 +151,10 @@ def value(x, y, *, pos_weight=1.0):
     return _fit(loss, shape, shape, out)
 
 
-def grad(x, y, *, pos_weight=1.0):
+def grad(x, y, *, pos_weight=1.0, validate=False):
     """The gradient of value(...).sum() with respect to x."""
+    if validate:
+        _validate(locals())
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
     t0 = -1 + y
     t1 = pos_weight * y
@@ -150,16 +176,189 @@ def grad(x, y, *, pos_weight=1.0):
     return _fit(d_x, x.shape, shape, out)
 
 
-def hess(x, y, *, pos_weight=1.0):
+def hess(x, y, *, pos_weight=1.0, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
+    if validate:
+        _validate(locals())
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
     t0 = _sigmoid(-x) * _sigmoid(x)
     d2_x = t0 * (1 - y) + pos_weight * t0 * y
     return _fit(d2_x, x.shape, shape, out)
 
 
-def hvp(x, y, v, *, pos_weight=1.0):
+def hvp(x, y, v, *, pos_weight=1.0, validate=False):
     """The Hessian of value(...).sum() applied to v, without forming a matrix."""
-    blocks = hess(x, y, pos_weight=pos_weight)
+    blocks = hess(x, y, pos_weight=pos_weight, validate=validate)
     return blocks * _like(v, blocks)
 
+
+
+def _call(function, args):
+    """``function(*inputs, **params)`` from one flat tuple: the inputs, then the params."""
+    n = len(_INPUTS)
+    return function(*args[:n], **dict(zip(_PARAMS, args[n:])))
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"reduction must be one of {_REDUCTIONS}, not {reduction!r}")
+
+
+def _check_reduction(reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, not {reduction!r}")
+
+
+def _validate(arguments):
+    """Raise ValueError naming the first constant input or parameter outside its domain."""
+    for name, domain in _DOMAINS.items():
+        value = arguments[name]
+        if isinstance(domain[0], tuple):
+            if value not in domain[0]:
+                raise ValueError(f"{name} must be one of {domain[0]}, not {value!r}")
+            continue
+        if isinstance(value, str):
+            raise ValueError(f"{name} must be a number or an array, not {value!r}")
+        bad = _outside(value, domain)
+        if bad is not None:
+            raise ValueError(
+                f"{name} = {bad} lies outside its domain {domain[0]} "
+                "(validate=True checks constant inputs and parameters against the spec)"
+            )
+
+
+def _outside(value, domain):
+    """One value of ``value`` outside ``domain`` (as a Python number), or None."""
+    t = torch.as_tensor(value)
+    t = t if t.is_floating_point() else t.double()
+    if len(domain) == 5:
+        _, lo, hi, lo_closed, hi_closed = domain
+        inside = (t >= lo if lo_closed else t > lo) & (t <= hi if hi_closed else t < hi)
+    elif len(domain) == 2:
+        inside = torch.isin(t, torch.tensor(domain[1], dtype=t.dtype, device=t.device))
+    else:
+        inside = (t >= 0) & (t == torch.round(t))
+    if bool(inside.all()):
+        return None
+    return t[~inside].flatten()[0].item()
+
+
+def _save(ctx, args):
+    """Keep ``args`` for backward: tensors through save_for_backward, the rest on ctx."""
+    ctx.save_for_backward(*(a for a in args if torch.is_tensor(a)))
+    ctx.others = tuple(None if torch.is_tensor(a) else a for a in args)
+
+
+def _saved(ctx):
+    tensors = iter(ctx.saved_tensors)
+    return tuple(next(tensors) if torch.is_tensor(a) or a is None else a for a in ctx.others)
+
+
+class _Value(torch.autograd.Function):
+    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable."""
+
+    @staticmethod
+    def forward(ctx, *args):
+        _save(ctx, args)
+        return _call(value, args)
+
+    @staticmethod
+    def backward(ctx, g):
+        args = _saved(ctx)
+        grads = _Grad.apply(*args)
+        result = [None] * len(args)
+        for i, d in zip(_DIFFERENTIATED, grads):
+            if ctx.needs_input_grad[i]:
+                result[i] = g * d
+        return tuple(result)
+
+
+class _Grad(torch.autograd.Function):
+    """grad(...) per element (the inputs are broadcast); the backward applies hess(...)."""
+
+    @staticmethod
+    def forward(ctx, *args):
+        _save(ctx, args)
+        grads = _call(grad, args)
+        return grads if isinstance(grads, tuple) else (grads,)
+
+    @staticmethod
+    def backward(ctx, *gs):
+        args = _saved(ctx)
+        blocks = _call(hess, args)
+        rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
+        result = [None] * len(args)
+        for j, i in enumerate(_DIFFERENTIATED):
+            if ctx.needs_input_grad[i]:
+                result[i] = sum(g * row[j] for g, row in zip(gs, rows))
+        return tuple(result)
+
+
+def _tensor(a, dtype, device):
+    if torch.is_tensor(a):
+        return a.to(device=device, dtype=dtype)
+    return torch.as_tensor(a, dtype=dtype, device=device)
+
+
+def _arguments(inputs, params):
+    """The inputs as tensors of the working dtype, broadcast to one shape, then the params;
+    and the dtype to return (float16 and bfloat16 work in float32)."""
+    ref = next((inputs[i] for i in _DIFFERENTIATED if torch.is_tensor(inputs[i])), None)
+    if ref is None:
+        ref = next((a for a in inputs if torch.is_tensor(a)), None)
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.get_default_dtype()
+    device = ref.device if ref is not None else None
+    work = torch.float32 if dtype in _LOW_PRECISION else dtype
+    tensors = [_tensor(a, work, device) for a in inputs]
+    params = [
+        p if isinstance(p, (str, numbers.Real)) else _tensor(p, work, device) for p in params
+    ]
+    shape = torch.broadcast_shapes(*(t.shape for t in tensors + params if torch.is_tensor(t)))
+    tensors = [t if t.shape == shape else t.expand(shape) for t in tensors]
+    return (*tensors, *params), dtype
+
+
+def bce_with_logits(x, y, *, pos_weight=1.0, reduction="mean", validate=False):
+    """The loss, reduced by ``reduction``: "mean", "sum" or "none".
+
+    Derivatives come from grad(...) and hess(...) above, not from autodiff of value(...): x is
+    differentiated; the other inputs and the parameters are constants. float16 and bfloat16
+    inputs are computed in float32 and the result is returned in the input dtype. "mean" divides
+    by the number of elements of the broadcast shape, and so do the gradients. validate=True
+    checks the constant inputs and the parameters against their domains (eager mode only).
+    """
+    if validate:
+        _validate(locals())
+    _check_reduction(reduction)
+    args, dtype = _arguments((x, y), (pos_weight,))
+    return _reduce(_Value.apply(*args), reduction).to(dtype)
+
+
+class BceWithLogits(torch.nn.Module):
+    """bce_with_logits(...) as a module holding the parameters and the reduction."""
+
+    def __init__(self, *, pos_weight=1.0, reduction="mean"):
+        super().__init__()
+        _check_reduction(reduction)
+        for name, param in zip(_PARAMS, (pos_weight,)):
+            if torch.is_tensor(param):
+                self.register_buffer(name, param)
+            else:
+                setattr(self, name, param)
+        self.reduction = reduction
+
+    def forward(self, x, y):
+        return bce_with_logits(
+            x, y,
+            pos_weight=self.pos_weight,
+            reduction=self.reduction,
+        )
+
+    def extra_repr(self):
+        names = (*_PARAMS, "reduction")
+        return ", ".join(f"{name}={getattr(self, name)!r}" for name in names)

@@ -26,6 +26,17 @@ value(...) : the unreduced loss, shaped like the broadcast inputs.
 grad(...) : d value(...).sum() / d p, shaped like p.
 hess(...) : the elementwise second derivative in p, shaped like p.
 hvp(..., v) : hess(...) * v, v shaped like p.
+sigmoid_focal_loss_probs(..., reduction='mean') : the loss reduced by 'mean', 'sum' or
+  'none', for training. In torch an autograd.Function and in jax a custom_jvp: autodiff
+  (backward, jax.grad, double backward, jax.hessian) uses grad and hess above. float16 and
+  bfloat16 are computed in float32 and returned in the input dtype.
+SigmoidFocalLossProbs(*, <params>, reduction='mean') : torch.nn.Module of it.
+value_and_grad(...) : numpy, the reduced loss and its gradient.
+
+Every function takes validate=False; validate=True raises ValueError naming the argument
+  when a constant input or a parameter lies outside its domain above (eager only:
+  unavailable under jax.jit and torch.compile; off, it costs nothing). NaN in gives NaN out:
+  no function raises on NaN or Inf values.
 
 Numerics
 --------
@@ -72,7 +83,7 @@ Findings on the textbook expression and its naive derivatives:
 Rewrites applied (rule: before -> after, reason):
 - probability_partition: `1 - p_t` -> `p*(1 - y) + y*(1 - p)` (the sum vanishes at an end of
   p's domain and its rounded terms cancel)
-- log_near_one: `log(1 - p)` -> `log1p(-p)` (answers: cancellation: `log(1 - p)` as p -> 0
+- log_one_plus: `log(1 - p)` -> `log1p(-p)` (answers: cancellation: `log(1 - p)` as p -> 0
   (in value, grad, hess); the argument tends to 1; pole: `1/(1 - p)` as p -> 1 (in grad,
   hess); and 1 more)
 - zero_guard: `(1 - y)/(1 - p)` -> `Piecewise((0, Eq(y, 1)), ((1 - y)/(1 - p), True))` (f
@@ -192,9 +203,21 @@ import numbers
 
 import torch
 
-__all__ = ["grad", "hess", "hvp", "value"]
+__all__ = ["SigmoidFocalLossProbs", "grad", "hess", "hvp", "sigmoid_focal_loss_probs", "value"]
 
+_INPUTS = ("p", "y")
+_PARAMS = ("alpha", "gamma")
 _DIFFERENTIATED = [0]
+#: the declared domain of each constant input and parameter, for validate=True:
+#: (text, lo, hi, lo_closed, hi_closed) for an interval, (text, elements) for a set,
+#: (text,) for a class index, (choices,) for a categorical parameter
+_DOMAINS = {
+    "y": ("[0, 1]", 0.0, 1.0, True, True),
+    "alpha": ("[0, 1]", 0.0, 1.0, True, True),
+    "gamma": ("[0, oo)", 0.0, float("inf"), True, False),
+}
+_REDUCTIONS = ("mean", "sum", "none")
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def _prepare(inputs, params):
@@ -234,8 +257,10 @@ def _like(v, ref):
     return torch.as_tensor(v, dtype=ref.dtype, device=ref.device)
 
 
-def value(p, y, *, alpha=0.25, gamma=2.0):
+def value(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
+    if validate:
+        _validate(locals())
     p, y, alpha, gamma, shape, out = _prepare((p, y), (alpha, gamma))
     t0 = 1 - y
     loss = (
@@ -246,8 +271,10 @@ def value(p, y, *, alpha=0.25, gamma=2.0):
     return _fit(loss, shape, shape, out)
 
 
-def grad(p, y, *, alpha=0.25, gamma=2.0):
+def grad(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     """The gradient of value(...).sum() with respect to p."""
+    if validate:
+        _validate(locals())
     p, y, alpha, gamma, shape, out = _prepare((p, y), (alpha, gamma))
     t0 = 1 - y
     t1 = alpha * y + t0 * (1 - alpha)
@@ -278,8 +305,10 @@ def grad(p, y, *, alpha=0.25, gamma=2.0):
     return _fit(d_p, p.shape, shape, out)
 
 
-def hess(p, y, *, alpha=0.25, gamma=2.0):
+def hess(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
+    if validate:
+        _validate(locals())
     p, y, alpha, gamma, shape, out = _prepare((p, y), (alpha, gamma))
     t0 = 1 - y
     t1 = alpha * y + t0 * (1 - alpha)
@@ -329,8 +358,180 @@ def hess(p, y, *, alpha=0.25, gamma=2.0):
     return _fit(d2_p, p.shape, shape, out)
 
 
-def hvp(p, y, v, *, alpha=0.25, gamma=2.0):
+def hvp(p, y, v, *, alpha=0.25, gamma=2.0, validate=False):
     """The Hessian of value(...).sum() applied to v, without forming a matrix."""
-    blocks = hess(p, y, alpha=alpha, gamma=gamma)
+    blocks = hess(p, y, alpha=alpha, gamma=gamma, validate=validate)
     return blocks * _like(v, blocks)
 
+
+
+def _call(function, args):
+    """``function(*inputs, **params)`` from one flat tuple: the inputs, then the params."""
+    n = len(_INPUTS)
+    return function(*args[:n], **dict(zip(_PARAMS, args[n:])))
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"reduction must be one of {_REDUCTIONS}, not {reduction!r}")
+
+
+def _check_reduction(reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, not {reduction!r}")
+
+
+def _validate(arguments):
+    """Raise ValueError naming the first constant input or parameter outside its domain."""
+    for name, domain in _DOMAINS.items():
+        value = arguments[name]
+        if isinstance(domain[0], tuple):
+            if value not in domain[0]:
+                raise ValueError(f"{name} must be one of {domain[0]}, not {value!r}")
+            continue
+        if isinstance(value, str):
+            raise ValueError(f"{name} must be a number or an array, not {value!r}")
+        bad = _outside(value, domain)
+        if bad is not None:
+            raise ValueError(
+                f"{name} = {bad} lies outside its domain {domain[0]} "
+                "(validate=True checks constant inputs and parameters against the spec)"
+            )
+
+
+def _outside(value, domain):
+    """One value of ``value`` outside ``domain`` (as a Python number), or None."""
+    t = torch.as_tensor(value)
+    t = t if t.is_floating_point() else t.double()
+    if len(domain) == 5:
+        _, lo, hi, lo_closed, hi_closed = domain
+        inside = (t >= lo if lo_closed else t > lo) & (t <= hi if hi_closed else t < hi)
+    elif len(domain) == 2:
+        inside = torch.isin(t, torch.tensor(domain[1], dtype=t.dtype, device=t.device))
+    else:
+        inside = (t >= 0) & (t == torch.round(t))
+    if bool(inside.all()):
+        return None
+    return t[~inside].flatten()[0].item()
+
+
+def _save(ctx, args):
+    """Keep ``args`` for backward: tensors through save_for_backward, the rest on ctx."""
+    ctx.save_for_backward(*(a for a in args if torch.is_tensor(a)))
+    ctx.others = tuple(None if torch.is_tensor(a) else a for a in args)
+
+
+def _saved(ctx):
+    tensors = iter(ctx.saved_tensors)
+    return tuple(next(tensors) if torch.is_tensor(a) or a is None else a for a in ctx.others)
+
+
+class _Value(torch.autograd.Function):
+    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable."""
+
+    @staticmethod
+    def forward(ctx, *args):
+        _save(ctx, args)
+        return _call(value, args)
+
+    @staticmethod
+    def backward(ctx, g):
+        args = _saved(ctx)
+        grads = _Grad.apply(*args)
+        result = [None] * len(args)
+        for i, d in zip(_DIFFERENTIATED, grads):
+            if ctx.needs_input_grad[i]:
+                result[i] = g * d
+        return tuple(result)
+
+
+class _Grad(torch.autograd.Function):
+    """grad(...) per element (the inputs are broadcast); the backward applies hess(...)."""
+
+    @staticmethod
+    def forward(ctx, *args):
+        _save(ctx, args)
+        grads = _call(grad, args)
+        return grads if isinstance(grads, tuple) else (grads,)
+
+    @staticmethod
+    def backward(ctx, *gs):
+        args = _saved(ctx)
+        blocks = _call(hess, args)
+        rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
+        result = [None] * len(args)
+        for j, i in enumerate(_DIFFERENTIATED):
+            if ctx.needs_input_grad[i]:
+                result[i] = sum(g * row[j] for g, row in zip(gs, rows))
+        return tuple(result)
+
+
+def _tensor(a, dtype, device):
+    if torch.is_tensor(a):
+        return a.to(device=device, dtype=dtype)
+    return torch.as_tensor(a, dtype=dtype, device=device)
+
+
+def _arguments(inputs, params):
+    """The inputs as tensors of the working dtype, broadcast to one shape, then the params;
+    and the dtype to return (float16 and bfloat16 work in float32)."""
+    ref = next((inputs[i] for i in _DIFFERENTIATED if torch.is_tensor(inputs[i])), None)
+    if ref is None:
+        ref = next((a for a in inputs if torch.is_tensor(a)), None)
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.get_default_dtype()
+    device = ref.device if ref is not None else None
+    work = torch.float32 if dtype in _LOW_PRECISION else dtype
+    tensors = [_tensor(a, work, device) for a in inputs]
+    params = [
+        p if isinstance(p, (str, numbers.Real)) else _tensor(p, work, device) for p in params
+    ]
+    shape = torch.broadcast_shapes(*(t.shape for t in tensors + params if torch.is_tensor(t)))
+    tensors = [t if t.shape == shape else t.expand(shape) for t in tensors]
+    return (*tensors, *params), dtype
+
+
+def sigmoid_focal_loss_probs(p, y, *, alpha=0.25, gamma=2.0, reduction="mean", validate=False):
+    """The loss, reduced by ``reduction``: "mean", "sum" or "none".
+
+    Derivatives come from grad(...) and hess(...) above, not from autodiff of value(...): p is
+    differentiated; the other inputs and the parameters are constants. float16 and bfloat16
+    inputs are computed in float32 and the result is returned in the input dtype. "mean" divides
+    by the number of elements of the broadcast shape, and so do the gradients. validate=True
+    checks the constant inputs and the parameters against their domains (eager mode only).
+    """
+    if validate:
+        _validate(locals())
+    _check_reduction(reduction)
+    args, dtype = _arguments((p, y), (alpha, gamma))
+    return _reduce(_Value.apply(*args), reduction).to(dtype)
+
+
+class SigmoidFocalLossProbs(torch.nn.Module):
+    """sigmoid_focal_loss_probs(...) as a module holding the parameters and the reduction."""
+
+    def __init__(self, *, alpha=0.25, gamma=2.0, reduction="mean"):
+        super().__init__()
+        _check_reduction(reduction)
+        for name, param in zip(_PARAMS, (alpha, gamma)):
+            if torch.is_tensor(param):
+                self.register_buffer(name, param)
+            else:
+                setattr(self, name, param)
+        self.reduction = reduction
+
+    def forward(self, p, y):
+        return sigmoid_focal_loss_probs(
+            p, y,
+            alpha=self.alpha,
+            gamma=self.gamma,
+            reduction=self.reduction,
+        )
+
+    def extra_repr(self):
+        names = (*_PARAMS, "reduction")
+        return ", ".join(f"{name}={getattr(self, name)!r}" for name in names)

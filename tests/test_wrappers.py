@@ -1,0 +1,412 @@
+"""The training wrappers: `<name>(..., reduction=)` in every backend, the torch autograd.Function
+and nn.Module, the jax custom_jvp, numpy's value_and_grad, low precision and validate=True.
+
+The wrappers must differentiate through the generated grad and hess, not through autodiff of
+value: gradcheck/gradgradcheck in float64, jax.grad == grad, jax.hessian == hess, and at
+logits of +-1e4 (where autodiff of the textbook form gives NaN) finite results equal to the
+generated ones.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from _support import spec_paths
+
+import lossgen
+
+SPECS = {s.name: s for s in lossgen.load_specs(spec_paths())}
+#: float64 results of two routes through the same generated code agree to a few ulps
+TIGHT = dict(rtol=16 * np.finfo(np.float64).eps, atol=1e-300)
+
+
+def _close_jit(got, want):
+    """Under jit XLA may reassociate: a few ulps of the largest entry."""
+    want = np.asarray(want)
+    scale = float(np.max(np.abs(want), initial=0.0))
+    np.testing.assert_allclose(got, want, rtol=64 * np.finfo(want.dtype).eps, atol=1e-14 * scale)
+
+
+def _module(name, backend):
+    try:
+        return lossgen.load(name, backend)
+    except ModuleNotFoundError:
+        pytest.skip(f"generated/{backend}/{name}.py is missing (run `make generate`)")
+
+
+def _elementwise(name):
+    spec = SPECS[name]
+    if any(i.shape != "scalar" for i in spec.inputs):
+        pytest.skip("the sampler here draws elementwise inputs only")
+    return spec
+
+
+def _inside(domain, rng, shape):
+    """Values strictly inside ``domain`` (away from its ends), float64."""
+    if domain.kind == "set":
+        return rng.choice([float(e) for e in domain.elements], shape)
+    if domain.kind == "index":
+        return rng.integers(0, 3, shape).astype(float)
+    lo, hi = domain.lo, domain.hi
+    if lo.is_infinite and hi.is_infinite:
+        return rng.uniform(-2, 2, shape)
+    if hi.is_infinite:
+        return float(lo) + rng.uniform(0.2, 3, shape)
+    if lo.is_infinite:
+        return float(hi) - rng.uniform(0.2, 3, shape)
+    return float(lo) + (float(hi) - float(lo)) * rng.uniform(0.1, 0.9, shape)
+
+
+def _sample(spec, shape=(5,), seed=0):
+    rng = np.random.default_rng(seed)
+    return {i.name: _inside(i.domain, rng, shape) for i in spec.inputs}
+
+
+def _param_sets(spec):
+    """The defaults, once per choice of each categorical parameter."""
+    choices = [p.choices if p.choices else (p.default,) for p in spec.params]
+    return [dict(zip([p.name for p in spec.params], c)) for c in itertools.product(*choices)]
+
+
+def _blocks(h, n):
+    """hess(...) as nested rows, for one or several differentiated inputs."""
+    return ((h,),) if n == 1 else h
+
+
+def _tuple(g):
+    return g if isinstance(g, tuple) else (g,)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_torch_gradcheck_and_gradgradcheck(name):
+    spec = _elementwise(name)
+    module = _module(name, "torch")
+    wrapper = getattr(module, name)
+    values = _sample(spec)
+    diff = [i.name for i in spec.differentiated]
+    for params in _param_sets(spec):
+        tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()}
+        leaves = [tensors[k].requires_grad_() for k in diff]
+
+        def f(*xs, params=params):
+            args = dict(tensors, **dict(zip(diff, xs)))
+            return wrapper(*(args[i.name] for i in spec.inputs), **params, reduction="none")
+
+        assert torch.autograd.gradcheck(f, leaves)
+        assert torch.autograd.gradgradcheck(f, leaves)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_torch_autodiff_uses_generated_grad_and_hess(name):
+    """backward gives grad(...); double backward and autograd.functional.hessian give hess."""
+    spec = _elementwise(name)
+    module = _module(name, "torch")
+    wrapper = getattr(module, name)
+    values = _sample(spec, seed=1)
+    diff = [i.name for i in spec.differentiated]
+    n = len(diff)
+    for params in _param_sets(spec):
+        args = {k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()}
+        plain = [args[i.name] for i in spec.inputs]
+        want_g = _tuple(module.grad(*plain, **params))
+        want_h = _blocks(module.hess(*plain, **params), n)
+
+        def f(*xs, params=params):
+            merged = dict(args, **dict(zip(diff, xs)))
+            return wrapper(*(merged[i.name] for i in spec.inputs), **params, reduction="sum")
+
+        leaves = [args[k].clone().requires_grad_() for k in diff]
+        got_g = torch.autograd.grad(f(*leaves), leaves, create_graph=True)
+        for got, want in zip(got_g, want_g):
+            torch.testing.assert_close(got, want, **TIGHT)
+        for i in range(n):
+            row = torch.autograd.grad(got_g[i].sum(), leaves, retain_graph=True, allow_unused=True)
+            for j in range(n):
+                torch.testing.assert_close(row[j], want_h[i][j], **TIGHT)
+        if n == 1:
+            full = torch.autograd.functional.hessian(f, leaves[0].detach())
+            torch.testing.assert_close(full.diagonal(), want_h[0][0], **TIGHT)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_jax_grad_and_hessian_are_the_generated_ones(name):
+    spec = _elementwise(name)
+    module = _module(name, "jax")
+    wrapper = getattr(module, name)
+    values = _sample(spec, seed=2)
+    diff = [spec.inputs.index(i) for i in spec.differentiated]
+    n = len(diff)
+    for params in _param_sets(spec):
+        args = [jnp.asarray(values[i.name]) for i in spec.inputs]
+        want_g = _tuple(module.grad(*args, **params))
+        want_h = _blocks(module.hess(*args, **params), n)
+
+        def f(*a, params=params):
+            return wrapper(*a, **params, reduction="sum")
+
+        argnums = tuple(diff)
+        got_g = jax.jit(jax.grad(f, argnums=argnums))(*args)
+        for got, want in zip(got_g, want_g):
+            _close_jit(got, want)
+        # per element: vmap over the points of the Hessian of the scalar loss
+        got_h = jax.jit(jax.vmap(jax.hessian(f, argnums=argnums)))(*args)
+        for i in range(n):
+            for j in range(n):
+                _close_jit(got_h[i][j], want_h[i][j])
+        # forward mode: the same grad
+        tangents = [jnp.ones_like(a) if k in diff else jnp.zeros_like(a) for k, a in enumerate(args)]
+        _, jvp = jax.jvp(f, args, tangents)
+        _close_jit(jvp, sum(g.sum() for g in want_g))
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5])
+def test_focal_at_extreme_logits_through_autodiff(gamma):
+    """At x = +-1e4 the wrappers' autodiff grad and Hessian are finite and the generated ones."""
+    x = np.array([1e4, -1e4, 1e4, -1e4, 1e4, -1e4])
+    y = np.array([1.0, 0.0, 0.0, 1.0, 0.25, 0.875])
+    for dtype in ("float64", "float32"):
+        tm = _module("sigmoid_focal_loss", "torch")
+        xt = torch.tensor(x, dtype=getattr(torch, dtype), requires_grad=True)
+        yt = torch.tensor(y, dtype=getattr(torch, dtype))
+        loss = tm.sigmoid_focal_loss(xt, yt, gamma=gamma, reduction="sum")
+        (g,) = torch.autograd.grad(loss, xt, create_graph=True)
+        (h,) = torch.autograd.grad(g.sum(), xt)
+        assert torch.isfinite(g).all() and torch.isfinite(h).all()
+        torch.testing.assert_close(g, tm.grad(xt.detach(), yt, gamma=gamma), rtol=0, atol=0)
+        torch.testing.assert_close(h, tm.hess(xt.detach(), yt, gamma=gamma), rtol=0, atol=0)
+
+        jm = _module("sigmoid_focal_loss", "jax")
+        xj, yj = jnp.asarray(x, dtype=dtype), jnp.asarray(y, dtype=dtype)
+
+        def f(a, b):
+            return jm.sigmoid_focal_loss(a, b, gamma=gamma, reduction="sum")
+
+        gj = jax.jit(jax.grad(f))(xj, yj)
+        hj = jax.jit(jax.vmap(jax.hessian(f)))(xj, yj)
+        assert np.isfinite(gj).all() and np.isfinite(hj).all()
+        _close_jit(gj, jm.grad(xj, yj, gamma=gamma))
+        _close_jit(hj, jm.hess(xj, yj, gamma=gamma))
+
+
+def _focal_args(backend, dtype="float64"):
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(-3, 3, (1, 4)), rng.uniform(0, 1, (3, 4))
+    if backend == "torch":
+        return torch.tensor(x, dtype=getattr(torch, dtype)), torch.tensor(y)
+    if backend == "jax":
+        return jnp.asarray(x, dtype=dtype), jnp.asarray(y)
+    return x.astype(dtype), y
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_reductions_scale_value_and_gradient(backend):
+    """mean divides the value and the gradient by the broadcast size (12 here, x is (1, 4))."""
+    module = _module("sigmoid_focal_loss", backend)
+    x, y = _focal_args(backend)
+    per_point = np.asarray(module.value(x, y, gamma=1.5))
+    g = np.asarray(module.grad(x, y, gamma=1.5))
+    size = per_point.size
+    for reduction, scale in [("sum", 1.0), ("mean", 1.0 / size), ("none", None)]:
+        loss = module.sigmoid_focal_loss(x, y, gamma=1.5, reduction=reduction)
+        want = per_point if scale is None else per_point.sum() * scale
+        np.testing.assert_allclose(np.asarray(loss), want, rtol=1e-14)
+        weight = 1.0 if scale is None else scale
+        if backend == "torch":
+            xg = x.clone().requires_grad_()
+            out = module.sigmoid_focal_loss(xg, y, gamma=1.5, reduction=reduction)
+            out.backward(torch.ones_like(out))
+            got = xg.grad.numpy()
+        elif backend == "jax":
+            got = jax.grad(
+                lambda a: module.sigmoid_focal_loss(a, y, gamma=1.5, reduction=reduction).sum()
+            )(x)
+        else:
+            value, got = module.value_and_grad(x, y, gamma=1.5, reduction=reduction)
+            np.testing.assert_allclose(value, want, rtol=1e-14)
+        assert np.shape(got) == (1, 4)
+        np.testing.assert_allclose(got, g * weight, rtol=1e-14)
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        module.sigmoid_focal_loss(x, y, reduction="average")
+
+
+def test_torch_module_holds_params_and_reduction():
+    module = _module("sigmoid_focal_loss", "torch")
+    x, y = _focal_args("torch")
+    loss = module.SigmoidFocalLoss(gamma=0.5, reduction="sum")
+    assert isinstance(loss, torch.nn.Module)
+    assert repr(loss) == "SigmoidFocalLoss(alpha=0.25, gamma=0.5, reduction='sum')"
+    torch.testing.assert_close(loss(x, y), module.sigmoid_focal_loss(x, y, gamma=0.5, reduction="sum"))
+    per_point = module.SigmoidFocalLoss(gamma=torch.tensor([0.0, 1.0, 2.0, 3.0]), reduction="none")
+    assert "gamma" in dict(per_point.named_buffers())
+    assert per_point(x, y).shape == (3, 4)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_in_gives_low_precision_out(dtype):
+    rng = np.random.default_rng(4)
+    x, y = rng.uniform(-3, 3, 8).astype(np.float32), rng.uniform(0, 1, 8).astype(np.float32)
+    want = lossgen.load("sigmoid_focal_loss", "numpy").value(x.astype(np.float64), y).mean()
+
+    tm = _module("sigmoid_focal_loss", "torch")
+    xt = torch.tensor(x).to(getattr(torch, dtype)).requires_grad_()
+    loss = tm.sigmoid_focal_loss(xt, torch.tensor(y))
+    loss.backward()
+    assert loss.dtype == xt.dtype and xt.grad.dtype == xt.dtype
+    eps = torch.finfo(xt.dtype).eps
+    # computed in float32 from the rounded x: one rounding of the result, plus x's own
+    np.testing.assert_allclose(loss.float().item(), want, rtol=8 * eps)
+
+    jm = _module("sigmoid_focal_loss", "jax")
+    xj = jnp.asarray(x).astype(dtype)
+    value, g = jax.value_and_grad(lambda a: jm.sigmoid_focal_loss(a, jnp.asarray(y)))(xj)
+    assert value.dtype == xj.dtype and g.dtype == xj.dtype
+    np.testing.assert_allclose(float(value), want, rtol=8 * eps)
+
+    if dtype == "float16":
+        nm = _module("sigmoid_focal_loss", "numpy")
+        value, g = nm.value_and_grad(x.astype(np.float16), y)
+        assert value.dtype == np.float16 and g.dtype == np.float16
+        assert nm.sigmoid_focal_loss(x.astype(np.float16), y).dtype == np.float16
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_validate_names_the_argument(backend):
+    module = _module("sigmoid_focal_loss", backend)
+    x, y = _focal_args(backend)
+    for function in (module.value, module.grad, module.hess, module.sigmoid_focal_loss):
+        function(x, y, validate=True)  # inside the domain: no error
+        with pytest.raises(ValueError, match=r"^y = 1\.5 lies outside its domain \[0, 1\]"):
+            function(x, y * 0 + 1.5, validate=True)
+        with pytest.raises(ValueError, match=r"^gamma = -1\.0 lies outside its domain \[0, oo\)"):
+            function(x, y, gamma=-1.0, validate=True)
+        function(x, y * 0 + 1.5)  # off by default: no check
+    with pytest.raises(ValueError, match="alpha"):
+        module.hvp(x, y, x, alpha=2.0, validate=True)
+    if backend == "jax":
+        with pytest.raises(ValueError, match="unavailable on traced arguments"):
+            jax.jit(lambda a, b: module.value(a, b, validate=True))(x, y)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_nan_in_gives_nan_out(backend):
+    module = _module("sigmoid_focal_loss", backend)
+    x, y = _focal_args(backend)
+    x = x * float("nan")
+    for function in (module.value, module.grad, module.hess, module.sigmoid_focal_loss):
+        assert np.isnan(np.asarray(function(x, y))).all()
+
+
+def test_categorical_parameters_are_static_under_jit():
+    spec = SPECS.get("gelu")
+    if spec is None or not any(p.choices for p in spec.params):
+        pytest.skip("no spec with a categorical parameter")
+    module = _module("gelu", "jax")
+    x = jnp.linspace(-3, 3, 7)
+    for choice in next(p for p in spec.params if p.choices).choices:
+        f = jax.jit(jax.grad(lambda a, c=choice: module.gelu(a, approximate=c, reduction="sum")))
+        np.testing.assert_allclose(f(x), module.grad(x, approximate=choice), rtol=1e-12)
+
+
+# dynamo itself instantiates torch.autograd.Function while tracing one (torch 2.13)
+@pytest.mark.filterwarnings("ignore:.*should not be instantiated:DeprecationWarning")
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "aot_eager",
+        pytest.param(
+            "inductor",
+            marks=pytest.mark.skipif(
+                not os.environ.get("LOSSGEN_SLOW"),
+                reason="inductor compiles C++ for ~30 s on this CPU; set LOSSGEN_SLOW=1",
+            ),
+        ),
+    ],
+)
+def test_torch_compile_forward_and_backward(backend):
+    torch._dynamo.reset()
+    module = _module("sigmoid_focal_loss", "torch")
+    x, y = _focal_args("torch", "float32")
+    compiled = torch.compile(
+        lambda a, b: module.sigmoid_focal_loss(a, b, gamma=0.5), backend=backend, fullgraph=True
+    )
+    xc, xe = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got, want = compiled(xc, y), module.sigmoid_focal_loss(xe, y, gamma=0.5)
+    got.backward()
+    want.backward()
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(xc.grad, xe.grad)
+
+
+_CATEGORICAL_SPEC = """\
+name: categorical_demo
+summary: Two differentiated inputs and a categorical switch, to exercise the wrappers.
+references: ["tests/test_wrappers.py"]
+inputs:
+  x: {role: differentiated, domain: "(-oo, oo)", shape: scalar}
+  t: {role: differentiated, domain: "(0, oo)", shape: scalar}
+  w: {role: constant, domain: "[0, 1]", shape: scalar}
+params:
+  mode: {default: soft, choices: [soft, square]}
+  k: {default: 2, domain: "(0, oo)"}
+loss: >-
+  w*k*log(1 + exp(x*t)) if mode == "soft" else w*k*(x*t)**2
+"""
+
+
+@pytest.fixture(scope="module")
+def categorical_modules():
+    """The three backends of a spec with a string parameter and two differentiated inputs."""
+    spec = lossgen.parse_spec_text(_CATEGORICAL_SPEC, "specs/categorical_demo.yaml")
+    modules = {}
+    for backend, source in lossgen.run(spec).sources.items():
+        namespace = {"__name__": f"categorical_demo_{backend}"}
+        exec(compile(source, f"<categorical_demo {backend}>", "exec"), namespace)
+        modules[backend] = namespace
+    return modules
+
+
+@pytest.mark.parametrize("mode", ["soft", "square"])
+def test_categorical_parameter_and_two_differentiated_inputs(categorical_modules, mode):
+    rng = np.random.default_rng(5)
+    x, t, w = rng.uniform(-2, 2, 4), rng.uniform(0.2, 2, 4), rng.uniform(0, 1, 4)
+
+    tm = categorical_modules["torch"]
+    xt, tt = torch.tensor(x, requires_grad=True), torch.tensor(t, requires_grad=True)
+
+    def f(a, b):
+        return tm["categorical_demo"](a, b, torch.tensor(w), mode=mode, k=1.5, reduction="none")
+
+    assert torch.autograd.gradcheck(f, (xt, tt))
+    assert torch.autograd.gradgradcheck(f, (xt, tt))
+    assert repr(tm["CategoricalDemo"](mode=mode)) == (
+        f"CategoricalDemo(mode='{mode}', k=2.0, reduction='mean')"
+    )
+
+    jm = categorical_modules["jax"]
+    args = [jnp.asarray(a) for a in (x, t, w)]
+    want_g = jm["grad"](*args, mode=mode, k=1.5)
+    want_h = jm["hess"](*args, mode=mode, k=1.5)
+
+    def g(a, b, c):
+        return jm["categorical_demo"](a, b, c, mode=mode, k=1.5, reduction="sum")
+
+    got_g = jax.jit(jax.grad(g, argnums=(0, 1)))(*args)
+    got_h = jax.jit(jax.vmap(jax.hessian(g, argnums=(0, 1))))(*args)
+    for i in range(2):
+        _close_jit(got_g[i], want_g[i])
+        for j in range(2):
+            _close_jit(got_h[i][j], want_h[i][j])
+    with pytest.raises(ValueError, match="mode must be one of"):
+        jm["categorical_demo"](*args, mode="hard", validate=True)
+
+    nm = categorical_modules["numpy"]
+    value, (gx, gt) = nm["value_and_grad"](x, t, w, mode=mode, k=1.5, reduction="mean")
+    np.testing.assert_allclose(value, nm["value"](x, t, w, mode=mode, k=1.5).mean(), rtol=1e-15)
+    np.testing.assert_allclose(gx, want_g[0] / 4, rtol=1e-12)
+    np.testing.assert_allclose(gt, want_g[1] / 4, rtol=1e-12)
