@@ -60,6 +60,8 @@ def to_numpy(result):
         return tuple(to_numpy(r) for r in result)
     if hasattr(result, "detach"):
         result = result.detach().cpu()
+        if result._is_zerotensor():  # torch's double backward of abs, sign, ...: no storage
+            result = result.new_zeros(result.shape)
         if str(result.dtype) == "torch.bfloat16":
             return result.float().numpy().astype(metrics.as_dtype("bfloat16"))
         return result.numpy()
@@ -152,36 +154,49 @@ def naive_function(spec: Spec, backend: str) -> Callable:
 
 def autodiff_outputs(spec: Spec, function: Callable, backend: str) -> Implementation:
     """value, gradient and elementwise Hessian of ``function`` by the backend's autodiff
-    (torch: backward, then double backward; jax: grad of grad), for one differentiated input."""
-    (x,) = [i.name for i in spec.differentiated]
+    (torch: backward, then double backward; jax: grad of grad), for every differentiated input:
+    "grad[i]" and, the loss being elementwise, the diagonal "hess[i][j]" of each 2-D block.
+
+    ``function`` is called with the spec's inputs and params by name; a param that is not a
+    column of the fixture (a categorical one, say) gets the spec's default."""
+    diff = [i.name for i in spec.differentiated]
+    names = [i.name for i in spec.inputs] + [p.name for p in spec.params]
+    defaults = {p.name: p.default for p in spec.params}
 
     def run(columns: Mapping[str, np.ndarray], dtype: str) -> Outputs:
         args = {k: to_backend(v, backend, dtype) for k, v in columns.items()}
-        names = [i.name for i in spec.inputs] + [p.name for p in spec.params]
+        fixed = {n: args[n] if n in args else defaults[n] for n in names if n in args or n in defaults}
 
-        def f(xv):
-            return function(**{**{n: args[n] for n in names if n in args}, x: xv})
+        def f(*xs):
+            return function(**{**fixed, **dict(zip(diff, xs))})
 
+        n = len(diff)
         if backend == "torch":
             import torch
 
-            xv = args[x].clone().requires_grad_(True)
-            value = f(xv)
-            (g,) = torch.autograd.grad(value.sum(), xv, create_graph=True)
-            (h,) = torch.autograd.grad(g.sum(), xv, allow_unused=True)
-            h = torch.zeros_like(xv) if h is None else h
-            return {"value": to_numpy(value), "grad[0]": to_numpy(g), "hess[0][0]": to_numpy(h)}
-        import jax
+            xs = [args[x].clone().requires_grad_(True) for x in diff]
+            value = f(*xs)
+            grads = torch.autograd.grad(value.sum(), xs, create_graph=True, allow_unused=True)
+            grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, xs)]
+            hess = []
+            for g in grads:
+                row = (
+                    torch.autograd.grad(g.sum(), xs, retain_graph=True, allow_unused=True)
+                    if g.requires_grad else [None] * n
+                )
+                hess.append([torch.zeros_like(x) if h is None else h for h, x in zip(row, xs)])
+        else:
+            import jax
 
-        def total(xv):
-            return f(xv).sum()
-
-        g = jax.grad(total)
-        h = jax.grad(lambda xv: g(xv).sum())
-        return {
-            "value": to_numpy(f(args[x])),
-            "grad[0]": to_numpy(g(args[x])),
-            "hess[0][0]": to_numpy(h(args[x])),
-        }
+            xs = [args[x] for x in diff]
+            argnums = tuple(range(n))
+            g = jax.grad(lambda *v: f(*v).sum(), argnums=argnums)
+            value = f(*xs)
+            grads = g(*xs)
+            hess = [jax.grad(lambda *v, i=i: g(*v)[i].sum(), argnums=argnums)(*xs) for i in range(n)]
+        out = {"value": to_numpy(value)}
+        out.update({f"grad[{i}]": to_numpy(gi) for i, gi in enumerate(grads)})
+        out.update({f"hess[{i}][{j}]": to_numpy(h) for i, row in enumerate(hess) for j, h in enumerate(row)})
+        return out
 
     return run

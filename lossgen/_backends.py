@@ -78,7 +78,7 @@ _TORCH = {
     "cosh": "torch.cosh({0})",
     "erf": "torch.special.erf({0})",
     "erfc": "torch.special.erfc({0})",
-    "Heaviside": "torch.where({0} > 0, 1.0, 0.0)",
+    "Heaviside": "(({0}) > 0).to(torch.as_tensor({0}).dtype)",
     "log1p": "torch.log1p({0})",
     "expm1": "torch.expm1({0})",
 }
@@ -239,8 +239,10 @@ class _Printer:
         numer, denom = [], []
         for factor in sympy.Mul.make_args(expr):
             if factor.is_Pow and factor.exp.is_Rational and factor.exp.is_negative:
-                if factor.exp == -1:
-                    denom.append(factor.base)
+                if factor.exp.is_Integer and factor.exp >= -3:
+                    # b**-2 as two divisions by b: b**2 can underflow (or overflow) where
+                    # the quotient does not
+                    denom += [factor.base] * int(-factor.exp)
                 else:
                     denom.append(sympy.Pow(factor.base, -factor.exp, evaluate=False))
             elif factor.is_Rational and not factor.is_Integer:
@@ -254,11 +256,8 @@ class _Printer:
         top = " * ".join(self.paren(f, PRECEDENCE["Mul"]) for f in numer) or "1"
         if not denom:
             return top
-        if len(denom) == 1:
-            bottom = self.paren(denom[0], PRECEDENCE["Mul"], strict=True)
-        else:
-            bottom = "(" + " * ".join(self.paren(f, PRECEDENCE["Mul"]) for f in denom) + ")"
-        return f"{top} / {bottom}"
+        # one division at a time: a product of denominators can overflow or underflow first
+        return " / ".join([top, *(self.paren(f, PRECEDENCE["Mul"], strict=True) for f in denom)])
 
     def _pow(self, expr: sympy.Pow) -> str:
         base, exp = expr.base, expr.exp

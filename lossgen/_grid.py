@@ -65,12 +65,21 @@ def _param(domain: Domain, default: float) -> list[Fraction]:
     far = [_R(0), _R(1, 2), _R(1), _R(4)]
     near_edge = [_R(0), _R(1, 4), _R(1, 2), _R(1)]
     values = set(_interval_values(domain, _span(domain, far, near_edge)))
-    values.add(Fraction(default))
+    values.add(Fraction(_float32(default)))  # the default, as float32 rounds it
     return sorted(values)
 
 
 def _set_values(domain: Domain) -> list[Fraction]:
     return [Fraction(str(e)) for e in domain.elements]
+
+
+def _thin(values: list[Fraction], default: Fraction, count: int) -> list[Fraction]:
+    """A parameter's values, fewer of them when a spec has many parameters (the grid is their
+    product): with three or more, the ends of the range, its middle, and the default."""
+    if count < 3 or len(values) <= 3:
+        return values
+    keep = {values[0], values[len(values) // 2], values[-1], default}
+    return sorted(keep)
 
 
 def _columns(spec: Spec, differentiated, param) -> dict[str, list[float]]:
@@ -86,7 +95,8 @@ def _columns(spec: Spec, differentiated, param) -> dict[str, list[float]]:
         axes.append((inp.name, values))
     for p in spec.params:
         if p.choices is None:
-            axes.append((p.name, param(p.domain, p.default)))
+            values = param(p.domain, p.default)
+            axes.append((p.name, _thin(values, Fraction(_float32(p.default)), len(spec.params))))
     names = [name for name, _ in axes]
     rows = list(itertools.product(*(values for _, values in axes)))
     return {name: [float(row[k]) for row in rows] for k, name in enumerate(names)}
@@ -117,7 +127,7 @@ def _param_extreme(domain: Domain, default: float) -> list[Fraction]:
     far = [_R(0), _R(1, 4), _R(1, 2), _R(1), _R(3, 2), _R(2), _R(3), _R(4)]
     near_edge = [_R(1, 4), _R(1, 2)]
     values = set(_interval_values(domain, _span(domain, far, near_edge)))
-    values.add(Fraction(default))
+    values.add(Fraction(_float32(default)))  # the default, as float32 rounds it
     return sorted(values)
 
 

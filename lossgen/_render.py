@@ -29,6 +29,21 @@ _ENV = jinja2.Environment(
     autoescape=False,
 )
 
+def _defline(name: str, args: str, indent: str = "") -> str:
+    """``def name(args):``, over several lines when it is wider than the modules' 100 columns."""
+    line = f"{indent}def {name}({args}):"
+    if len(line) <= 100:
+        return line
+    inner = f"{indent}    {args}"
+    if len(inner) <= 100:
+        return f"{indent}def {name}(\n{inner},\n{indent}):"
+    parts = [a.strip() for a in args.split(",")]
+    body = "".join(f"{indent}    {a},\n" for a in parts)
+    return f"{indent}def {name}(\n{body}{indent}):"
+
+
+_ENV.filters["defline"] = _defline
+
 _SHAPE_WORDS = {
     "scalar": "elementwise",
     "classes": "class axis last",
@@ -166,11 +181,12 @@ def _wrap_expr(text: str, indent: str) -> list[str]:
     between the arguments of a call), each piece wrapped the same way."""
     if len(indent) + len(text) <= _WIDTH:
         return [indent + text]
-    if text[:2] in ("+ ", "- ", "* ", "/ "):  # a piece that carries its operator
-        lines = _wrap_expr(text[2:], indent)
-        lines[0] = lines[0][: len(indent)] + text[:2] + lines[0][len(indent):]
-        return lines
-    for ops in ((" + ", " - "), (" * ", " / ")):
+    for head in ("+ ", "- ", "* ", "/ ", "if ", "else ", "-"):  # a piece carrying its operator
+        if text.startswith(head):
+            lines = _wrap_expr(text[len(head):], indent)
+            lines[0] = lines[0][: len(indent)] + head + lines[0][len(indent):]
+            return lines
+    for ops in ((" if ", " else "), (" + ", " - "), (" * ", " / ")):
         parts = _split_top(text, ops)
         if len(parts) > 1:
             lines = []
@@ -184,7 +200,7 @@ def _wrap_expr(text: str, indent: str) -> list[str]:
         inner = rest[:-1]
         if _depth_ok(inner):
             args = [a.strip().lstrip(",").strip() for a in _split_top(inner, (", ",))]
-            if len(args) > 1:
+            if args:
                 lines = [f"{indent}{head}("]
                 for arg in args:
                     wrapped = _wrap_expr(arg, indent + "    ")
@@ -222,7 +238,7 @@ def _free_name(base: str, taken: set[str]) -> str:
 
 def _function(d: Derivation, key: str, backend: str, targets: list[str]) -> dict:
     """The body statements and the returned names of one generated function."""
-    block = d.blocks[key]
+    block = d.blocks.get(f"{backend}:{key}", d.blocks[key])
     taken = {i.name for i in d.spec.inputs} | {p.name for p in d.spec.params}
     taken |= {str(symbol) for symbol, _ in block.assignments} | set(RESERVED_NAMES)
     lines: list[str] = []

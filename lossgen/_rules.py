@@ -217,6 +217,18 @@ def _rational_factor(expr, ctx):
     return out
 
 
+def _exp_minus_one(expr, ctx):
+    """a*exp(u) - a -> a*expm1(u)."""
+    if not expr.is_Add:
+        return None
+    nodes = expr.atoms(sympy.exp) | expr.atoms(Exp)
+    for node in sorted(nodes, key=sympy.default_sort_key):
+        parts = _linear_in(expr, node)
+        if parts is not None and sympy.expand(parts[0] + parts[1]) == 0:
+            return parts[1] * Expm1(node.args[0])
+    return None
+
+
 _tanh_complement = _complement_of(
     sympy.tanh, lambda a, u: 2 * a * Sigmoid(2 * u), lambda a, u: 2 * a * Sigmoid(-2 * u)
 )
@@ -400,6 +412,15 @@ RULES: tuple[Rule, ...] = (
         _log_cosh,
         always=True,
         example=(sympy.log(sympy.cosh(_u)), LogCosh(_u), {_u: (-800, 800)}),
+    ),
+    Rule(
+        "exp_minus_one",
+        "a*exp(u) - a -> a*expm1(u)",
+        "all real u",
+        "exp(u) rounds to 1 for |u| < eps: the difference loses every digit of a small u",
+        _exp_minus_one,
+        always=True,
+        example=(1 - sympy.exp(_u), -Expm1(_u), {_u: (-1e-3, 1e-3)}),
     ),
     Rule(
         "tanh_complement",

@@ -8,6 +8,7 @@ from dataclasses import replace
 import sympy
 
 from ._ir import Block, Derivation
+from ._primitives import Exp, LogSigmoid, ScaledProduct, Sigmoid
 
 __all__ = ["simplify"]
 
@@ -30,10 +31,63 @@ def _block(d: Derivation, outputs: list[sympy.Expr]) -> Block:
     return Block(assignments=tuple(assignments), outputs=tuple(reduced))
 
 
+#: backends that flush subnormal intermediates to zero get products rescaled in log space
+FLUSHING = ("jax",)
+
+
+def _log_of_vanishing(factor: sympy.Expr) -> sympy.Expr | None:
+    """log(factor) for a factor that vanishes at some end of its argument, else None."""
+    base, power = factor.as_base_exp()
+    if not power.is_Integer or power < 1:
+        return None
+    if isinstance(base, Sigmoid):
+        return power * LogSigmoid(base.args[0])
+    if isinstance(base, (Exp, sympy.exp)):
+        return power * base.args[0]
+    return None
+
+
+def scale_products(expr: sympy.Expr) -> sympy.Expr:
+    """Every product c*d of a cofactor c (not a number of magnitude at most 1) and vanishing
+    factors d becomes ScaledProduct(c, d, log d): c*d can be a normal number while d is
+    subnormal, and a flushing backend must not form d on its own."""
+
+    def visit(node):
+        if node.is_Atom:
+            return node
+        if node.is_Add:  # a vanishing factor common to every term comes out of the sum
+            common = sympy.factor_terms(node)
+            if common.is_Mul and any(_log_of_vanishing(f) is not None for f in common.args):
+                node = common
+        node = node.func(*(visit(arg) for arg in node.args))
+        if not node.is_Mul:
+            return node
+        vanishing, logs, rest = [], [], []
+        for factor in node.args:
+            log = _log_of_vanishing(factor)
+            if log is None:
+                rest.append(factor)
+            else:
+                vanishing.append(factor)
+                logs.append(log)
+        c = sympy.Mul(*rest)
+        if not vanishing or (c.is_Number and abs(c) <= 1):
+            return node
+        return ScaledProduct(c, sympy.Mul(*vanishing), sympy.Add(*logs))
+
+    return visit(expr)
+
+
 def simplify(d: Derivation) -> Derivation:
-    blocks = {
-        "value": _block(d, [d.value]),
-        "grad": _block(d, list(d.grad)),
-        "hess": _block(d, [h for row in d.hess for h in row]),
+    outputs = {
+        "value": [d.value],
+        "grad": list(d.grad),
+        "hess": [h for row in d.hess for h in row],
     }
+    blocks = {key: _block(d, exprs) for key, exprs in outputs.items()}
+    for backend in FLUSHING:
+        for key, exprs in outputs.items():
+            scaled = [scale_products(e) for e in exprs]
+            if scaled != exprs:
+                blocks[f"{backend}:{key}"] = _block(d, scaled)
     return replace(d, blocks=blocks)

@@ -34,7 +34,7 @@ AGREE_DIGITS = 30
 #: give up (and refuse the point) beyond this many decimal digits
 MAX_DIGITS = 40_000
 #: bump when the oracle's method changes, so that committed fixtures are recomputed
-VERSION = "2"
+VERSION = "3"
 #: an exact 0 is trusted only from this many digits on: below it, 1 + erf(-12) is 0 too
 ZERO_DIGITS = 800
 #: below this magnitude a value rounds to 0 in every floating format lossgen checks
@@ -101,15 +101,31 @@ class Oracle:
         self.quantities = tuple(quantities)
         self.xs = xs
         flat = [e for q in quantities for e in (q.expr, *q.slopes)]
+        self._flat = flat
+        # an exact 0 is trusted at once for a slope (it only feeds kappa) and for a quantity
+        # that is 0 symbolically (a step's derivative, by the DiracDelta = 0 convention)
+        self._trust_zero = [
+            is_slope or e.replace(sympy.DiracDelta, lambda *a: sympy.S.Zero) == 0
+            for q in quantities
+            for is_slope, e in zip((False, *(True for _ in q.slopes)), (q.expr, *q.slopes))
+        ]
         self._fn = sympy.lambdify(
-            self.inputs + self.params, flat, modules=[_CONVENTIONS, "mpmath"], cse=True
+            self.inputs + self.params,
+            flat,
+            modules=[_CONVENTIONS, "mpmath"],
+            # a conditional evaluates only its chosen branch, unless cse hoists the other out
+            cse=not expr.has(sympy.Piecewise),
         )
 
     def _at(self, args: list, digits: int) -> list:
         with mpmath.workdps(digits):
             exact = [mpmath.mpf(a) for a in args]
             out = []
-            for v in self._fn(*exact):
+            try:
+                values = self._fn(*exact)
+            except ZeroDivisionError:  # 0/0 in the textbook form: no truth at this point
+                return [mpmath.nan] * len(self._flat)
+            for v in values:
                 try:
                     out.append(mpmath.mpf(v))
                 except TypeError:  # a complex result: outside the real domain
@@ -129,7 +145,10 @@ class Oracle:
         while True:
             more = 2 * digits
             current = self._at(args, more)
-            settled = [_settle(a, b, digits, more) for a, b in zip(previous, current)]
+            settled = [
+                _settle(a, b, digits, more, trust_zero=trust)
+                for a, b, trust in zip(previous, current, self._trust_zero)
+            ]
             if all(s is not None for s in settled):
                 return self._evaluation(args, settled, (digits, more))
             if more > MAX_DIGITS:
@@ -151,7 +170,7 @@ class Oracle:
         return Evaluation(values=values, kappas=kappas, digits=digits)
 
 
-def _settle(a: mpmath.mpf, b: mpmath.mpf, digits_a: int, digits_b: int):
+def _settle(a: mpmath.mpf, b: mpmath.mpf, digits_a: int, digits_b: int, *, trust_zero=False):
     """The agreed value of a quantity computed at two precisions, or None if they disagree."""
     if mpmath.isnan(a) or mpmath.isnan(b):
         return mpmath.nan if (mpmath.isnan(a) and mpmath.isnan(b)) else None
@@ -159,7 +178,7 @@ def _settle(a: mpmath.mpf, b: mpmath.mpf, digits_a: int, digits_b: int):
         return b if a == b else None
     if a == b:
         # an exact 0 may be a value below the working precision (a cancellation)
-        return b if b != 0 or digits_b >= ZERO_DIGITS else None
+        return b if b != 0 or trust_zero or digits_b >= ZERO_DIGITS else None
     scale = max(abs(a), abs(b))
     if abs(a - b) <= scale * mpmath.mpf(10) ** (-AGREE_DIGITS):
         return b

@@ -18,11 +18,27 @@ from _support import BACKENDS, DTYPES, FIXTURES, spec_paths
 
 SPECS = lossgen.load_specs(spec_paths())
 BEYOND_BITS = 4.0
+_GCE_HESS = (
+    "generalized_ce with q = 1 and soft labels: the Hessian's terms through the logaddexp weights "
+    "cancel at x = +-1/8 (4.4 bits beyond conditioning)"
+)
+#: cells known not to hold yet: xfail(strict=True), so they fail loudly once fixed
+KNOWN = {
+    ("generalized_ce", "numpy", "float32"): _GCE_HESS,
+    ("generalized_ce", "jax", "float64"): _GCE_HESS,
+}
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def _cases():
+    for spec in SPECS:
+        for backend in BACKENDS:
+            for dtype in DTYPES:
+                reason = KNOWN.get((spec.name, backend, dtype))
+                marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
+                yield pytest.param(spec, backend, dtype, marks=marks, id=f"{spec.name}-{backend}-{dtype}")
+
+
+@pytest.mark.parametrize("spec, backend, dtype", list(_cases()))
 def test_moderate_grid_within_conditioning(spec, backend, dtype):
     data = load_fixture(FIXTURES, spec.name, "moderate")
     assert data is not None, f"run `make fixtures` for {spec.name}"

@@ -1,7 +1,7 @@
 """The stability guarantee on the extreme grid (logits to +-1e4, probabilities within 2**-126 of
 0, special parameter values): no NaN/Inf where the rounded truth is finite, every point within
-4 bits of its conditioning, and in float64 a mean of at most 0.75 / 1.0 / 2.0 bits for value /
-grad / hess.
+4 bits of its conditioning, and in float64 a mean of at most 1.0 / 1.0 / 2.0 bits for value /
+grad / hess (0.75 for the focal losses' value).
 
 Cells known not to hold yet are marked xfail(strict=True), each with its cause: they fail loudly
 the day they start to pass.
@@ -19,7 +19,9 @@ from _support import BACKENDS, DTYPES, FIXTURES, spec_paths
 
 SPECS = lossgen.load_specs(spec_paths())
 BEYOND_BITS = 4.0
-MEAN_BITS_FLOAT64 = {"value": 0.75, "grad": 1.0, "hess": 2.0}
+#: the elementwise catalog's bound; the focal losses have the tighter one of the stability issue
+MEAN_BITS_FLOAT64 = {"value": 1.0, "grad": 1.0, "hess": 2.0}
+MEAN_BITS_FOCAL = {"value": 0.75, "grad": 1.0, "hess": 2.0}
 
 _FTZ = (
     "XLA on CPU flushes subnormal intermediates to zero: at logits near the exp underflow point "
@@ -33,7 +35,50 @@ _SOFT_HESS = (
     "soft labels: the focal Hessian's terms still cancel at moderate logits (x = 11, y = 0.25: "
     "5.9 bits beyond conditioning in float32); needs the terms grouped over a common exponential"
 )
+_FTZ_PRODUCT = (
+    "XLA on CPU flushes subnormal intermediates to zero: at logits near the exp underflow point "
+    "a factor the log-space product does not cover yet (tanh(softplus(x)) for mish, a power of a "
+    "logaddexp weight for generalized_ce and asymmetric_loss) is flushed where the result is normal"
+)
+_POLY1 = (
+    "epsilon = -1 with y = 0: softplus(x) - sigmoid(x) cancels to exp(2x)/2 as x -> -oo; no rule "
+    "for that difference yet"
+)
+_ASL_CLIP = (
+    "p - clip cancels near p = clip (x = 2**-10, clip = 1/2): the emitted form loses about 9 bits "
+    "beyond conditioning there"
+)
+_GCE_MEAN = (
+    "the gradient of p_t**q through logaddexp weights: within 4 bits of conditioning at every "
+    "point but a float64 mean of 1.15 bits, over the 1.0 bound"
+)
+_GELU_MEAN = (
+    "erfc(-x/sqrt(2)) at x = -37 loses 9 bits to the rounding of x/sqrt(2) (within conditioning, "
+    "x**2 = 2**10.4), which lifts the float64 mean of the value to 1.02 bits, over the 1.0 bound"
+)
 KNOWN = {
+    ("poly1_bce", "torch", "float64"): _POLY1,
+    ("poly1_bce", "torch", "float32"): _POLY1,
+    ("poly1_bce", "jax", "float64"): _POLY1,
+    ("poly1_bce", "jax", "float32"): _POLY1,
+    ("poly1_bce", "numpy", "float64"): _POLY1,
+    ("poly1_bce", "numpy", "float32"): _POLY1,
+    ("mish", "jax", "float32"): _FTZ_PRODUCT,
+    ("mish", "jax", "float64"): _FTZ_PRODUCT,
+    ("gelu", "numpy", "float64"): _GELU_MEAN,
+    ("generalized_ce", "numpy", "float32"): (
+        "soft labels: the Hessian is 4.0 bits beyond conditioning at x = -1/8, y = 7/8"
+    ),
+    ("generalized_ce", "numpy", "float64"): _GCE_MEAN,
+    ("generalized_ce", "torch", "float64"): _GCE_MEAN,
+    ("generalized_ce", "jax", "float32"): _FTZ_PRODUCT,
+    ("generalized_ce", "jax", "float64"): _FTZ_PRODUCT,
+    ("asymmetric_loss", "numpy", "float32"): _ASL_CLIP,
+    ("asymmetric_loss", "numpy", "float64"): _ASL_CLIP,
+    ("asymmetric_loss", "torch", "float64"): _ASL_CLIP,
+    ("asymmetric_loss", "jax", "float32"): _FTZ_PRODUCT,
+    ("asymmetric_loss", "jax", "float64"): _ASL_CLIP,
+
     ("sigmoid_focal_loss", "numpy", "float32"): _SOFT_HESS,
     ("sigmoid_focal_loss", "torch", "float32"): _SOFT_HESS,
     ("bce_with_logits", "jax", "float32"): _FTZ,
@@ -72,6 +117,7 @@ def test_extreme_grid(spec, backend, dtype):
                 f"{g.label}: {s.max_beyond:.1f} bits beyond conditioning at {point}: "
                 f"got {g.got[k]!r}, truth {fixture['truth'][g.label][k]}"
             )
-        if dtype == "float64" and s.mean_bits > MEAN_BITS_FLOAT64[g.output]:
-            failures.append(f"{g.label}: mean {s.mean_bits:.2f} bits > {MEAN_BITS_FLOAT64[g.output]}")
+        bound = (MEAN_BITS_FOCAL if "focal" in spec.name else MEAN_BITS_FLOAT64)[g.output]
+        if dtype == "float64" and s.mean_bits > bound:
+            failures.append(f"{g.label}: mean {s.mean_bits:.2f} bits > {bound}")
     assert not failures, "\n".join(failures)

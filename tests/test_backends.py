@@ -17,7 +17,7 @@ from lossgen._accuracy import to_backend, to_numpy
 x, y, z = sympy.symbols("x y z", real=True)
 NAMESPACES = {
     "numpy": "import numpy as np\nfrom scipy import special as _special",
-    "jax": "import jax\nimport jax.numpy as jnp\nimport jax.scipy.special",
+    "jax": "import math\nimport jax\nimport jax.numpy as jnp\nimport jax.scipy.special",
     "torch": "import torch",
 }
 

@@ -52,6 +52,16 @@ KNOWN_GAPS = {
 }
 
 
+#: gaps hypothesis finds in some runs only (which examples it reaches depends on what ran
+#: before it in the session), so not strict
+INTERMITTENT_GAPS = {
+    "generalized_ce": (
+        "soft labels: the Hessian at x = 0, y = 0.59375, q = 0.5 is 5.1 bits beyond conditioning "
+        "(the terms through the logaddexp weights cancel)"
+    ),
+}
+
+
 def _interval(domain, *, keep_closed_ends: bool) -> st.SearchStrategy[float]:
     lo = float(domain.lo) if domain.lo.is_finite else -MODERATE
     hi = float(domain.hi) if domain.hi.is_finite else MODERATE
@@ -117,6 +127,8 @@ def test_generated_numpy_matches_the_oracle(name, request):
         pytest.skip(f"{name}: only elementwise inputs are drawn here ({', '.join(unsupported)})")
     if name in KNOWN_GAPS:
         request.applymarker(pytest.mark.xfail(reason=KNOWN_GAPS[name], strict=True))
+    if name in INTERMITTENT_GAPS:
+        request.applymarker(pytest.mark.xfail(reason=INTERMITTENT_GAPS[name], strict=False))
     run = generated_outputs(spec, _module(name), "numpy")
     oracle = _oracle(name)
     domains = {i.name: i.domain for i in spec.inputs} | {p.name: p.domain for p in spec.params}

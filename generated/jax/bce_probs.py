@@ -84,6 +84,7 @@ References
   each log at -100, here nothing is clamped
 """
 
+import math
 import numbers
 
 import jax
@@ -163,7 +164,9 @@ def hess(p, y, *, validate=False):
     if validate:
         _validate(locals())
     p, y, shape, out = _prepare((p, y), ())
-    d2_p = jnp.where(y == 0, 0, y / p**2) + jnp.where(y == 1, 0, (1 - y) / (1 - p)**2)
+    d2_p = (
+        jnp.where(y == 0, 0, y / p / p) + jnp.where(y == 1, 0, (1 - y) / (1 - p) / (1 - p))
+    )
     return _fit(d2_p, p.shape, shape, out)
 
 

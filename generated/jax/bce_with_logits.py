@@ -77,6 +77,7 @@ References
 - optax.sigmoid_binary_cross_entropy
 """
 
+import math
 import numbers
 
 import jax
@@ -134,6 +135,12 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _scaled_product(c, d, log_d):
+    log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    return jnp.where(log_d > log_tiny, c * d, logged)
+
+
 def value(x, y, *, pos_weight=1.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -158,11 +165,12 @@ def grad(x, y, *, pos_weight=1.0, validate=False):
         )
     )
     t3 = -t2 + x
+    t4 = -x
     d_x = (
         jnp.where(
             t2 <= x,
-            t0 * jnp.expm1(-t3) * jax.nn.sigmoid(x),
-            t1 * jnp.expm1(t3) * jax.nn.sigmoid(-x),
+            _scaled_product(t0 * jnp.expm1(-t3), jax.nn.sigmoid(x), jax.nn.log_sigmoid(x)),
+            _scaled_product(t1 * jnp.expm1(t3), jax.nn.sigmoid(t4), jax.nn.log_sigmoid(t4)),
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -173,8 +181,14 @@ def hess(x, y, *, pos_weight=1.0, validate=False):
     if validate:
         _validate(locals())
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
-    t0 = jax.nn.sigmoid(-x) * jax.nn.sigmoid(x)
-    d2_x = t0 * (1 - y) + pos_weight * t0 * y
+    t0 = -x
+    d2_x = (
+        _scaled_product(
+            1 - y + pos_weight * y,
+            jax.nn.sigmoid(t0) * jax.nn.sigmoid(x),
+            jax.nn.log_sigmoid(t0) + jax.nn.log_sigmoid(x),
+        )
+    )
     return _fit(d2_x, x.shape, shape, out)
 
 

@@ -51,6 +51,7 @@ References
   the alpha = 0 case, c**2/2 * log(1 + (r/c)**2)
 """
 
+import math
 import numbers
 
 import jax
@@ -123,7 +124,7 @@ def grad(pred, target, *, c=1.0, validate=False):
     if validate:
         _validate(locals())
     pred, target, c, shape, out = _prepare((pred, target), (c,))
-    d_pred = (2 * pred - 2 * target) / (2 * (1 + (pred - target)**2 / c**2))
+    d_pred = (2 * pred - 2 * target) / 2 / (1 + (pred - target)**2 / c / c)
     return _fit(d_pred, pred.shape, shape, out)
 
 
@@ -137,7 +138,8 @@ def hess(pred, target, *, c=1.0, validate=False):
         t0
         * (c - pred + target)
         * (c + pred - target)
-        / (pred**2 + t0 + target**2 - 2 * pred * target)**2
+        / (pred**2 + t0 + target**2 - 2 * pred * target)
+        / (pred**2 + t0 + target**2 - 2 * pred * target)
     )
     return _fit(d2_pred, pred.shape, shape, out)
 

@@ -58,6 +58,7 @@ References
   Application to Boosting. 1997
 """
 
+import math
 import numbers
 
 import jax

@@ -79,6 +79,7 @@ References
   distribution. ICNN 1994
 """
 
+import math
 import numbers
 
 import jax
@@ -140,7 +141,7 @@ def value(pred, target, var, *, validate=False):
     if validate:
         _validate(locals())
     pred, target, var, shape, out = _prepare((pred, target, var), ())
-    loss = (pred - target)**2 / (2 * var) + jnp.log(var) / 2
+    loss = (pred - target)**2 / 2 / var + jnp.log(var) / 2
     return _fit(loss, shape, shape, out)
 
 
@@ -150,8 +151,8 @@ def grad(pred, target, var, *, validate=False):
         _validate(locals())
     pred, target, var, shape, out = _prepare((pred, target, var), ())
     t0 = 2 * target
-    d_pred = (2 * pred - t0) / (2 * var)
-    d_var = -(pred**2 + target**2 - var - pred * t0) / (2 * var**2)
+    d_pred = (2 * pred - t0) / 2 / var
+    d_var = -(pred**2 + target**2 - var - pred * t0) / 2 / var / var
     return (
         _fit(d_pred, pred.shape, shape, out),
         _fit(d_var, var.shape, shape, out),
@@ -163,11 +164,11 @@ def hess(pred, target, var, *, validate=False):
     if validate:
         _validate(locals())
     pred, target, var, shape, out = _prepare((pred, target, var), ())
-    t0 = -(2 * pred - 2 * target) / (2 * var**2)
+    t0 = -(2 * pred - 2 * target) / 2 / var / var
     d2_pred = 1 / var
     d2_pred_var = t0
     d2_var_pred = t0
-    d2_var = (2 * pred**2 + 2 * target**2 - var - 4 * pred * target) / (2 * var**3)
+    d2_var = (2 * pred**2 + 2 * target**2 - var - 4 * pred * target) / 2 / var / var / var
     return (
         (
             _fit(d2_pred, pred.shape, shape, out),

@@ -53,6 +53,7 @@ References
   True)
 """
 
+import math
 import numbers
 
 import jax
@@ -109,6 +110,12 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _scaled_product(c, d, log_d):
+    log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    return jnp.where(log_d > log_tiny, c * d, logged)
+
+
 def value(x, *, approximate='none', validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -116,11 +123,12 @@ def value(x, *, approximate='none', validate=False):
     x, approximate, shape, out = _prepare((x,), (approximate,))
     t0 = 1.4142135623730951
     t1 = x / 2
+    t2 = t0 * x * (200000 + 8943 * x**2) / 100000 / 1.772453850905516
     loss = (
         (
-            t1
-            * jax.scipy.special.erfc(-t0 * t1) if approximate == 'none' else x
-            * jax.nn.sigmoid(t0 * x * (200000 + 8943 * x**2) / (100000 * 1.772453850905516))
+            t1 * jax.scipy.special.erfc(-t0 * t1)
+            if approximate == 'none'
+            else _scaled_product(x, jax.nn.sigmoid(t2), jax.nn.log_sigmoid(t2))
         )
     )
     return _fit(loss, shape, shape, out)
@@ -131,20 +139,27 @@ def grad(x, *, approximate='none', validate=False):
     if validate:
         _validate(locals())
     x, approximate, shape, out = _prepare((x,), (approximate,))
-    t0 = 1.4142135623730951
-    t1 = t0 * x
-    t2 = t1 / 2
-    t3 = 0.5641895835477563
-    t4 = x**2
-    t5 = 2 + 8943 * t4 / 100000
-    t6 = t1 * t3 * t5
-    t7 = jax.nn.sigmoid(t6)
-    t8 = t0 * t3
+    t0 = 1.4142135623730951 * x
+    t1 = t0 / 2
+    t2 = 0.5641895835477563
+    t3 = x**2
+    t4 = t0 * t2 / 100000
+    t5 = t4 * (200000 + 8943 * t3)
+    t6 = -t5
     d_x = (
         (
-            t2 * t3 * jnp.exp(-t4 / 2)
-            + jax.scipy.special.erfc(-t2) / 2 if approximate == 'none' else t7
-            + t7 * x * (8943 * t4 * t8 / 50000 + t5 * t8) * jax.nn.sigmoid(-t6)
+            t1 * t2 * jnp.exp(-t3 / 2) + jax.scipy.special.erfc(-t1) / 2
+            if approximate == 'none'
+            else _scaled_product(
+                1
+                + _scaled_product(
+                    t4 * (200000 + 26829 * t3),
+                    jax.nn.sigmoid(t6),
+                    jax.nn.log_sigmoid(t6),
+                ),
+                jax.nn.sigmoid(t5),
+                jax.nn.log_sigmoid(t5),
+            )
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -161,21 +176,26 @@ def hess(x, *, approximate='none', validate=False):
     t3 = t2 / 2
     t4 = jnp.exp(-t3)
     t5 = t0 * t1
-    t6 = t2 * t5
-    t7 = t5 * (200000 + 8943 * t2) / 100000
-    t8 = t7 * x
-    t9 = jax.nn.sigmoid(-t8)
-    t10 = jax.nn.sigmoid(t8)
-    t11 = t10 * t9
-    t12 = 8943 * t6 / 50000 + t7
-    t13 = t12**2 * x
+    t6 = 200000 + 26829 * t2
+    t7 = t6**2 * x / 3.141592653589793
+    t8 = t5 * x * (200000 + 8943 * t2) / 100000
+    t9 = -t8
+    t10 = jax.nn.sigmoid(t9)
+    t11 = jax.nn.log_sigmoid(t9)
+    t12 = jax.nn.sigmoid(t8)
+    t13 = jax.nn.log_sigmoid(t8)
     d2_x = (
         (
-            t0 * t1 * t4
-            - t3 * t4 * t5 if approximate == 'none' else 2 * t11 * t12
-            + 26829 * t11 * t6 / 50000
-            + t10 * t13 * t9**2
-            - t10**2 * t13 * t9
+            t0 * t1 * t4 - t3 * t4 * t5
+            if approximate == 'none'
+            else _scaled_product(
+                26829 * t2 * t5 / 50000
+                + t5 * t6 / 50000
+                + _scaled_product(-t7, t12, t13) / 5000000000
+                + _scaled_product(t7, t10, t11) / 5000000000,
+                t10 * t12,
+                t11 + t13,
+            )
         )
     )
     return _fit(d2_x, x.shape, shape, out)

@@ -44,6 +44,7 @@ References
 - optax.hinge_loss: relu(1 - targets*predictor_outputs)
 """
 
+import math
 import numbers
 
 import jax

@@ -51,6 +51,7 @@ References
 - optax.huber_loss
 """
 
+import math
 import numbers
 
 import jax

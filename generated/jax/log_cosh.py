@@ -48,6 +48,7 @@ References
   2019
 """
 
+import math
 import numbers
 
 import jax
@@ -111,6 +112,12 @@ def _log_cosh(x):
     return jnp.where(a < 1, near, far)
 
 
+def _scaled_product(c, d, log_d):
+    log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    return jnp.where(log_d > log_tiny, c * d, logged)
+
+
 def value(pred, target, *, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -135,7 +142,14 @@ def hess(pred, target, *, validate=False):
         _validate(locals())
     pred, target, shape, out = _prepare((pred, target), ())
     t0 = 2 * pred - 2 * target
-    d2_pred = 4 * jax.nn.sigmoid(-t0) * jax.nn.sigmoid(t0)
+    t1 = -t0
+    d2_pred = (
+        _scaled_product(
+            4,
+            jax.nn.sigmoid(t0) * jax.nn.sigmoid(t1),
+            jax.nn.log_sigmoid(t0) + jax.nn.log_sigmoid(t1),
+        )
+    )
     return _fit(d2_pred, pred.shape, shape, out)
 
 

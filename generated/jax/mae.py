@@ -45,6 +45,7 @@ References
 - optax.l2_loss's L1 counterpart: jnp.abs(predictions - targets)
 """
 
+import math
 import numbers
 
 import jax

@@ -57,6 +57,7 @@ References
 - torch.nn.functional.mish
 """
 
+import math
 import numbers
 
 import jax
@@ -112,6 +113,12 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _scaled_product(c, d, log_d):
+    log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    return jnp.where(log_d > log_tiny, c * d, logged)
+
+
 def value(x, *, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -128,8 +135,14 @@ def grad(x, *, validate=False):
     x, shape, out = _prepare((x,), ())
     t0 = jax.nn.softplus(x)
     t1 = 2 * t0
+    t2 = -t1
     d_x = (
-        4 * x * jax.nn.sigmoid(-t1) * jax.nn.sigmoid(t1) * jax.nn.sigmoid(x) + jnp.tanh(t0)
+        jnp.tanh(t0)
+        + _scaled_product(
+            4 * x,
+            jax.nn.sigmoid(t1) * jax.nn.sigmoid(t2) * jax.nn.sigmoid(x),
+            jax.nn.log_sigmoid(t1) + jax.nn.log_sigmoid(t2) + jax.nn.log_sigmoid(x),
+        )
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -139,14 +152,20 @@ def hess(x, *, validate=False):
     if validate:
         _validate(locals())
     x, shape, out = _prepare((x,), ())
-    t0 = jax.nn.sigmoid(x)
+    t0 = -x
     t1 = jax.nn.softplus(x)
-    t2 = 2 * t1
-    t3 = jax.nn.sigmoid(-t2)
-    t4 = jax.nn.sigmoid(t2)
-    t5 = 8 * t3 * t4
+    t2 = jax.nn.sigmoid(x)
+    t3 = jax.nn.log_sigmoid(x)
+    t4 = 2 * t1
+    t5 = -t4
     d2_x = (
-        t0 * t5 - t0**2 * t5 * x * jnp.tanh(t1) + 4 * t0 * t3 * t4 * x * jax.nn.sigmoid(-x)
+        _scaled_product(
+            8
+            + 4 * _scaled_product(x, jax.nn.sigmoid(t0), jax.nn.log_sigmoid(t0))
+            + 4 * _scaled_product(-2 * x * jnp.tanh(t1), t2, t3),
+            t2 * jax.nn.sigmoid(t4) * jax.nn.sigmoid(t5),
+            t3 + jax.nn.log_sigmoid(t4) + jax.nn.log_sigmoid(t5),
+        )
     )
     return _fit(d2_x, x.shape, shape, out)
 

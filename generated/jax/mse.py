@@ -40,6 +40,7 @@ References
 - optax.squared_error: (predictions - targets)**2
 """
 
+import math
 import numbers
 
 import jax

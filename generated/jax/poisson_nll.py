@@ -55,6 +55,7 @@ References
   target*input
 """
 
+import math
 import numbers
 
 import jax

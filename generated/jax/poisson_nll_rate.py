@@ -64,6 +64,7 @@ References
   target*log(input + eps); here eps = 0 and the rate is positive
 """
 
+import math
 import numbers
 
 import jax
@@ -143,7 +144,7 @@ def hess(rate, target, *, validate=False):
     if validate:
         _validate(locals())
     rate, target, shape, out = _prepare((rate, target), ())
-    d2_rate = jnp.where(target == 0, 0, target / rate**2)
+    d2_rate = jnp.where(target == 0, 0, target / rate / rate)
     return _fit(d2_rate, rate.shape, shape, out)
 
 

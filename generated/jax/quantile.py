@@ -49,6 +49,7 @@ References
 - max(q*(target - pred), (q - 1)*(target - pred)), as in pinball-loss implementations
 """
 
+import math
 import numbers
 
 import jax

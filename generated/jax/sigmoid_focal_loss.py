@@ -153,6 +153,7 @@ References
 - optax.sigmoid_focal_loss
 """
 
+import math
 import numbers
 
 import jax
@@ -211,6 +212,12 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _scaled_product(c, d, log_d):
+    log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    return jnp.where(log_d > log_tiny, c * d, logged)
+
+
 def value(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -232,32 +239,37 @@ def grad(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     if validate:
         _validate(locals())
     x, y, alpha, gamma, shape, out = _prepare((x, y), (alpha, gamma))
-    t0 = jax.nn.sigmoid(x)
-    t1 = -1 + y
-    t2 = -t1
-    t3 = (
+    t0 = -1 + y
+    t1 = -t0
+    t2 = (
         jnp.where(
-            (t2 == 0) | (y == 0),
-            jnp.log(y) - jnp.log(t2),
-            jnp.log1p((-1 + 2 * y) / t2),
+            (t1 == 0) | (y == 0),
+            jnp.log(y) - jnp.log(t1),
+            jnp.log1p((-1 + 2 * y) / t1),
         )
     )
-    t4 = -t3 + x
-    t5 = -x
-    t6 = jax.nn.sigmoid(t5)
-    t7 = jax.nn.log_sigmoid(t5)
-    t8 = t7 + jnp.log(y)
-    t9 = jax.nn.log_sigmoid(x)
-    t10 = t9 + jnp.log1p(-y)
-    t11 = jnp.logaddexp(t8, t10)
-    t12 = (alpha * y + t2 * (1 - alpha)) * jnp.exp(gamma * t11)
+    t3 = -t2 + x
+    t4 = jax.nn.sigmoid(x)
+    t5 = jax.nn.log_sigmoid(x)
+    t6 = -x
+    t7 = jax.nn.sigmoid(t6)
+    t8 = jax.nn.log_sigmoid(t6)
+    t9 = t8 + jnp.log(y)
+    t10 = t5 + jnp.log1p(-y)
+    t11 = jnp.logaddexp(t9, t10)
+    t12 = (alpha * y + t1 * (1 - alpha)) * jnp.exp(gamma * t11)
     t13 = -t11
     d_x = (
-        t12 * jnp.where(t3 <= x, t0 * t1 * jnp.expm1(-t4), t6 * y * jnp.expm1(t4))
+        t12
+        * jnp.where(
+            t2 <= x,
+            _scaled_product(t0 * jnp.expm1(-t3), t4, t5),
+            _scaled_product(y * jnp.expm1(t3), t7, t8),
+        )
         + gamma
         * t12
-        * (-t0 * jnp.exp(t13 + t8) + t6 * jnp.exp(t10 + t13))
-        * (-t2 * t7 - t9 * y)
+        * (-t1 * t8 - t5 * y)
+        * (-t4 * jnp.exp(t13 + t9) + t7 * jnp.exp(t10 + t13))
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -267,42 +279,45 @@ def hess(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     if validate:
         _validate(locals())
     x, y, alpha, gamma, shape, out = _prepare((x, y), (alpha, gamma))
-    t0 = -x
-    t1 = jax.nn.sigmoid(t0)
-    t2 = jax.nn.sigmoid(x)
-    t3 = t1 * t2
-    t4 = -1 + y
-    t5 = -t4
-    t6 = jax.nn.log_sigmoid(t0)
-    t7 = t6 + jnp.log(y)
-    t8 = jax.nn.log_sigmoid(x)
-    t9 = t8 + jnp.log1p(-y)
-    t10 = jnp.logaddexp(t7, t9)
-    t11 = (alpha * y + t5 * (1 - alpha)) * jnp.exp(gamma * t10)
-    t12 = -t10
-    t13 = jnp.exp(t12 + t7)
-    t14 = t13 * t2
-    t15 = jnp.exp(t12 + t9)
-    t16 = -t14 + t1 * t15
-    t17 = t11 * (-t5 * t6 - t8 * y)
-    t18 = (
+    t0 = -1 + y
+    t1 = -t0
+    t2 = -x
+    t3 = jax.nn.log_sigmoid(t2)
+    t4 = t3 + jnp.log(y)
+    t5 = jax.nn.log_sigmoid(x)
+    t6 = t5 + jnp.log1p(-y)
+    t7 = jnp.logaddexp(t4, t6)
+    t8 = (alpha * y + t1 * (1 - alpha)) * jnp.exp(gamma * t7)
+    t9 = jax.nn.sigmoid(x)
+    t10 = jax.nn.sigmoid(t2)
+    t11 = -t7
+    t12 = jnp.exp(t11 + t4)
+    t13 = t12 * t9
+    t14 = jnp.exp(t11 + t6)
+    t15 = -t13 + t10 * t14
+    t16 = t8 * (-t1 * t3 - t5 * y)
+    t17 = (
         jnp.where(
-            (t5 == 0) | (y == 0),
-            jnp.log(y) - jnp.log(t5),
-            jnp.log1p((-1 + 2 * y) / t5),
+            (t1 == 0) | (y == 0),
+            jnp.log(y) - jnp.log(t1),
+            jnp.log1p((-1 + 2 * y) / t1),
         )
     )
-    t19 = -t18 + x
-    t20 = t1 * t15
+    t18 = -t17 + x
+    t19 = t10 * t14
     d2_x = (
-        t11 * (t3 * t5 + t3 * y)
-        + gamma * t17 * (-t1 * t14 + t13 * t20 + t14 * t15 - t2 * t20)
-        + gamma**2 * t16**2 * t17
+        gamma * t16 * (-t10 * t13 + t12 * t19 + t13 * t14 - t19 * t9)
+        + gamma**2 * t15**2 * t16
         + 2
         * gamma
-        * t11
-        * t16
-        * jnp.where(t18 <= x, t2 * t4 * jnp.expm1(-t19), t1 * y * jnp.expm1(t19))
+        * t15
+        * t8
+        * jnp.where(
+            t17 <= x,
+            _scaled_product(t0 * jnp.expm1(-t18), t9, t5),
+            _scaled_product(y * jnp.expm1(t18), t10, t3),
+        )
+        + _scaled_product(t8, t10 * t9, t3 + t5)
     )
     return _fit(d2_x, x.shape, shape, out)
 

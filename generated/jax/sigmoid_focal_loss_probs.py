@@ -199,6 +199,7 @@ References
 - The same formula as sigmoid_focal_loss, with p given instead of the logit
 """
 
+import math
 import numbers
 
 import jax
@@ -324,7 +325,7 @@ def hess(p, y, *, alpha=0.25, gamma=2.0, validate=False):
         jnp.where(
             t2,
             0,
-            t1 * t4**gamma * (jnp.where(t5, 0, y / p**2) + jnp.where(t6, 0, t0 / t3**2)),
+            t1 * t4**gamma * (jnp.where(t5, 0, y / p / p) + jnp.where(t6, 0, t0 / t3 / t3)),
         )
         + jnp.where((t2) | (t7) | (t9 == 0), 0, -t10 * t11 * t9)
         + jnp.where(

@@ -39,6 +39,7 @@ References
 - torch.nn.functional.silu, jax.nn.silu
 """
 
+import math
 import numbers
 
 import jax
@@ -94,12 +95,18 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _scaled_product(c, d, log_d):
+    log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    return jnp.where(log_d > log_tiny, c * d, logged)
+
+
 def value(x, *, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
         _validate(locals())
     x, shape, out = _prepare((x,), ())
-    loss = x * jax.nn.sigmoid(x)
+    loss = _scaled_product(x, jax.nn.sigmoid(x), jax.nn.log_sigmoid(x))
     return _fit(loss, shape, shape, out)
 
 
@@ -108,8 +115,14 @@ def grad(x, *, validate=False):
     if validate:
         _validate(locals())
     x, shape, out = _prepare((x,), ())
-    t0 = jax.nn.sigmoid(x)
-    d_x = t0 + t0 * x * jax.nn.sigmoid(-x)
+    t0 = -x
+    d_x = (
+        _scaled_product(
+            1 + _scaled_product(x, jax.nn.sigmoid(t0), jax.nn.log_sigmoid(t0)),
+            jax.nn.sigmoid(x),
+            jax.nn.log_sigmoid(x),
+        )
+    )
     return _fit(d_x, x.shape, shape, out)
 
 
@@ -118,9 +131,18 @@ def hess(x, *, validate=False):
     if validate:
         _validate(locals())
     x, shape, out = _prepare((x,), ())
-    t0 = jax.nn.sigmoid(x)
-    t1 = jax.nn.sigmoid(-x)
-    d2_x = 2 * t0 * t1 + t0 * t1**2 * x - t0**2 * t1 * x
+    t0 = -x
+    t1 = jax.nn.sigmoid(x)
+    t2 = jax.nn.log_sigmoid(x)
+    t3 = jax.nn.sigmoid(t0)
+    t4 = jax.nn.log_sigmoid(t0)
+    d2_x = (
+        _scaled_product(
+            2 + _scaled_product(t0, t1, t2) + _scaled_product(x, t3, t4),
+            t1 * t3,
+            t2 + t4,
+        )
+    )
     return _fit(d2_x, x.shape, shape, out)
 
 

@@ -49,6 +49,7 @@ References
 - torch.nn.functional.smooth_l1_loss: 0.5*r**2/beta if |r| < beta else |r| - 0.5*beta
 """
 
+import math
 import numbers
 
 import jax
@@ -113,7 +114,7 @@ def value(pred, target, *, beta=1.0, validate=False):
     pred, target, beta, shape, out = _prepare((pred, target), (beta,))
     t0 = pred - target
     t1 = jnp.abs(t0)
-    loss = jnp.where(beta > t1, t0**2 / (2 * beta), -beta / 2 + t1)
+    loss = jnp.where(beta > t1, t0**2 / 2 / beta, -beta / 2 + t1)
     return _fit(loss, shape, shape, out)
 
 
@@ -123,9 +124,7 @@ def grad(pred, target, *, beta=1.0, validate=False):
         _validate(locals())
     pred, target, beta, shape, out = _prepare((pred, target), (beta,))
     t0 = pred - target
-    d_pred = (
-        jnp.where(beta > jnp.abs(t0), (2 * pred - 2 * target) / (2 * beta), jnp.sign(t0))
-    )
+    d_pred = jnp.where(beta > jnp.abs(t0), (2 * pred - 2 * target) / 2 / beta, jnp.sign(t0))
     return _fit(d_pred, pred.shape, shape, out)
 
 

@@ -46,6 +46,7 @@ References
   jax.nn.softplus
 """
 
+import math
 import numbers
 
 import jax
@@ -102,6 +103,12 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _scaled_product(c, d, log_d):
+    log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    return jnp.where(log_d > log_tiny, c * d, logged)
+
+
 def value(x, *, beta=1.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -126,7 +133,14 @@ def hess(x, *, beta=1.0, validate=False):
         _validate(locals())
     x, beta, shape, out = _prepare((x,), (beta,))
     t0 = beta * x
-    d2_x = beta * jax.nn.sigmoid(-t0) * jax.nn.sigmoid(t0)
+    t1 = -t0
+    d2_x = (
+        _scaled_product(
+            beta,
+            jax.nn.sigmoid(t0) * jax.nn.sigmoid(t1),
+            jax.nn.log_sigmoid(t0) + jax.nn.log_sigmoid(t1),
+        )
+    )
     return _fit(d2_x, x.shape, shape, out)
 
 

@@ -43,6 +43,7 @@ References
 - Keras squared_hinge: max(0, 1 - y*x)**2
 """
 
+import math
 import numbers
 
 import jax

@@ -166,7 +166,7 @@ def hess(p, y, *, validate=False):
     if validate:
         _validate(locals())
     p, y, shape, out = _prepare((p, y), ())
-    d2_p = np.where(y == 0, 0, y / p**2) + np.where(y == 1, 0, (1 - y) / (1 - p)**2)
+    d2_p = np.where(y == 0, 0, y / p / p) + np.where(y == 1, 0, (1 - y) / (1 - p) / (1 - p))
     return _fit(d2_p, p.shape, shape, out)
 
 

@@ -125,7 +125,7 @@ def grad(pred, target, *, c=1.0, validate=False):
     if validate:
         _validate(locals())
     pred, target, c, shape, out = _prepare((pred, target), (c,))
-    d_pred = (2 * pred - 2 * target) / (2 * (1 + (pred - target)**2 / c**2))
+    d_pred = (2 * pred - 2 * target) / 2 / (1 + (pred - target)**2 / c / c)
     return _fit(d_pred, pred.shape, shape, out)
 
 
@@ -140,7 +140,8 @@ def hess(pred, target, *, c=1.0, validate=False):
         t0
         * (c - pred + target)
         * (c + pred - target)
-        / (pred**2 + t0 + target**2 - 2 * pred * target)**2
+        / (pred**2 + t0 + target**2 - 2 * pred * target)
+        / (pred**2 + t0 + target**2 - 2 * pred * target)
     )
     return _fit(d2_pred, pred.shape, shape, out)
 

@@ -125,9 +125,9 @@ def value(x, *, approximate='none', validate=False):
     t1 = x / 2
     loss = (
         (
-            t1
-            * _special.erfc(-t0 * t1) if approximate == 'none' else x
-            * _sigmoid(t0 * x * (200000 + 8943 * x**2) / (100000 * 1.772453850905516))
+            t1 * _special.erfc(-t0 * t1)
+            if approximate == 'none'
+            else x * _sigmoid(t0 * x * (200000 + 8943 * x**2) / 100000 / 1.772453850905516)
         )
     )
     return _fit(loss, shape, shape, out)
@@ -150,9 +150,9 @@ def grad(x, *, approximate='none', validate=False):
     t8 = t0 * t3
     d_x = (
         (
-            t2 * t3 * np.exp(-t4 / 2)
-            + _special.erfc(-t2) / 2 if approximate == 'none' else t7
-            + t7 * x * (8943 * t4 * t8 / 50000 + t5 * t8) * _sigmoid(-t6)
+            t2 * t3 * np.exp(-t4 / 2) + _special.erfc(-t2) / 2
+            if approximate == 'none'
+            else t7 + t7 * x * (8943 * t4 * t8 / 50000 + t5 * t8) * _sigmoid(-t6)
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -180,11 +180,9 @@ def hess(x, *, approximate='none', validate=False):
     t13 = t12**2 * x
     d2_x = (
         (
-            t0 * t1 * t4
-            - t3 * t4 * t5 if approximate == 'none' else 2 * t11 * t12
-            + 26829 * t11 * t6 / 50000
-            + t10 * t13 * t9**2
-            - t10**2 * t13 * t9
+            t0 * t1 * t4 - t3 * t4 * t5
+            if approximate == 'none'
+            else 2 * t11 * t12 + 26829 * t11 * t6 / 50000 + t10 * t13 * t9**2 - t10**2 * t13 * t9
         )
     )
     return _fit(d2_x, x.shape, shape, out)

@@ -146,7 +146,7 @@ def hess(rate, target, *, validate=False):
     if validate:
         _validate(locals())
     rate, target, shape, out = _prepare((rate, target), ())
-    d2_rate = np.where(target == 0, 0, target / rate**2)
+    d2_rate = np.where(target == 0, 0, target / rate / rate)
     return _fit(d2_rate, rate.shape, shape, out)
 
 

@@ -327,7 +327,7 @@ def hess(p, y, *, alpha=0.25, gamma=2.0, validate=False):
         np.where(
             t2,
             0,
-            t1 * t4**gamma * (np.where(t5, 0, y / p**2) + np.where(t6, 0, t0 / t3**2)),
+            t1 * t4**gamma * (np.where(t5, 0, y / p / p) + np.where(t6, 0, t0 / t3 / t3)),
         )
         + np.where((t2) | (t7) | (t9 == 0), 0, -t10 * t11 * t9)
         + np.where(

@@ -114,7 +114,7 @@ def value(pred, target, *, beta=1.0, validate=False):
     pred, target, beta, shape, out = _prepare((pred, target), (beta,))
     t0 = pred - target
     t1 = np.abs(t0)
-    loss = np.where(beta > t1, t0**2 / (2 * beta), -beta / 2 + t1)
+    loss = np.where(beta > t1, t0**2 / 2 / beta, -beta / 2 + t1)
     return _fit(loss, shape, shape, out)
 
 
@@ -125,7 +125,7 @@ def grad(pred, target, *, beta=1.0, validate=False):
         _validate(locals())
     pred, target, beta, shape, out = _prepare((pred, target), (beta,))
     t0 = pred - target
-    d_pred = np.where(beta > np.abs(t0), (2 * pred - 2 * target) / (2 * beta), np.sign(t0))
+    d_pred = np.where(beta > np.abs(t0), (2 * pred - 2 * target) / 2 / beta, np.sign(t0))
     return _fit(d_pred, pred.shape, shape, out)
 
 

@@ -80,9 +80,8 @@ def _prepare(inputs, params):
     device = ref.device if ref is not None else None
     tensors = [torch.as_tensor(a, dtype=dtype, device=device) for a in inputs]
     params = [
-        p if isinstance(p, str)
-        else float(p) if isinstance(p, numbers.Real)
-        else torch.as_tensor(p, dtype=dtype, device=device)
+        # numbers too become tensors of the inputs' dtype: torch.log(0.25) is a TypeError
+        p if isinstance(p, str) else torch.as_tensor(p, dtype=dtype, device=device)
         for p in params
     ]
     shape = torch.broadcast_shapes(*(t.shape for t in tensors + params if torch.is_tensor(t)))
@@ -123,7 +122,7 @@ def grad(pred, target, *, c=1.0, validate=False):
     if validate:
         _validate(locals())
     pred, target, c, shape, out = _prepare((pred, target), (c,))
-    d_pred = (2 * pred - 2 * target) / (2 * (1 + (pred - target)**2 / c**2))
+    d_pred = (2 * pred - 2 * target) / 2 / (1 + (pred - target)**2 / c / c)
     return _fit(d_pred, pred.shape, shape, out)
 
 
@@ -137,7 +136,8 @@ def hess(pred, target, *, c=1.0, validate=False):
         t0
         * (c - pred + target)
         * (c + pred - target)
-        / (pred**2 + t0 + target**2 - 2 * pred * target)**2
+        / (pred**2 + t0 + target**2 - 2 * pred * target)
+        / (pred**2 + t0 + target**2 - 2 * pred * target)
     )
     return _fit(d2_pred, pred.shape, shape, out)
 

@@ -81,9 +81,8 @@ def _prepare(inputs, params):
     device = ref.device if ref is not None else None
     tensors = [torch.as_tensor(a, dtype=dtype, device=device) for a in inputs]
     params = [
-        p if isinstance(p, str)
-        else float(p) if isinstance(p, numbers.Real)
-        else torch.as_tensor(p, dtype=dtype, device=device)
+        # numbers too become tensors of the inputs' dtype: torch.log(0.25) is a TypeError
+        p if isinstance(p, str) else torch.as_tensor(p, dtype=dtype, device=device)
         for p in params
     ]
     shape = torch.broadcast_shapes(*(t.shape for t in tensors + params if torch.is_tensor(t)))
@@ -123,9 +122,9 @@ def value(x, *, approximate='none', validate=False):
     t1 = x / 2
     loss = (
         (
-            t1
-            * torch.special.erfc(-t0 * t1) if approximate == 'none' else x
-            * _sigmoid(t0 * x * (200000 + 8943 * x**2) / (100000 * 1.772453850905516))
+            t1 * torch.special.erfc(-t0 * t1)
+            if approximate == 'none'
+            else x * _sigmoid(t0 * x * (200000 + 8943 * x**2) / 100000 / 1.772453850905516)
         )
     )
     return _fit(loss, shape, shape, out)
@@ -147,9 +146,9 @@ def grad(x, *, approximate='none', validate=False):
     t8 = t0 * t3
     d_x = (
         (
-            t2 * t3 * torch.exp(-t4 / 2)
-            + torch.special.erfc(-t2) / 2 if approximate == 'none' else t7
-            + t7 * x * (8943 * t4 * t8 / 50000 + t5 * t8) * _sigmoid(-t6)
+            t2 * t3 * torch.exp(-t4 / 2) + torch.special.erfc(-t2) / 2
+            if approximate == 'none'
+            else t7 + t7 * x * (8943 * t4 * t8 / 50000 + t5 * t8) * _sigmoid(-t6)
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -176,11 +175,9 @@ def hess(x, *, approximate='none', validate=False):
     t13 = t12**2 * x
     d2_x = (
         (
-            t0 * t1 * t4
-            - t3 * t4 * t5 if approximate == 'none' else 2 * t11 * t12
-            + 26829 * t11 * t6 / 50000
-            + t10 * t13 * t9**2
-            - t10**2 * t13 * t9
+            t0 * t1 * t4 - t3 * t4 * t5
+            if approximate == 'none'
+            else 2 * t11 * t12 + 26829 * t11 * t6 / 50000 + t10 * t13 * t9**2 - t10**2 * t13 * t9
         )
     )
     return _fit(d2_x, x.shape, shape, out)

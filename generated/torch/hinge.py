@@ -72,9 +72,8 @@ def _prepare(inputs, params):
     device = ref.device if ref is not None else None
     tensors = [torch.as_tensor(a, dtype=dtype, device=device) for a in inputs]
     params = [
-        p if isinstance(p, str)
-        else float(p) if isinstance(p, numbers.Real)
-        else torch.as_tensor(p, dtype=dtype, device=device)
+        # numbers too become tensors of the inputs' dtype: torch.log(0.25) is a TypeError
+        p if isinstance(p, str) else torch.as_tensor(p, dtype=dtype, device=device)
         for p in params
     ]
     shape = torch.broadcast_shapes(*(t.shape for t in tensors + params if torch.is_tensor(t)))
@@ -114,7 +113,7 @@ def grad(x, y, *, validate=False):
     if validate:
         _validate(locals())
     x, y, shape, out = _prepare((x, y), ())
-    d_x = -y * torch.where(1 - x * y > 0, 1.0, 0.0)
+    d_x = -y * ((1 - x * y) > 0).to(torch.as_tensor(1 - x * y).dtype)
     return _fit(d_x, x.shape, shape, out)
 
 

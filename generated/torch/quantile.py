@@ -78,9 +78,8 @@ def _prepare(inputs, params):
     device = ref.device if ref is not None else None
     tensors = [torch.as_tensor(a, dtype=dtype, device=device) for a in inputs]
     params = [
-        p if isinstance(p, str)
-        else float(p) if isinstance(p, numbers.Real)
-        else torch.as_tensor(p, dtype=dtype, device=device)
+        # numbers too become tensors of the inputs' dtype: torch.log(0.25) is a TypeError
+        p if isinstance(p, str) else torch.as_tensor(p, dtype=dtype, device=device)
         for p in params
     ]
     shape = torch.broadcast_shapes(*(t.shape for t in tensors + params if torch.is_tensor(t)))
@@ -124,7 +123,10 @@ def grad(pred, target, *, q=0.5, validate=False):
     t0 = -pred + target
     t1 = -1 + q
     t2 = q * t0 - t0 * t1
-    d_pred = -q * torch.where(t2 > 0, 1.0, 0.0) - t1 * torch.where(-t2 > 0, 1.0, 0.0)
+    d_pred = (
+        -q * ((t2) > 0).to(torch.as_tensor(t2).dtype)
+        - t1 * ((-t2) > 0).to(torch.as_tensor(-t2).dtype)
+    )
     return _fit(d_pred, pred.shape, shape, out)
 
 

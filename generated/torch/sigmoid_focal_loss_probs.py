@@ -229,9 +229,8 @@ def _prepare(inputs, params):
     device = ref.device if ref is not None else None
     tensors = [torch.as_tensor(a, dtype=dtype, device=device) for a in inputs]
     params = [
-        p if isinstance(p, str)
-        else float(p) if isinstance(p, numbers.Real)
-        else torch.as_tensor(p, dtype=dtype, device=device)
+        # numbers too become tensors of the inputs' dtype: torch.log(0.25) is a TypeError
+        p if isinstance(p, str) else torch.as_tensor(p, dtype=dtype, device=device)
         for p in params
     ]
     shape = torch.broadcast_shapes(*(t.shape for t in tensors + params if torch.is_tensor(t)))
@@ -332,8 +331,8 @@ def hess(p, y, *, alpha=0.25, gamma=2.0, validate=False):
             t1
             * t4**gamma
             * (
-                torch.where(torch.as_tensor(t5), 0, y / p**2)
-                + torch.where(torch.as_tensor(t6), 0, t0 / t3**2)
+                torch.where(torch.as_tensor(t5), 0, y / p / p)
+                + torch.where(torch.as_tensor(t6), 0, t0 / t3 / t3)
             ),
         )
         + torch.where(torch.as_tensor((t2) | (t7) | (t9 == 0)), 0, -t10 * t11 * t9)

@@ -78,9 +78,8 @@ def _prepare(inputs, params):
     device = ref.device if ref is not None else None
     tensors = [torch.as_tensor(a, dtype=dtype, device=device) for a in inputs]
     params = [
-        p if isinstance(p, str)
-        else float(p) if isinstance(p, numbers.Real)
-        else torch.as_tensor(p, dtype=dtype, device=device)
+        # numbers too become tensors of the inputs' dtype: torch.log(0.25) is a TypeError
+        p if isinstance(p, str) else torch.as_tensor(p, dtype=dtype, device=device)
         for p in params
     ]
     shape = torch.broadcast_shapes(*(t.shape for t in tensors + params if torch.is_tensor(t)))
@@ -113,7 +112,7 @@ def value(pred, target, *, beta=1.0, validate=False):
     pred, target, beta, shape, out = _prepare((pred, target), (beta,))
     t0 = pred - target
     t1 = torch.abs(t0)
-    loss = torch.where(torch.as_tensor(beta > t1), t0**2 / (2 * beta), -beta / 2 + t1)
+    loss = torch.where(torch.as_tensor(beta > t1), t0**2 / 2 / beta, -beta / 2 + t1)
     return _fit(loss, shape, shape, out)
 
 
@@ -126,7 +125,7 @@ def grad(pred, target, *, beta=1.0, validate=False):
     d_pred = (
         torch.where(
             torch.as_tensor(beta > torch.abs(t0)),
-            (2 * pred - 2 * target) / (2 * beta),
+            (2 * pred - 2 * target) / 2 / beta,
             torch.sign(t0),
         )
     )

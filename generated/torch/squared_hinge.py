@@ -71,9 +71,8 @@ def _prepare(inputs, params):
     device = ref.device if ref is not None else None
     tensors = [torch.as_tensor(a, dtype=dtype, device=device) for a in inputs]
     params = [
-        p if isinstance(p, str)
-        else float(p) if isinstance(p, numbers.Real)
-        else torch.as_tensor(p, dtype=dtype, device=device)
+        # numbers too become tensors of the inputs' dtype: torch.log(0.25) is a TypeError
+        p if isinstance(p, str) else torch.as_tensor(p, dtype=dtype, device=device)
         for p in params
     ]
     shape = torch.broadcast_shapes(*(t.shape for t in tensors + params if torch.is_tensor(t)))
@@ -114,7 +113,7 @@ def grad(x, y, *, validate=False):
         _validate(locals())
     x, y, shape, out = _prepare((x, y), ())
     t0 = 1 - x * y
-    d_x = -2 * y * torch.where(t0 > 0, 1.0, 0.0) * torch.clamp(t0, min=0)
+    d_x = -2 * y * ((t0) > 0).to(torch.as_tensor(t0).dtype) * torch.clamp(t0, min=0)
     return _fit(d_x, x.shape, shape, out)
 
 
@@ -123,7 +122,7 @@ def hess(x, y, *, validate=False):
     if validate:
         _validate(locals())
     x, y, shape, out = _prepare((x, y), ())
-    d2_x = 2 * y**2 * torch.where(1 - x * y > 0, 1.0, 0.0)**2
+    d2_x = 2 * y**2 * ((1 - x * y) > 0).to(torch.as_tensor(1 - x * y).dtype)**2
     return _fit(d2_x, x.shape, shape, out)
 
 
