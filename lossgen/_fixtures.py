@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -81,7 +82,11 @@ def compute_fixture(spec: Spec, grid_name: str, *, processes: int | None = None)
     size = max(1, n // (8 * (processes or os.cpu_count() or 1)))
     chunks = [points[i : i + size] for i in range(0, n, size)]
     results: list = []
-    with ProcessPoolExecutor(processes, initializer=_init_worker, initargs=(spec,)) as pool:
+    # spawned, not forked: a fork of a process that imported JAX (a test run) can deadlock
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        processes, mp_context=context, initializer=_init_worker, initargs=(spec,)
+    ) as pool:
         for done, chunk in enumerate(pool.map(_evaluate_chunk, chunks), 1):
             results.extend(chunk)
             print(

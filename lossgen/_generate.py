@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -166,7 +167,8 @@ def build_cached(
             missing.append(spec)  # no cache, no entry, or an entry in an older format
     workers = min(len(missing), jobs or os.cpu_count() or 1)
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        # spawned, not forked: a fork of a process that imported JAX (a test run) can deadlock
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(pool.map(_build, missing))
     else:
         results = [_build(spec) for spec in missing]

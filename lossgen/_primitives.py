@@ -20,6 +20,7 @@ __all__ = [
     "Expm1",
     "LogAddExp",
     "LogCosh",
+    "LogSoftplus",
     "ScaledProduct",
     "LogRatio",
     "LogSigmoid",
@@ -295,6 +296,31 @@ class LogCosh(Primitive):
         return True if self.args[0].is_real else None
 
 
+class LogSoftplus(Primitive):
+    """log(softplus(u)): for u < -30, softplus(u) = exp(u)*(1 - exp(u)/2 + ...) and its log is
+    u - exp(u)/2 to the last bit, without forming the (possibly subnormal) softplus itself."""
+
+    display = "log_softplus"
+    nargs = 1
+    lowering = {b: "_log_softplus({0})" for b in ("numpy", "jax", "torch")}
+    helpers = {
+        backend: (
+            "def _log_softplus(u):\n"
+            f"    far = u - {ns}.exp(u) / 2\n"
+            f"    w = {ns}.{maximum}(u, -30.0)\n"
+            f"    near = {ns}.log({ns}.{maximum}(w, 0.0) + {ns}.log1p({ns}.exp(-{ns}.abs(w))))\n"
+            f"    return {ns}.where(u < -30, far, near)\n"
+        )
+        for backend, ns, maximum in (
+            ("numpy", "np", "maximum"), ("jax", "jnp", "maximum"), ("torch", "torch", "clamp_min")
+        )
+    }
+
+    @classmethod
+    def textbook(cls, u):
+        return sympy.log(sympy.log(1 + sympy.exp(u)))
+
+
 class ScaledProduct(Primitive):
     """c*d, where d is a product of factors that vanish at some end (sigmoids, exponentials)
     and L = log(d) is known in stable form. NumPy and PyTorch compute c*d as it stands; JAX
@@ -325,7 +351,8 @@ class ScaledProduct(Primitive):
 
 
 PRIMITIVES: tuple[type[Primitive], ...] = (
-    Sigmoid, LogSigmoid, Softplus, Exp, Expm1, LogRatio, LogAddExp, LogCosh, Erfc, ScaledProduct
+    Sigmoid, LogSigmoid, Softplus, Exp, Expm1, LogRatio, LogAddExp, LogCosh, Erfc, ScaledProduct,
+    LogSoftplus,
 )
 
 

@@ -351,7 +351,9 @@ def render_module(d: Derivation, backend: str) -> str:
     functions = _function_context(d, backend)
     body_text = "".join(fn["body"] for fn in functions.values())
     used = set()
-    for block in d.blocks.values():
+    for key, block in d.blocks.items():
+        if ":" in key and not key.startswith(f"{backend}:"):
+            continue  # another backend's variant
         for expr in [e for _, e in block.assignments] + list(block.outputs):
             used |= {type(node) for node in expr.atoms(Primitive)}
     helpers = sorted({h for cls in used if (h := cls.helpers.get(backend))})

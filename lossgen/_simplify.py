@@ -8,7 +8,7 @@ from dataclasses import replace
 import sympy
 
 from ._ir import Block, Derivation
-from ._primitives import Exp, LogSigmoid, ScaledProduct, Sigmoid
+from ._primitives import Exp, LogSigmoid, LogSoftplus, ScaledProduct, Sigmoid, Softplus
 
 __all__ = ["simplify"]
 
@@ -44,6 +44,8 @@ def _log_of_vanishing(factor: sympy.Expr) -> sympy.Expr | None:
         return power * LogSigmoid(base.args[0])
     if isinstance(base, (Exp, sympy.exp)):
         return power * base.args[0]
+    if isinstance(base, Softplus):
+        return power * LogSoftplus(base.args[0])
     return None
 
 
@@ -64,6 +66,11 @@ def scale_products(expr: sympy.Expr) -> sympy.Expr:
             return node
         vanishing, logs, rest = [], [], []
         for factor in node.args:
+            base, power = factor.as_base_exp()
+            if isinstance(base, LogSigmoid) and power.is_Integer and power >= 1:
+                # log_sigmoid(u) = -softplus(-u), which vanishes as u -> oo
+                rest.append((-1) ** power)
+                factor = Softplus(-base.args[0]) ** power
             log = _log_of_vanishing(factor)
             if log is None:
                 rest.append(factor)

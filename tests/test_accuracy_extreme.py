@@ -81,8 +81,6 @@ KNOWN = {
 
     ("sigmoid_focal_loss", "numpy", "float32"): _SOFT_HESS,
     ("sigmoid_focal_loss", "torch", "float32"): _SOFT_HESS,
-    ("bce_with_logits", "jax", "float32"): _FTZ,
-    ("bce_with_logits", "jax", "float64"): _FTZ,
     ("sigmoid_focal_loss", "jax", "float32"): _FTZ,
     ("sigmoid_focal_loss", "jax", "float64"): _FTZ,
     ("sigmoid_focal_loss_probs", "numpy", "float32"): _TINY_P,

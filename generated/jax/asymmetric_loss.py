@@ -525,6 +525,13 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _log_softplus(u):
+    far = u - jnp.exp(u) / 2
+    w = jnp.maximum(u, -30.0)
+    near = jnp.log(jnp.maximum(w, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(w))))
+    return jnp.where(u < -30, far, near)
+
+
 def _scaled_product(c, d, log_d):
     log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
@@ -536,11 +543,11 @@ def value(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     if validate:
         _validate(locals())
     x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare((x, y), (gamma_pos, gamma_neg, clip))
-    t0 = jax.nn.log_sigmoid(x)
-    t1 = -x
-    t2 = jax.nn.log_sigmoid(t1)
-    t3 = jax.nn.sigmoid(x)
-    t4 = jax.nn.sigmoid(t1)
+    t0 = -x
+    t1 = jax.nn.sigmoid(x)
+    t2 = jax.nn.log_sigmoid(x)
+    t3 = jax.nn.sigmoid(t0)
+    t4 = jax.nn.log_sigmoid(t0)
     t5 = -1 + clip
     t6 = (
         jnp.where(
@@ -553,16 +560,20 @@ def value(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     loss = (
         -(1 - y)
         * jnp.where(
-            clip < t3,
+            clip < t1,
             jnp.where(
                 t6 <= x,
-                _scaled_product(t5 * jnp.expm1(-t7), t3, t0)**gamma_neg,
-                _scaled_product(clip * jnp.expm1(t7), t4, t2)**gamma_neg,
+                _scaled_product(t5 * jnp.expm1(-t7), t1, t2)**gamma_neg,
+                _scaled_product(clip * jnp.expm1(t7), t3, t4)**gamma_neg,
             )
-            * jnp.log(_scaled_product(clip, t3, t0) + _scaled_product(1 + clip, t4, t2)),
+            * jnp.log(_scaled_product(clip, t1, t2) + _scaled_product(1 + clip, t3, t4)),
             0,
         )
-        - t0 * y * jnp.exp(gamma_pos * t2)
+        + _scaled_product(
+            y * jnp.exp(_scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))),
+            jax.nn.softplus(t0),
+            _log_softplus(t0),
+        )
     )
     return _fit(loss, shape, shape, out)
 
@@ -572,13 +583,13 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     if validate:
         _validate(locals())
     x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare((x, y), (gamma_pos, gamma_neg, clip))
-    t0 = jax.nn.log_sigmoid(x)
+    t0 = y * jnp.exp(_scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x)))
     t1 = -x
-    t2 = jax.nn.log_sigmoid(t1)
-    t3 = y * jnp.exp(gamma_pos * t2)
+    t2 = jax.nn.sigmoid(t1)
+    t3 = jax.nn.log_sigmoid(t1)
     t4 = jax.nn.sigmoid(x)
-    t5 = jax.nn.sigmoid(t1)
-    t6 = _scaled_product(clip, t4, t0) + _scaled_product(1 + clip, t5, t2)
+    t5 = jax.nn.log_sigmoid(x)
+    t6 = _scaled_product(clip, t4, t5) + _scaled_product(1 + clip, t2, t3)
     t7 = -1 + clip
     t8 = (
         jnp.where(
@@ -590,10 +601,10 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t9 = -t8 + x
     t10 = -t9
     t11 = jnp.expm1(t10)
-    t12 = _scaled_product(t11 * t7, t4, t0)**gamma_neg
+    t12 = _scaled_product(t11 * t7, t4, t5)**gamma_neg
     t13 = x >= t8
     t14 = jnp.expm1(t9)
-    t15 = _scaled_product(clip * t14, t5, t2)**gamma_neg
+    t15 = _scaled_product(clip * t14, t2, t3)**gamma_neg
     t16 = gamma_neg == 0
     d_x = (
         jnp.where(
@@ -610,9 +621,9 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                         gamma_neg
                         * t12
                         * _scaled_product(
-                            t7 * (-jnp.exp(t10) + _scaled_product(t11, t5, t2)),
+                            t7 * (-jnp.exp(t10) + _scaled_product(t11, t2, t3)),
                             t4,
-                            t0,
+                            t5,
                         )
                         / t11
                         / t4
@@ -624,22 +635,22 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                         gamma_neg
                         * t15
                         * _scaled_product(
-                            clip * (jnp.exp(t9) + _scaled_product(-t14, t4, t0)),
-                            t5,
+                            clip * (jnp.exp(t9) + _scaled_product(-t14, t4, t5)),
                             t2,
+                            t3,
                         )
                         / clip
                         / t14
-                        / t5,
+                        / t2,
                     ),
                 )
                 * jnp.log(t6)
-                + _scaled_product(-jnp.where(t13, t12, t15) / t6, t4 * t5, t0 + t2),
+                + _scaled_product(-jnp.where(t13, t12, t15) / t6, t2 * t4, t3 + t5),
                 0,
             ),
         )
-        + _scaled_product(-t3, t5, t2)
-        + _scaled_product(gamma_pos * t0 * t3, t4, t0)
+        + _scaled_product(-t0, t2, t3)
+        + _scaled_product(-gamma_pos * t0, t4 * jax.nn.softplus(t1), t5 + _log_softplus(t1))
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -649,126 +660,128 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     if validate:
         _validate(locals())
     x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare((x, y), (gamma_pos, gamma_neg, clip))
-    t0 = -x
-    t1 = jax.nn.log_sigmoid(t0)
-    t2 = y * jnp.exp(gamma_pos * t1)
-    t3 = jax.nn.sigmoid(x)
-    t4 = jax.nn.sigmoid(t0)
-    t5 = t3 * t4
-    t6 = jax.nn.log_sigmoid(x)
-    t7 = t1 + t6
-    t8 = t3**2
-    t9 = 2 * t6
-    t10 = gamma_pos * t2
-    t11 = 1 + clip
-    t12 = _scaled_product(clip, t3, t6) + _scaled_product(t11, t4, t1)
-    t13 = -1 + clip
-    t14 = (
+    t0 = y * jnp.exp(_scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x)))
+    t1 = jax.nn.sigmoid(x)
+    t2 = -x
+    t3 = jax.nn.sigmoid(t2)
+    t4 = t1 * t3
+    t5 = jax.nn.log_sigmoid(x)
+    t6 = jax.nn.log_sigmoid(t2)
+    t7 = t5 + t6
+    t8 = gamma_pos * t0
+    t9 = t1**2
+    t10 = jax.nn.softplus(t2)
+    t11 = 2 * t5
+    t12 = _log_softplus(t2)
+    t13 = 1 + clip
+    t14 = _scaled_product(clip, t1, t5) + _scaled_product(t13, t3, t6)
+    t15 = -1 + clip
+    t16 = (
         jnp.where(
-            ((-t13) == 0) | (clip == 0),
-            jnp.log(clip) - jnp.log(-t13),
-            jnp.log1p((-1 + 2 * clip) / (-t13)),
+            ((-t15) == 0) | (clip == 0),
+            jnp.log(clip) - jnp.log(-t15),
+            jnp.log1p((-1 + 2 * clip) / (-t15)),
         )
     )
-    t15 = -t14 + x
-    t16 = -t15
-    t17 = jnp.expm1(t16)
-    t18 = _scaled_product(t13 * t17, t3, t6)**gamma_neg
-    t19 = x >= t14
-    t20 = jnp.expm1(t15)
-    t21 = _scaled_product(clip * t20, t4, t1)**gamma_neg
-    t22 = jnp.where(t19, t18, t21)
-    t23 = t4**2
-    t24 = 2 * t1
-    t25 = 1 / t12
-    t26 = gamma_neg == 0
-    t27 = jnp.exp(t16)
-    t28 = _scaled_product(t13 * (-t27 + _scaled_product(t17, t4, t1)), t3, t6)
-    t29 = gamma_neg * t18 / t13 / t3
-    t30 = t29 / t17
-    t31 = t28 * t30
-    t32 = jnp.exp(t15)
-    t33 = -t20
-    t34 = _scaled_product(clip * (t32 + _scaled_product(t33, t3, t6)), t4, t1)
-    t35 = gamma_neg * t21 / clip / t4
-    t36 = t35 / t20
-    t37 = t34 * t36
-    t38 = gamma_neg**2
-    t39 = t38 == 0
-    t40 = 1 / t17**2
-    t41 = 1 / t20**2
+    t17 = -t16 + x
+    t18 = -t17
+    t19 = jnp.expm1(t18)
+    t20 = _scaled_product(t15 * t19, t1, t5)**gamma_neg
+    t21 = x >= t16
+    t22 = jnp.expm1(t17)
+    t23 = _scaled_product(clip * t22, t3, t6)**gamma_neg
+    t24 = jnp.where(t21, t20, t23)
+    t25 = t3**2
+    t26 = 2 * t6
+    t27 = 1 / t14
+    t28 = gamma_neg == 0
+    t29 = jnp.exp(t18)
+    t30 = _scaled_product(t15 * (-t29 + _scaled_product(t19, t3, t6)), t1, t5)
+    t31 = gamma_neg * t20 / t1 / t15
+    t32 = t31 / t19
+    t33 = t30 * t32
+    t34 = jnp.exp(t17)
+    t35 = -t22
+    t36 = _scaled_product(clip * (t34 + _scaled_product(t35, t1, t5)), t3, t6)
+    t37 = gamma_neg * t23 / clip / t3
+    t38 = t37 / t22
+    t39 = t36 * t38
+    t40 = gamma_neg**2
+    t41 = t40 == 0
+    t42 = 1 / t19**2
+    t43 = 1 / t22**2
     d2_x = (
         jnp.where(
             y == 1,
             0,
             -(1 - y)
             * jnp.where(
-                clip < t3,
+                clip < t1,
                 jnp.where(
-                    t19,
+                    t21,
                     jnp.where(
-                        t26,
+                        t28,
                         0,
-                        t30
+                        t32
                         * _scaled_product(
-                            t13
+                            t15
                             * (
-                                t27
-                                + _scaled_product(-2, t27 * t4, t0 + t1 + t14)
-                                + _scaled_product(-t17, t5, t7)
-                                + _scaled_product(t17, t23, t24)
+                                t29
+                                + _scaled_product(-2, t29 * t3, t16 + t2 + t6)
+                                + _scaled_product(-t19, t4, t7)
+                                + _scaled_product(t19, t25, t26)
+                            ),
+                            t1,
+                            t5,
+                        ),
+                    )
+                    + jnp.where(t28, 0, _scaled_product(-t33, t3, t6))
+                    + jnp.where(t28, 0, _scaled_product(t30 * t31 * t42, t29, t18))
+                    + jnp.where(t41, 0, t20 * t30**2 * t40 * t42 / t15 / t15 / t9),
+                    jnp.where(
+                        t28,
+                        0,
+                        t38
+                        * _scaled_product(
+                            clip
+                            * (
+                                t34
+                                + _scaled_product(-2, t1 * t34, t17 + t5)
+                                + _scaled_product(t22, t9, t11)
+                                + _scaled_product(t35, t4, t7)
                             ),
                             t3,
                             t6,
                         ),
                     )
-                    + jnp.where(t26, 0, _scaled_product(-t31, t4, t1))
-                    + jnp.where(t26, 0, _scaled_product(t28 * t29 * t40, t27, t16))
-                    + jnp.where(t39, 0, t18 * t28**2 * t38 * t40 / t13 / t13 / t8),
-                    jnp.where(
-                        t26,
-                        0,
-                        t36
-                        * _scaled_product(
-                            clip
-                            * (
-                                t32
-                                + _scaled_product(-2, t3 * t32, t15 + t6)
-                                + _scaled_product(t20, t8, t9)
-                                + _scaled_product(t33, t5, t7)
-                            ),
-                            t4,
-                            t1,
-                        ),
-                    )
-                    + jnp.where(t26, 0, _scaled_product(t37, t3, t6))
-                    + jnp.where(t26, 0, _scaled_product(-t34 * t35 * t41, t32, t15))
-                    + jnp.where(t39, 0, t21 * t34**2 * t38 * t41 / clip / clip / t23),
+                    + jnp.where(t28, 0, _scaled_product(t39, t1, t5))
+                    + jnp.where(t28, 0, _scaled_product(-t36 * t37 * t43, t34, t17))
+                    + jnp.where(t41, 0, t23 * t36**2 * t40 * t43 / clip / clip / t25),
                 )
-                * jnp.log(t12)
-                + t22
-                * t25
+                * jnp.log(t14)
+                + t24
+                * t27
                 * _scaled_product(
-                    _scaled_product(-clip, t3, t6)
-                    + _scaled_product(clip, t4, t1)
-                    + _scaled_product(-t11, t4, t1)
-                    + _scaled_product(t11, t3, t6),
-                    t5,
+                    _scaled_product(-clip, t1, t5)
+                    + _scaled_product(clip, t3, t6)
+                    + _scaled_product(-t13, t3, t6)
+                    + _scaled_product(t13, t1, t5),
+                    t4,
                     t7,
                 )
-                + _scaled_product(-t22 / t12 / t12, t23 * t8, t24 + t9)
+                + _scaled_product(-t24 / t14 / t14, t25 * t9, t11 + t26)
                 + _scaled_product(
-                    -2 * t25 * jnp.where(t19, jnp.where(t26, 0, t31), jnp.where(t26, 0, t37)),
-                    t5,
+                    -2 * t27 * jnp.where(t21, jnp.where(t28, 0, t33), jnp.where(t28, 0, t39)),
+                    t4,
                     t7,
                 ),
                 0,
             ),
         )
-        + _scaled_product(2 * t10, t5, t7)
-        + _scaled_product(t2, t5, t7)
-        + _scaled_product(t10 * t6, t5, t7)
-        + _scaled_product(-gamma_pos**2 * t2 * t6, t8, t9)
+        + _scaled_product(t0, t4, t7)
+        + _scaled_product(-t8, t10 * t4, t12 + t7)
+        + _scaled_product(2 * t8, t4, t7)
+        + _scaled_product(gamma_pos**2 * t0, t10 * t9, t11 + t12)
     )
     return _fit(d2_x, x.shape, shape, out)
 

@@ -135,6 +135,13 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _log_softplus(u):
+    far = u - jnp.exp(u) / 2
+    w = jnp.maximum(u, -30.0)
+    near = jnp.log(jnp.maximum(w, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(w))))
+    return jnp.where(u < -30, far, near)
+
+
 def _scaled_product(c, d, log_d):
     log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
@@ -146,7 +153,11 @@ def value(x, y, *, pos_weight=1.0, validate=False):
     if validate:
         _validate(locals())
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
-    loss = -(1 - y) * jax.nn.log_sigmoid(-x) - pos_weight * y * jax.nn.log_sigmoid(x)
+    t0 = -x
+    loss = (
+        _scaled_product(pos_weight * y, jax.nn.softplus(t0), _log_softplus(t0))
+        + _scaled_product(1 - y, jax.nn.softplus(x), _log_softplus(x))
+    )
     return _fit(loss, shape, shape, out)
 
 

@@ -133,6 +133,13 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _log_softplus(u):
+    far = u - jnp.exp(u) / 2
+    w = jnp.maximum(u, -30.0)
+    near = jnp.log(jnp.maximum(w, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(w))))
+    return jnp.where(u < -30, far, near)
+
+
 def _scaled_product(c, d, log_d):
     log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
@@ -144,18 +151,16 @@ def value(x, y, *, epsilon=1.0, validate=False):
     if validate:
         _validate(locals())
     x, y, epsilon, shape, out = _prepare((x, y), (epsilon,))
-    t0 = jax.nn.log_sigmoid(x)
-    t1 = -x
-    t2 = jax.nn.log_sigmoid(t1)
-    t3 = 1 - y
+    t0 = -x
+    t1 = 1 - y
     loss = (
         epsilon
         * (
-            _scaled_product(t3, jax.nn.sigmoid(x), t0)
-            + _scaled_product(y, jax.nn.sigmoid(t1), t2)
+            _scaled_product(t1, jax.nn.sigmoid(x), jax.nn.log_sigmoid(x))
+            + _scaled_product(y, jax.nn.sigmoid(t0), jax.nn.log_sigmoid(t0))
         )
-        - t0 * y
-        - t2 * t3
+        + _scaled_product(t1, jax.nn.softplus(x), _log_softplus(x))
+        + _scaled_product(y, jax.nn.softplus(t0), _log_softplus(t0))
     )
     return _fit(loss, shape, shape, out)
 

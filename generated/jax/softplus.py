@@ -103,6 +103,13 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _log_softplus(u):
+    far = u - jnp.exp(u) / 2
+    w = jnp.maximum(u, -30.0)
+    near = jnp.log(jnp.maximum(w, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(w))))
+    return jnp.where(u < -30, far, near)
+
+
 def _scaled_product(c, d, log_d):
     log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
@@ -114,7 +121,8 @@ def value(x, *, beta=1.0, validate=False):
     if validate:
         _validate(locals())
     x, beta, shape, out = _prepare((x,), (beta,))
-    loss = jax.nn.softplus(beta * x) / beta
+    t0 = beta * x
+    loss = _scaled_product(1 / beta, jax.nn.softplus(t0), _log_softplus(t0))
     return _fit(loss, shape, shape, out)
 
 
