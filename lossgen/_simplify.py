@@ -50,7 +50,7 @@ def _log_of_vanishing(factor: sympy.Expr) -> sympy.Expr | None:
 
 
 def scale_products(expr: sympy.Expr) -> sympy.Expr:
-    """Every product c*d of a cofactor c (not a number of magnitude at most 1) and vanishing
+    """Every product c*d of a cofactor c (not a plain number) and vanishing
     factors d becomes ScaledProduct(c, d, log d): c*d can be a normal number while d is
     subnormal, and a flushing backend must not form d on its own."""
 
@@ -78,7 +78,9 @@ def scale_products(expr: sympy.Expr) -> sympy.Expr:
                 vanishing.append(factor)
                 logs.append(log)
         c = sympy.Mul(*rest)
-        if not vanishing or (c.is_Number and abs(c) <= 1):
+        if not vanishing or c.is_Number:
+            # a numeric cofactor lifts a subnormal d to a normal c*d only within a factor |c| of
+            # the smallest normal: not worth the log and exp on every element
             return node
         return ScaledProduct(c, sympy.Mul(*vanishing), sympy.Add(*logs))
 

@@ -727,7 +727,7 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                             t15
                             * (
                                 t29
-                                + _scaled_product(-2, t29 * t3, t16 + t2 + t6)
+                                - 2 * t29 * t3
                                 + _scaled_product(-t19, t4, t7)
                                 + _scaled_product(t19, t25, t26)
                             ),
@@ -746,7 +746,7 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                             clip
                             * (
                                 t34
-                                + _scaled_product(-2, t1 * t34, t17 + t5)
+                                - 2 * t1 * t34
                                 + _scaled_product(t22, t9, t11)
                                 + _scaled_product(t35, t4, t7)
                             ),

@@ -113,13 +113,6 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
-def _log_softplus(u):
-    far = u - jnp.exp(u) / 2
-    w = jnp.maximum(u, -30.0)
-    near = jnp.log(jnp.maximum(w, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(w))))
-    return jnp.where(u < -30, far, near)
-
-
 def _scaled_product(c, d, log_d):
     log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
@@ -141,15 +134,14 @@ def grad(x, *, validate=False):
         _validate(locals())
     x, shape, out = _prepare((x,), ())
     t0 = jax.nn.softplus(x)
-    t1 = _log_softplus(x)
-    t2 = _scaled_product(-2, t0, t1)
-    t3 = _scaled_product(2, t0, t1)
+    t1 = 2 * t0
+    t2 = -t1
     d_x = (
         jnp.tanh(t0)
         + _scaled_product(
             4 * x,
-            jax.nn.sigmoid(t2) * jax.nn.sigmoid(t3) * jax.nn.sigmoid(x),
-            jax.nn.log_sigmoid(t2) + jax.nn.log_sigmoid(t3) + jax.nn.log_sigmoid(x),
+            jax.nn.sigmoid(t1) * jax.nn.sigmoid(t2) * jax.nn.sigmoid(x),
+            jax.nn.log_sigmoid(t1) + jax.nn.log_sigmoid(t2) + jax.nn.log_sigmoid(x),
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -164,16 +156,15 @@ def hess(x, *, validate=False):
     t1 = jax.nn.softplus(x)
     t2 = jax.nn.sigmoid(x)
     t3 = jax.nn.log_sigmoid(x)
-    t4 = _log_softplus(x)
-    t5 = _scaled_product(-2, t1, t4)
-    t6 = _scaled_product(2, t1, t4)
+    t4 = 2 * t1
+    t5 = -t4
     d2_x = (
         _scaled_product(
             8
             + 4 * _scaled_product(x, jax.nn.sigmoid(t0), jax.nn.log_sigmoid(t0))
             + 4 * _scaled_product(-2 * x * jnp.tanh(t1), t2, t3),
-            t2 * jax.nn.sigmoid(t5) * jax.nn.sigmoid(t6),
-            t3 + jax.nn.log_sigmoid(t5) + jax.nn.log_sigmoid(t6),
+            t2 * jax.nn.sigmoid(t4) * jax.nn.sigmoid(t5),
+            t3 + jax.nn.log_sigmoid(t4) + jax.nn.log_sigmoid(t5),
         )
     )
     return _fit(d2_x, x.shape, shape, out)
