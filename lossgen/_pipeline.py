@@ -10,6 +10,9 @@
 5. verify   -- re-analyse what will be emitted; every finding must be answered.
 6. simplify -- common subexpressions become named intermediates.
 7. render   -- one module per backend from jinja2 templates.
+
+A spec with categorical parameters runs passes 2-5 once per combination of choices; the
+results are merged into conditionals on the choices before simplify.
 """
 
 from __future__ import annotations

@@ -180,7 +180,7 @@ def _complement_of(function, replace_plus, replace_minus):
             if parts is None:
                 continue
             a0, a1 = parts
-            u = node.args[0] if function is not sympy.Pow else node.base.args[0]
+            u = node.args[0]
             if sympy.expand(a0 - a1) == 0:
                 return replace_plus(a0, u)
             if sympy.expand(a0 + a1) == 0:

@@ -1,4 +1,8 @@
-"""The simplify pass: common subexpressions become named intermediates, per generated function."""
+"""The simplify pass: common subexpressions become named intermediates, per generated function.
+
+For a backend that flushes subnormal numbers to zero (JAX on CPU), the blocks are built a second
+time with products of vanishing factors moved to log space (``scale_products``).
+"""
 
 from __future__ import annotations
 
