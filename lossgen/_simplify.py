@@ -6,6 +6,7 @@ time with products of vanishing factors moved to log space (``scale_products``).
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import replace
 
@@ -53,8 +54,42 @@ def _log_of_vanishing(factor: sympy.Expr) -> sympy.Expr | None:
     return None
 
 
-def scale_products(expr: sympy.Expr) -> sympy.Expr:
-    """Every product c*d of a cofactor c (not a plain number) and vanishing
+def _bounds(d: Derivation) -> dict:
+    """Constant inputs and parameters with a bounded domain -> the interval of their values."""
+    out = {}
+    for item in (*(i for i in d.spec.inputs if i.role == "constant"), *d.spec.params):
+        domain = getattr(item, "domain", None)
+        if domain is None:
+            continue
+        if domain.kind == "interval" and domain.lo.is_finite and domain.hi.is_finite:
+            out[item.symbol] = sympy.AccumBounds(domain.lo, domain.hi)
+        elif domain.kind == "set":
+            out[item.symbol] = sympy.AccumBounds(min(domain.elements), max(domain.elements))
+    return out
+
+
+def _at_most_one(c: sympy.Expr, bounds: dict) -> bool:
+    """Whether |c| <= 1 over the domains: then c*d is subnormal wherever d is."""
+    if c.is_Number:
+        return True  # a numeric cofactor lifts d only within a factor |c| of the smallest normal
+    symbols = sorted(c.free_symbols, key=sympy.default_sort_key)
+    if not c.free_symbols <= set(bounds):
+        return False
+    if c.is_polynomial(*symbols) and all(sympy.degree(c, s) <= 1 for s in symbols):
+        # multilinear: its extremes over a box are at the corners (alpha*y + (1-alpha)*(1-y))
+        corners = itertools.product(*((bounds[s].min, bounds[s].max) for s in symbols))
+        return all(abs(c.subs(dict(zip(symbols, corner)))) <= 1 for corner in corners)
+    try:
+        value = c.subs(bounds)
+    except (TypeError, ValueError, NotImplementedError):
+        return False
+    if isinstance(value, sympy.AccumBounds):
+        return bool(value.min >= -1) and bool(value.max <= 1)
+    return bool(value.is_number and abs(value) <= 1)
+
+
+def scale_products(expr: sympy.Expr, bounds: dict | None = None) -> sympy.Expr:
+    """Every product c*d of a cofactor c (unless |c| <= 1 over the domains) and vanishing
     factors d becomes ScaledProduct(c, d, log d): c*d can be a normal number while d is
     subnormal, and a flushing backend must not form d on its own."""
 
@@ -82,9 +117,7 @@ def scale_products(expr: sympy.Expr) -> sympy.Expr:
                 vanishing.append(factor)
                 logs.append(log)
         c = sympy.Mul(*rest)
-        if not vanishing or c.is_Number:
-            # a numeric cofactor lifts a subnormal d to a normal c*d only within a factor |c| of
-            # the smallest normal: not worth the log and exp on every element
+        if not vanishing or _at_most_one(c, bounds or {}):
             return node
         return ScaledProduct(c, sympy.Mul(*vanishing), sympy.Add(*logs))
 
@@ -100,7 +133,7 @@ def simplify(d: Derivation) -> Derivation:
     blocks = {key: _block(d, exprs) for key, exprs in outputs.items()}
     for backend in FLUSHING:
         for key, exprs in outputs.items():
-            scaled = [scale_products(e) for e in exprs]
+            scaled = [scale_products(e, _bounds(d)) for e in exprs]
             if scaled != exprs:
                 blocks[f"{backend}:{key}"] = _block(d, scaled)
     return replace(d, blocks=blocks)

@@ -545,28 +545,27 @@ def value(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare((x, y), (gamma_pos, gamma_neg, clip))
     t0 = -x
     t1 = jax.nn.sigmoid(x)
-    t2 = jax.nn.log_sigmoid(x)
-    t3 = jax.nn.sigmoid(t0)
-    t4 = jax.nn.log_sigmoid(t0)
-    t5 = -1 + clip
-    t6 = (
+    t2 = jax.nn.sigmoid(t0)
+    t3 = jax.nn.log_sigmoid(t0)
+    t4 = -1 + clip
+    t5 = (
         jnp.where(
-            ((-t5) == 0) | (clip == 0),
-            jnp.log(clip) - jnp.log(-t5),
-            jnp.log1p((-1 + 2 * clip) / (-t5)),
+            ((-t4) == 0) | (clip == 0),
+            jnp.log(clip) - jnp.log(-t4),
+            jnp.log1p((-1 + 2 * clip) / (-t4)),
         )
     )
-    t7 = -t6 + x
+    t6 = -t5 + x
     loss = (
         -(1 - y)
         * jnp.where(
             clip < t1,
             jnp.where(
-                t6 <= x,
-                _scaled_product(t5 * jnp.expm1(-t7), t1, t2)**gamma_neg,
-                _scaled_product(clip * jnp.expm1(t7), t3, t4)**gamma_neg,
+                t5 <= x,
+                _scaled_product(t4 * jnp.expm1(-t6), t1, jax.nn.log_sigmoid(x))**gamma_neg,
+                _scaled_product(clip * jnp.expm1(t6), t2, t3)**gamma_neg,
             )
-            * jnp.log(_scaled_product(clip, t1, t2) + _scaled_product(1 + clip, t3, t4)),
+            * jnp.log(clip * t1 + _scaled_product(1 + clip, t2, t3)),
             0,
         )
         + _scaled_product(
@@ -589,7 +588,7 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t3 = jax.nn.log_sigmoid(t1)
     t4 = jax.nn.sigmoid(x)
     t5 = jax.nn.log_sigmoid(x)
-    t6 = _scaled_product(clip, t4, t5) + _scaled_product(1 + clip, t2, t3)
+    t6 = clip * t4 + _scaled_product(1 + clip, t2, t3)
     t7 = -1 + clip
     t8 = (
         jnp.where(
@@ -673,43 +672,44 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t10 = jax.nn.softplus(t2)
     t11 = 2 * t5
     t12 = _log_softplus(t2)
-    t13 = 1 + clip
-    t14 = _scaled_product(clip, t1, t5) + _scaled_product(t13, t3, t6)
-    t15 = -1 + clip
-    t16 = (
+    t13 = clip * t1
+    t14 = 1 + clip
+    t15 = t13 + _scaled_product(t14, t3, t6)
+    t16 = -1 + clip
+    t17 = (
         jnp.where(
-            ((-t15) == 0) | (clip == 0),
-            jnp.log(clip) - jnp.log(-t15),
-            jnp.log1p((-1 + 2 * clip) / (-t15)),
+            ((-t16) == 0) | (clip == 0),
+            jnp.log(clip) - jnp.log(-t16),
+            jnp.log1p((-1 + 2 * clip) / (-t16)),
         )
     )
-    t17 = -t16 + x
-    t18 = -t17
-    t19 = jnp.expm1(t18)
-    t20 = _scaled_product(t15 * t19, t1, t5)**gamma_neg
-    t21 = x >= t16
-    t22 = jnp.expm1(t17)
-    t23 = _scaled_product(clip * t22, t3, t6)**gamma_neg
-    t24 = jnp.where(t21, t20, t23)
-    t25 = t3**2
-    t26 = 2 * t6
-    t27 = 1 / t14
-    t28 = gamma_neg == 0
-    t29 = jnp.exp(t18)
-    t30 = _scaled_product(t15 * (-t29 + _scaled_product(t19, t3, t6)), t1, t5)
-    t31 = gamma_neg * t20 / t1 / t15
-    t32 = t31 / t19
-    t33 = t30 * t32
-    t34 = jnp.exp(t17)
-    t35 = -t22
-    t36 = _scaled_product(clip * (t34 + _scaled_product(t35, t1, t5)), t3, t6)
-    t37 = gamma_neg * t23 / clip / t3
-    t38 = t37 / t22
-    t39 = t36 * t38
-    t40 = gamma_neg**2
-    t41 = t40 == 0
-    t42 = 1 / t19**2
-    t43 = 1 / t22**2
+    t18 = -t17 + x
+    t19 = -t18
+    t20 = jnp.expm1(t19)
+    t21 = _scaled_product(t16 * t20, t1, t5)**gamma_neg
+    t22 = x >= t17
+    t23 = jnp.expm1(t18)
+    t24 = _scaled_product(clip * t23, t3, t6)**gamma_neg
+    t25 = jnp.where(t22, t21, t24)
+    t26 = t3**2
+    t27 = 2 * t6
+    t28 = 1 / t15
+    t29 = gamma_neg == 0
+    t30 = jnp.exp(t19)
+    t31 = _scaled_product(t16 * (-t30 + _scaled_product(t20, t3, t6)), t1, t5)
+    t32 = gamma_neg * t21 / t1 / t16
+    t33 = t32 / t20
+    t34 = t31 * t33
+    t35 = jnp.exp(t18)
+    t36 = -t23
+    t37 = _scaled_product(clip * (t35 + _scaled_product(t36, t1, t5)), t3, t6)
+    t38 = gamma_neg * t24 / clip / t3
+    t39 = t38 / t23
+    t40 = t37 * t39
+    t41 = gamma_neg**2
+    t42 = t41 == 0
+    t43 = 1 / t20**2
+    t44 = 1 / t23**2
     d2_x = (
         jnp.where(
             y == 1,
@@ -718,60 +718,60 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
             * jnp.where(
                 clip < t1,
                 jnp.where(
-                    t21,
+                    t22,
                     jnp.where(
-                        t28,
+                        t29,
                         0,
-                        t32
+                        t33
                         * _scaled_product(
-                            t15
+                            t16
                             * (
-                                t29
-                                - 2 * t29 * t3
-                                + _scaled_product(-t19, t4, t7)
-                                + _scaled_product(t19, t25, t26)
+                                t30
+                                - 2 * t3 * t30
+                                + _scaled_product(-t20, t4, t7)
+                                + _scaled_product(t20, t26, t27)
                             ),
                             t1,
                             t5,
                         ),
                     )
-                    + jnp.where(t28, 0, _scaled_product(-t33, t3, t6))
-                    + jnp.where(t28, 0, _scaled_product(t30 * t31 * t42, t29, t18))
-                    + jnp.where(t41, 0, t20 * t30**2 * t40 * t42 / t15 / t15 / t9),
+                    + jnp.where(t29, 0, _scaled_product(-t34, t3, t6))
+                    + jnp.where(t29, 0, _scaled_product(t31 * t32 * t43, t30, t19))
+                    + jnp.where(t42, 0, t21 * t31**2 * t41 * t43 / t16 / t16 / t9),
                     jnp.where(
-                        t28,
+                        t29,
                         0,
-                        t38
+                        t39
                         * _scaled_product(
                             clip
                             * (
-                                t34
-                                - 2 * t1 * t34
-                                + _scaled_product(t22, t9, t11)
-                                + _scaled_product(t35, t4, t7)
+                                t35
+                                - 2 * t1 * t35
+                                + _scaled_product(t23, t9, t11)
+                                + _scaled_product(t36, t4, t7)
                             ),
                             t3,
                             t6,
                         ),
                     )
-                    + jnp.where(t28, 0, _scaled_product(t39, t1, t5))
-                    + jnp.where(t28, 0, _scaled_product(-t36 * t37 * t43, t34, t17))
-                    + jnp.where(t41, 0, t23 * t36**2 * t40 * t43 / clip / clip / t25),
+                    + jnp.where(t29, 0, _scaled_product(t40, t1, t5))
+                    + jnp.where(t29, 0, _scaled_product(-t37 * t38 * t44, t35, t18))
+                    + jnp.where(t42, 0, t24 * t37**2 * t41 * t44 / clip / clip / t26),
                 )
-                * jnp.log(t14)
-                + t24
-                * t27
+                * jnp.log(t15)
+                + t25
+                * t28
                 * _scaled_product(
-                    _scaled_product(-clip, t1, t5)
-                    + _scaled_product(clip, t3, t6)
-                    + _scaled_product(-t13, t3, t6)
-                    + _scaled_product(t13, t1, t5),
+                    -t13
+                    + clip * t3
+                    + _scaled_product(-t14, t3, t6)
+                    + _scaled_product(t14, t1, t5),
                     t4,
                     t7,
                 )
-                + _scaled_product(-t24 / t14 / t14, t25 * t9, t11 + t26)
+                + _scaled_product(-t25 / t15 / t15, t26 * t9, t11 + t27)
                 + _scaled_product(
-                    -2 * t27 * jnp.where(t21, jnp.where(t28, 0, t33), jnp.where(t28, 0, t39)),
+                    -2 * t28 * jnp.where(t22, jnp.where(t29, 0, t34), jnp.where(t29, 0, t40)),
                     t4,
                     t7,
                 ),

@@ -155,8 +155,8 @@ def value(x, y, *, pos_weight=1.0, validate=False):
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
     t0 = -x
     loss = (
-        _scaled_product(pos_weight * y, jax.nn.softplus(t0), _log_softplus(t0))
-        + _scaled_product(1 - y, jax.nn.softplus(x), _log_softplus(x))
+        -(1 - y) * jax.nn.log_sigmoid(t0)
+        + _scaled_product(pos_weight * y, jax.nn.softplus(t0), _log_softplus(t0))
     )
     return _fit(loss, shape, shape, out)
 

@@ -133,13 +133,6 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
-def _log_softplus(u):
-    far = u - jnp.exp(u) / 2
-    w = jnp.maximum(u, -30.0)
-    near = jnp.log(jnp.maximum(w, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(w))))
-    return jnp.where(u < -30, far, near)
-
-
 def _scaled_product(c, d, log_d):
     log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
@@ -154,13 +147,9 @@ def value(x, y, *, epsilon=1.0, validate=False):
     t0 = -x
     t1 = 1 - y
     loss = (
-        epsilon
-        * (
-            _scaled_product(t1, jax.nn.sigmoid(x), jax.nn.log_sigmoid(x))
-            + _scaled_product(y, jax.nn.sigmoid(t0), jax.nn.log_sigmoid(t0))
-        )
-        + _scaled_product(t1, jax.nn.softplus(x), _log_softplus(x))
-        + _scaled_product(y, jax.nn.softplus(t0), _log_softplus(t0))
+        epsilon * (t1 * jax.nn.sigmoid(x) + y * jax.nn.sigmoid(t0))
+        - t1 * jax.nn.log_sigmoid(t0)
+        - y * jax.nn.log_sigmoid(x)
     )
     return _fit(loss, shape, shape, out)
 
@@ -170,15 +159,17 @@ def grad(x, y, *, epsilon=1.0, validate=False):
     if validate:
         _validate(locals())
     x, y, epsilon, shape, out = _prepare((x, y), (epsilon,))
-    t0 = jax.nn.sigmoid(x)
-    t1 = jax.nn.log_sigmoid(x)
-    t2 = -x
-    t3 = jax.nn.sigmoid(t2)
-    t4 = jax.nn.log_sigmoid(t2)
+    t0 = -x
+    t1 = jax.nn.sigmoid(t0)
+    t2 = jax.nn.sigmoid(x)
     d_x = (
-        epsilon * _scaled_product(1 - 2 * y, t0 * t3, t1 + t4)
-        + _scaled_product(-y, t3, t4)
-        + _scaled_product(1 - y, t0, t1)
+        -t1 * y
+        + t2 * (1 - y)
+        + _scaled_product(
+            epsilon * (1 - 2 * y),
+            t1 * t2,
+            jax.nn.log_sigmoid(t0) + jax.nn.log_sigmoid(x),
+        )
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -189,23 +180,14 @@ def hess(x, y, *, epsilon=1.0, validate=False):
         _validate(locals())
     x, y, epsilon, shape, out = _prepare((x, y), (epsilon,))
     t0 = jax.nn.sigmoid(x)
-    t1 = jax.nn.log_sigmoid(x)
-    t2 = -1 + y
-    t3 = -x
-    t4 = jax.nn.sigmoid(t3)
-    t5 = jax.nn.log_sigmoid(t3)
+    t1 = -x
+    t2 = jax.nn.sigmoid(t1)
+    t3 = 1 - y
     d2_x = (
         _scaled_product(
-            1
-            + epsilon
-            * (
-                _scaled_product(-t2, t4, t5)
-                + _scaled_product(t2, t0, t1)
-                + _scaled_product(-y, t4, t5)
-                + _scaled_product(y, t0, t1)
-            ),
-            t0 * t4,
-            t1 + t5,
+            1 + epsilon * (-t0 * t3 + t0 * y + t2 * t3 - t2 * y),
+            t0 * t2,
+            jax.nn.log_sigmoid(t1) + jax.nn.log_sigmoid(x),
         )
     )
     return _fit(d2_x, x.shape, shape, out)

@@ -212,13 +212,6 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
-def _log_softplus(u):
-    far = u - jnp.exp(u) / 2
-    w = jnp.maximum(u, -30.0)
-    near = jnp.log(jnp.maximum(w, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(w))))
-    return jnp.where(u < -30, far, near)
-
-
 def _scaled_product(c, d, log_d):
     log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
@@ -231,20 +224,12 @@ def value(x, y, *, alpha=0.25, gamma=2.0, validate=False):
         _validate(locals())
     x, y, alpha, gamma, shape, out = _prepare((x, y), (alpha, gamma))
     t0 = 1 - y
-    t1 = -x
+    t1 = jax.nn.log_sigmoid(x)
+    t2 = jax.nn.log_sigmoid(-x)
     loss = (
         (alpha * y + t0 * (1 - alpha))
-        * (
-            _scaled_product(t0, jax.nn.softplus(x), _log_softplus(x))
-            + _scaled_product(y, jax.nn.softplus(t1), _log_softplus(t1))
-        )
-        * jnp.exp(
-            gamma
-            * jnp.logaddexp(
-                jnp.log(y) + jax.nn.log_sigmoid(t1),
-                jax.nn.log_sigmoid(x) + jnp.log1p(-y),
-            ),
-        )
+        * (-t0 * t2 - t1 * y)
+        * jnp.exp(gamma * jnp.logaddexp(t2 + jnp.log(y), t1 + jnp.log1p(-y)))
     )
     return _fit(loss, shape, shape, out)
 
@@ -283,11 +268,8 @@ def grad(x, y, *, alpha=0.25, gamma=2.0, validate=False):
         )
         + gamma
         * t12
+        * (-t1 * t8 - t5 * y)
         * (-t4 * jnp.exp(t13 + t9) + t7 * jnp.exp(t10 + t13))
-        * (
-            _scaled_product(t1, jax.nn.softplus(x), _log_softplus(x))
-            + _scaled_product(y, jax.nn.softplus(t6), _log_softplus(t6))
-        )
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -313,13 +295,7 @@ def hess(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     t13 = t12 * t9
     t14 = jnp.exp(t11 + t6)
     t15 = -t13 + t10 * t14
-    t16 = (
-        t8
-        * (
-            _scaled_product(t1, jax.nn.softplus(x), _log_softplus(x))
-            + _scaled_product(y, jax.nn.softplus(t2), _log_softplus(t2))
-        )
-    )
+    t16 = t8 * (-t1 * t3 - t5 * y)
     t17 = (
         jnp.where(
             (t1 == 0) | (y == 0),
