@@ -18,11 +18,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sympy
-from sympy.printing.str import StrPrinter
 
 from ._backends import BACKENDS
 from ._generate import stability_policy
 from ._pipeline import run
+from ._render import formula
 from ._spec import parse_spec_text
 from ._types import SpecError
 from ._verify import stability_problems
@@ -178,48 +178,8 @@ def _expression(expr: Any) -> str:
     if isinstance(expr, (int, float)) and not isinstance(expr, bool):
         return repr(expr)
     if isinstance(expr, sympy.Basic):
-        return _SpecPrinter().doprint(expr)
+        return formula(expr)
     raise TypeError(f"lossgen.build: {expr!r} is not a SymPy expression or a string")
-
-
-class _SpecPrinter(StrPrinter):
-    """SymPy's string printer, in the spec language's vocabulary (``abs``, ``min``, ``max``,
-    ``exp(1)``, conditionals). Anything outside the vocabulary is printed by name and refused,
-    with its position, by the spec loader."""
-
-    def _print_Abs(self, expr):
-        return f"abs({self._print(expr.args[0])})"
-
-    def _nested(self, function: str, args) -> str:
-        *rest, last = sorted(args, key=sympy.default_sort_key)
-        text = self._print(last)
-        for arg in reversed(rest):
-            text = f"{function}({self._print(arg)}, {text})"
-        return text
-
-    def _print_Max(self, expr):
-        return self._nested("max", expr.args)
-
-    def _print_Min(self, expr):
-        return self._nested("min", expr.args)
-
-    def _print_Exp1(self, expr):
-        return "exp(1)"
-
-    def _print_Piecewise(self, expr):
-        *pieces, (last, condition) = expr.args
-        text = self._print(last)
-        if condition is not sympy.true:
-            raise ValueError(f"lossgen.build: a Piecewise needs a last, otherwise branch: {expr}")
-        for value, test in reversed(pieces):
-            text = f"({self._print(value)} if {self._print(test)} else {text})"
-        return text
-
-    def _print_And(self, expr):
-        return " and ".join(f"({self._print(a)})" for a in expr.args)
-
-    def _print_Or(self, expr):
-        return " or ".join(f"({self._print(a)})" for a in expr.args)
 
 
 def _module(source: str, name: str, backend: str) -> types.ModuleType:

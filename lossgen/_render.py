@@ -58,14 +58,43 @@ def _wrap(text: str, indent: str = "    ") -> list[str]:
 
 
 class _FormulaPrinter(StrPrinter):
-    """SymPy's str form, with conditionals written as in a spec: ``a if r < d else b``."""
+    """SymPy's string printer in the spec language's vocabulary: ``abs``, ``min``, ``max``,
+    ``exp(1)``, conditionals ``a if r < d else b``, choices ``approximate == "tanh"``. Anything
+    outside the vocabulary is printed by name (and refused, with its position, by the loader)."""
+
+    def _print_Abs(self, expr):
+        return f"abs({self._print(expr.args[0])})"
+
+    def _nested(self, function: str, args) -> str:
+        *rest, last = sorted(args, key=sympy.default_sort_key)
+        text = self._print(last)
+        for arg in reversed(rest):
+            text = f"{function}({self._print(arg)}, {text})"
+        return text
+
+    def _print_Max(self, expr):
+        return self._nested("max", expr.args)
+
+    def _print_Min(self, expr):
+        return self._nested("min", expr.args)
+
+    def _print_Exp1(self, expr):
+        return "exp(1)"
 
     def _print_Piecewise(self, expr):
-        *head, (default, _) = expr.args
-        out = self._print(default)
-        for value, condition in reversed(head):
-            out = f"({self._print(value)} if {self._print(condition)} else {out})"
-        return out
+        *pieces, (last, condition) = expr.args
+        if condition is not sympy.true:
+            raise ValueError(f"a Piecewise needs a last, otherwise branch: {expr}")
+        text = self._print(last)
+        for value, test in reversed(pieces):
+            text = f"({self._print(value)} if {self._print(test)} else {text})"
+        return text
+
+    def _print_And(self, expr):
+        return " and ".join(f"({self._print(a)})" for a in expr.args)
+
+    def _print_Or(self, expr):
+        return " or ".join(f"({self._print(a)})" for a in expr.args)
 
     def _print_Equality(self, expr):
         return f"{self._print(expr.lhs)} == {self._print(expr.rhs)}"

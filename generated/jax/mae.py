@@ -5,7 +5,7 @@
 
 Loss
 ----
-    loss = Abs(pred - target)
+    loss = abs(pred - target)
 
 Conventions
 -----------

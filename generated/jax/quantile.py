@@ -5,7 +5,7 @@
 
 Loss
 ----
-    loss = Max(q*(-pred + target), (-pred + target)*(q - 1))
+    loss = max(q*(-pred + target), (-pred + target)*(q - 1))
 
 Conventions
 -----------

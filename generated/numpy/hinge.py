@@ -5,7 +5,7 @@
 
 Loss
 ----
-    loss = Max(0, -x*y + 1)
+    loss = max(0, -x*y + 1)
 
 Conventions
 -----------

@@ -6,7 +6,7 @@
 Loss
 ----
     r = pred - target
-    loss = r**2/2 if delta > Abs(r) else delta*(-delta/2 + Abs(r))
+    loss = r**2/2 if delta > abs(r) else delta*(-delta/2 + abs(r))
 
 Conventions
 -----------

@@ -6,7 +6,7 @@
 Loss
 ----
     r = pred - target
-    loss = r**2/(2*beta) if beta > Abs(r) else -beta/2 + Abs(r)
+    loss = r**2/(2*beta) if beta > abs(r) else -beta/2 + abs(r)
 
 Conventions
 -----------
