@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import sympy
 from sympy.printing.precedence import PRECEDENCE, precedence
 
-from ._primitives import Primitive
+from ._primitives import Primitive, ScaledSum
 from ._types import CHOICE_PREFIX
 
 __all__ = ["BACKENDS", "Backend", "UnprintableError", "print_expr"]
@@ -92,7 +92,8 @@ BACKENDS: dict[str, Backend] = {
 
 def _number(expr: sympy.Expr) -> str:
     if expr.is_Integer:
-        return str(int(expr))
+        # beyond int32 a float literal: JAX without x64 cannot take the integer as an operand
+        return str(int(expr)) if abs(int(expr)) < 2**31 else repr(float(expr))
     if expr.is_Rational:
         value = float(expr)
         # a float literal when the fraction is exact in binary, else an exact quotient
@@ -168,6 +169,9 @@ class _Printer:
             negated = {f"n{i}": self.print(-arg) for i, arg in enumerate(expr.args)}
             # {p0}: the argument parenthesized for use as an operand
             operands = {f"p{i}": self.paren(arg, PRECEDENCE["Pow"], strict=True) for i, arg in enumerate(expr.args)}
+            if "{all}" in fmt or "{sum}" in fmt:  # variadic: the arguments joined
+                terms = expr.args[0::3] if isinstance(expr, ScaledSum) else expr.args
+                return fmt.format(all=", ".join(args), sum=self.print(sympy.Add(*terms)))
             return fmt.format(*args, **negated, **operands)
         if isinstance(expr, sympy.Function) or isinstance(expr, (sympy.Max, sympy.Min)):
             name = type(expr).__name__

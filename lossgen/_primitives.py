@@ -15,18 +15,24 @@ from sympy.codegen.cfunctions import expm1, log1p
 
 __all__ = [
     "PRIMITIVES",
+    "ProductExp",
     "Erfc",
+    "ErfcScaled",
     "Exp",
     "Expm1",
     "LogAddExp",
     "LogCosh",
     "LogSoftplus",
+    "LogTanh",
     "ScaledProduct",
+    "ScaledSum",
     "LogRatio",
     "LogSigmoid",
     "Primitive",
     "Sigmoid",
     "Softplus",
+    "erfc_scaled",
+    "product_exp",
     "to_textbook",
 ]
 
@@ -263,6 +269,52 @@ class Erfc(Primitive):
         return True if self.args[0].is_real else None
 
 
+class ErfcScaled(Primitive):
+    """erfc(c*x) for a number c with c**2 a power of two (gelu's erfc(-x/sqrt(2))). For
+    u = c*x > 2 it is exp(-c**2 x**2) * erfcx(u) with x**2 formed exactly, as m**2 + f*(2m + f)
+    for m = x rounded to 1/256: erfc of the rounded u is off by about u**2 ulps (9 bits at
+    x = -37 in float64), while erfcx is well conditioned."""
+
+    display = "erfc_scaled"
+    nargs = 3
+    lowering = {b: "_erfc_scaled({0}, {1}, {2})" for b in ("numpy", "jax", "torch")}
+    helpers = {
+        backend: (
+            "def _erfc_scaled(x, c, c2):\n"
+            "    u = c * x\n"
+            f"    m = {ns}.round(x * 256) / 256\n"
+            "    f = x - m\n"
+            f"    tail = {ns}.exp(-c2 * (m * m)) * {ns}.exp(-c2 * (f * (2 * m + f)))\n"
+            f"    tail = tail * {erfcx}({ns}.{maximum}(u, 2.0))\n"
+            f"    return {ns}.where(u > 2, tail, {erfc}(u))\n"
+        )
+        for backend, ns, erfcx, erfc, maximum in (
+            ("numpy", "np", "_special.erfcx", "_special.erfc", "maximum"),
+            ("jax", "jnp", "jax.scipy.special.erfcx", "jax.scipy.special.erfc", "maximum"),
+            ("torch", "torch", "torch.special.erfcx", "torch.special.erfc", "clamp_min"),
+        )
+    }
+
+    @classmethod
+    def textbook(cls, x, c, c2):
+        return sympy.erfc(c * x)
+
+
+def erfc_scaled(node: Erfc) -> sympy.Expr | None:
+    """ErfcScaled(x, c, c**2) for erfc(c*x) with c**2 a power of two; else None."""
+    u = node.args[0]
+    if len(u.free_symbols) != 1:
+        return None
+    (x,) = u.free_symbols
+    c = u.diff(x)
+    if not c.is_number or sympy.expand(u - c * x) != 0:
+        return None
+    c2 = sympy.nsimplify(c**2)
+    if not (c2.is_Rational and c2 > 0 and sympy.log(c2, 2).is_Integer):
+        return None
+    return ErfcScaled(x, sympy.Float(c.evalf(20), 17), sympy.Float(c2, 17))
+
+
 class LogCosh(Primitive):
     """log(cosh(x)): cosh overflows for |x| > 710 and log(cosh(x)) loses every digit for tiny x
     (cosh(x) rounds to 1). Below |x| = 1 it is log1p(2*sinh(|x|/2)**2) (cosh(x) - 1 exactly),
@@ -321,6 +373,35 @@ class LogSoftplus(Primitive):
         return sympy.log(sympy.log(1 + sympy.exp(u)))
 
 
+class LogTanh(Primitive):
+    """log(tanh(u)) for u >= 0, given also L = log(u) in stable form: L + log(tanh(u)/u) up to
+    u = 1/2, the correction being -u**2/3 for u < 1e-4 (the next term, 7u**4/90, is below
+    float64's resolution there); above, log1p(-e) - log1p(e) for e = exp(-2u). It never forms
+    tanh(u) of a u that may be subnormal (tanh(softplus(x)) in mish, x -> -oo), so JAX can
+    scale a product of it in log space."""
+
+    display = "log_tanh"
+    nargs = 2
+    lowering = {b: "_log_tanh({0}, {1})" for b in ("numpy", "jax", "torch")}
+    helpers = {
+        backend: (
+            "def _log_tanh(u, log_u):\n"
+            "    small = u < 1e-4\n"
+            f"    safe = {ns}.where(small, 1.0, u)\n"
+            f"    near = log_u + {ns}.where(small, -u * u / 3, {ns}.log1p({ns}.tanh(safe) / safe - 1))\n"
+            f"    e = {ns}.exp(-2 * {ns}.{maximum}(u, 0.5))\n"
+            f"    return {ns}.where(u > 0.5, {ns}.log1p(-e) - {ns}.log1p(e), near)\n"
+        )
+        for backend, ns, maximum in (
+            ("numpy", "np", "maximum"), ("jax", "jnp", "maximum"), ("torch", "torch", "clamp_min")
+        )
+    }
+
+    @classmethod
+    def textbook(cls, u, log_u):
+        return sympy.log(sympy.tanh(u))
+
+
 class ScaledProduct(Primitive):
     """c*d, where d is a product of factors that vanish at some end (sigmoids, exponentials)
     and L = log(d) is known in stable form. NumPy and PyTorch compute c*d as it stands; JAX
@@ -350,9 +431,93 @@ class ScaledProduct(Primitive):
         return c * d
 
 
+class ScaledSum(Primitive):
+    """t1 + t2 + ..., from triples (t_i, c_i, L_i) where t_i = c_i*d_i, d_i > 0 and
+    L_i = log(d_i) (a term that is not a scaled product comes as (t, t, 0)). NumPy and PyTorch
+    add the terms; JAX does too unless the sum is within 2**(p + 4) of the smallest normal
+    number (p the mantissa bits): there the terms are added relative to the largest one,
+    exp(L_max) * sum(sign(c_i) * exp(log|c_i| + L_i - L_max)), because subnormal terms that
+    XLA on CPU flushes to zero can add up to a normal number (the focal Hessian at x = -709)."""
+
+    display = "scaled_sum"
+    lowering = {
+        "numpy": "({sum})",
+        "jax": "_scaled_sum({all})",
+        "torch": "({sum})",
+    }
+    helpers = {
+        "jax": (
+            "def _scaled_sum(*triples):\n"
+            "    terms, cofactors, logs = triples[0::3], triples[1::3], triples[2::3]\n"
+            "    plain = sum(terms)\n"
+            "    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]\n"
+            "    top = logs[0]\n"
+            "    for log in logs[1:]:\n"
+            "        top = jnp.maximum(top, log)\n"
+            "    top = jnp.where(jnp.isfinite(top), top, 0)\n"
+            "    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))\n"
+            "    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)\n"
+            "    info = jnp.finfo(jnp.asarray(plain).dtype)\n"
+            "    return jnp.where(jnp.abs(plain) > info.tiny * 2.0 ** (info.nmant + 4), plain, scaled)\n"
+        ),
+    }
+
+    @classmethod
+    def textbook(cls, *triples):
+        return sympy.Add(*triples[0::3])
+
+
+class ProductExp(Primitive):
+    """exp(u) for u a sum of logs (log y + log_sigmoid(-x) - logaddexp(a, b)), given also the
+    product it stands for (y * sigmoid(-x) / exp(logaddexp(a, b))) and s, the sum of the
+    logs' magnitudes. Where s < 60 every partial product lies within exp(+-60), inside the
+    normal range of float32, and the product is taken: its error is an ulp a factor, where
+    exp(u) carries the rounding of u, |u| * 2**-p (11 ulps at u = -11). Elsewhere exp(u)."""
+
+    display = "exp"
+    nargs = 3
+    lowering = {
+        "numpy": "np.where({p2} < 60.0, {1}, np.exp({0}))",
+        "jax": "jnp.where({p2} < 60.0, {1}, jnp.exp({0}))",
+        "torch": "torch.where(torch.as_tensor({p2} < 60.0), {1}, torch.exp({0}))",
+    }
+
+    @classmethod
+    def textbook(cls, u, product, size):
+        return sympy.exp(u)
+
+    def _sympystr(self, printer) -> str:
+        return f"exp({printer._print(self.args[0])})"
+
+
+#: a log term -> the factor it is the log of
+_ANTILOG = {
+    LogSigmoid: lambda r: Sigmoid(r.args[0]),
+    sympy.log: lambda r: r.args[0],
+    log1p: lambda r: 1 + r.args[0],
+    LogAddExp: lambda r: Exp(r),
+}
+
+
+def product_exp(u: sympy.Expr) -> sympy.Expr | None:
+    """ProductExp(u, ...) for an exponent with two or more log terms; else None."""
+    logs, rest = [], []
+    for term in sympy.Add.make_args(u):
+        coeff, r = term.as_coeff_Mul()
+        (logs if coeff.is_Integer and type(r) in _ANTILOG else rest).append(term)
+    if len(logs) < 2:
+        return None
+    product = sympy.Mul(*(
+        _ANTILOG[type(r)](r) ** coeff for coeff, r in (t.as_coeff_Mul() for t in logs)
+    ))
+    if rest:
+        product *= Exp(sympy.Add(*rest))
+    return ProductExp(u, product, sympy.Add(*(sympy.Abs(t) for t in logs)))
+
+
 PRIMITIVES: tuple[type[Primitive], ...] = (
     Sigmoid, LogSigmoid, Softplus, Exp, Expm1, LogRatio, LogAddExp, LogCosh, Erfc, ScaledProduct,
-    LogSoftplus,
+    ScaledSum, LogSoftplus, ProductExp, LogTanh, ErfcScaled,
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from dataclasses import replace
 from pathlib import Path
@@ -224,6 +225,12 @@ def _wrap_expr(text: str, indent: str) -> list[str]:
             return lines
     if text.startswith("(") and text.endswith(")") and _depth_ok(text[1:-1]):
         return [f"{indent}(", *_wrap_expr(text[1:-1], indent + "    "), f"{indent})"]
+    power = re.fullmatch(r"(.*\))(\*\*[\w.]+)", text)  # f(...)**2: the call wrapped
+    if power and _depth_ok(power.group(1)):
+        lines = _wrap_expr(power.group(1), indent)
+        if len(lines) > 1:
+            lines[-1] += power.group(2)
+            return lines
     head, paren, rest = text.partition("(")
     if paren and rest.endswith(")") and head.replace(".", "").replace("_", "").isalnum():
         inner = rest[:-1]
@@ -392,7 +399,7 @@ def render_module(d: Derivation, backend: str) -> str:
         "docstring": render_docstring(d),
         "sig": _signature(spec),
         "f": functions,
-        "needs_special": "_special." in body_text,
+        "needs_special": "_special." in body_text + "".join(helpers),
         "helpers": helpers,
     }
     template = _ENV.get_template(f"{backend}.py.j2")

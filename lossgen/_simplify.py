@@ -13,7 +13,10 @@ from dataclasses import replace
 import sympy
 
 from ._ir import Block, Derivation
-from ._primitives import Exp, LogSigmoid, LogSoftplus, ScaledProduct, Sigmoid, Softplus
+from ._primitives import (
+    Erfc, Exp, LogSigmoid, LogSoftplus, LogTanh, ScaledProduct, ScaledSum, Sigmoid, Softplus,
+    erfc_scaled, product_exp,
+)
 
 __all__ = ["simplify"]
 
@@ -42,6 +45,8 @@ FLUSHING = ("jax",)
 
 def _log_of_vanishing(factor: sympy.Expr) -> sympy.Expr | None:
     """log(factor) for a factor that vanishes at some end of its argument, else None."""
+    if isinstance(factor, sympy.exp):  # as_base_exp would give (E, u)
+        return factor.args[0]
     base, power = factor.as_base_exp()
     if not power.is_Integer or power < 1:
         return None
@@ -51,6 +56,9 @@ def _log_of_vanishing(factor: sympy.Expr) -> sympy.Expr | None:
         return power * base.args[0]
     if isinstance(base, Softplus):
         return power * LogSoftplus(base.args[0])
+    if isinstance(base, sympy.tanh) and isinstance(base.args[0], Softplus):
+        u = base.args[0]
+        return power * LogTanh(u, LogSoftplus(u.args[0]))
     return None
 
 
@@ -88,19 +96,72 @@ def _at_most_one(c: sympy.Expr, bounds: dict) -> bool:
     return bool(value.is_number and abs(value) <= 1)
 
 
+def _has_vanishing(expr: sympy.Expr) -> bool:
+    """Whether a term of the sum (or a branch of the conditional) ``expr`` has a vanishing
+    factor."""
+    if isinstance(expr, sympy.Piecewise):
+        return any(_has_vanishing(e) for e, _ in expr.args)
+    return any(
+        _log_of_vanishing(f) is not None or isinstance(f, ScaledProduct)
+        for term in sympy.Add.make_args(expr)
+        for f in sympy.Mul.make_args(term)
+    )
+
+
+def _distribute(node: sympy.Mul, bounds: dict) -> sympy.Expr:
+    """c*(a*d + b) -> c*a*d + c*b, and c*Piecewise((u, C), ...) -> Piecewise((c*u, C), ...),
+    where the sum or a branch holds a vanishing factor d and |c| may exceed 1: the cofactor
+    must meet d inside one product, the one that is scaled. (Powers of sums stay whole:
+    expanding (a - b)**2 would turn a difference into a cancellation of squares.)"""
+    for k, arg in enumerate(node.args):
+        if (arg.is_Add or isinstance(arg, sympy.Piecewise)) and _has_vanishing(arg):
+            c = sympy.Mul(*node.args[:k], *node.args[k + 1:])
+            if _at_most_one(c, bounds):
+                continue
+            if arg.is_Add:
+                return sympy.Add(*(sympy.Mul(c, term) for term in arg.args))
+            return sympy.Piecewise(*((sympy.Mul(c, e), cond) for e, cond in arg.args))
+    return node
+
+
+def _triple(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr]:
+    """(term, c, log d) for a term c*d of a ScaledSum: a scaled product, a conditional whose
+    branches all are, a vanishing factor on its own (c = 1), or (term, term, 0)."""
+    if isinstance(term, ScaledProduct):
+        return term, term.args[0], term.args[2]
+    if isinstance(term, sympy.Piecewise) and all(isinstance(e, ScaledProduct) for e, _ in term.args):
+        pick = [sympy.Piecewise(*((e.args[k], cond) for e, cond in term.args)) for k in (0, 2)]
+        return term, pick[0], pick[1]
+    log = _log_of_vanishing(term)
+    if log is not None:
+        return term, sympy.S.One, log
+    return term, term, sympy.S.Zero
+
+
 def scale_products(expr: sympy.Expr, bounds: dict | None = None) -> sympy.Expr:
     """Every product c*d of a cofactor c (unless |c| <= 1 over the domains) and vanishing
     factors d becomes ScaledProduct(c, d, log d): c*d can be a normal number while d is
-    subnormal, and a flushing backend must not form d on its own."""
+    subnormal, and a flushing backend must not form d on its own. A cofactor is first
+    distributed over the sums and branches that hold vanishing factors. Inside a sum every
+    such product is scaled, whatever its cofactor: terms below the smallest normal number can
+    add up to a normal one."""
+    bounds = bounds or {}
 
-    def visit(node):
+    def visit(node, in_sum=False):
         if node.is_Atom:
             return node
         if node.is_Add:  # a vanishing factor common to every term comes out of the sum
             common = sympy.factor_terms(node)
             if common.is_Mul and any(_log_of_vanishing(f) is not None for f in common.args):
                 node = common
-        node = node.func(*(visit(arg) for arg in node.args))
+        if node.is_Mul:  # the new terms are visited as they are (no refactoring)
+            node = _distribute(node, bounds)
+        node = node.func(*(visit(arg, node.is_Add) for arg in node.args))
+        if node.is_Add and any(isinstance(t, ScaledSum) or _triple(t)[2] != 0 for t in node.args):
+            parts = []
+            for t in node.args:  # a scaled sum among the terms is flattened into this one
+                parts += t.args if isinstance(t, ScaledSum) else _triple(t)
+            return ScaledSum(*parts)
         if not node.is_Mul:
             return node
         vanishing, logs, rest = [], [], []
@@ -117,9 +178,27 @@ def scale_products(expr: sympy.Expr, bounds: dict | None = None) -> sympy.Expr:
                 vanishing.append(factor)
                 logs.append(log)
         c = sympy.Mul(*rest)
-        if not vanishing or _at_most_one(c, bounds or {}):
+        # a small cofactor keeps c*d subnormal where d is, which matters only in a sum: terms
+        # below the smallest normal can add up to a normal number
+        if not vanishing or (not in_sum and _at_most_one(c, bounds)):
             return node
         return ScaledProduct(c, sympy.Mul(*vanishing), sympy.Add(*logs))
+
+    return visit(expr)
+
+
+def direct_products(expr: sympy.Expr) -> sympy.Expr:
+    """exp(log y + log_sigmoid(-x) - logaddexp(a, b)) -> ProductExp: the product itself where
+    it cannot leave the normal range (see ProductExp); erfc(c*x) -> ErfcScaled."""
+    def visit(node):
+        if node.is_Atom:
+            return node
+        node = node.func(*(visit(arg) for arg in node.args))
+        if isinstance(node, (Exp, sympy.exp)):
+            return product_exp(node.args[0]) or node
+        if isinstance(node, Erfc):
+            return erfc_scaled(node) or node
+        return node
 
     return visit(expr)
 
@@ -130,10 +209,10 @@ def simplify(d: Derivation) -> Derivation:
         "grad": list(d.grad),
         "hess": [h for row in d.hess for h in row],
     }
-    blocks = {key: _block(d, exprs) for key, exprs in outputs.items()}
+    blocks = {key: _block(d, [direct_products(e) for e in exprs]) for key, exprs in outputs.items()}
     for backend in FLUSHING:
         for key, exprs in outputs.items():
             scaled = [scale_products(e, _bounds(d)) for e in exprs]
             if scaled != exprs:
-                blocks[f"{backend}:{key}"] = _block(d, scaled)
+                blocks[f"{backend}:{key}"] = _block(d, [direct_products(e) for e in scaled])
     return replace(d, blocks=blocks)

@@ -10,7 +10,9 @@ import sympy
 
 from lossgen._backends import BACKENDS, UnprintableError, print_expr
 from lossgen._functions import SPEC_FUNCTIONS
-from lossgen._primitives import PRIMITIVES, LogRatio, to_textbook
+from lossgen._primitives import (
+    PRIMITIVES, ErfcScaled, LogRatio, LogTanh, ProductExp, ScaledSum, to_textbook,
+)
 
 from lossgen._accuracy import to_backend, to_numpy
 
@@ -37,9 +39,16 @@ def _cases():
     for name, fn in SPEC_FUNCTIONS.items():
         args = (x, y, z)[: fn.arity[0]]
         yield name, fn.build(*args)
+    # a primitive whose arguments are tied (log_ratio takes b, a and b - a) gets them so
+    tied = {
+        LogRatio: (x, y, x - y),
+        ScaledSum: (x, x, 0, y, y, 0),
+        ProductExp: (sympy.log(x) + sympy.log(y), x * y, sympy.Abs(sympy.log(x)) + sympy.Abs(sympy.log(y))),
+        ErfcScaled: (x, sympy.Float(-0.7071067811865476), sympy.Float(0.5)),
+        LogTanh: (x, sympy.log(x)),
+    }
     for primitive in PRIMITIVES:
-        # a primitive whose arguments are tied (log_ratio takes b, a and b - a) gets them so
-        args = (x, y, x - y) if primitive is LogRatio else (x, y, z)[: max(primitive.nargs)]
+        args = tied.get(primitive) or (x, y, z)[: max(primitive.nargs)]
         yield primitive.__name__, primitive(*args)
 
 

@@ -491,16 +491,22 @@ _CATEGORICAL = []
 _LOW_PRECISION = (jnp.float16, jnp.bfloat16)
 
 
-def _prepare(inputs, params):
-    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape."""
+def _prepare(inputs, params, wide=False):
+    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape.
+
+    ``wide``: narrower inputs are computed in float64 when jax_enable_x64 is on, and the
+    result rounded once (the Hessian's terms can cancel tenfold where it is well conditioned)."""
     dtype = jnp.result_type(*(inputs[i] for i in _DIFFERENTIATED), 1.0)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
-    arrays = [jnp.asarray(a, dtype=dtype) for a in inputs]
+    work = dtype
+    if wide and jnp.dtype(dtype).itemsize < 8 and jax.config.jax_enable_x64:
+        work = jnp.float64
+    arrays = [jnp.asarray(a, dtype=work) for a in inputs]
     params = [
         p if isinstance(p, str)
         else float(p) if isinstance(p, numbers.Real)
-        else jnp.asarray(p, dtype=dtype)
+        else jnp.asarray(p, dtype=work)
         for p in params
     ]
     shape = jnp.broadcast_shapes(
@@ -538,40 +544,72 @@ def _scaled_product(c, d, log_d):
     return jnp.where(log_d > log_tiny, c * d, logged)
 
 
+def _scaled_sum(*triples):
+    terms, cofactors, logs = triples[0::3], triples[1::3], triples[2::3]
+    plain = sum(terms)
+    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
+    top = logs[0]
+    for log in logs[1:]:
+        top = jnp.maximum(top, log)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
+    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
+    return jnp.where(jnp.abs(plain) > info.tiny * 2.0 ** (info.nmant + 4), plain, scaled)
+
+
 def value(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
         _validate(locals())
     x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare((x, y), (gamma_pos, gamma_neg, clip))
-    t0 = -x
-    t1 = jax.nn.sigmoid(x)
-    t2 = jax.nn.sigmoid(t0)
-    t3 = jax.nn.log_sigmoid(t0)
-    t4 = -1 + clip
-    t5 = (
+    t0 = jax.nn.sigmoid(x)
+    t1 = jax.nn.log_sigmoid(x)
+    t2 = 1 + clip
+    t3 = -x
+    t4 = jax.nn.sigmoid(t3)
+    t5 = jax.nn.log_sigmoid(t3)
+    t6 = -1 + clip
+    t7 = (
         jnp.where(
-            ((-t4) == 0) | (clip == 0),
-            jnp.log(clip) - jnp.log(-t4),
-            jnp.log1p((-1 + 2 * clip) / (-t4)),
+            ((-t6) == 0) | (clip == 0),
+            jnp.log(clip) - jnp.log(-t6),
+            jnp.log1p((-1 + 2 * clip) / (-t6)),
         )
     )
-    t6 = -t5 + x
-    loss = (
+    t8 = -t7 + x
+    t9 = (
         -(1 - y)
         * jnp.where(
-            clip < t1,
+            clip < t0,
             jnp.where(
-                t5 <= x,
-                _scaled_product(t4 * jnp.expm1(-t6), t1, jax.nn.log_sigmoid(x))**gamma_neg,
-                _scaled_product(clip * jnp.expm1(t6), t2, t3)**gamma_neg,
+                t7 <= x,
+                _scaled_product(t6 * jnp.expm1(-t8), t0, t1)**gamma_neg,
+                _scaled_product(clip * jnp.expm1(t8), t4, t5)**gamma_neg,
             )
-            * jnp.log(clip * t1 + _scaled_product(1 + clip, t2, t3)),
+            * jnp.log(
+                _scaled_sum(
+                    _scaled_product(clip, t0, t1),
+                    clip,
+                    t1,
+                    _scaled_product(t2, t4, t5),
+                    t2,
+                    t5,
+                ),
+            ),
             0,
         )
-        + _scaled_product(
-            y * jnp.exp(_scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))),
-            jax.nn.softplus(t0),
-            _log_softplus(t0),
+    )
+    t10 = _scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))
+    t11 = t10 + _log_softplus(t3)
+    loss = (
+        _scaled_sum(
+            t9,
+            t9,
+            0,
+            _scaled_product(y, jnp.exp(t10) * jax.nn.softplus(t3), t11),
+            y,
+            t11,
         )
     )
     return _fit(loss, shape, shape, out)
@@ -582,74 +620,118 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     if validate:
         _validate(locals())
     x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare((x, y), (gamma_pos, gamma_neg, clip))
-    t0 = y * jnp.exp(_scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x)))
-    t1 = -x
-    t2 = jax.nn.sigmoid(t1)
-    t3 = jax.nn.log_sigmoid(t1)
-    t4 = jax.nn.sigmoid(x)
-    t5 = jax.nn.log_sigmoid(x)
-    t6 = clip * t4 + _scaled_product(1 + clip, t2, t3)
-    t7 = -1 + clip
-    t8 = (
-        jnp.where(
-            ((-t7) == 0) | (clip == 0),
-            jnp.log(clip) - jnp.log(-t7),
-            jnp.log1p((-1 + 2 * clip) / (-t7)),
+    t0 = jax.nn.sigmoid(x)
+    t1 = jax.nn.log_sigmoid(x)
+    t2 = 1 + clip
+    t3 = -x
+    t4 = jax.nn.sigmoid(t3)
+    t5 = jax.nn.log_sigmoid(t3)
+    t6 = (
+        _scaled_sum(
+            _scaled_product(clip, t0, t1),
+            clip,
+            t1,
+            _scaled_product(t2, t4, t5),
+            t2,
+            t5,
         )
     )
-    t9 = -t8 + x
-    t10 = -t9
-    t11 = jnp.expm1(t10)
-    t12 = _scaled_product(t11 * t7, t4, t5)**gamma_neg
-    t13 = x >= t8
-    t14 = jnp.expm1(t9)
-    t15 = _scaled_product(clip * t14, t2, t3)**gamma_neg
-    t16 = gamma_neg == 0
-    d_x = (
+    t7 = gamma_neg == 0
+    t8 = -1 + clip
+    t9 = (
+        jnp.where(
+            ((-t8) == 0) | (clip == 0),
+            jnp.log(clip) - jnp.log(-t8),
+            jnp.log1p((-1 + 2 * clip) / (-t8)),
+        )
+    )
+    t10 = -t9 + x
+    t11 = -t10
+    t12 = jnp.expm1(t11)
+    t13 = _scaled_product(t12 * t8, t0, t1)**gamma_neg
+    t14 = gamma_neg * t13
+    t15 = -t14 / t12
+    t16 = x >= t9
+    t17 = jnp.expm1(t10)
+    t18 = _scaled_product(clip * t17, t4, t5)**gamma_neg
+    t19 = gamma_neg * t18
+    t20 = -t19
+    t21 = t19 / t17
+    t22 = (
+        jnp.where(
+            t16,
+            jnp.where(
+                t7,
+                0,
+                _scaled_sum(
+                    _scaled_product(t14, t4, t5),
+                    t14,
+                    t5,
+                    _scaled_product(t15, jnp.exp(t11), t11),
+                    t15,
+                    t11,
+                ),
+            ),
+            jnp.where(
+                t7,
+                0,
+                _scaled_sum(
+                    _scaled_product(t20, t0, t1),
+                    t20,
+                    t1,
+                    _scaled_product(t21, jnp.exp(t10), t10),
+                    t21,
+                    t10,
+                ),
+            ),
+        )
+        * jnp.log(t6)
+    )
+    t23 = jnp.where(t16, t13, t18) / t6
+    t24 = clip * t23
+    t25 = t0 * t4
+    t26 = t1 + t5
+    t27 = -t2 * t23
+    t28 = (
         jnp.where(
             y == 1,
             0,
             -(1 - y)
             * jnp.where(
-                clip < t4,
-                jnp.where(
-                    t13,
-                    jnp.where(
-                        t16,
-                        0,
-                        gamma_neg
-                        * t12
-                        * _scaled_product(
-                            t7 * (-jnp.exp(t10) + _scaled_product(t11, t2, t3)),
-                            t4,
-                            t5,
-                        )
-                        / t11
-                        / t4
-                        / t7,
-                    ),
-                    jnp.where(
-                        t16,
-                        0,
-                        gamma_neg
-                        * t15
-                        * _scaled_product(
-                            clip * (jnp.exp(t9) + _scaled_product(-t14, t4, t5)),
-                            t2,
-                            t3,
-                        )
-                        / clip
-                        / t14
-                        / t2,
-                    ),
-                )
-                * jnp.log(t6)
-                + _scaled_product(-jnp.where(t13, t12, t15) / t6, t2 * t4, t3 + t5),
+                clip < t0,
+                _scaled_sum(
+                    t22,
+                    t22,
+                    0,
+                    _scaled_product(t24, t25, t26),
+                    t24,
+                    t26,
+                    _scaled_product(t27, t25, t26),
+                    t27,
+                    t26,
+                ),
                 0,
             ),
         )
-        + _scaled_product(-t0, t2, t3)
-        + _scaled_product(-gamma_pos * t0, t4 * jax.nn.softplus(t1), t5 + _log_softplus(t1))
+    )
+    t29 = -y
+    t30 = _scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))
+    t31 = jnp.exp(t30)
+    t32 = t30 + t5
+    t33 = -gamma_pos * y
+    t34 = t1 + t30 + _log_softplus(t3)
+    d_x = (
+        _scaled_sum(
+            t28,
+            t28,
+            0,
+            _scaled_product(t29, t31 * t4, t32),
+            t29,
+            t32,
+            _scaled_product(t33, t0 * t31 * jax.nn.softplus(t3), t34),
+            t33,
+            t34,
+        )
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -658,130 +740,284 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
         _validate(locals())
-    x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare((x, y), (gamma_pos, gamma_neg, clip))
-    t0 = y * jnp.exp(_scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x)))
-    t1 = jax.nn.sigmoid(x)
-    t2 = -x
-    t3 = jax.nn.sigmoid(t2)
-    t4 = t1 * t3
-    t5 = jax.nn.log_sigmoid(x)
-    t6 = jax.nn.log_sigmoid(t2)
-    t7 = t5 + t6
-    t8 = gamma_pos * t0
-    t9 = t1**2
-    t10 = jax.nn.softplus(t2)
-    t11 = 2 * t5
-    t12 = _log_softplus(t2)
-    t13 = clip * t1
-    t14 = 1 + clip
-    t15 = t13 + _scaled_product(t14, t3, t6)
-    t16 = -1 + clip
-    t17 = (
-        jnp.where(
-            ((-t16) == 0) | (clip == 0),
-            jnp.log(clip) - jnp.log(-t16),
-            jnp.log1p((-1 + 2 * clip) / (-t16)),
+    x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare(
+        (x, y), (gamma_pos, gamma_neg, clip), wide=True
+    )
+    t0 = jax.nn.sigmoid(x)
+    t1 = jax.nn.log_sigmoid(x)
+    t2 = 1 + clip
+    t3 = -x
+    t4 = jax.nn.sigmoid(t3)
+    t5 = jax.nn.log_sigmoid(t3)
+    t6 = (
+        _scaled_sum(
+            _scaled_product(clip, t0, t1),
+            clip,
+            t1,
+            _scaled_product(t2, t4, t5),
+            t2,
+            t5,
         )
     )
-    t18 = -t17 + x
-    t19 = -t18
-    t20 = jnp.expm1(t19)
-    t21 = _scaled_product(t16 * t20, t1, t5)**gamma_neg
-    t22 = x >= t17
-    t23 = jnp.expm1(t18)
-    t24 = _scaled_product(clip * t23, t3, t6)**gamma_neg
-    t25 = jnp.where(t22, t21, t24)
-    t26 = t3**2
-    t27 = 2 * t6
-    t28 = 1 / t15
-    t29 = gamma_neg == 0
-    t30 = jnp.exp(t19)
-    t31 = _scaled_product(t16 * (-t30 + _scaled_product(t20, t3, t6)), t1, t5)
-    t32 = gamma_neg * t21 / t1 / t16
-    t33 = t32 / t20
-    t34 = t31 * t33
-    t35 = jnp.exp(t18)
-    t36 = -t23
-    t37 = _scaled_product(clip * (t35 + _scaled_product(t36, t1, t5)), t3, t6)
-    t38 = gamma_neg * t24 / clip / t3
-    t39 = t38 / t23
-    t40 = t37 * t39
-    t41 = gamma_neg**2
-    t42 = t41 == 0
-    t43 = 1 / t20**2
-    t44 = 1 / t23**2
-    d2_x = (
+    t7 = gamma_neg**2
+    t8 = t7 == 0
+    t9 = t0**2
+    t10 = -1 + clip
+    t11 = -t10
+    t12 = 2 * clip
+    t13 = (
+        jnp.where(
+            (t11 == 0) | (clip == 0),
+            jnp.log(clip) - jnp.log(t11),
+            jnp.log1p((-1 + t12) / t11),
+        )
+    )
+    t14 = -t13 + x
+    t15 = -t14
+    t16 = jnp.expm1(t15)
+    t17 = 1 / t16**2
+    t18 = t10 * t16
+    t19 = _scaled_product(t18, t0, t1)**gamma_neg
+    t20 = t0 * t4
+    t21 = t1 + t5
+    t22 = jnp.exp(t15)
+    t23 = t13 + t3
+    t24 = t1 + t23
+    t25 = gamma_neg == 0
+    t26 = gamma_neg * t19
+    t27 = -t26
+    t28 = t4**2
+    t29 = 2 * t5
+    t30 = t26 / t16
+    t31 = t22 * t4
+    t32 = t23 + t5
+    t33 = _scaled_product(t30, t31, t32)
+    t34 = -t17 * t26
+    t35 = -2 * t13 + 2 * x
+    t36 = -t35
+    t37 = -2 * t30
+    t38 = x >= t13
+    t39 = jnp.expm1(t14)
+    t40 = 1 / t39**2
+    t41 = clip * t39
+    t42 = _scaled_product(t41, t4, t5)**gamma_neg
+    t43 = jnp.exp(t14)
+    t44 = t14 + t5
+    t45 = -t41
+    t46 = gamma_neg * t42
+    t47 = -t46
+    t48 = 2 * t1
+    t49 = t46 / t39
+    t50 = t0 * t43
+    t51 = t1 + t14
+    t52 = _scaled_product(t49, t50, t51)
+    t53 = -t40 * t46
+    t54 = _scaled_product(t49, t43, t14)
+    t55 = -2 * t49
+    t56 = (
+        jnp.where(
+            t38,
+            jnp.where(
+                t25,
+                0,
+                _scaled_sum(t33, t30, t32, _scaled_product(t34, t22**2, t36), t34, t36),
+            )
+            + jnp.where(
+                t25,
+                0,
+                _scaled_sum(_scaled_product(t27, t28, t29), t27, t29, t33, t30, t32),
+            )
+            + jnp.where(
+                t25,
+                0,
+                _scaled_sum(
+                    _scaled_product(t26, t28, t29),
+                    t26,
+                    t29,
+                    _scaled_product(t27, t20, t21),
+                    t27,
+                    t21,
+                    _scaled_product(t30, t22, t15),
+                    t30,
+                    t15,
+                    _scaled_product(t37, t31, t32),
+                    t37,
+                    t32,
+                ),
+            )
+            + jnp.where(
+                t8,
+                0,
+                t17
+                * t19
+                * t7
+                * _scaled_sum(
+                    _scaled_product(t18, t20, t21),
+                    t18,
+                    t21,
+                    _scaled_product(t11, t0 * t22, t24),
+                    t11,
+                    t24,
+                )**2
+                / t10
+                / t10
+                / t9,
+            ),
+            jnp.where(
+                t25,
+                0,
+                _scaled_sum(t52, t49, t51, _scaled_product(t53, t43**2, t35), t53, t35),
+            )
+            + jnp.where(
+                t25,
+                0,
+                _scaled_sum(_scaled_product(t47, t9, t48), t47, t48, t52, t49, t51),
+            )
+            + jnp.where(
+                t25,
+                0,
+                _scaled_sum(
+                    _scaled_product(t46, t9, t48),
+                    t46,
+                    t48,
+                    _scaled_product(t47, t20, t21),
+                    t47,
+                    t21,
+                    t54,
+                    t49,
+                    t14,
+                    _scaled_product(t55, t50, t51),
+                    t55,
+                    t51,
+                ),
+            )
+            + jnp.where(
+                t8,
+                0,
+                t40
+                * t42
+                * t7
+                * _scaled_sum(
+                    _scaled_product(clip, t4 * t43, t44),
+                    clip,
+                    t44,
+                    _scaled_product(t45, t20, t21),
+                    t45,
+                    t21,
+                )**2
+                / clip
+                / clip
+                / t28,
+            ),
+        )
+        * jnp.log(t6)
+    )
+    t57 = jnp.where(t38, t19, t42)
+    t58 = -t57 / t6 / t6
+    t59 = t29 + t48
+    t60 = 1 / t6
+    t61 = -t30
+    t62 = (
+        t60
+        * jnp.where(
+            t38,
+            jnp.where(
+                t25,
+                0,
+                _scaled_sum(
+                    _scaled_product(t26, t4, t5),
+                    t26,
+                    t5,
+                    _scaled_product(t61, t22, t15),
+                    t61,
+                    t15,
+                ),
+            ),
+            jnp.where(
+                t25,
+                0,
+                _scaled_sum(_scaled_product(t47, t0, t1), t47, t1, t54, t49, t14),
+            ),
+        )
+    )
+    t63 = -2 * t2 * t62
+    t64 = t12 * t62
+    t65 = t57 * t60
+    t66 = clip * t65
+    t67 = t0 * t28
+    t68 = t1 + t29
+    t69 = t2 * t65
+    t70 = t4 * t9
+    t71 = t48 + t5
+    t72 = -t66
+    t73 = -t69
+    t74 = (
         jnp.where(
             y == 1,
             0,
             -(1 - y)
             * jnp.where(
-                clip < t1,
-                jnp.where(
-                    t22,
-                    jnp.where(
-                        t29,
-                        0,
-                        t33
-                        * _scaled_product(
-                            t16
-                            * (
-                                t30
-                                - 2 * t3 * t30
-                                + _scaled_product(-t20, t4, t7)
-                                + _scaled_product(t20, t26, t27)
-                            ),
-                            t1,
-                            t5,
-                        ),
-                    )
-                    + jnp.where(t29, 0, _scaled_product(-t34, t3, t6))
-                    + jnp.where(t29, 0, _scaled_product(t31 * t32 * t43, t30, t19))
-                    + jnp.where(t42, 0, t21 * t31**2 * t41 * t43 / t16 / t16 / t9),
-                    jnp.where(
-                        t29,
-                        0,
-                        t39
-                        * _scaled_product(
-                            clip
-                            * (
-                                t35
-                                - 2 * t1 * t35
-                                + _scaled_product(t23, t9, t11)
-                                + _scaled_product(t36, t4, t7)
-                            ),
-                            t3,
-                            t6,
-                        ),
-                    )
-                    + jnp.where(t29, 0, _scaled_product(t40, t1, t5))
-                    + jnp.where(t29, 0, _scaled_product(-t37 * t38 * t44, t35, t18))
-                    + jnp.where(t42, 0, t24 * t37**2 * t41 * t44 / clip / clip / t26),
-                )
-                * jnp.log(t15)
-                + t25
-                * t28
-                * _scaled_product(
-                    -t13
-                    + clip * t3
-                    + _scaled_product(-t14, t3, t6)
-                    + _scaled_product(t14, t1, t5),
-                    t4,
-                    t7,
-                )
-                + _scaled_product(-t25 / t15 / t15, t26 * t9, t11 + t27)
-                + _scaled_product(
-                    -2 * t28 * jnp.where(t22, jnp.where(t29, 0, t34), jnp.where(t29, 0, t40)),
-                    t4,
-                    t7,
+                clip < t0,
+                _scaled_sum(
+                    t56,
+                    t56,
+                    0,
+                    _scaled_product(t58, t28 * t9, t59),
+                    t58,
+                    t59,
+                    _scaled_product(t63, t20, t21),
+                    t63,
+                    t21,
+                    _scaled_product(t64, t20, t21),
+                    t64,
+                    t21,
+                    _scaled_product(t66, t67, t68),
+                    t66,
+                    t68,
+                    _scaled_product(t69, t70, t71),
+                    t69,
+                    t71,
+                    _scaled_product(t72, t70, t71),
+                    t72,
+                    t71,
+                    _scaled_product(t73, t67, t68),
+                    t73,
+                    t68,
                 ),
                 0,
             ),
         )
-        + _scaled_product(t0, t4, t7)
-        + _scaled_product(-t8, t10 * t4, t12 + t7)
-        + _scaled_product(2 * t8, t4, t7)
-        + _scaled_product(gamma_pos**2 * t0, t10 * t9, t11 + t12)
+    )
+    t75 = _scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))
+    t76 = jnp.exp(t75)
+    t77 = t20 * t76
+    t78 = t21 + t75
+    t79 = gamma_pos**2 * y
+    t80 = jax.nn.softplus(t3)
+    t81 = _log_softplus(t3)
+    t82 = t48 + t75 + t81
+    t83 = gamma_pos * y
+    t84 = -t83
+    t85 = t78 + t81
+    t86 = 2 * t83
+    d2_x = (
+        _scaled_sum(
+            t74,
+            t74,
+            0,
+            _scaled_product(y, t77, t78),
+            y,
+            t78,
+            _scaled_product(t79, t76 * t80 * t9, t82),
+            t79,
+            t82,
+            _scaled_product(t84, t77 * t80, t85),
+            t84,
+            t85,
+            _scaled_product(t86, t77, t78),
+            t86,
+            t78,
+        )
     )
     return _fit(d2_x, x.shape, shape, out)
 

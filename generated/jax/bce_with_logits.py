@@ -101,16 +101,22 @@ _CATEGORICAL = []
 _LOW_PRECISION = (jnp.float16, jnp.bfloat16)
 
 
-def _prepare(inputs, params):
-    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape."""
+def _prepare(inputs, params, wide=False):
+    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape.
+
+    ``wide``: narrower inputs are computed in float64 when jax_enable_x64 is on, and the
+    result rounded once (the Hessian's terms can cancel tenfold where it is well conditioned)."""
     dtype = jnp.result_type(*(inputs[i] for i in _DIFFERENTIATED), 1.0)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
-    arrays = [jnp.asarray(a, dtype=dtype) for a in inputs]
+    work = dtype
+    if wide and jnp.dtype(dtype).itemsize < 8 and jax.config.jax_enable_x64:
+        work = jnp.float64
+    arrays = [jnp.asarray(a, dtype=work) for a in inputs]
     params = [
         p if isinstance(p, str)
         else float(p) if isinstance(p, numbers.Real)
-        else jnp.asarray(p, dtype=dtype)
+        else jnp.asarray(p, dtype=work)
         for p in params
     ]
     shape = jnp.broadcast_shapes(
@@ -148,15 +154,39 @@ def _scaled_product(c, d, log_d):
     return jnp.where(log_d > log_tiny, c * d, logged)
 
 
+def _scaled_sum(*triples):
+    terms, cofactors, logs = triples[0::3], triples[1::3], triples[2::3]
+    plain = sum(terms)
+    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
+    top = logs[0]
+    for log in logs[1:]:
+        top = jnp.maximum(top, log)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
+    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
+    return jnp.where(jnp.abs(plain) > info.tiny * 2.0 ** (info.nmant + 4), plain, scaled)
+
+
 def value(x, y, *, pos_weight=1.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
         _validate(locals())
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
-    t0 = -x
+    t0 = pos_weight * y
+    t1 = -x
+    t2 = _log_softplus(t1)
+    t3 = 1 - y
+    t4 = _log_softplus(x)
     loss = (
-        -(1 - y) * jax.nn.log_sigmoid(t0)
-        + _scaled_product(pos_weight * y, jax.nn.softplus(t0), _log_softplus(t0))
+        _scaled_sum(
+            _scaled_product(t0, jax.nn.softplus(t1), t2),
+            t0,
+            t2,
+            _scaled_product(t3, jax.nn.softplus(x), t4),
+            t3,
+            t4,
+        )
     )
     return _fit(loss, shape, shape, out)
 
@@ -191,7 +221,9 @@ def hess(x, y, *, pos_weight=1.0, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
         _validate(locals())
-    x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
+    x, y, pos_weight, shape, out = _prepare(
+        (x, y), (pos_weight,), wide=True
+    )
     t0 = -x
     d2_x = (
         _scaled_product(

@@ -76,16 +76,22 @@ _CATEGORICAL = [1]
 _LOW_PRECISION = (jnp.float16, jnp.bfloat16)
 
 
-def _prepare(inputs, params):
-    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape."""
+def _prepare(inputs, params, wide=False):
+    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape.
+
+    ``wide``: narrower inputs are computed in float64 when jax_enable_x64 is on, and the
+    result rounded once (the Hessian's terms can cancel tenfold where it is well conditioned)."""
     dtype = jnp.result_type(*(inputs[i] for i in _DIFFERENTIATED), 1.0)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
-    arrays = [jnp.asarray(a, dtype=dtype) for a in inputs]
+    work = dtype
+    if wide and jnp.dtype(dtype).itemsize < 8 and jax.config.jax_enable_x64:
+        work = jnp.float64
+    arrays = [jnp.asarray(a, dtype=work) for a in inputs]
     params = [
         p if isinstance(p, str)
         else float(p) if isinstance(p, numbers.Real)
-        else jnp.asarray(p, dtype=dtype)
+        else jnp.asarray(p, dtype=work)
         for p in params
     ]
     shape = jnp.broadcast_shapes(
@@ -110,10 +116,33 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _erfc_scaled(x, c, c2):
+    u = c * x
+    m = jnp.round(x * 256) / 256
+    f = x - m
+    tail = jnp.exp(-c2 * (m * m)) * jnp.exp(-c2 * (f * (2 * m + f)))
+    tail = tail * jax.scipy.special.erfcx(jnp.maximum(u, 2.0))
+    return jnp.where(u > 2, tail, jax.scipy.special.erfc(u))
+
+
 def _scaled_product(c, d, log_d):
     log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     return jnp.where(log_d > log_tiny, c * d, logged)
+
+
+def _scaled_sum(*triples):
+    terms, cofactors, logs = triples[0::3], triples[1::3], triples[2::3]
+    plain = sum(terms)
+    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
+    top = logs[0]
+    for log in logs[1:]:
+        top = jnp.maximum(top, log)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
+    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
+    return jnp.where(jnp.abs(plain) > info.tiny * 2.0 ** (info.nmant + 4), plain, scaled)
 
 
 def value(x, *, approximate='none', validate=False):
@@ -121,14 +150,12 @@ def value(x, *, approximate='none', validate=False):
     if validate:
         _validate(locals())
     x, approximate, shape, out = _prepare((x,), (approximate,))
-    t0 = 1.4142135623730951
-    t1 = x / 2
-    t2 = t0 * x * (200000 + 8943 * x**2) / 100000 / 1.772453850905516
+    t0 = 1.4142135623730951 * x * (200000 + 8943 * x**2) / 100000 / 1.772453850905516
     loss = (
         (
-            t1 * jax.scipy.special.erfc(-t0 * t1)
+            x * _erfc_scaled(x, -0.7071067811865476, 0.5) / 2
             if approximate == 'none'
-            else _scaled_product(x, jax.nn.sigmoid(t2), jax.nn.log_sigmoid(t2))
+            else _scaled_product(x, jax.nn.sigmoid(t0), jax.nn.log_sigmoid(t0))
         )
     )
     return _fit(loss, shape, shape, out)
@@ -139,26 +166,29 @@ def grad(x, *, approximate='none', validate=False):
     if validate:
         _validate(locals())
     x, approximate, shape, out = _prepare((x,), (approximate,))
-    t0 = 1.4142135623730951 * x
-    t1 = t0 / 2
-    t2 = 0.5641895835477563
+    t0 = _erfc_scaled(x, -0.7071067811865476, 0.5) / 2
+    t1 = 1.4142135623730951 * x / 1.772453850905516
+    t2 = t1 / 2
     t3 = x**2
-    t4 = t0 * t2 / 100000
-    t5 = t4 * (200000 + 8943 * t3)
-    t6 = -t5
+    t4 = -t3 / 2
+    t5 = t1 / 100000
+    t6 = t5 * (200000 + 26829 * t3)
+    t7 = t5 * (200000 + 8943 * t3)
+    t8 = -t7
+    t9 = jax.nn.sigmoid(t7)
+    t10 = jax.nn.log_sigmoid(t7)
+    t11 = t10 + jax.nn.log_sigmoid(t8)
     d_x = (
         (
-            t1 * t2 * jnp.exp(-t3 / 2) + jax.scipy.special.erfc(-t1) / 2
+            _scaled_sum(t0, t0, 0, _scaled_product(t2, jnp.exp(t4), t4), t2, t4)
             if approximate == 'none'
-            else _scaled_product(
-                1
-                + _scaled_product(
-                    t4 * (200000 + 26829 * t3),
-                    jax.nn.sigmoid(t6),
-                    jax.nn.log_sigmoid(t6),
-                ),
-                jax.nn.sigmoid(t5),
-                jax.nn.log_sigmoid(t5),
+            else _scaled_sum(
+                _scaled_product(t6, t9 * jax.nn.sigmoid(t8), t11),
+                t6,
+                t11,
+                t9,
+                1,
+                t10,
             )
         )
     )
@@ -169,32 +199,45 @@ def hess(x, *, approximate='none', validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
         _validate(locals())
-    x, approximate, shape, out = _prepare((x,), (approximate,))
-    t0 = 1.4142135623730951
-    t1 = 0.5641895835477563
-    t2 = x**2
-    t3 = t2 / 2
-    t4 = jnp.exp(-t3)
-    t5 = t0 * t1
-    t6 = 200000 + 26829 * t2
-    t7 = t6**2 * x / 3.141592653589793
-    t8 = t5 * x * (200000 + 8943 * t2) / 100000
-    t9 = -t8
-    t10 = jax.nn.sigmoid(t9)
-    t11 = jax.nn.log_sigmoid(t9)
-    t12 = jax.nn.sigmoid(t8)
-    t13 = jax.nn.log_sigmoid(t8)
+    x, approximate, shape, out = _prepare(
+        (x,), (approximate,), wide=True
+    )
+    t0 = x**2
+    t1 = t0 / 2
+    t2 = 0.7978845608028654
+    t3 = -t1
+    t4 = 200000 + 26829 * t0
+    t5 = t4**2 * x / 5000000000.0 / 3.141592653589793
+    t6 = -t5
+    t7 = t2 * x * (200000 + 8943 * t0) / 100000
+    t8 = -t7
+    t9 = jax.nn.sigmoid(t8)
+    t10 = jax.nn.sigmoid(t7)
+    t11 = jax.nn.log_sigmoid(t8)
+    t12 = jax.nn.log_sigmoid(t7)
+    t13 = t11 + 2 * t12
+    t14 = t2 * t4 / 50000
+    t15 = t10 * t9
+    t16 = t11 + t12
+    t17 = 2 * t11 + t12
+    t18 = 26829 * t0 * t2 / 50000
     d2_x = (
         (
-            t0 * t1 * t4 - t3 * t4 * t5
+            _scaled_product(t2 * (1 - t1), jnp.exp(t3), t3)
             if approximate == 'none'
-            else _scaled_product(
-                26829 * t2 * t5 / 50000
-                + t5 * t6 / 50000
-                + _scaled_product(-t7, t12, t13) / 5000000000
-                + _scaled_product(t7, t10, t11) / 5000000000,
-                t10 * t12,
-                t11 + t13,
+            else _scaled_sum(
+                _scaled_product(t6, t10**2 * t9, t13),
+                t6,
+                t13,
+                _scaled_product(t14, t15, t16),
+                t14,
+                t16,
+                _scaled_product(t5, t10 * t9**2, t17),
+                t5,
+                t17,
+                _scaled_product(t18, t15, t16),
+                t18,
+                t16,
             )
         )
     )

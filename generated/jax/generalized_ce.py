@@ -124,16 +124,22 @@ _CATEGORICAL = []
 _LOW_PRECISION = (jnp.float16, jnp.bfloat16)
 
 
-def _prepare(inputs, params):
-    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape."""
+def _prepare(inputs, params, wide=False):
+    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape.
+
+    ``wide``: narrower inputs are computed in float64 when jax_enable_x64 is on, and the
+    result rounded once (the Hessian's terms can cancel tenfold where it is well conditioned)."""
     dtype = jnp.result_type(*(inputs[i] for i in _DIFFERENTIATED), 1.0)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
-    arrays = [jnp.asarray(a, dtype=dtype) for a in inputs]
+    work = dtype
+    if wide and jnp.dtype(dtype).itemsize < 8 and jax.config.jax_enable_x64:
+        work = jnp.float64
+    arrays = [jnp.asarray(a, dtype=work) for a in inputs]
     params = [
         p if isinstance(p, str)
         else float(p) if isinstance(p, numbers.Real)
-        else jnp.asarray(p, dtype=dtype)
+        else jnp.asarray(p, dtype=work)
         for p in params
     ]
     shape = jnp.broadcast_shapes(
@@ -164,6 +170,20 @@ def _scaled_product(c, d, log_d):
     return jnp.where(log_d > log_tiny, c * d, logged)
 
 
+def _scaled_sum(*triples):
+    terms, cofactors, logs = triples[0::3], triples[1::3], triples[2::3]
+    plain = sum(terms)
+    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
+    top = logs[0]
+    for log in logs[1:]:
+        top = jnp.maximum(top, log)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
+    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
+    return jnp.where(jnp.abs(plain) > info.tiny * 2.0 ** (info.nmant + 4), plain, scaled)
+
+
 def value(x, y, *, q=0.7, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -187,17 +207,49 @@ def grad(x, y, *, q=0.7, validate=False):
     if validate:
         _validate(locals())
     x, y, q, shape, out = _prepare((x, y), (q,))
-    t0 = -x
-    t1 = jnp.log(y) + jax.nn.log_sigmoid(x)
-    t2 = jax.nn.log_sigmoid(t0) + jnp.log1p(-y)
-    t3 = jnp.logaddexp(t1, t2)
-    t4 = -t3
-    t5 = q * t3
+    t0 = jax.nn.sigmoid(x)
+    t1 = jnp.log(y)
+    t2 = jax.nn.log_sigmoid(x)
+    t3 = t1 + t2
+    t4 = -x
+    t5 = jax.nn.log_sigmoid(t4)
+    t6 = jnp.log1p(-y)
+    t7 = t5 + t6
+    t8 = jnp.logaddexp(t3, t7)
+    t9 = q * t8
+    t10 = jnp.exp(t9)
+    t11 = -t8
+    t12 = t11 + t7
+    t13 = jax.nn.sigmoid(t4)
+    t14 = 1 / jnp.exp(t8)
+    t15 = jnp.abs(t8)
+    t16 = t12 + t2 + t9
+    t17 = t11 + t3
+    t18 = t17 + t5 + t9
     d_x = (
-        _scaled_product(
-            -jnp.exp(t1 + t4) * jax.nn.sigmoid(t0) + jnp.exp(t2 + t4) * jax.nn.sigmoid(x),
-            jnp.exp(t5),
-            t5,
+        _scaled_sum(
+            _scaled_product(
+                1,
+                t0
+                * t10
+                * jnp.where(
+                    (t15 - t5 + jnp.abs(t6)) < 60.0,
+                    t13 * t14 * (1 - y),
+                    jnp.exp(t12),
+                ),
+                t16,
+            ),
+            1,
+            t16,
+            _scaled_product(
+                -1,
+                t10
+                * t13
+                * jnp.where((t15 - t2 + jnp.abs(t1)) < 60.0, t0 * t14 * y, jnp.exp(t17)),
+                t18,
+            ),
+            -1,
+            t18,
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -207,24 +259,70 @@ def hess(x, y, *, q=0.7, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
         _validate(locals())
-    x, y, q, shape, out = _prepare((x, y), (q,))
+    x, y, q, shape, out = _prepare(
+        (x, y), (q,), wide=True
+    )
     t0 = jax.nn.sigmoid(x)
-    t1 = -x
-    t2 = jax.nn.sigmoid(t1)
-    t3 = jnp.log(y) + jax.nn.log_sigmoid(x)
-    t4 = jax.nn.log_sigmoid(t1) + jnp.log1p(-y)
-    t5 = jnp.logaddexp(t3, t4)
-    t6 = -t5
-    t7 = jnp.exp(t3 + t6)
-    t8 = jnp.exp(t4 + t6)
-    t9 = t0 * t8
-    t10 = t2 * t7
-    t11 = q * t5
+    t1 = jnp.log(y)
+    t2 = jax.nn.log_sigmoid(x)
+    t3 = t1 + t2
+    t4 = -x
+    t5 = jax.nn.log_sigmoid(t4)
+    t6 = jnp.log1p(-y)
+    t7 = t5 + t6
+    t8 = jnp.logaddexp(t3, t7)
+    t9 = q * t8
+    t10 = jnp.exp(t9)
+    t11 = jax.nn.sigmoid(t4)
+    t12 = -t8
+    t13 = t12 + t3
+    t14 = 1 / jnp.exp(t8)
+    t15 = jnp.abs(t8)
+    t16 = jnp.where((t15 - t2 + jnp.abs(t1)) < 60.0, t0 * t14 * y, jnp.exp(t13))
+    t17 = t11 * t16
+    t18 = t10 * t17
+    t19 = t12 + t9
+    t20 = t1 + 2 * t2
+    t21 = t19 + t20 + t5
+    t22 = t12 + t7
+    t23 = jnp.where((t15 - t5 + jnp.abs(t6)) < 60.0, t11 * t14 * (1 - y), jnp.exp(t22))
+    t24 = t0 * t23
+    t25 = t10 * t24
+    t26 = 2 * t5 + t6
+    t27 = t19 + t2 + t26
+    t28 = -2 * t8 + t9
+    t29 = t20 + t28 + t7
+    t30 = t26 + t28 + t3
+    t31 = t13 + t5
+    t32 = t2 + t22
+    t33 = (
+        -q
+        * _scaled_sum(
+            _scaled_product(1, t17, t31),
+            1,
+            t31,
+            _scaled_product(-1, t24, t32),
+            -1,
+            t32,
+        )**2
+    )
     d2_x = (
-        _scaled_product(
-            -q * (t10 - t9)**2 - t10 * t8 - t7 * t9 + t0 * t2 * t7 + t0 * t2 * t8,
-            jnp.exp(t11),
-            t11,
+        _scaled_sum(
+            _scaled_product(1, t0 * t18, t21),
+            1,
+            t21,
+            _scaled_product(1, t11 * t25, t27),
+            1,
+            t27,
+            _scaled_product(-1, t16 * t25, t29),
+            -1,
+            t29,
+            _scaled_product(-1, t18 * t23, t30),
+            -1,
+            t30,
+            _scaled_product(t33, t10, t9),
+            t33,
+            t9,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

@@ -79,16 +79,22 @@ _CATEGORICAL = []
 _LOW_PRECISION = (jnp.float16, jnp.bfloat16)
 
 
-def _prepare(inputs, params):
-    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape."""
+def _prepare(inputs, params, wide=False):
+    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape.
+
+    ``wide``: narrower inputs are computed in float64 when jax_enable_x64 is on, and the
+    result rounded once (the Hessian's terms can cancel tenfold where it is well conditioned)."""
     dtype = jnp.result_type(*(inputs[i] for i in _DIFFERENTIATED), 1.0)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
-    arrays = [jnp.asarray(a, dtype=dtype) for a in inputs]
+    work = dtype
+    if wide and jnp.dtype(dtype).itemsize < 8 and jax.config.jax_enable_x64:
+        work = jnp.float64
+    arrays = [jnp.asarray(a, dtype=work) for a in inputs]
     params = [
         p if isinstance(p, str)
         else float(p) if isinstance(p, numbers.Real)
-        else jnp.asarray(p, dtype=dtype)
+        else jnp.asarray(p, dtype=work)
         for p in params
     ]
     shape = jnp.broadcast_shapes(
@@ -113,10 +119,39 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _log_softplus(u):
+    far = u - jnp.exp(u) / 2
+    w = jnp.maximum(u, -30.0)
+    near = jnp.log(jnp.maximum(w, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(w))))
+    return jnp.where(u < -30, far, near)
+
+
+def _log_tanh(u, log_u):
+    small = u < 1e-4
+    safe = jnp.where(small, 1.0, u)
+    near = log_u + jnp.where(small, -u * u / 3, jnp.log1p(jnp.tanh(safe) / safe - 1))
+    e = jnp.exp(-2 * jnp.maximum(u, 0.5))
+    return jnp.where(u > 0.5, jnp.log1p(-e) - jnp.log1p(e), near)
+
+
 def _scaled_product(c, d, log_d):
     log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     return jnp.where(log_d > log_tiny, c * d, logged)
+
+
+def _scaled_sum(*triples):
+    terms, cofactors, logs = triples[0::3], triples[1::3], triples[2::3]
+    plain = sum(terms)
+    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
+    top = logs[0]
+    for log in logs[1:]:
+        top = jnp.maximum(top, log)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
+    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
+    return jnp.where(jnp.abs(plain) > info.tiny * 2.0 ** (info.nmant + 4), plain, scaled)
 
 
 def value(x, *, validate=False):
@@ -124,7 +159,8 @@ def value(x, *, validate=False):
     if validate:
         _validate(locals())
     x, shape, out = _prepare((x,), ())
-    loss = x * jnp.tanh(jax.nn.softplus(x))
+    t0 = jax.nn.softplus(x)
+    loss = _scaled_product(x, jnp.tanh(t0), _log_tanh(t0, _log_softplus(x)))
     return _fit(loss, shape, shape, out)
 
 
@@ -133,15 +169,23 @@ def grad(x, *, validate=False):
     if validate:
         _validate(locals())
     x, shape, out = _prepare((x,), ())
-    t0 = jax.nn.softplus(x)
-    t1 = 2 * t0
-    t2 = -t1
+    t0 = 4 * x
+    t1 = jax.nn.softplus(x)
+    t2 = 2 * t1
+    t3 = -t2
+    t4 = jax.nn.log_sigmoid(t2) + jax.nn.log_sigmoid(t3) + jax.nn.log_sigmoid(x)
     d_x = (
-        jnp.tanh(t0)
-        + _scaled_product(
-            4 * x,
-            jax.nn.sigmoid(t1) * jax.nn.sigmoid(t2) * jax.nn.sigmoid(x),
-            jax.nn.log_sigmoid(t1) + jax.nn.log_sigmoid(t2) + jax.nn.log_sigmoid(x),
+        _scaled_sum(
+            _scaled_product(
+                t0,
+                jax.nn.sigmoid(t2) * jax.nn.sigmoid(t3) * jax.nn.sigmoid(x),
+                t4,
+            ),
+            t0,
+            t4,
+            jnp.tanh(t1),
+            1,
+            _log_tanh(t1, _log_softplus(x)),
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -151,20 +195,34 @@ def hess(x, *, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
         _validate(locals())
-    x, shape, out = _prepare((x,), ())
-    t0 = -x
+    x, shape, out = _prepare(
+        (x,), (), wide=True
+    )
+    t0 = jax.nn.sigmoid(x)
     t1 = jax.nn.softplus(x)
-    t2 = jax.nn.sigmoid(x)
-    t3 = jax.nn.log_sigmoid(x)
-    t4 = 2 * t1
-    t5 = -t4
+    t2 = 2 * t1
+    t3 = -t2
+    t4 = jax.nn.sigmoid(t2) * jax.nn.sigmoid(t3)
+    t5 = t0 * t4
+    t6 = jax.nn.log_sigmoid(x)
+    t7 = jax.nn.log_sigmoid(t2) + jax.nn.log_sigmoid(t3)
+    t8 = t6 + t7
+    t9 = -8 * x
+    t10 = 2 * t6 + t7 + _log_tanh(t1, _log_softplus(x))
+    t11 = 4 * x
+    t12 = -x
+    t13 = t8 + jax.nn.log_sigmoid(t12)
     d2_x = (
-        _scaled_product(
-            8
-            + 4 * _scaled_product(x, jax.nn.sigmoid(t0), jax.nn.log_sigmoid(t0))
-            + 4 * _scaled_product(-2 * x * jnp.tanh(t1), t2, t3),
-            t2 * jax.nn.sigmoid(t4) * jax.nn.sigmoid(t5),
-            t3 + jax.nn.log_sigmoid(t4) + jax.nn.log_sigmoid(t5),
+        _scaled_sum(
+            _scaled_product(8, t5, t8),
+            8,
+            t8,
+            _scaled_product(t9, t0**2 * t4 * jnp.tanh(t1), t10),
+            t9,
+            t10,
+            _scaled_product(t11, t5 * jax.nn.sigmoid(t12), t13),
+            t11,
+            t13,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

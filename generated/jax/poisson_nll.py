@@ -78,16 +78,22 @@ _CATEGORICAL = []
 _LOW_PRECISION = (jnp.float16, jnp.bfloat16)
 
 
-def _prepare(inputs, params):
-    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape."""
+def _prepare(inputs, params, wide=False):
+    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape.
+
+    ``wide``: narrower inputs are computed in float64 when jax_enable_x64 is on, and the
+    result rounded once (the Hessian's terms can cancel tenfold where it is well conditioned)."""
     dtype = jnp.result_type(*(inputs[i] for i in _DIFFERENTIATED), 1.0)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
-    arrays = [jnp.asarray(a, dtype=dtype) for a in inputs]
+    work = dtype
+    if wide and jnp.dtype(dtype).itemsize < 8 and jax.config.jax_enable_x64:
+        work = jnp.float64
+    arrays = [jnp.asarray(a, dtype=work) for a in inputs]
     params = [
         p if isinstance(p, str)
         else float(p) if isinstance(p, numbers.Real)
-        else jnp.asarray(p, dtype=dtype)
+        else jnp.asarray(p, dtype=work)
         for p in params
     ]
     shape = jnp.broadcast_shapes(
@@ -112,12 +118,27 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _scaled_sum(*triples):
+    terms, cofactors, logs = triples[0::3], triples[1::3], triples[2::3]
+    plain = sum(terms)
+    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
+    top = logs[0]
+    for log in logs[1:]:
+        top = jnp.maximum(top, log)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
+    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
+    return jnp.where(jnp.abs(plain) > info.tiny * 2.0 ** (info.nmant + 4), plain, scaled)
+
+
 def value(log_rate, target, *, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
         _validate(locals())
     log_rate, target, shape, out = _prepare((log_rate, target), ())
-    loss = -log_rate * target + jnp.exp(log_rate)
+    t0 = -log_rate * target
+    loss = _scaled_sum(t0, t0, 0, jnp.exp(log_rate), 1, log_rate)
     return _fit(loss, shape, shape, out)
 
 
@@ -126,7 +147,8 @@ def grad(log_rate, target, *, validate=False):
     if validate:
         _validate(locals())
     log_rate, target, shape, out = _prepare((log_rate, target), ())
-    d_log_rate = -target + jnp.exp(log_rate)
+    t0 = -target
+    d_log_rate = _scaled_sum(t0, t0, 0, jnp.exp(log_rate), 1, log_rate)
     return _fit(d_log_rate, log_rate.shape, shape, out)
 
 
@@ -134,7 +156,9 @@ def hess(log_rate, target, *, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
         _validate(locals())
-    log_rate, target, shape, out = _prepare((log_rate, target), ())
+    log_rate, target, shape, out = _prepare(
+        (log_rate, target), (), wide=True
+    )
     d2_log_rate = jnp.exp(log_rate)
     return _fit(d2_log_rate, log_rate.shape, shape, out)
 

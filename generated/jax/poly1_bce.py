@@ -99,16 +99,22 @@ _CATEGORICAL = []
 _LOW_PRECISION = (jnp.float16, jnp.bfloat16)
 
 
-def _prepare(inputs, params):
-    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape."""
+def _prepare(inputs, params, wide=False):
+    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape.
+
+    ``wide``: narrower inputs are computed in float64 when jax_enable_x64 is on, and the
+    result rounded once (the Hessian's terms can cancel tenfold where it is well conditioned)."""
     dtype = jnp.result_type(*(inputs[i] for i in _DIFFERENTIATED), 1.0)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
-    arrays = [jnp.asarray(a, dtype=dtype) for a in inputs]
+    work = dtype
+    if wide and jnp.dtype(dtype).itemsize < 8 and jax.config.jax_enable_x64:
+        work = jnp.float64
+    arrays = [jnp.asarray(a, dtype=work) for a in inputs]
     params = [
         p if isinstance(p, str)
         else float(p) if isinstance(p, numbers.Real)
-        else jnp.asarray(p, dtype=dtype)
+        else jnp.asarray(p, dtype=work)
         for p in params
     ]
     shape = jnp.broadcast_shapes(
@@ -133,10 +139,31 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _log_softplus(u):
+    far = u - jnp.exp(u) / 2
+    w = jnp.maximum(u, -30.0)
+    near = jnp.log(jnp.maximum(w, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(w))))
+    return jnp.where(u < -30, far, near)
+
+
 def _scaled_product(c, d, log_d):
     log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     return jnp.where(log_d > log_tiny, c * d, logged)
+
+
+def _scaled_sum(*triples):
+    terms, cofactors, logs = triples[0::3], triples[1::3], triples[2::3]
+    plain = sum(terms)
+    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
+    top = logs[0]
+    for log in logs[1:]:
+        top = jnp.maximum(top, log)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
+    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
+    return jnp.where(jnp.abs(plain) > info.tiny * 2.0 ** (info.nmant + 4), plain, scaled)
 
 
 def value(x, y, *, epsilon=1.0, validate=False):
@@ -145,11 +172,28 @@ def value(x, y, *, epsilon=1.0, validate=False):
         _validate(locals())
     x, y, epsilon, shape, out = _prepare((x, y), (epsilon,))
     t0 = -x
-    t1 = 1 - y
+    t1 = _log_softplus(t0)
+    t2 = 1 - y
+    t3 = _log_softplus(x)
+    t4 = epsilon * y
+    t5 = jax.nn.log_sigmoid(t0)
+    t6 = epsilon * t2
+    t7 = jax.nn.log_sigmoid(x)
     loss = (
-        epsilon * (t1 * jax.nn.sigmoid(x) + y * jax.nn.sigmoid(t0))
-        - t1 * jax.nn.log_sigmoid(t0)
-        - y * jax.nn.log_sigmoid(x)
+        _scaled_sum(
+            _scaled_product(y, jax.nn.softplus(t0), t1),
+            y,
+            t1,
+            _scaled_product(t2, jax.nn.softplus(x), t3),
+            t2,
+            t3,
+            _scaled_product(t4, jax.nn.sigmoid(t0), t5),
+            t4,
+            t5,
+            _scaled_product(t6, jax.nn.sigmoid(x), t7),
+            t6,
+            t7,
+        )
     )
     return _fit(loss, shape, shape, out)
 
@@ -159,16 +203,31 @@ def grad(x, y, *, epsilon=1.0, validate=False):
     if validate:
         _validate(locals())
     x, y, epsilon, shape, out = _prepare((x, y), (epsilon,))
-    t0 = -x
-    t1 = jax.nn.sigmoid(t0)
-    t2 = jax.nn.sigmoid(x)
+    t0 = -y
+    t1 = -x
+    t2 = jax.nn.sigmoid(t1)
+    t3 = jax.nn.log_sigmoid(t1)
+    t4 = 1 - y
+    t5 = jax.nn.sigmoid(x)
+    t6 = jax.nn.log_sigmoid(x)
+    t7 = epsilon * t4
+    t8 = t2 * t5
+    t9 = t3 + t6
+    t10 = -epsilon * y
     d_x = (
-        -t1 * y
-        + t2 * (1 - y)
-        + _scaled_product(
-            epsilon * (1 - 2 * y),
-            t1 * t2,
-            jax.nn.log_sigmoid(t0) + jax.nn.log_sigmoid(x),
+        _scaled_sum(
+            _scaled_product(t0, t2, t3),
+            t0,
+            t3,
+            _scaled_product(t4, t5, t6),
+            t4,
+            t6,
+            _scaled_product(t7, t8, t9),
+            t7,
+            t9,
+            _scaled_product(t10, t8, t9),
+            t10,
+            t9,
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -178,16 +237,39 @@ def hess(x, y, *, epsilon=1.0, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
         _validate(locals())
-    x, y, epsilon, shape, out = _prepare((x, y), (epsilon,))
-    t0 = jax.nn.sigmoid(x)
-    t1 = -x
-    t2 = jax.nn.sigmoid(t1)
-    t3 = 1 - y
+    x, y, epsilon, shape, out = _prepare(
+        (x, y), (epsilon,), wide=True
+    )
+    t0 = epsilon * y
+    t1 = jax.nn.sigmoid(x)
+    t2 = jax.nn.log_sigmoid(x)
+    t3 = epsilon * (1 - y)
+    t4 = -x
+    t5 = jax.nn.sigmoid(t4)
+    t6 = jax.nn.log_sigmoid(t4)
+    t7 = -t0
+    t8 = -t3
     d2_x = (
         _scaled_product(
-            1 + epsilon * (-t0 * t3 + t0 * y + t2 * t3 - t2 * y),
-            t0 * t2,
-            jax.nn.log_sigmoid(t1) + jax.nn.log_sigmoid(x),
+            _scaled_sum(
+                1,
+                1,
+                0,
+                _scaled_product(t0, t1, t2),
+                t0,
+                t2,
+                _scaled_product(t3, t5, t6),
+                t3,
+                t6,
+                _scaled_product(t7, t5, t6),
+                t7,
+                t6,
+                _scaled_product(t8, t1, t2),
+                t8,
+                t2,
+            ),
+            t1 * t5,
+            t2 + t6,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

@@ -178,16 +178,22 @@ _CATEGORICAL = []
 _LOW_PRECISION = (jnp.float16, jnp.bfloat16)
 
 
-def _prepare(inputs, params):
-    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape."""
+def _prepare(inputs, params, wide=False):
+    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape.
+
+    ``wide``: narrower inputs are computed in float64 when jax_enable_x64 is on, and the
+    result rounded once (the Hessian's terms can cancel tenfold where it is well conditioned)."""
     dtype = jnp.result_type(*(inputs[i] for i in _DIFFERENTIATED), 1.0)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
-    arrays = [jnp.asarray(a, dtype=dtype) for a in inputs]
+    work = dtype
+    if wide and jnp.dtype(dtype).itemsize < 8 and jax.config.jax_enable_x64:
+        work = jnp.float64
+    arrays = [jnp.asarray(a, dtype=work) for a in inputs]
     params = [
         p if isinstance(p, str)
         else float(p) if isinstance(p, numbers.Real)
-        else jnp.asarray(p, dtype=dtype)
+        else jnp.asarray(p, dtype=work)
         for p in params
     ]
     shape = jnp.broadcast_shapes(
@@ -212,10 +218,31 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _log_softplus(u):
+    far = u - jnp.exp(u) / 2
+    w = jnp.maximum(u, -30.0)
+    near = jnp.log(jnp.maximum(w, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(w))))
+    return jnp.where(u < -30, far, near)
+
+
 def _scaled_product(c, d, log_d):
     log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     return jnp.where(log_d > log_tiny, c * d, logged)
+
+
+def _scaled_sum(*triples):
+    terms, cofactors, logs = triples[0::3], triples[1::3], triples[2::3]
+    plain = sum(terms)
+    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
+    top = logs[0]
+    for log in logs[1:]:
+        top = jnp.maximum(top, log)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
+    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
+    return jnp.where(jnp.abs(plain) > info.tiny * 2.0 ** (info.nmant + 4), plain, scaled)
 
 
 def value(x, y, *, alpha=0.25, gamma=2.0, validate=False):
@@ -224,12 +251,30 @@ def value(x, y, *, alpha=0.25, gamma=2.0, validate=False):
         _validate(locals())
     x, y, alpha, gamma, shape, out = _prepare((x, y), (alpha, gamma))
     t0 = 1 - y
-    t1 = jax.nn.log_sigmoid(x)
-    t2 = jax.nn.log_sigmoid(-x)
+    t1 = -x
+    t2 = _log_softplus(t1)
+    t3 = _log_softplus(x)
+    t4 = (
+        gamma
+        * jnp.logaddexp(
+            jnp.log(y) + jax.nn.log_sigmoid(t1),
+            jax.nn.log_sigmoid(x) + jnp.log1p(-y),
+        )
+    )
     loss = (
-        (alpha * y + t0 * (1 - alpha))
-        * (-t0 * t2 - t1 * y)
-        * jnp.exp(gamma * jnp.logaddexp(t2 + jnp.log(y), t1 + jnp.log1p(-y)))
+        _scaled_product(
+            (alpha * y + t0 * (1 - alpha))
+            * _scaled_sum(
+                _scaled_product(y, jax.nn.softplus(t1), t2),
+                y,
+                t2,
+                _scaled_product(t0, jax.nn.softplus(x), t3),
+                t0,
+                t3,
+            ),
+            jnp.exp(t4),
+            t4,
+        )
     )
     return _fit(loss, shape, shape, out)
 
@@ -249,27 +294,73 @@ def grad(x, y, *, alpha=0.25, gamma=2.0, validate=False):
         )
     )
     t3 = -t2 + x
-    t4 = jax.nn.sigmoid(x)
-    t5 = jax.nn.log_sigmoid(x)
-    t6 = -x
-    t7 = jax.nn.sigmoid(t6)
-    t8 = jax.nn.log_sigmoid(t6)
-    t9 = t8 + jnp.log(y)
-    t10 = t5 + jnp.log1p(-y)
-    t11 = jnp.logaddexp(t9, t10)
-    t12 = (alpha * y + t1 * (1 - alpha)) * jnp.exp(gamma * t11)
-    t13 = -t11
-    d_x = (
-        t12
-        * jnp.where(
-            t2 <= x,
-            _scaled_product(t0 * jnp.expm1(-t3), t4, t5),
-            _scaled_product(y * jnp.expm1(t3), t7, t8),
+    t4 = t0 * jnp.expm1(-t3)
+    t5 = jax.nn.sigmoid(x)
+    t6 = jax.nn.log_sigmoid(x)
+    t7 = x >= t2
+    t8 = y * jnp.expm1(t3)
+    t9 = -x
+    t10 = jax.nn.sigmoid(t9)
+    t11 = jax.nn.log_sigmoid(t9)
+    t12 = -y
+    t13 = _log_softplus(t9)
+    t14 = _log_softplus(x)
+    t15 = (
+        gamma
+        * _scaled_sum(
+            _scaled_product(t12, jax.nn.softplus(t9), t13),
+            t12,
+            t13,
+            _scaled_product(t0, jax.nn.softplus(x), t14),
+            t0,
+            t14,
         )
-        + gamma
-        * t12
-        * (-t1 * t8 - t5 * y)
-        * (-t4 * jnp.exp(t13 + t9) + t7 * jnp.exp(t10 + t13))
+    )
+    t16 = jnp.log(y)
+    t17 = t11 + t16
+    t18 = jnp.log1p(t12)
+    t19 = t18 + t6
+    t20 = jnp.logaddexp(t17, t19)
+    t21 = -t20
+    t22 = t17 + t21
+    t23 = 1 / jnp.exp(t20)
+    t24 = jnp.abs(t20)
+    t25 = t22 + t6
+    t26 = -t15
+    t27 = t19 + t21
+    t28 = t11 + t27
+    t29 = gamma * t20
+    d_x = (
+        _scaled_product(
+            (alpha * y + t1 * (1 - alpha))
+            * _scaled_sum(
+                jnp.where(t7, _scaled_product(t4, t5, t6), _scaled_product(t8, t10, t11)),
+                jnp.where(t7, t4, t8),
+                jnp.where(t7, t6, t11),
+                _scaled_product(
+                    t15,
+                    t5
+                    * jnp.where(
+                        (-t11 + t24 + jnp.abs(t16)) < 60.0,
+                        t10 * t23 * y,
+                        jnp.exp(t22),
+                    ),
+                    t25,
+                ),
+                t15,
+                t25,
+                _scaled_product(
+                    t26,
+                    t10
+                    * jnp.where((t24 - t6 + jnp.abs(t18)) < 60.0, t1 * t23 * t5, jnp.exp(t27)),
+                    t28,
+                ),
+                t26,
+                t28,
+            ),
+            jnp.exp(t29),
+            t29,
+        )
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -278,46 +369,131 @@ def hess(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
         _validate(locals())
-    x, y, alpha, gamma, shape, out = _prepare((x, y), (alpha, gamma))
-    t0 = -1 + y
-    t1 = -t0
-    t2 = -x
-    t3 = jax.nn.log_sigmoid(t2)
-    t4 = t3 + jnp.log(y)
+    x, y, alpha, gamma, shape, out = _prepare(
+        (x, y), (alpha, gamma), wide=True
+    )
+    t0 = -x
+    t1 = jax.nn.sigmoid(t0)
+    t2 = jnp.log(y)
+    t3 = jax.nn.log_sigmoid(t0)
+    t4 = t2 + t3
     t5 = jax.nn.log_sigmoid(x)
-    t6 = t5 + jnp.log1p(-y)
-    t7 = jnp.logaddexp(t4, t6)
-    t8 = (alpha * y + t1 * (1 - alpha)) * jnp.exp(gamma * t7)
-    t9 = jax.nn.sigmoid(x)
-    t10 = jax.nn.sigmoid(t2)
-    t11 = -t7
-    t12 = jnp.exp(t11 + t4)
-    t13 = t12 * t9
-    t14 = jnp.exp(t11 + t6)
-    t15 = -t13 + t10 * t14
-    t16 = t8 * (-t1 * t3 - t5 * y)
-    t17 = (
-        jnp.where(
-            (t1 == 0) | (y == 0),
-            jnp.log(y) - jnp.log(t1),
-            jnp.log1p((-1 + 2 * y) / t1),
+    t6 = -y
+    t7 = jnp.log1p(t6)
+    t8 = t5 + t7
+    t9 = jnp.logaddexp(t4, t8)
+    t10 = -t9
+    t11 = t10 + t8
+    t12 = jax.nn.sigmoid(x)
+    t13 = -1 + y
+    t14 = -t13
+    t15 = 1 / jnp.exp(t9)
+    t16 = jnp.abs(t9)
+    t17 = jnp.where((t16 - t5 + jnp.abs(t7)) < 60.0, t12 * t14 * t15, jnp.exp(t11))
+    t18 = t1 * t17
+    t19 = t11 + t3
+    t20 = t10 + t4
+    t21 = jnp.where((t16 - t3 + jnp.abs(t2)) < 60.0, t1 * t15 * y, jnp.exp(t20))
+    t22 = t12 * t21
+    t23 = t20 + t5
+    t24 = alpha * y + t14 * (1 - alpha)
+    t25 = _log_softplus(t0)
+    t26 = _log_softplus(x)
+    t27 = (
+        t24
+        * _scaled_sum(
+            _scaled_product(t6, jax.nn.softplus(t0), t25),
+            t6,
+            t25,
+            _scaled_product(t13, jax.nn.softplus(x), t26),
+            t13,
+            t26,
         )
     )
-    t18 = -t17 + x
-    t19 = t10 * t14
-    d2_x = (
-        gamma * t16 * (-t10 * t13 + t12 * t19 + t13 * t14 - t19 * t9)
-        + gamma**2 * t15**2 * t16
-        + 2
-        * gamma
-        * t15
-        * t8
-        * jnp.where(
-            t17 <= x,
-            _scaled_product(t0 * jnp.expm1(-t18), t9, t5),
-            _scaled_product(y * jnp.expm1(t18), t10, t3),
+    t28 = (
+        -gamma**2
+        * t27
+        * _scaled_sum(
+            _scaled_product(1, t18, t19),
+            1,
+            t19,
+            _scaled_product(-1, t22, t23),
+            -1,
+            t23,
+        )**2
+    )
+    t29 = gamma * t9
+    t30 = jnp.exp(t29)
+    t31 = t1 * t30
+    t32 = t29 + t5
+    t33 = t3 + t32
+    t34 = 2 * y
+    t35 = (
+        jnp.where(
+            (t14 == 0) | (y == 0),
+            jnp.log(y) - jnp.log(t14),
+            jnp.log1p((-1 + t34) / t14),
         )
-        + _scaled_product(t8, t10 * t9, t3 + t5)
+    )
+    t36 = -t35 + x
+    t37 = gamma * t24
+    t38 = 2 * t13 * t37 * jnp.expm1(-t36)
+    t39 = -t38
+    t40 = t21 * t30
+    t41 = t29 + 2 * t5
+    t42 = t20 + t41
+    t43 = x >= t35
+    t44 = t34 * t37 * jnp.expm1(t36)
+    t45 = -t44
+    t46 = t22 * t31
+    t47 = 2 * t3
+    t48 = t2 + t47
+    t49 = t10 + t32 + t48
+    t50 = t12 * t18 * t30
+    t51 = t41 + t7
+    t52 = t10 + t3 + t51
+    t53 = t17 * t30
+    t54 = t11 + t29 + t47
+    t55 = gamma * t27
+    t56 = -t55
+    t57 = -2 * t9
+    t58 = t4 + t51 + t57
+    t59 = t29 + t48 + t57 + t8
+    d2_x = (
+        _scaled_sum(
+            _scaled_product(t28, t30, t29),
+            t28,
+            t29,
+            _scaled_product(t24, t12 * t31, t33),
+            t24,
+            t33,
+            jnp.where(
+                t43,
+                _scaled_product(t39, t12**2 * t40, t42),
+                _scaled_product(t45, t46, t49),
+            ),
+            jnp.where(t43, t39, t45),
+            jnp.where(t43, t42, t49),
+            jnp.where(
+                t43,
+                _scaled_product(t38, t50, t52),
+                _scaled_product(t44, t1**2 * t53, t54),
+            ),
+            jnp.where(t43, t38, t44),
+            jnp.where(t43, t52, t54),
+            _scaled_product(t55, t50, t52),
+            t55,
+            t52,
+            _scaled_product(t55, t46, t49),
+            t55,
+            t49,
+            _scaled_product(t56, t22 * t53, t58),
+            t56,
+            t58,
+            _scaled_product(t56, t18 * t40, t59),
+            t56,
+            t59,
+        )
     )
     return _fit(d2_x, x.shape, shape, out)
 

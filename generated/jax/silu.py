@@ -61,16 +61,22 @@ _CATEGORICAL = []
 _LOW_PRECISION = (jnp.float16, jnp.bfloat16)
 
 
-def _prepare(inputs, params):
-    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape."""
+def _prepare(inputs, params, wide=False):
+    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape.
+
+    ``wide``: narrower inputs are computed in float64 when jax_enable_x64 is on, and the
+    result rounded once (the Hessian's terms can cancel tenfold where it is well conditioned)."""
     dtype = jnp.result_type(*(inputs[i] for i in _DIFFERENTIATED), 1.0)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
-    arrays = [jnp.asarray(a, dtype=dtype) for a in inputs]
+    work = dtype
+    if wide and jnp.dtype(dtype).itemsize < 8 and jax.config.jax_enable_x64:
+        work = jnp.float64
+    arrays = [jnp.asarray(a, dtype=work) for a in inputs]
     params = [
         p if isinstance(p, str)
         else float(p) if isinstance(p, numbers.Real)
-        else jnp.asarray(p, dtype=dtype)
+        else jnp.asarray(p, dtype=work)
         for p in params
     ]
     shape = jnp.broadcast_shapes(
@@ -101,6 +107,20 @@ def _scaled_product(c, d, log_d):
     return jnp.where(log_d > log_tiny, c * d, logged)
 
 
+def _scaled_sum(*triples):
+    terms, cofactors, logs = triples[0::3], triples[1::3], triples[2::3]
+    plain = sum(terms)
+    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
+    top = logs[0]
+    for log in logs[1:]:
+        top = jnp.maximum(top, log)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
+    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
+    return jnp.where(jnp.abs(plain) > info.tiny * 2.0 ** (info.nmant + 4), plain, scaled)
+
+
 def value(x, *, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -115,14 +135,11 @@ def grad(x, *, validate=False):
     if validate:
         _validate(locals())
     x, shape, out = _prepare((x,), ())
-    t0 = -x
-    d_x = (
-        _scaled_product(
-            1 + _scaled_product(x, jax.nn.sigmoid(t0), jax.nn.log_sigmoid(t0)),
-            jax.nn.sigmoid(x),
-            jax.nn.log_sigmoid(x),
-        )
-    )
+    t0 = jax.nn.sigmoid(x)
+    t1 = -x
+    t2 = jax.nn.log_sigmoid(x)
+    t3 = t2 + jax.nn.log_sigmoid(t1)
+    d_x = _scaled_sum(_scaled_product(x, t0 * jax.nn.sigmoid(t1), t3), x, t3, t0, 1, t2)
     return _fit(d_x, x.shape, shape, out)
 
 
@@ -130,17 +147,28 @@ def hess(x, *, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
         _validate(locals())
-    x, shape, out = _prepare((x,), ())
-    t0 = -x
-    t1 = jax.nn.sigmoid(x)
-    t2 = jax.nn.log_sigmoid(x)
-    t3 = jax.nn.sigmoid(t0)
-    t4 = jax.nn.log_sigmoid(t0)
+    x, shape, out = _prepare(
+        (x,), (), wide=True
+    )
+    t0 = jax.nn.sigmoid(x)
+    t1 = -x
+    t2 = jax.nn.sigmoid(t1)
+    t3 = jax.nn.log_sigmoid(x)
+    t4 = jax.nn.log_sigmoid(t1)
+    t5 = t3 + t4
+    t6 = t3 + 2 * t4
+    t7 = 2 * t3 + t4
     d2_x = (
-        _scaled_product(
-            2 + _scaled_product(t0, t1, t2) + _scaled_product(x, t3, t4),
-            t1 * t3,
-            t2 + t4,
+        _scaled_sum(
+            _scaled_product(2, t0 * t2, t5),
+            2,
+            t5,
+            _scaled_product(x, t0 * t2**2, t6),
+            x,
+            t6,
+            _scaled_product(t1, t0**2 * t2, t7),
+            t1,
+            t7,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

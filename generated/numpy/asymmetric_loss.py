@@ -486,16 +486,20 @@ _DOMAINS = {
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _prepare(inputs, params):
-    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape."""
+def _prepare(inputs, params, wide=False):
+    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape.
+
+    ``wide``: narrower inputs are computed in float64 and the result rounded once (the
+    Hessian's terms can cancel tenfold where it is well conditioned)."""
     dtype = np.result_type(*(inputs[i] for i in _DIFFERENTIATED), 1.0)
     if not np.issubdtype(dtype, np.floating):
         dtype = np.dtype(np.float64)
-    arrays = [np.asarray(a, dtype=dtype) for a in inputs]
+    work = np.dtype(np.float64) if wide and dtype.itemsize < 8 else dtype
+    arrays = [np.asarray(a, dtype=work) for a in inputs]
     params = [
         p if isinstance(p, str)
         else float(p) if isinstance(p, numbers.Real)
-        else np.asarray(p, dtype=dtype)
+        else np.asarray(p, dtype=work)
         for p in params
     ]
     shape = np.broadcast_shapes(
@@ -637,7 +641,9 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
         _validate(locals())
-    x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare((x, y), (gamma_pos, gamma_neg, clip))
+    x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare(
+        (x, y), (gamma_pos, gamma_neg, clip), wide=True
+    )
     t0 = -x
     t1 = y * np.exp(gamma_pos * (-np.logaddexp(0, -t0)))
     t2 = _sigmoid(x)

@@ -72,16 +72,20 @@ _DOMAINS = {
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _prepare(inputs, params):
-    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape."""
+def _prepare(inputs, params, wide=False):
+    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape.
+
+    ``wide``: narrower inputs are computed in float64 and the result rounded once (the
+    Hessian's terms can cancel tenfold where it is well conditioned)."""
     dtype = np.result_type(*(inputs[i] for i in _DIFFERENTIATED), 1.0)
     if not np.issubdtype(dtype, np.floating):
         dtype = np.dtype(np.float64)
-    arrays = [np.asarray(a, dtype=dtype) for a in inputs]
+    work = np.dtype(np.float64) if wide and dtype.itemsize < 8 else dtype
+    arrays = [np.asarray(a, dtype=work) for a in inputs]
     params = [
         p if isinstance(p, str)
         else float(p) if isinstance(p, numbers.Real)
-        else np.asarray(p, dtype=dtype)
+        else np.asarray(p, dtype=work)
         for p in params
     ]
     shape = np.broadcast_shapes(
@@ -110,6 +114,15 @@ def _like(v, ref):
     return np.asarray(v, dtype=ref.dtype)
 
 
+def _erfc_scaled(x, c, c2):
+    u = c * x
+    m = np.round(x * 256) / 256
+    f = x - m
+    tail = np.exp(-c2 * (m * m)) * np.exp(-c2 * (f * (2 * m + f)))
+    tail = tail * _special.erfcx(np.maximum(u, 2.0))
+    return np.where(u > 2, tail, _special.erfc(u))
+
+
 def _sigmoid(x):
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
@@ -121,13 +134,14 @@ def value(x, *, approximate='none', validate=False):
     if validate:
         _validate(locals())
     x, approximate, shape, out = _prepare((x,), (approximate,))
-    t0 = 1.4142135623730951
-    t1 = x / 2
     loss = (
         (
-            t1 * _special.erfc(-t0 * t1)
+            x * _erfc_scaled(x, -0.7071067811865476, 0.5) / 2
             if approximate == 'none'
-            else x * _sigmoid(t0 * x * (200000 + 8943 * x**2) / 100000 / 1.772453850905516)
+            else x
+            * _sigmoid(
+                1.4142135623730951 * x * (200000 + 8943 * x**2) / 100000 / 1.772453850905516,
+            )
         )
     )
     return _fit(loss, shape, shape, out)
@@ -139,20 +153,16 @@ def grad(x, *, approximate='none', validate=False):
     if validate:
         _validate(locals())
     x, approximate, shape, out = _prepare((x,), (approximate,))
-    t0 = 1.4142135623730951
-    t1 = t0 * x
-    t2 = t1 / 2
-    t3 = 0.5641895835477563
-    t4 = x**2
-    t5 = 2 + 8943 * t4 / 100000
-    t6 = t1 * t3 * t5
-    t7 = _sigmoid(t6)
-    t8 = t0 * t3
+    t0 = x**2
+    t1 = 0.7978845608028654
+    t2 = t1 * (200000 + 8943 * t0) / 100000
+    t3 = t2 * x
+    t4 = _sigmoid(t3)
     d_x = (
         (
-            t2 * t3 * np.exp(-t4 / 2) + _special.erfc(-t2) / 2
+            t1 * x * np.exp(-t0 / 2) / 2 + _erfc_scaled(x, -0.7071067811865476, 0.5) / 2
             if approximate == 'none'
-            else t7 + t7 * x * (8943 * t4 * t8 / 50000 + t5 * t8) * _sigmoid(-t6)
+            else t4 + t4 * x * (t2 + 8943 * t0 * t1 / 50000) * _sigmoid(-t3)
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -163,7 +173,9 @@ def hess(x, *, approximate='none', validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
         _validate(locals())
-    x, approximate, shape, out = _prepare((x,), (approximate,))
+    x, approximate, shape, out = _prepare(
+        (x,), (approximate,), wide=True
+    )
     t0 = 1.4142135623730951
     t1 = 0.5641895835477563
     t2 = x**2

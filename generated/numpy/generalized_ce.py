@@ -119,16 +119,20 @@ _DOMAINS = {
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _prepare(inputs, params):
-    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape."""
+def _prepare(inputs, params, wide=False):
+    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape.
+
+    ``wide``: narrower inputs are computed in float64 and the result rounded once (the
+    Hessian's terms can cancel tenfold where it is well conditioned)."""
     dtype = np.result_type(*(inputs[i] for i in _DIFFERENTIATED), 1.0)
     if not np.issubdtype(dtype, np.floating):
         dtype = np.dtype(np.float64)
-    arrays = [np.asarray(a, dtype=dtype) for a in inputs]
+    work = np.dtype(np.float64) if wide and dtype.itemsize < 8 else dtype
+    arrays = [np.asarray(a, dtype=work) for a in inputs]
     params = [
         p if isinstance(p, str)
         else float(p) if isinstance(p, numbers.Real)
-        else np.asarray(p, dtype=dtype)
+        else np.asarray(p, dtype=work)
         for p in params
     ]
     shape = np.broadcast_shapes(
@@ -187,12 +191,27 @@ def grad(x, y, *, q=0.7, validate=False):
     if validate:
         _validate(locals())
     x, y, q, shape, out = _prepare((x, y), (q,))
-    t0 = np.log(y) + -np.logaddexp(0, -x)
-    t1 = -x
-    t2 = -np.logaddexp(0, -t1) + np.log1p(-y)
-    t3 = np.logaddexp(t0, t2)
-    t4 = -t3
-    d_x = -(np.exp(t0 + t4) * _sigmoid(t1) - np.exp(t2 + t4) * _sigmoid(x)) * np.exp(q * t3)
+    t0 = np.log(y)
+    t1 = -np.logaddexp(0, -x)
+    t2 = t0 + t1
+    t3 = -x
+    t4 = -np.logaddexp(0, -t3)
+    t5 = np.log1p(-y)
+    t6 = t4 + t5
+    t7 = np.logaddexp(t2, t6)
+    t8 = _sigmoid(t3)
+    t9 = -t7
+    t10 = _sigmoid(x)
+    t11 = 1 / np.exp(t7)
+    t12 = np.abs(t7)
+    d_x = (
+        -(
+            -t10
+            * np.where((t12 - t4 + np.abs(t5)) < 60.0, t11 * t8 * (1 - y), np.exp(t6 + t9))
+            + t8 * np.where((-t1 + t12 + np.abs(t0)) < 60.0, t10 * t11 * y, np.exp(t2 + t9))
+        )
+        * np.exp(q * t7)
+    )
     return _fit(d_x, x.shape, shape, out)
 
 
@@ -201,20 +220,28 @@ def hess(x, y, *, q=0.7, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
         _validate(locals())
-    x, y, q, shape, out = _prepare((x, y), (q,))
-    t0 = np.log(y) + -np.logaddexp(0, -x)
-    t1 = -x
-    t2 = -np.logaddexp(0, -t1) + np.log1p(-y)
-    t3 = np.logaddexp(t0, t2)
-    t4 = np.exp(q * t3)
-    t5 = _sigmoid(t1)
-    t6 = -t3
-    t7 = np.exp(t0 + t6)
-    t8 = t5 * t7
-    t9 = _sigmoid(x)
-    t10 = np.exp(t2 + t6)
-    t11 = t10 * t9
-    d2_x = -t4 * (t10 * t8 - t11 * t5 + t11 * t7 - t8 * t9) - q * t4 * (-t11 + t8)**2
+    x, y, q, shape, out = _prepare(
+        (x, y), (q,), wide=True
+    )
+    t0 = np.log(y)
+    t1 = -np.logaddexp(0, -x)
+    t2 = t0 + t1
+    t3 = -x
+    t4 = -np.logaddexp(0, -t3)
+    t5 = np.log1p(-y)
+    t6 = t4 + t5
+    t7 = np.logaddexp(t2, t6)
+    t8 = np.exp(q * t7)
+    t9 = _sigmoid(t3)
+    t10 = -t7
+    t11 = _sigmoid(x)
+    t12 = 1 / np.exp(t7)
+    t13 = np.abs(t7)
+    t14 = np.where((-t1 + t13 + np.abs(t0)) < 60.0, t11 * t12 * y, np.exp(t10 + t2))
+    t15 = t14 * t9
+    t16 = np.where((t13 - t4 + np.abs(t5)) < 60.0, t12 * t9 * (1 - y), np.exp(t10 + t6))
+    t17 = t11 * t16
+    d2_x = -t8 * (-t11 * t15 + t14 * t17 + t15 * t16 - t17 * t9) - q * t8 * (t15 - t17)**2
     return _fit(d2_x, x.shape, shape, out)
 
 

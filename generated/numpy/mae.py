@@ -63,16 +63,20 @@ _DOMAINS = {
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _prepare(inputs, params):
-    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape."""
+def _prepare(inputs, params, wide=False):
+    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape.
+
+    ``wide``: narrower inputs are computed in float64 and the result rounded once (the
+    Hessian's terms can cancel tenfold where it is well conditioned)."""
     dtype = np.result_type(*(inputs[i] for i in _DIFFERENTIATED), 1.0)
     if not np.issubdtype(dtype, np.floating):
         dtype = np.dtype(np.float64)
-    arrays = [np.asarray(a, dtype=dtype) for a in inputs]
+    work = np.dtype(np.float64) if wide and dtype.itemsize < 8 else dtype
+    arrays = [np.asarray(a, dtype=work) for a in inputs]
     params = [
         p if isinstance(p, str)
         else float(p) if isinstance(p, numbers.Real)
-        else np.asarray(p, dtype=dtype)
+        else np.asarray(p, dtype=work)
         for p in params
     ]
     shape = np.broadcast_shapes(
@@ -126,7 +130,9 @@ def hess(pred, target, *, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
         _validate(locals())
-    pred, target, shape, out = _prepare((pred, target), ())
+    pred, target, shape, out = _prepare(
+        (pred, target), (), wide=True
+    )
     d2_pred = 0
     return _fit(d2_pred, pred.shape, shape, out)
 

@@ -173,16 +173,20 @@ _DOMAINS = {
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _prepare(inputs, params):
-    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape."""
+def _prepare(inputs, params, wide=False):
+    """Arrays of one floating dtype, chosen by the differentiated inputs, and the output shape.
+
+    ``wide``: narrower inputs are computed in float64 and the result rounded once (the
+    Hessian's terms can cancel tenfold where it is well conditioned)."""
     dtype = np.result_type(*(inputs[i] for i in _DIFFERENTIATED), 1.0)
     if not np.issubdtype(dtype, np.floating):
         dtype = np.dtype(np.float64)
-    arrays = [np.asarray(a, dtype=dtype) for a in inputs]
+    work = np.dtype(np.float64) if wide and dtype.itemsize < 8 else dtype
+    arrays = [np.asarray(a, dtype=work) for a in inputs]
     params = [
         p if isinstance(p, str)
         else float(p) if isinstance(p, numbers.Real)
-        else np.asarray(p, dtype=dtype)
+        else np.asarray(p, dtype=work)
         for p in params
     ]
     shape = np.broadcast_shapes(
@@ -246,19 +250,28 @@ def grad(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     t4 = -t3 + x
     t5 = -x
     t6 = _sigmoid(t5)
-    t7 = -np.logaddexp(0, -t5)
-    t8 = t7 + np.log(y)
-    t9 = -np.logaddexp(0, -x)
-    t10 = t9 + np.log1p(-y)
-    t11 = np.logaddexp(t8, t10)
-    t12 = (alpha * y + t2 * (1 - alpha)) * np.exp(gamma * t11)
-    t13 = -t11
+    t7 = t6 * y
+    t8 = np.log(y)
+    t9 = -np.logaddexp(0, -t5)
+    t10 = t8 + t9
+    t11 = -np.logaddexp(0, -x)
+    t12 = np.log1p(-y)
+    t13 = t11 + t12
+    t14 = np.logaddexp(t10, t13)
+    t15 = (alpha * y + t2 * (1 - alpha)) * np.exp(gamma * t14)
+    t16 = -t14
+    t17 = 1 / np.exp(t14)
+    t18 = np.abs(t14)
     d_x = (
-        t12 * np.where(t3 <= x, t0 * t1 * np.expm1(-t4), t6 * y * np.expm1(t4))
+        t15 * np.where(t3 <= x, t0 * t1 * np.expm1(-t4), t7 * np.expm1(t4))
         + gamma
-        * t12
-        * (-t0 * np.exp(t13 + t8) + t6 * np.exp(t10 + t13))
-        * (-t2 * t7 - t9 * y)
+        * t15
+        * (
+            -t0 * np.where((t18 - t9 + np.abs(t8)) < 60.0, t17 * t7, np.exp(t10 + t16))
+            + t6
+            * np.where((-t11 + t18 + np.abs(t12)) < 60.0, t0 * t17 * t2, np.exp(t13 + t16))
+        )
+        * (-t11 * y - t2 * t9)
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -268,39 +281,46 @@ def hess(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
         _validate(locals())
-    x, y, alpha, gamma, shape, out = _prepare((x, y), (alpha, gamma))
+    x, y, alpha, gamma, shape, out = _prepare(
+        (x, y), (alpha, gamma), wide=True
+    )
     t0 = -x
     t1 = _sigmoid(t0)
     t2 = _sigmoid(x)
     t3 = t1 * t2
     t4 = -1 + y
     t5 = -t4
-    t6 = -np.logaddexp(0, -t0)
-    t7 = t6 + np.log(y)
-    t8 = -np.logaddexp(0, -x)
-    t9 = t8 + np.log1p(-y)
-    t10 = np.logaddexp(t7, t9)
-    t11 = (alpha * y + t5 * (1 - alpha)) * np.exp(gamma * t10)
-    t12 = -t10
-    t13 = np.exp(t12 + t7)
-    t14 = t13 * t2
-    t15 = np.exp(t12 + t9)
-    t16 = -t14 + t1 * t15
-    t17 = t11 * (-t5 * t6 - t8 * y)
-    t18 = (
+    t6 = np.log(y)
+    t7 = -np.logaddexp(0, -t0)
+    t8 = t6 + t7
+    t9 = -np.logaddexp(0, -x)
+    t10 = np.log1p(-y)
+    t11 = t10 + t9
+    t12 = np.logaddexp(t8, t11)
+    t13 = (alpha * y + t5 * (1 - alpha)) * np.exp(gamma * t12)
+    t14 = -t12
+    t15 = 1 / np.exp(t12)
+    t16 = t1 * y
+    t17 = np.abs(t12)
+    t18 = np.where((t17 - t7 + np.abs(t6)) < 60.0, t15 * t16, np.exp(t14 + t8))
+    t19 = t18 * t2
+    t20 = np.where((t17 - t9 + np.abs(t10)) < 60.0, t15 * t2 * t5, np.exp(t11 + t14))
+    t21 = -t19 + t1 * t20
+    t22 = t13 * (-t5 * t7 - t9 * y)
+    t23 = (
         np.where((t5 == 0) | (y == 0), np.log(y) - np.log(t5), np.log1p((-1 + 2 * y) / t5))
     )
-    t19 = -t18 + x
-    t20 = t1 * t15
+    t24 = -t23 + x
+    t25 = t1 * t20
     d2_x = (
-        t11 * (t3 * t5 + t3 * y)
-        + gamma * t17 * (-t1 * t14 + t13 * t20 + t14 * t15 - t2 * t20)
-        + gamma**2 * t16**2 * t17
+        t13 * (t3 * t5 + t3 * y)
+        + gamma * t22 * (-t1 * t19 + t18 * t25 + t19 * t20 - t2 * t25)
+        + gamma**2 * t21**2 * t22
         + 2
         * gamma
-        * t11
-        * t16
-        * np.where(t18 <= x, t2 * t4 * np.expm1(-t19), t1 * y * np.expm1(t19))
+        * t13
+        * t21
+        * np.where(t23 <= x, t2 * t4 * np.expm1(-t24), t16 * np.expm1(t24))
     )
     return _fit(d2_x, x.shape, shape, out)
 

@@ -71,17 +71,23 @@ _REDUCTIONS = ("mean", "sum", "none")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def _prepare(inputs, params):
-    """Tensors of one floating dtype and device, chosen by the differentiated inputs."""
+def _prepare(inputs, params, wide=False):
+    """Tensors of one floating dtype and device, chosen by the differentiated inputs.
+
+    ``wide``: narrower inputs are computed in float64 (where the device has it) and the
+    result rounded once (the Hessian's terms can cancel tenfold where it is well conditioned)."""
     ref = next((inputs[i] for i in _DIFFERENTIATED if torch.is_tensor(inputs[i])), None)
     if ref is None:
         ref = next((a for a in inputs if torch.is_tensor(a)), None)
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.get_default_dtype()
     device = ref.device if ref is not None else None
-    tensors = [torch.as_tensor(a, dtype=dtype, device=device) for a in inputs]
+    work = dtype
+    if wide and dtype.itemsize < 8 and (device is None or device.type != "mps"):
+        work = torch.float64
+    tensors = [torch.as_tensor(a, dtype=work, device=device) for a in inputs]
     params = [
         # numbers too become tensors of the inputs' dtype: torch.log(0.25) is a TypeError
-        p if isinstance(p, str) else torch.as_tensor(p, dtype=dtype, device=device)
+        p if isinstance(p, str) else torch.as_tensor(p, dtype=work, device=device)
         for p in params
     ]
     shape = torch.broadcast_shapes(*(t.shape for t in tensors + params if torch.is_tensor(t)))
@@ -130,7 +136,9 @@ def hess(pred, target, *, c=1.0, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
         _validate(locals())
-    pred, target, c, shape, out = _prepare((pred, target), (c,))
+    pred, target, c, shape, out = _prepare(
+        (pred, target), (c,), wide=True
+    )
     t0 = c**2
     d2_pred = (
         t0

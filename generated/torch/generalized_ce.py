@@ -120,17 +120,23 @@ _REDUCTIONS = ("mean", "sum", "none")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def _prepare(inputs, params):
-    """Tensors of one floating dtype and device, chosen by the differentiated inputs."""
+def _prepare(inputs, params, wide=False):
+    """Tensors of one floating dtype and device, chosen by the differentiated inputs.
+
+    ``wide``: narrower inputs are computed in float64 (where the device has it) and the
+    result rounded once (the Hessian's terms can cancel tenfold where it is well conditioned)."""
     ref = next((inputs[i] for i in _DIFFERENTIATED if torch.is_tensor(inputs[i])), None)
     if ref is None:
         ref = next((a for a in inputs if torch.is_tensor(a)), None)
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.get_default_dtype()
     device = ref.device if ref is not None else None
-    tensors = [torch.as_tensor(a, dtype=dtype, device=device) for a in inputs]
+    work = dtype
+    if wide and dtype.itemsize < 8 and (device is None or device.type != "mps"):
+        work = torch.float64
+    tensors = [torch.as_tensor(a, dtype=work, device=device) for a in inputs]
     params = [
         # numbers too become tensors of the inputs' dtype: torch.log(0.25) is a TypeError
-        p if isinstance(p, str) else torch.as_tensor(p, dtype=dtype, device=device)
+        p if isinstance(p, str) else torch.as_tensor(p, dtype=work, device=device)
         for p in params
     ]
     shape = torch.broadcast_shapes(*(t.shape for t in tensors + params if torch.is_tensor(t)))
@@ -184,14 +190,35 @@ def grad(x, y, *, q=0.7, validate=False):
     if validate:
         _validate(locals())
     x, y, q, shape, out = _prepare((x, y), (q,))
-    t0 = torch.log(y) + torch.nn.functional.logsigmoid(x)
-    t1 = -x
-    t2 = torch.nn.functional.logsigmoid(t1) + torch.log1p(-y)
-    t3 = torch.logaddexp(t0, t2)
-    t4 = -t3
+    t0 = torch.log(y)
+    t1 = torch.nn.functional.logsigmoid(x)
+    t2 = t0 + t1
+    t3 = -x
+    t4 = torch.nn.functional.logsigmoid(t3)
+    t5 = torch.log1p(-y)
+    t6 = t4 + t5
+    t7 = torch.logaddexp(t2, t6)
+    t8 = _sigmoid(t3)
+    t9 = -t7
+    t10 = _sigmoid(x)
+    t11 = 1 / torch.exp(t7)
+    t12 = torch.abs(t7)
     d_x = (
-        -(torch.exp(t0 + t4) * _sigmoid(t1) - torch.exp(t2 + t4) * _sigmoid(x))
-        * torch.exp(q * t3)
+        -(
+            -t10
+            * torch.where(
+                torch.as_tensor((t12 - t4 + torch.abs(t5)) < 60.0),
+                t11 * t8 * (1 - y),
+                torch.exp(t6 + t9),
+            )
+            + t8
+            * torch.where(
+                torch.as_tensor((-t1 + t12 + torch.abs(t0)) < 60.0),
+                t10 * t11 * y,
+                torch.exp(t2 + t9),
+            )
+        )
+        * torch.exp(q * t7)
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -200,20 +227,40 @@ def hess(x, y, *, q=0.7, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
         _validate(locals())
-    x, y, q, shape, out = _prepare((x, y), (q,))
-    t0 = torch.log(y) + torch.nn.functional.logsigmoid(x)
-    t1 = -x
-    t2 = torch.nn.functional.logsigmoid(t1) + torch.log1p(-y)
-    t3 = torch.logaddexp(t0, t2)
-    t4 = torch.exp(q * t3)
-    t5 = _sigmoid(t1)
-    t6 = -t3
-    t7 = torch.exp(t0 + t6)
-    t8 = t5 * t7
-    t9 = _sigmoid(x)
-    t10 = torch.exp(t2 + t6)
-    t11 = t10 * t9
-    d2_x = -t4 * (t10 * t8 - t11 * t5 + t11 * t7 - t8 * t9) - q * t4 * (-t11 + t8)**2
+    x, y, q, shape, out = _prepare(
+        (x, y), (q,), wide=True
+    )
+    t0 = torch.log(y)
+    t1 = torch.nn.functional.logsigmoid(x)
+    t2 = t0 + t1
+    t3 = -x
+    t4 = torch.nn.functional.logsigmoid(t3)
+    t5 = torch.log1p(-y)
+    t6 = t4 + t5
+    t7 = torch.logaddexp(t2, t6)
+    t8 = torch.exp(q * t7)
+    t9 = _sigmoid(t3)
+    t10 = -t7
+    t11 = _sigmoid(x)
+    t12 = 1 / torch.exp(t7)
+    t13 = torch.abs(t7)
+    t14 = (
+        torch.where(
+            torch.as_tensor((-t1 + t13 + torch.abs(t0)) < 60.0),
+            t11 * t12 * y,
+            torch.exp(t10 + t2),
+        )
+    )
+    t15 = t14 * t9
+    t16 = (
+        torch.where(
+            torch.as_tensor((t13 - t4 + torch.abs(t5)) < 60.0),
+            t12 * t9 * (1 - y),
+            torch.exp(t10 + t6),
+        )
+    )
+    t17 = t11 * t16
+    d2_x = -t8 * (-t11 * t15 + t14 * t17 + t15 * t16 - t17 * t9) - q * t8 * (t15 - t17)**2
     return _fit(d2_x, x.shape, shape, out)
 
 

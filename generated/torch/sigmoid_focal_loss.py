@@ -174,17 +174,23 @@ _REDUCTIONS = ("mean", "sum", "none")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def _prepare(inputs, params):
-    """Tensors of one floating dtype and device, chosen by the differentiated inputs."""
+def _prepare(inputs, params, wide=False):
+    """Tensors of one floating dtype and device, chosen by the differentiated inputs.
+
+    ``wide``: narrower inputs are computed in float64 (where the device has it) and the
+    result rounded once (the Hessian's terms can cancel tenfold where it is well conditioned)."""
     ref = next((inputs[i] for i in _DIFFERENTIATED if torch.is_tensor(inputs[i])), None)
     if ref is None:
         ref = next((a for a in inputs if torch.is_tensor(a)), None)
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.get_default_dtype()
     device = ref.device if ref is not None else None
-    tensors = [torch.as_tensor(a, dtype=dtype, device=device) for a in inputs]
+    work = dtype
+    if wide and dtype.itemsize < 8 and (device is None or device.type != "mps"):
+        work = torch.float64
+    tensors = [torch.as_tensor(a, dtype=work, device=device) for a in inputs]
     params = [
         # numbers too become tensors of the inputs' dtype: torch.log(0.25) is a TypeError
-        p if isinstance(p, str) else torch.as_tensor(p, dtype=dtype, device=device)
+        p if isinstance(p, str) else torch.as_tensor(p, dtype=work, device=device)
         for p in params
     ]
     shape = torch.broadcast_shapes(*(t.shape for t in tensors + params if torch.is_tensor(t)))
@@ -249,24 +255,42 @@ def grad(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     t4 = -t3 + x
     t5 = -x
     t6 = _sigmoid(t5)
-    t7 = torch.nn.functional.logsigmoid(t5)
-    t8 = t7 + torch.log(y)
-    t9 = torch.nn.functional.logsigmoid(x)
-    t10 = t9 + torch.log1p(-y)
-    t11 = torch.logaddexp(t8, t10)
-    t12 = (alpha * y + t2 * (1 - alpha)) * torch.exp(gamma * t11)
-    t13 = -t11
+    t7 = t6 * y
+    t8 = torch.log(y)
+    t9 = torch.nn.functional.logsigmoid(t5)
+    t10 = t8 + t9
+    t11 = torch.nn.functional.logsigmoid(x)
+    t12 = torch.log1p(-y)
+    t13 = t11 + t12
+    t14 = torch.logaddexp(t10, t13)
+    t15 = (alpha * y + t2 * (1 - alpha)) * torch.exp(gamma * t14)
+    t16 = -t14
+    t17 = 1 / torch.exp(t14)
+    t18 = torch.abs(t14)
     d_x = (
-        t12
+        t15
         * torch.where(
             torch.as_tensor(t3 <= x),
             t0 * t1 * torch.expm1(-t4),
-            t6 * y * torch.expm1(t4),
+            t7 * torch.expm1(t4),
         )
         + gamma
-        * t12
-        * (-t0 * torch.exp(t13 + t8) + t6 * torch.exp(t10 + t13))
-        * (-t2 * t7 - t9 * y)
+        * t15
+        * (
+            -t0
+            * torch.where(
+                torch.as_tensor((t18 - t9 + torch.abs(t8)) < 60.0),
+                t17 * t7,
+                torch.exp(t10 + t16),
+            )
+            + t6
+            * torch.where(
+                torch.as_tensor((-t11 + t18 + torch.abs(t12)) < 60.0),
+                t0 * t17 * t2,
+                torch.exp(t13 + t16),
+            )
+        )
+        * (-t11 * y - t2 * t9)
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -275,46 +299,65 @@ def hess(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
         _validate(locals())
-    x, y, alpha, gamma, shape, out = _prepare((x, y), (alpha, gamma))
+    x, y, alpha, gamma, shape, out = _prepare(
+        (x, y), (alpha, gamma), wide=True
+    )
     t0 = -x
     t1 = _sigmoid(t0)
     t2 = _sigmoid(x)
     t3 = t1 * t2
     t4 = -1 + y
     t5 = -t4
-    t6 = torch.nn.functional.logsigmoid(t0)
-    t7 = t6 + torch.log(y)
-    t8 = torch.nn.functional.logsigmoid(x)
-    t9 = t8 + torch.log1p(-y)
-    t10 = torch.logaddexp(t7, t9)
-    t11 = (alpha * y + t5 * (1 - alpha)) * torch.exp(gamma * t10)
-    t12 = -t10
-    t13 = torch.exp(t12 + t7)
-    t14 = t13 * t2
-    t15 = torch.exp(t12 + t9)
-    t16 = -t14 + t1 * t15
-    t17 = t11 * (-t5 * t6 - t8 * y)
+    t6 = torch.log(y)
+    t7 = torch.nn.functional.logsigmoid(t0)
+    t8 = t6 + t7
+    t9 = torch.nn.functional.logsigmoid(x)
+    t10 = torch.log1p(-y)
+    t11 = t10 + t9
+    t12 = torch.logaddexp(t8, t11)
+    t13 = (alpha * y + t5 * (1 - alpha)) * torch.exp(gamma * t12)
+    t14 = -t12
+    t15 = 1 / torch.exp(t12)
+    t16 = t1 * y
+    t17 = torch.abs(t12)
     t18 = (
+        torch.where(
+            torch.as_tensor((t17 - t7 + torch.abs(t6)) < 60.0),
+            t15 * t16,
+            torch.exp(t14 + t8),
+        )
+    )
+    t19 = t18 * t2
+    t20 = (
+        torch.where(
+            torch.as_tensor((t17 - t9 + torch.abs(t10)) < 60.0),
+            t15 * t2 * t5,
+            torch.exp(t11 + t14),
+        )
+    )
+    t21 = -t19 + t1 * t20
+    t22 = t13 * (-t5 * t7 - t9 * y)
+    t23 = (
         torch.where(
             torch.as_tensor((t5 == 0) | (y == 0)),
             torch.log(y) - torch.log(t5),
             torch.log1p((-1 + 2 * y) / t5),
         )
     )
-    t19 = -t18 + x
-    t20 = t1 * t15
+    t24 = -t23 + x
+    t25 = t1 * t20
     d2_x = (
-        t11 * (t3 * t5 + t3 * y)
-        + gamma * t17 * (-t1 * t14 + t13 * t20 + t14 * t15 - t2 * t20)
-        + gamma**2 * t16**2 * t17
+        t13 * (t3 * t5 + t3 * y)
+        + gamma * t22 * (-t1 * t19 + t18 * t25 + t19 * t20 - t2 * t25)
+        + gamma**2 * t21**2 * t22
         + 2
         * gamma
-        * t11
-        * t16
+        * t13
+        * t21
         * torch.where(
-            torch.as_tensor(t18 <= x),
-            t2 * t4 * torch.expm1(-t19),
-            t1 * y * torch.expm1(t19),
+            torch.as_tensor(t23 <= x),
+            t2 * t4 * torch.expm1(-t24),
+            t16 * torch.expm1(t24),
         )
     )
     return _fit(d2_x, x.shape, shape, out)

@@ -1,0 +1,160 @@
+"""The helpers behind the precision-aware lowerings, in every backend, against mpmath:
+erfc(c*x) with x**2 formed exactly, log(tanh(u)) from log(u), exp of a sum of logs taken as a
+product, and (JAX) sums whose terms XLA on CPU would flush to zero."""
+
+from __future__ import annotations
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+import sympy
+
+from lossgen._backends import print_expr
+from lossgen._primitives import (
+    Erfc, ErfcScaled, LogAddExp, LogSigmoid, LogTanh, ProductExp, ScaledSum, erfc_scaled,
+    product_exp,
+)
+from lossgen.metrics import bits_of_error, round_truth
+
+from _support import BACKENDS
+
+
+def _namespace(backend: str) -> dict:
+    if backend == "numpy":
+        from scipy import special
+
+        return {"np": np, "_special": special}
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        return {"jax": jax, "jnp": jnp, "math": math}
+    import torch
+
+    return {"torch": torch}
+
+
+def _helper(cls, backend: str, name: str):
+    namespace = _namespace(backend)
+    exec(cls.helpers[backend], namespace)  # the helper exactly as generated modules carry it
+    return namespace[name]
+
+
+def _array(values, backend: str, dtype: str):
+    values = np.asarray(values, dtype=dtype)
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        return jnp.asarray(values)
+    if backend == "torch":
+        import torch
+
+        return torch.from_numpy(values.copy())
+    return values
+
+
+def ulp_distance(got, truth, dtype) -> np.ndarray:
+    """ULPs between ``got`` and the correctly rounded exact values (subnormal pairs count 0)."""
+    return 2 ** bits_of_error(got, round_truth(truth, dtype), dtype) - 1
+
+
+def _numpy(result) -> np.ndarray:
+    return np.asarray(result.numpy() if hasattr(result, "numpy") else result)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_erfc_scaled_is_accurate_where_erfc_of_a_rounded_argument_is_not(backend, dtype):
+    """gelu's erfc(-x/sqrt(2)): within 4 ulps from u = -x/sqrt(2) = 2 down to the underflow,
+    where erfc of the rounded argument is off by about u**2 ulps (hundreds at x = -37 in
+    float64)."""
+    lo = -37.0 if dtype == "float64" else -13.0
+    x = np.concatenate([np.linspace(lo, 3.0, 161), [-0.25, 0.0, 0.5, 1e-8]]).astype(dtype)
+    fn = _helper(ErfcScaled, backend, "_erfc_scaled")
+    got = _numpy(fn(_array(x, backend, dtype), -0.7071067811865476, 0.5))
+    with mpmath.workdps(60):
+        truth = [mpmath.erfc(-mpmath.mpf(float(v)) / mpmath.sqrt(2)) for v in x]
+    ulps = ulp_distance(got, truth, dtype)
+    u = -x.astype(np.float64) / math.sqrt(2)
+    tail = u > 2  # the product with erfcx; below, the backend's own erfc of c*x
+    assert np.max(ulps[tail]) <= 4, (x[tail][np.argmax(ulps[tail])], np.max(ulps[tail]))
+    namespace = _namespace(backend)
+    erfc = {"numpy": "_special.erfc", "jax": "jax.scipy.special.erfc", "torch": "torch.special.erfc"}
+    plain = _numpy(eval(erfc[backend], namespace)(-0.7071067811865476 * _array(x, backend, dtype)))
+    np.testing.assert_array_equal(got[~tail], plain[~tail])
+    naive = ulp_distance(plain, truth, dtype)
+    if dtype == "float64":  # what the exact square buys at x = -37
+        assert naive[0] > 100 and ulps[0] <= 4, (naive[0], ulps[0])
+
+
+def test_erfc_scaled_takes_the_linear_arguments_it_can_square_exactly():
+    x = sympy.Symbol("x", real=True)
+    node = erfc_scaled(Erfc(-sympy.sqrt(2) * x / 2))
+    assert isinstance(node, ErfcScaled)
+    assert node.args[0] == x and float(node.args[2]) == 0.5
+    assert erfc_scaled(Erfc(x / 3)) is None  # 1/9 is not a power of two
+    assert erfc_scaled(Erfc(x**2)) is None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_log_tanh_from_log_u(backend, dtype):
+    """log(tanh(u)) for u from the subnormal range to where tanh rounds to 1, given log(u):
+    within 4 ulps plus the 2**-p absolute error of a log near 0."""
+    u = np.array([1e-300, 1e-40, 1e-12, 9e-5, 1e-4, 1.1e-4, 0.01, 0.5, 1.0, 3.0, 20.0, 400.0])
+    if dtype == "float32":
+        u = u[(u > 1e-37)]
+    u = u.astype(dtype)
+    log_u = np.log(u.astype(np.float64)).astype(dtype)
+    fn = _helper(LogTanh, backend, "_log_tanh")
+    got = _numpy(fn(_array(u, backend, dtype), _array(log_u, backend, dtype)))
+    eps = float(np.finfo(dtype).eps)
+    with mpmath.workdps(60):
+        for value, g in zip(u, got):
+            truth = mpmath.log(mpmath.tanh(mpmath.mpf(float(value))))
+            err = abs(mpmath.mpf(float(g)) - truth)
+            assert err <= 4 * eps * abs(truth) + eps, (value, g, truth)
+
+
+def test_product_exp_takes_the_product_only_inside_the_normal_range():
+    x, y = sympy.symbols("x y", real=True)
+    lae = LogAddExp(sympy.log(y) + LogSigmoid(-x), LogSigmoid(x) + sympy.log(1 - y))
+    node = product_exp(sympy.log(y) + LogSigmoid(-x) - lae)
+    assert isinstance(node, ProductExp)
+    assert product_exp(2 * x) is None  # no logs: nothing to take as a product
+    code = print_expr(node, "numpy")
+    namespace = {"np": np, "_sigmoid": lambda v: 1 / (1 + np.exp(-v))}
+    for xv, yv in [(11.0, 0.25), (-30.0, 0.875), (800.0, 0.25), (-800.0, 0.0)]:
+        with np.errstate(all="ignore"):  # as in the generated modules: the branch not taken
+            got = eval(code, namespace, {"x": np.float64(xv), "y": np.float64(yv)})
+        with mpmath.workdps(60):
+            s = 1 / (1 + mpmath.exp(-mpmath.mpf(xv)))
+            truth = yv * (1 - s) / (yv * (1 - s) + (1 - yv) * s)
+        assert ulp_distance(np.asarray([got]), [truth], "float64")[0] <= 4 + abs(xv) / 8, (xv, got, truth)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_scaled_sum_keeps_terms_that_xla_flushes(dtype):
+    """Terms of 0.75 * tiny each (subnormal, flushed to 0 by XLA on CPU) add up to a normal
+    1.5 * tiny: the helper adds them relative to the largest, the plain sum returns 0."""
+    import jax.numpy as jnp
+
+    fn = _helper(ScaledSum, "jax", "_scaled_sum")
+    tiny = np.finfo(dtype).tiny
+    log_d = jnp.asarray(math.log(tiny), dtype=dtype)  # d = tiny, c = 0.75: t = 0.75 * tiny
+    c = jnp.asarray(0.75, dtype=dtype)
+    flushed = c * jnp.exp(log_d)  # what XLA computes for each term: 0
+    got = float(fn(flushed, c, log_d, flushed, c, log_d))
+    assert float(flushed + flushed) == 0.0
+    # log space carries the rounding of log(tiny): |log tiny| / 2 ulps at most
+    bound = (abs(math.log(tiny)) / 2 + 4) * np.finfo(dtype).eps * 1.5 * tiny
+    assert abs(got - 1.5 * tiny) <= bound, (got, 1.5 * tiny)
+
+
+def test_large_integers_print_as_floats():
+    """JAX without x64 cannot take 5000000000 as an operand (int32 overflow)."""
+    x = sympy.Symbol("x", real=True)
+    assert "5000000000.0" in print_expr(x / 5000000000, "jax")
+    assert "/ 3" in print_expr(x / 3, "jax")
