@@ -16,7 +16,10 @@ from typing import Callable
 import sympy
 from sympy.codegen.cfunctions import log1p
 
-from ._primitives import Erfc, Exp, Expm1, LogAddExp, LogCosh, LogRatio, LogSigmoid, Sigmoid, Softplus
+from ._primitives import (
+    Erfc, Exp, Expm1, LogAddExp, LogCosh, LogRatio, LogSigmoid, Sigmoid, Softplus,
+    SoftplusMinusSigmoid,
+)
 from ._signs import NEG, NONNEG, NONPOS, POS, affine, sign
 from ._types import Spec
 
@@ -331,6 +334,46 @@ def _sigmoid_difference(expr, ctx):
     )
 
 
+def _softplus_sigmoid(expr, ctx):
+    """a*softplus(u) + b*sigmoid(u) -> a*((1 + b/a)*sigmoid(u) + softplus_minus_sigmoid(u))
+    when b/a (free of the inputs) can be -1: then the two terms cancel to exp(2u)/2 as
+    u -> -oo (poly-1 with epsilon = -1); softplus(-u) is -log_sigmoid(u)."""
+    if not expr.is_Add:
+        return None
+    terms = []
+    for term in sympy.Add.make_args(expr):
+        if term.has(Sigmoid, LogSigmoid, Softplus):
+            terms += sympy.Add.make_args(sympy.expand_mul(term))
+        else:
+            terms.append(term)
+    softplus, sigmoid, rest = {}, {}, []
+    for term in terms:
+        coeff, f = term.as_independent(*ctx.xs, as_Add=False)
+        if isinstance(f, LogSigmoid):
+            softplus[-f.args[0]] = softplus.get(-f.args[0], 0) - coeff
+        elif isinstance(f, Softplus):
+            softplus[f.args[0]] = softplus.get(f.args[0], 0) + coeff
+        elif isinstance(f, Sigmoid):
+            sigmoid[f.args[0]] = sigmoid.get(f.args[0], 0) + coeff
+        else:
+            rest.append(term)
+    pairs = [u for u in softplus if u in sigmoid]
+    changed = False
+    for u in pairs:
+        a, b = softplus[u], sigmoid[u]
+        k = sympy.cancel(b / a)
+        if k.free_symbols & ctx.xs or (k.is_number and k != -1):
+            continue
+        rest.append(a * ((1 + k) * Sigmoid(u) + SoftplusMinusSigmoid(u)))
+        del softplus[u], sigmoid[u]
+        changed = True
+    if not changed:
+        return None
+    rest += [-a * LogSigmoid(-u) for u, a in softplus.items()]
+    rest += [b * Sigmoid(u) for u, b in sigmoid.items()]
+    return sympy.Add(*rest)
+
+
 def _zero_guard(expr, ctx):
     """c * f -> (0 where c = 0, else c * f) when f has a pole and c (free of the inputs) can be 0:
     at c = 0 the product is 0, but 0 * inf is NaN once f overflows."""
@@ -505,6 +548,18 @@ RULES: tuple[Rule, ...] = (
                      (-_y * Sigmoid(_u) * Expm1(_c - _u), _u >= _c),
                      ((1 - _y) * Sigmoid(-_u) * Expm1(_u - _c), True)),
                  {_u: (-40, 40), _y: (0.01, 0.99)}),
+    ),
+    Rule(
+        "softplus_sigmoid",
+        "a*softplus(u) + b*sigmoid(u) -> a*((1 + b/a)*sigmoid(u) + softplus_minus_sigmoid(u))",
+        "b/a free of the inputs and possibly -1",
+        "at b/a = -1 the two terms cancel to exp(2u)/2 as u -> -oo; the difference is a series "
+        "in sigmoid(u) with positive terms",
+        _softplus_sigmoid,
+        always=True,
+        example=(-_y * LogSigmoid(-_u) + _a * _y * Sigmoid(_u),
+                 _y * ((1 + _a) * Sigmoid(_u) + SoftplusMinusSigmoid(_u)),
+                 {_u: (-40, 40), _y: (0.01, 0.99), _a: (-1, 2)}),
     ),
     Rule(
         "zero_guard",

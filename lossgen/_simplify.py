@@ -187,6 +187,38 @@ def scale_products(expr: sympy.Expr, bounds: dict | None = None) -> sympy.Expr:
     return visit(expr)
 
 
+def _sigmoid_monomial(expr: sympy.Expr) -> bool:
+    return all(
+        isinstance(b, Sigmoid) and e.is_Integer and e > 0
+        for b, e in (f.as_base_exp() for f in sympy.Mul.make_args(expr))
+    )
+
+
+def collect_sigmoids(expr: sympy.Expr, xs: set) -> sympy.Expr:
+    """A sum of sigmoid monomials with coefficients free of the inputs, collected by monomial:
+    y*(1 + e)*s*sb**2 - (1 - y)*(1 + e)*s*sb**2 + ... -> c*s*sb**2 + ..., where c is formed from
+    the exact labels and parameters. A coefficient that is 0 (poly-1's Hessian at e = 2,
+    y = 1/4) then drops out exactly, instead of leaving the rounding of two terms that cancel
+    (s = sigmoid(x), sb = sigmoid(-x))."""
+
+    def visit(node):
+        if node.is_Atom:
+            return node
+        node = node.func(*(visit(arg) for arg in node.args))
+        if not node.is_Add:
+            return node
+        groups: dict[sympy.Expr, sympy.Expr] = {}
+        for term in sympy.Add.make_args(sympy.expand_mul(node)):
+            coeff, mono = term.as_independent(*xs, as_Add=False)
+            if mono == 1 or not _sigmoid_monomial(mono):
+                return node
+            groups[mono] = groups.get(mono, sympy.S.Zero) + coeff
+        collected = sympy.Add(*(sympy.factor_terms(c) * m for m, c in groups.items()))
+        return sympy.factor_terms(collected)
+
+    return visit(expr)
+
+
 def direct_products(expr: sympy.Expr) -> sympy.Expr:
     """exp(log y + log_sigmoid(-x) - logaddexp(a, b)) -> ProductExp: the product itself where
     it cannot leave the normal range (see ProductExp); erfc(c*x) -> ErfcScaled."""
@@ -204,10 +236,11 @@ def direct_products(expr: sympy.Expr) -> sympy.Expr:
 
 
 def simplify(d: Derivation) -> Derivation:
+    xs = {i.symbol for i in d.spec.differentiated}
     outputs = {
-        "value": [d.value],
-        "grad": list(d.grad),
-        "hess": [h for row in d.hess for h in row],
+        "value": [collect_sigmoids(d.value, xs)],
+        "grad": [collect_sigmoids(g, xs) for g in d.grad],
+        "hess": [sympy.factor_terms(collect_sigmoids(h, xs)) for row in d.hess for h in row],
     }
     blocks = {key: _block(d, [direct_products(e) for e in exprs]) for key, exprs in outputs.items()}
     for backend in FLUSHING:

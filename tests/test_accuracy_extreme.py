@@ -33,10 +33,6 @@ _FTZ_PRODUCT = (
     "a power of a clipped probability (asymmetric_loss) is not yet a factor the log-space "
     "product knows, and is flushed where the result is normal"
 )
-_POLY1 = (
-    "epsilon = -1 with y = 0: softplus(x) - sigmoid(x) cancels to exp(2x)/2 as x -> -oo; no rule "
-    "for that difference yet"
-)
 _ASL_CLIP = (
     "p - clip cancels near p = clip (x = 2**-10, clip = 1/2): the emitted form loses about 9 bits "
     "beyond conditioning there"
@@ -47,12 +43,6 @@ _GCE_MEAN = (
     "beyond conditioning at x = 2**-10 and 1/8, y = 1/4"
 )
 KNOWN = {
-    ("poly1_bce", "torch", "float64"): _POLY1,
-    ("poly1_bce", "torch", "float32"): _POLY1,
-    ("poly1_bce", "jax", "float64"): _POLY1,
-    ("poly1_bce", "jax", "float32"): _POLY1,
-    ("poly1_bce", "numpy", "float64"): _POLY1,
-    ("poly1_bce", "numpy", "float32"): _POLY1,
     ("generalized_ce", "numpy", "float64"): _GCE_MEAN,
     ("generalized_ce", "torch", "float64"): _GCE_MEAN,
     ("generalized_ce", "jax", "float64"): _GCE_MEAN,
@@ -61,7 +51,6 @@ KNOWN = {
     ("asymmetric_loss", "torch", "float64"): _ASL_CLIP,
     ("asymmetric_loss", "jax", "float32"): _FTZ_PRODUCT,
     ("asymmetric_loss", "jax", "float64"): _ASL_CLIP,
-
     ("sigmoid_focal_loss_probs", "jax", "float32"): _TINY_P,
 }
 

@@ -687,50 +687,37 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
         )
         * jnp.log(t6)
     )
-    t23 = jnp.where(t16, t13, t18) / t6
-    t24 = clip * t23
-    t25 = t0 * t4
-    t26 = t1 + t5
-    t27 = -t2 * t23
-    t28 = (
+    t23 = -jnp.where(t16, t13, t18) / t6
+    t24 = t1 + t5
+    t25 = (
         jnp.where(
             y == 1,
             0,
             -(1 - y)
             * jnp.where(
                 clip < t0,
-                _scaled_sum(
-                    t22,
-                    t22,
-                    0,
-                    _scaled_product(t24, t25, t26),
-                    t24,
-                    t26,
-                    _scaled_product(t27, t25, t26),
-                    t27,
-                    t26,
-                ),
+                _scaled_sum(t22, t22, 0, _scaled_product(t23, t0 * t4, t24), t23, t24),
                 0,
             ),
         )
     )
-    t29 = -y
-    t30 = _scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))
-    t31 = jnp.exp(t30)
-    t32 = t30 + t5
-    t33 = -gamma_pos * y
-    t34 = t1 + t30 + _log_softplus(t3)
+    t26 = -y
+    t27 = _scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))
+    t28 = jnp.exp(t27)
+    t29 = t27 + t5
+    t30 = -gamma_pos * y
+    t31 = t1 + t27 + _log_softplus(t3)
     d_x = (
         _scaled_sum(
-            t28,
-            t28,
+            t25,
+            t25,
             0,
-            _scaled_product(t29, t31 * t4, t32),
+            _scaled_product(t26, t28 * t4, t29),
+            t26,
             t29,
-            t32,
-            _scaled_product(t33, t0 * t31 * jax.nn.softplus(t3), t34),
-            t33,
-            t34,
+            _scaled_product(t30, t0 * t28 * jax.nn.softplus(t3), t31),
+            t30,
+            t31,
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -761,197 +748,171 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     )
     t7 = gamma_neg**2
     t8 = t7 == 0
-    t9 = t0**2
-    t10 = -1 + clip
-    t11 = -t10
-    t12 = 2 * clip
-    t13 = (
+    t9 = -1 + clip
+    t10 = (
         jnp.where(
-            (t11 == 0) | (clip == 0),
-            jnp.log(clip) - jnp.log(t11),
-            jnp.log1p((-1 + t12) / t11),
+            ((-t9) == 0) | (clip == 0),
+            jnp.log(clip) - jnp.log(-t9),
+            jnp.log1p((-1 + 2 * clip) / (-t9)),
         )
     )
-    t14 = -t13 + x
-    t15 = -t14
-    t16 = jnp.expm1(t15)
-    t17 = 1 / t16**2
-    t18 = t10 * t16
-    t19 = _scaled_product(t18, t0, t1)**gamma_neg
-    t20 = t0 * t4
-    t21 = t1 + t5
-    t22 = jnp.exp(t15)
-    t23 = t13 + t3
-    t24 = t1 + t23
-    t25 = gamma_neg == 0
-    t26 = gamma_neg * t19
-    t27 = -t26
-    t28 = t4**2
-    t29 = 2 * t5
-    t30 = t26 / t16
-    t31 = t22 * t4
-    t32 = t23 + t5
-    t33 = _scaled_product(t30, t31, t32)
-    t34 = -t17 * t26
-    t35 = -2 * t13 + 2 * x
-    t36 = -t35
-    t37 = -2 * t30
-    t38 = x >= t13
-    t39 = jnp.expm1(t14)
-    t40 = 1 / t39**2
-    t41 = clip * t39
-    t42 = _scaled_product(t41, t4, t5)**gamma_neg
-    t43 = jnp.exp(t14)
-    t44 = t14 + t5
-    t45 = -t41
-    t46 = gamma_neg * t42
-    t47 = -t46
-    t48 = 2 * t1
-    t49 = t46 / t39
-    t50 = t0 * t43
-    t51 = t1 + t14
-    t52 = _scaled_product(t49, t50, t51)
-    t53 = -t40 * t46
-    t54 = _scaled_product(t49, t43, t14)
-    t55 = -2 * t49
-    t56 = (
+    t11 = -t10 + x
+    t12 = -t11
+    t13 = jnp.expm1(t12)
+    t14 = 1 / t13**2
+    t15 = _scaled_product(t13 * t9, t0, t1)**gamma_neg
+    t16 = jnp.exp(t12)
+    t17 = gamma_neg == 0
+    t18 = gamma_neg * t15
+    t19 = -t18
+    t20 = t4**2
+    t21 = 2 * t5
+    t22 = t18 / t13
+    t23 = t16 * t4
+    t24 = t10 + t3 + t5
+    t25 = _scaled_product(t22, t23, t24)
+    t26 = -t14 * t18
+    t27 = -2 * t10 + 2 * x
+    t28 = -t27
+    t29 = t0 * t4
+    t30 = t1 + t5
+    t31 = -2 * t22
+    t32 = x >= t10
+    t33 = jnp.expm1(t11)
+    t34 = 1 / t33**2
+    t35 = _scaled_product(clip * t33, t4, t5)**gamma_neg
+    t36 = jnp.exp(t11)
+    t37 = -t33
+    t38 = gamma_neg * t35
+    t39 = -t38
+    t40 = t0**2
+    t41 = 2 * t1
+    t42 = t38 / t33
+    t43 = t0 * t36
+    t44 = t1 + t11
+    t45 = _scaled_product(t42, t43, t44)
+    t46 = -t34 * t38
+    t47 = _scaled_product(t42, t36, t11)
+    t48 = -2 * t42
+    t49 = (
         jnp.where(
-            t38,
+            t32,
             jnp.where(
-                t25,
+                t17,
                 0,
-                _scaled_sum(t33, t30, t32, _scaled_product(t34, t22**2, t36), t34, t36),
+                _scaled_sum(t25, t22, t24, _scaled_product(t26, t16**2, t28), t26, t28),
             )
             + jnp.where(
-                t25,
+                t17,
                 0,
-                _scaled_sum(_scaled_product(t27, t28, t29), t27, t29, t33, t30, t32),
+                _scaled_sum(_scaled_product(t19, t20, t21), t19, t21, t25, t22, t24),
             )
             + jnp.where(
-                t25,
+                t17,
                 0,
                 _scaled_sum(
-                    _scaled_product(t26, t28, t29),
-                    t26,
-                    t29,
-                    _scaled_product(t27, t20, t21),
-                    t27,
-                    t21,
-                    _scaled_product(t30, t22, t15),
-                    t30,
-                    t15,
-                    _scaled_product(t37, t31, t32),
-                    t37,
-                    t32,
-                ),
-            )
-            + jnp.where(
-                t8,
-                0,
-                t17
-                * t19
-                * t7
-                * _scaled_sum(
                     _scaled_product(t18, t20, t21),
                     t18,
                     t21,
-                    _scaled_product(t11, t0 * t22, t24),
-                    t11,
+                    _scaled_product(t19, t29, t30),
+                    t19,
+                    t30,
+                    _scaled_product(t22, t16, t12),
+                    t22,
+                    t12,
+                    _scaled_product(t31, t23, t24),
+                    t31,
                     t24,
-                )**2
-                / t10
-                / t10
-                / t9,
-            ),
-            jnp.where(
-                t25,
-                0,
-                _scaled_sum(t52, t49, t51, _scaled_product(t53, t43**2, t35), t53, t35),
-            )
-            + jnp.where(
-                t25,
-                0,
-                _scaled_sum(_scaled_product(t47, t9, t48), t47, t48, t52, t49, t51),
-            )
-            + jnp.where(
-                t25,
-                0,
-                _scaled_sum(
-                    _scaled_product(t46, t9, t48),
-                    t46,
-                    t48,
-                    _scaled_product(t47, t20, t21),
-                    t47,
-                    t21,
-                    t54,
-                    t49,
-                    t14,
-                    _scaled_product(t55, t50, t51),
-                    t55,
-                    t51,
                 ),
             )
             + jnp.where(
                 t8,
                 0,
-                t40
-                * t42
+                t14
+                * t15
                 * t7
                 * _scaled_sum(
-                    _scaled_product(clip, t4 * t43, t44),
-                    clip,
+                    _scaled_product(-1, t16, t12),
+                    -1,
+                    t12,
+                    _scaled_product(t13, t4, t5),
+                    t13,
+                    t5,
+                )**2,
+            ),
+            jnp.where(
+                t17,
+                0,
+                _scaled_sum(t45, t42, t44, _scaled_product(t46, t36**2, t27), t46, t27),
+            )
+            + jnp.where(
+                t17,
+                0,
+                _scaled_sum(_scaled_product(t39, t40, t41), t39, t41, t45, t42, t44),
+            )
+            + jnp.where(
+                t17,
+                0,
+                _scaled_sum(
+                    _scaled_product(t38, t40, t41),
+                    t38,
+                    t41,
+                    _scaled_product(t39, t29, t30),
+                    t39,
+                    t30,
+                    t47,
+                    t42,
+                    t11,
+                    _scaled_product(t48, t43, t44),
+                    t48,
                     t44,
-                    _scaled_product(t45, t20, t21),
-                    t45,
-                    t21,
-                )**2
-                / clip
-                / clip
-                / t28,
+                ),
+            )
+            + jnp.where(
+                t8,
+                0,
+                t34
+                * t35
+                * t7
+                * _scaled_sum(t36, 1, t11, _scaled_product(t37, t0, t1), t37, t1)**2,
             ),
         )
         * jnp.log(t6)
     )
-    t57 = jnp.where(t38, t19, t42)
-    t58 = -t57 / t6 / t6
-    t59 = t29 + t48
-    t60 = 1 / t6
-    t61 = -t30
-    t62 = (
-        t60
+    t50 = jnp.where(t32, t15, t35)
+    t51 = -t50 / t6 / t6
+    t52 = t21 + t41
+    t53 = 1 / t6
+    t54 = -t22
+    t55 = (
+        -2
+        * t53
         * jnp.where(
-            t38,
+            t32,
             jnp.where(
-                t25,
+                t17,
                 0,
                 _scaled_sum(
-                    _scaled_product(t26, t4, t5),
-                    t26,
+                    _scaled_product(t18, t4, t5),
+                    t18,
                     t5,
-                    _scaled_product(t61, t22, t15),
-                    t61,
-                    t15,
+                    _scaled_product(t54, t16, t12),
+                    t54,
+                    t12,
                 ),
             ),
             jnp.where(
-                t25,
+                t17,
                 0,
-                _scaled_sum(_scaled_product(t47, t0, t1), t47, t1, t54, t49, t14),
+                _scaled_sum(_scaled_product(t39, t0, t1), t39, t1, t47, t42, t11),
             ),
         )
     )
-    t63 = -2 * t2 * t62
-    t64 = t12 * t62
-    t65 = t57 * t60
-    t66 = clip * t65
-    t67 = t0 * t28
-    t68 = t1 + t29
-    t69 = t2 * t65
-    t70 = t4 * t9
-    t71 = t48 + t5
-    t72 = -t66
-    t73 = -t69
-    t74 = (
+    t56 = t50 * t53
+    t57 = t41 + t5
+    t58 = -t56
+    t59 = t1 + t21
+    t60 = (
         jnp.where(
             y == 1,
             0,
@@ -959,64 +920,55 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
             * jnp.where(
                 clip < t0,
                 _scaled_sum(
-                    t56,
-                    t56,
+                    t49,
+                    t49,
                     0,
-                    _scaled_product(t58, t28 * t9, t59),
+                    _scaled_product(t51, t20 * t40, t52),
+                    t51,
+                    t52,
+                    _scaled_product(t55, t29, t30),
+                    t55,
+                    t30,
+                    _scaled_product(t56, t4 * t40, t57),
+                    t56,
+                    t57,
+                    _scaled_product(t58, t0 * t20, t59),
                     t58,
                     t59,
-                    _scaled_product(t63, t20, t21),
-                    t63,
-                    t21,
-                    _scaled_product(t64, t20, t21),
-                    t64,
-                    t21,
-                    _scaled_product(t66, t67, t68),
-                    t66,
-                    t68,
-                    _scaled_product(t69, t70, t71),
-                    t69,
-                    t71,
-                    _scaled_product(t72, t70, t71),
-                    t72,
-                    t71,
-                    _scaled_product(t73, t67, t68),
-                    t73,
-                    t68,
                 ),
                 0,
             ),
         )
     )
-    t75 = _scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))
-    t76 = jnp.exp(t75)
-    t77 = t20 * t76
-    t78 = t21 + t75
-    t79 = gamma_pos**2 * y
-    t80 = jax.nn.softplus(t3)
-    t81 = _log_softplus(t3)
-    t82 = t48 + t75 + t81
-    t83 = gamma_pos * y
-    t84 = -t83
-    t85 = t78 + t81
-    t86 = 2 * t83
+    t61 = _scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))
+    t62 = jnp.exp(t61)
+    t63 = t29 * t62
+    t64 = t30 + t61
+    t65 = gamma_pos**2 * y
+    t66 = jax.nn.softplus(t3)
+    t67 = _log_softplus(t3)
+    t68 = t41 + t61 + t67
+    t69 = gamma_pos * y
+    t70 = -t69
+    t71 = t64 + t67
+    t72 = 2 * t69
     d2_x = (
         _scaled_sum(
-            t74,
-            t74,
+            t60,
+            t60,
             0,
-            _scaled_product(y, t77, t78),
+            _scaled_product(y, t63, t64),
             y,
-            t78,
-            _scaled_product(t79, t76 * t80 * t9, t82),
-            t79,
-            t82,
-            _scaled_product(t84, t77 * t80, t85),
-            t84,
-            t85,
-            _scaled_product(t86, t77, t78),
-            t86,
-            t78,
+            t64,
+            _scaled_product(t65, t40 * t62 * t66, t68),
+            t65,
+            t68,
+            _scaled_product(t70, t63 * t66, t71),
+            t70,
+            t71,
+            _scaled_product(t72, t63, t64),
+            t72,
+            t64,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

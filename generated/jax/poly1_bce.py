@@ -67,6 +67,11 @@ Rewrites applied (rule: before -> after, reason):
 - log_sigmoid: `log(sigmoid(-x))` -> `log_sigmoid(-x)` (answers: log of a vanishing
   argument: `log(1 - p)` as x -> oo (in value); cancellation: `log(1 - p)` as x -> -oo (in
   value); the argument tends to 1; and 3 more)
+- softplus_sigmoid: `epsilon*(p*(1 - y) + y*sigmoid(-x)) - y*log_sigmoid(x) - (1 -
+  y)*log_sigmoid(-x)` -> `y*((epsilon + 1)*sigmoid(-x) + softplus_minus_sigmoid(-x)) + (1 -
+  y)*((epsilon + 1)*sigmoid(x) + softplus_minus_sigmoid(x))` (at b/a = -1 the two terms
+  cancel to exp(2u)/2 as u -> -oo; the difference is a series in sigmoid(u) with positive
+  terms)
 
 References
 ----------
@@ -139,13 +144,6 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
-def _log_softplus(u):
-    far = u - jnp.exp(u) / 2
-    w = jnp.maximum(u, -30.0)
-    near = jnp.log(jnp.maximum(w, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(w))))
-    return jnp.where(u < -30, far, near)
-
-
 def _scaled_product(c, d, log_d):
     log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
@@ -166,34 +164,33 @@ def _scaled_sum(*triples):
     return jnp.where(jnp.abs(plain) > info.tiny * 2.0 ** (info.nmant + 4), plain, scaled)
 
 
+def _softplus_minus_sigmoid(u):
+    e = jnp.exp(-jnp.abs(u))
+    s = e / (1 + e)
+    w = s / (2 - s)
+    w2 = w * w
+    tail = 0.0
+    for k in range(33, 1, -2):
+        tail = w2 * (1 / k + tail)
+    series = s * s / (2 - s) + 2 * w * tail
+    direct = jnp.maximum(u, 0.0) + jnp.log1p(e) - 1 / (1 + e)
+    return jnp.where(u <= 0, series, direct)
+
+
 def value(x, y, *, epsilon=1.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
         _validate(locals())
     x, y, epsilon, shape, out = _prepare((x, y), (epsilon,))
-    t0 = -x
-    t1 = _log_softplus(t0)
-    t2 = 1 - y
-    t3 = _log_softplus(x)
-    t4 = epsilon * y
-    t5 = jax.nn.log_sigmoid(t0)
-    t6 = epsilon * t2
-    t7 = jax.nn.log_sigmoid(x)
+    t0 = 1 + epsilon
+    t1 = jax.nn.log_sigmoid(x)
+    t2 = _softplus_minus_sigmoid(x)
+    t3 = -x
+    t4 = jax.nn.log_sigmoid(t3)
+    t5 = _softplus_minus_sigmoid(t3)
     loss = (
-        _scaled_sum(
-            _scaled_product(y, jax.nn.softplus(t0), t1),
-            y,
-            t1,
-            _scaled_product(t2, jax.nn.softplus(x), t3),
-            t2,
-            t3,
-            _scaled_product(t4, jax.nn.sigmoid(t0), t5),
-            t4,
-            t5,
-            _scaled_product(t6, jax.nn.sigmoid(x), t7),
-            t6,
-            t7,
-        )
+        y * _scaled_sum(_scaled_product(t0, jax.nn.sigmoid(t3), t4), t0, t4, t5, t5, 0)
+        + (1 - y) * _scaled_sum(_scaled_product(t0, jax.nn.sigmoid(x), t1), t0, t1, t2, t2, 0)
     )
     return _fit(loss, shape, shape, out)
 
@@ -207,27 +204,25 @@ def grad(x, y, *, epsilon=1.0, validate=False):
     t1 = -x
     t2 = jax.nn.sigmoid(t1)
     t3 = jax.nn.log_sigmoid(t1)
-    t4 = 1 - y
-    t5 = jax.nn.sigmoid(x)
-    t6 = jax.nn.log_sigmoid(x)
-    t7 = epsilon * t4
-    t8 = t2 * t5
-    t9 = t3 + t6
-    t10 = -epsilon * y
+    t4 = 2 * t3
+    t5 = 1 - y
+    t6 = jax.nn.sigmoid(x)
+    t7 = jax.nn.log_sigmoid(x)
+    t8 = 2 * t7
+    t9 = 2 * y
+    t10 = 1 + epsilon - t9 - epsilon * t9
+    t11 = t3 + t7
     d_x = (
         _scaled_sum(
-            _scaled_product(t0, t2, t3),
+            _scaled_product(t0, t2**2, t4),
             t0,
-            t3,
-            _scaled_product(t4, t5, t6),
             t4,
-            t6,
-            _scaled_product(t7, t8, t9),
-            t7,
-            t9,
-            _scaled_product(t10, t8, t9),
+            _scaled_product(t5, t6**2, t8),
+            t5,
+            t8,
+            _scaled_product(t10, t2 * t6, t11),
             t10,
-            t9,
+            t11,
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -240,36 +235,24 @@ def hess(x, y, *, epsilon=1.0, validate=False):
     x, y, epsilon, shape, out = _prepare(
         (x, y), (epsilon,), wide=True
     )
-    t0 = epsilon * y
-    t1 = jax.nn.sigmoid(x)
-    t2 = jax.nn.log_sigmoid(x)
-    t3 = epsilon * (1 - y)
-    t4 = -x
-    t5 = jax.nn.sigmoid(t4)
-    t6 = jax.nn.log_sigmoid(t4)
-    t7 = -t0
-    t8 = -t3
+    t0 = 2 * epsilon * y
+    t1 = 1 + epsilon - t0
+    t2 = jax.nn.sigmoid(x)
+    t3 = -x
+    t4 = jax.nn.sigmoid(t3)
+    t5 = jax.nn.log_sigmoid(x)
+    t6 = jax.nn.log_sigmoid(t3)
+    t7 = t5 + 2 * t6
+    t8 = 1 - epsilon + t0
+    t9 = 2 * t5 + t6
     d2_x = (
-        _scaled_product(
-            _scaled_sum(
-                1,
-                1,
-                0,
-                _scaled_product(t0, t1, t2),
-                t0,
-                t2,
-                _scaled_product(t3, t5, t6),
-                t3,
-                t6,
-                _scaled_product(t7, t5, t6),
-                t7,
-                t6,
-                _scaled_product(t8, t1, t2),
-                t8,
-                t2,
-            ),
-            t1 * t5,
-            t2 + t6,
+        _scaled_sum(
+            _scaled_product(t1, t2 * t4**2, t7),
+            t1,
+            t7,
+            _scaled_product(t8, t2**2 * t4, t9),
+            t8,
+            t9,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

@@ -325,7 +325,7 @@ def hess(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     t8 = -1 + 2 * y
     t9 = t8**2
     t10 = gamma * t1
-    t11 = t4**(-2 + gamma) * (-t0 * jnp.log1p(-p) - y * jnp.log(p))
+    t11 = t4**(-2 + gamma) * (t0 * jnp.log1p(-p) + y * jnp.log(p))
     t12 = gamma**2
     t13 = -t8
     t14 = t13**2
@@ -335,7 +335,7 @@ def hess(p, y, *, alpha=0.25, gamma=2.0, validate=False):
             0,
             t1 * t4**gamma * (jnp.where(t5, 0, y / p / p) + jnp.where(t6, 0, t0 / t3 / t3)),
         )
-        + jnp.where((t2) | (t7) | (t9 == 0), 0, -t10 * t11 * t9)
+        + jnp.where((t2) | (t7) | (t9 == 0), 0, t10 * t11 * t9)
         + jnp.where(
             (t2) | (t7) | (y == 0.5),
             0,
@@ -345,7 +345,7 @@ def hess(p, y, *, alpha=0.25, gamma=2.0, validate=False):
             * t4**(-1 + gamma)
             * (jnp.where(t5, 0, -y / p) + jnp.where(t6, 0, t0 / t3)),
         )
-        + jnp.where((t12 == 0) | (t14 == 0) | (t2), 0, t1 * t11 * t12 * t14)
+        + jnp.where((t12 == 0) | (t14 == 0) | (t2), 0, -t1 * t11 * t12 * t14)
     )
     return _fit(d2_p, p.shape, shape, out)
 

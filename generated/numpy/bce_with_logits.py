@@ -187,8 +187,7 @@ def hess(x, y, *, pos_weight=1.0, validate=False):
     x, y, pos_weight, shape, out = _prepare(
         (x, y), (pos_weight,), wide=True
     )
-    t0 = _sigmoid(-x) * _sigmoid(x)
-    d2_x = t0 * (1 - y) + pos_weight * t0 * y
+    d2_x = (1 - y + pos_weight * y) * _sigmoid(-x) * _sigmoid(x)
     return _fit(d2_x, x.shape, shape, out)
 
 

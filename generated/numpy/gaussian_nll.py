@@ -172,7 +172,7 @@ def hess(pred, target, var, *, validate=False):
     pred, target, var, shape, out = _prepare(
         (pred, target, var), (), wide=True
     )
-    t0 = -(2 * pred - 2 * target) / 2 / var / var
+    t0 = -(pred - target) / var / var
     d2_pred = 1 / var
     d2_pred_var = t0
     d2_var_pred = t0

@@ -176,25 +176,22 @@ def hess(x, *, approximate='none', validate=False):
     x, approximate, shape, out = _prepare(
         (x,), (approximate,), wide=True
     )
-    t0 = 1.4142135623730951
-    t1 = 0.5641895835477563
-    t2 = x**2
-    t3 = t2 / 2
-    t4 = np.exp(-t3)
-    t5 = t0 * t1
-    t6 = t2 * t5
-    t7 = t5 * (200000 + 8943 * t2) / 100000
-    t8 = t7 * x
-    t9 = _sigmoid(-t8)
-    t10 = _sigmoid(t8)
-    t11 = t10 * t9
-    t12 = 8943 * t6 / 50000 + t7
-    t13 = t12**2 * x
+    t0 = x**2
+    t1 = t0 / 2
+    t2 = 0.7978845608028654
+    t3 = t2 * x * (200000 + 8943 * t0) / 100000
+    t4 = _sigmoid(-t3)
+    t5 = _sigmoid(t3)
+    t6 = 200000 + 26829 * t0
+    t7 = t6**2 * x / 3.141592653589793
     d2_x = (
         (
-            t0 * t1 * t4 - t3 * t4 * t5
+            t2 * (1 - t1) * np.exp(-t1)
             if approximate == 'none'
-            else 2 * t11 * t12 + 26829 * t11 * t6 / 50000 + t10 * t13 * t9**2 - t10**2 * t13 * t9
+            else t4
+            * t5
+            * (2682900000.0 * t0 * t2 + 100000 * t2 * t6 + t4 * t7 - t5 * t7)
+            / 5000000000.0
         )
     )
     return _fit(d2_x, x.shape, shape, out)

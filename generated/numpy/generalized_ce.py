@@ -231,17 +231,18 @@ def hess(x, y, *, q=0.7, validate=False):
     t5 = np.log1p(-y)
     t6 = t4 + t5
     t7 = np.logaddexp(t2, t6)
-    t8 = np.exp(q * t7)
+    t8 = _sigmoid(x)
     t9 = _sigmoid(t3)
     t10 = -t7
-    t11 = _sigmoid(x)
-    t12 = 1 / np.exp(t7)
-    t13 = np.abs(t7)
-    t14 = np.where((-t1 + t13 + np.abs(t0)) < 60.0, t11 * t12 * y, np.exp(t10 + t2))
-    t15 = t14 * t9
-    t16 = np.where((t13 - t4 + np.abs(t5)) < 60.0, t12 * t9 * (1 - y), np.exp(t10 + t6))
-    t17 = t11 * t16
-    d2_x = -t8 * (-t11 * t15 + t14 * t17 + t15 * t16 - t17 * t9) - q * t8 * (t15 - t17)**2
+    t11 = 1 / np.exp(t7)
+    t12 = np.abs(t7)
+    t13 = np.where((-t1 + t12 + np.abs(t0)) < 60.0, t11 * t8 * y, np.exp(t10 + t2))
+    t14 = t13 * t9
+    t15 = np.where((t12 - t4 + np.abs(t5)) < 60.0, t11 * t9 * (1 - y), np.exp(t10 + t6))
+    t16 = t15 * t8
+    d2_x = (
+        -(q * (t14 - t16)**2 + t13 * t16 + t14 * t15 - t14 * t8 - t16 * t9) * np.exp(q * t7)
+    )
     return _fit(d2_x, x.shape, shape, out)
 
 

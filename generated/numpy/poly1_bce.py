@@ -67,6 +67,11 @@ Rewrites applied (rule: before -> after, reason):
 - log_sigmoid: `log(sigmoid(-x))` -> `log_sigmoid(-x)` (answers: log of a vanishing
   argument: `log(1 - p)` as x -> oo (in value); cancellation: `log(1 - p)` as x -> -oo (in
   value); the argument tends to 1; and 3 more)
+- softplus_sigmoid: `epsilon*(p*(1 - y) + y*sigmoid(-x)) - y*log_sigmoid(x) - (1 -
+  y)*log_sigmoid(-x)` -> `y*((epsilon + 1)*sigmoid(-x) + softplus_minus_sigmoid(-x)) + (1 -
+  y)*((epsilon + 1)*sigmoid(x) + softplus_minus_sigmoid(x))` (at b/a = -1 the two terms
+  cancel to exp(2u)/2 as u -> -oo; the difference is a series in sigmoid(u) with positive
+  terms)
 
 References
 ----------
@@ -141,6 +146,19 @@ def _sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
+def _softplus_minus_sigmoid(u):
+    e = np.exp(-np.abs(u))
+    s = e / (1 + e)
+    w = s / (2 - s)
+    w2 = w * w
+    tail = 0.0
+    for k in range(33, 1, -2):
+        tail = w2 * (1 / k + tail)
+    series = s * s / (2 - s) + 2 * w * tail
+    direct = np.maximum(u, 0.0) + np.log1p(e) - 1 / (1 + e)
+    return np.where(u <= 0, series, direct)
+
+
 @np.errstate(all="ignore")
 def value(x, y, *, epsilon=1.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
@@ -148,11 +166,10 @@ def value(x, y, *, epsilon=1.0, validate=False):
         _validate(locals())
     x, y, epsilon, shape, out = _prepare((x, y), (epsilon,))
     t0 = -x
-    t1 = 1 - y
+    t1 = 1 + epsilon
     loss = (
-        epsilon * (t1 * _sigmoid(x) + y * _sigmoid(t0))
-        - t1 * (-np.logaddexp(0, -t0))
-        - y * (-np.logaddexp(0, -x))
+        y * (t1 * _sigmoid(t0) + _softplus_minus_sigmoid(t0))
+        + (1 - y) * (t1 * _sigmoid(x) + _softplus_minus_sigmoid(x))
     )
     return _fit(loss, shape, shape, out)
 
@@ -164,10 +181,9 @@ def grad(x, y, *, epsilon=1.0, validate=False):
         _validate(locals())
     x, y, epsilon, shape, out = _prepare((x, y), (epsilon,))
     t0 = _sigmoid(-x)
-    t1 = t0 * y
-    t2 = _sigmoid(x)
-    t3 = 1 - y
-    d_x = -t1 + epsilon * (-t1 * t2 + t0 * t2 * t3) + t2 * t3
+    t1 = _sigmoid(x)
+    t2 = 2 * y
+    d_x = -t0**2 * y + t1**2 * (1 - y) + t0 * t1 * (1 + epsilon - t2 - epsilon * t2)
     return _fit(d_x, x.shape, shape, out)
 
 
@@ -179,17 +195,10 @@ def hess(x, y, *, epsilon=1.0, validate=False):
     x, y, epsilon, shape, out = _prepare(
         (x, y), (epsilon,), wide=True
     )
-    t0 = _sigmoid(-x)
-    t1 = _sigmoid(x)
-    t2 = t0 * t1
-    t3 = 1 - y
-    t4 = t0**2
-    t5 = t1**2
-    d2_x = (
-        epsilon * (-t0 * t3 * t5 + t0 * t5 * y + t1 * t3 * t4 - t1 * t4 * y)
-        + t2 * t3
-        + t2 * y
-    )
+    t0 = _sigmoid(x)
+    t1 = _sigmoid(-x)
+    t2 = 2 * epsilon * y
+    d2_x = t0 * t1 * (t0 * (1 - epsilon + t2) + t1 * (1 + epsilon - t2))
     return _fit(d2_x, x.shape, shape, out)
 
 

@@ -284,43 +284,44 @@ def hess(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     x, y, alpha, gamma, shape, out = _prepare(
         (x, y), (alpha, gamma), wide=True
     )
-    t0 = -x
-    t1 = _sigmoid(t0)
-    t2 = _sigmoid(x)
-    t3 = t1 * t2
-    t4 = -1 + y
-    t5 = -t4
-    t6 = np.log(y)
-    t7 = -np.logaddexp(0, -t0)
+    t0 = -1 + y
+    t1 = -t0
+    t2 = np.log(y)
+    t3 = -x
+    t4 = -np.logaddexp(0, -t3)
+    t5 = t2 + t4
+    t6 = -np.logaddexp(0, -x)
+    t7 = np.log1p(-y)
     t8 = t6 + t7
-    t9 = -np.logaddexp(0, -x)
-    t10 = np.log1p(-y)
-    t11 = t10 + t9
-    t12 = np.logaddexp(t8, t11)
-    t13 = (alpha * y + t5 * (1 - alpha)) * np.exp(gamma * t12)
-    t14 = -t12
-    t15 = 1 / np.exp(t12)
-    t16 = t1 * y
-    t17 = np.abs(t12)
-    t18 = np.where((t17 - t7 + np.abs(t6)) < 60.0, t15 * t16, np.exp(t14 + t8))
-    t19 = t18 * t2
-    t20 = np.where((t17 - t9 + np.abs(t10)) < 60.0, t15 * t2 * t5, np.exp(t11 + t14))
-    t21 = -t19 + t1 * t20
-    t22 = t13 * (-t5 * t7 - t9 * y)
-    t23 = (
-        np.where((t5 == 0) | (y == 0), np.log(y) - np.log(t5), np.log1p((-1 + 2 * y) / t5))
+    t9 = np.logaddexp(t5, t8)
+    t10 = _sigmoid(x)
+    t11 = _sigmoid(t3)
+    t12 = t1 * t4 + t6 * y
+    t13 = -t9
+    t14 = 1 / np.exp(t9)
+    t15 = t11 * y
+    t16 = np.abs(t9)
+    t17 = np.where((t16 - t4 + np.abs(t2)) < 60.0, t14 * t15, np.exp(t13 + t5))
+    t18 = t10 * t17
+    t19 = np.where((t16 - t6 + np.abs(t7)) < 60.0, t1 * t10 * t14, np.exp(t13 + t8))
+    t20 = -t18 + t11 * t19
+    t21 = (
+        np.where((t1 == 0) | (y == 0), np.log(y) - np.log(t1), np.log1p((-1 + 2 * y) / t1))
     )
-    t24 = -t23 + x
-    t25 = t1 * t20
+    t22 = -t21 + x
+    t23 = t10 * t11
     d2_x = (
-        t13 * (t3 * t5 + t3 * y)
-        + gamma * t22 * (-t1 * t19 + t18 * t25 + t19 * t20 - t2 * t25)
-        + gamma**2 * t21**2 * t22
-        + 2
-        * gamma
-        * t13
-        * t21
-        * np.where(t23 <= x, t2 * t4 * np.expm1(-t24), t16 * np.expm1(t24))
+        (alpha * y + t1 * (1 - alpha))
+        * (
+            t10 * t11
+            - gamma * t12 * (-t17 * t23 + t18 * t19 - t19 * t23 + t11 * t17 * t19)
+            + 2
+            * gamma
+            * t20
+            * np.where(t21 <= x, t0 * t10 * np.expm1(-t22), t15 * np.expm1(t22))
+            - gamma**2 * t12 * t20**2
+        )
+        * np.exp(gamma * t9)
     )
     return _fit(d2_x, x.shape, shape, out)
 

@@ -134,7 +134,7 @@ def hess(x, *, validate=False):
     )
     t0 = _sigmoid(x)
     t1 = _sigmoid(-x)
-    d2_x = 2 * t0 * t1 + t0 * t1**2 * x - t0**2 * t1 * x
+    d2_x = t0 * t1 * (2 - t0 * x + t1 * x)
     return _fit(d2_x, x.shape, shape, out)
 
 

@@ -580,27 +580,25 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t2 = y * torch.exp(gamma_pos * torch.nn.functional.logsigmoid(t0))
     t3 = _sigmoid(x)
     t4 = clip * t3
-    t5 = t1 * (1 + clip)
-    t6 = t4 + t5
-    t7 = t1 * t4
-    t8 = -1 + clip
-    t9 = (
+    t5 = t4 + t1 * (1 + clip)
+    t6 = -1 + clip
+    t7 = (
         torch.where(
-            torch.as_tensor(((-t8) == 0) | (clip == 0)),
-            torch.log(clip) - torch.log(-t8),
-            torch.log1p((-1 + 2 * clip) / (-t8)),
+            torch.as_tensor(((-t6) == 0) | (clip == 0)),
+            torch.log(clip) - torch.log(-t6),
+            torch.log1p((-1 + 2 * clip) / (-t6)),
         )
     )
-    t10 = -t9 + x
-    t11 = -t10
-    t12 = torch.expm1(t11)
-    t13 = t3 * t8
-    t14 = (t12 * t13)**gamma_neg
-    t15 = x >= t9
-    t16 = torch.expm1(t10)
-    t17 = clip * t1
-    t18 = (t16 * t17)**gamma_neg
-    t19 = gamma_neg == 0
+    t8 = -t7 + x
+    t9 = -t8
+    t10 = torch.expm1(t9)
+    t11 = t3 * t6
+    t12 = (t10 * t11)**gamma_neg
+    t13 = x >= t7
+    t14 = torch.expm1(t8)
+    t15 = clip * t1
+    t16 = (t14 * t15)**gamma_neg
+    t17 = gamma_neg == 0
     d_x = (
         -t1 * t2
         + gamma_pos * t2 * t3 * torch.nn.functional.logsigmoid(x)
@@ -611,30 +609,30 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
             * torch.where(
                 torch.as_tensor(clip < t3),
                 torch.where(
-                    torch.as_tensor(t15),
+                    torch.as_tensor(t13),
                     torch.where(
-                        torch.as_tensor(t19),
+                        torch.as_tensor(t17),
                         0,
                         gamma_neg
-                        * t14
-                        * (-t13 * torch.exp(t11) + t1 * t12 * t3 * t8)
-                        / t12
+                        * t12
+                        * (-t11 * torch.exp(t9) + t1 * t10 * t3 * t6)
+                        / t10
                         / t3
-                        / t8,
+                        / t6,
                     ),
                     torch.where(
-                        torch.as_tensor(t19),
+                        torch.as_tensor(t17),
                         0,
                         gamma_neg
-                        * t18
-                        * (-t16 * t7 + t17 * torch.exp(t10))
+                        * t16
+                        * (t15 * torch.exp(t8) - t1 * t14 * t4)
                         / clip
                         / t1
-                        / t16,
+                        / t14,
                     ),
                 )
-                * torch.log(t6)
-                + (t7 - t3 * t5) * torch.where(torch.as_tensor(t15), t14, t18) / t6,
+                * torch.log(t5)
+                - t1 * t3 * torch.where(torch.as_tensor(t13), t12, t16) / t5,
                 0,
             ),
         )
@@ -651,113 +649,89 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     )
     t0 = -x
     t1 = y * torch.exp(gamma_pos * torch.nn.functional.logsigmoid(t0))
-    t2 = _sigmoid(x)
-    t3 = _sigmoid(t0)
+    t2 = _sigmoid(t0)
+    t3 = _sigmoid(x)
     t4 = t2 * t3
     t5 = t1 * t4
-    t6 = gamma_pos * t5
-    t7 = torch.nn.functional.logsigmoid(x)
-    t8 = t2**2
-    t9 = clip * t2
-    t10 = 1 + clip
-    t11 = t10 * t3
-    t12 = t11 + t9
-    t13 = t3 * t9
-    t14 = t13 - t10 * t2 * t3
-    t15 = -1 + clip
-    t16 = 2 * clip
-    t17 = (
+    t6 = 2 * t2
+    t7 = t3 * t6
+    t8 = torch.nn.functional.logsigmoid(x)
+    t9 = t3**2
+    t10 = t2**2
+    t11 = clip * t3 + t2 * (1 + clip)
+    t12 = -1 + clip
+    t13 = (
         torch.where(
-            torch.as_tensor(((-t15) == 0) | (clip == 0)),
-            torch.log(clip) - torch.log(-t15),
-            torch.log1p((-1 + t16) / (-t15)),
+            torch.as_tensor(((-t12) == 0) | (clip == 0)),
+            torch.log(clip) - torch.log(-t12),
+            torch.log1p((-1 + 2 * clip) / (-t12)),
         )
     )
-    t18 = -t17 + x
-    t19 = -t18
-    t20 = torch.expm1(t19)
-    t21 = t15 * t2
-    t22 = (t20 * t21)**gamma_neg
-    t23 = x >= t17
-    t24 = torch.expm1(t18)
-    t25 = clip * t3
-    t26 = (t24 * t25)**gamma_neg
-    t27 = torch.where(torch.as_tensor(t23), t22, t26)
-    t28 = 1 / t12
-    t29 = t3**2
-    t30 = t29 * t9
-    t31 = gamma_neg == 0
-    t32 = torch.exp(t19)
-    t33 = t21 * t32
-    t34 = -t33 + t15 * t2 * t20 * t3
-    t35 = gamma_neg * t22 / t15 / t2
-    t36 = t35 / t20
-    t37 = t34 * t36
-    t38 = torch.exp(t18)
-    t39 = -t13 * t24 + t25 * t38
-    t40 = gamma_neg * t26 / clip / t3
-    t41 = t40 / t24
-    t42 = t39 * t41
-    t43 = gamma_neg**2
-    t44 = t43 == 0
-    t45 = 1 / t20**2
-    t46 = 1 / t24**2
+    t14 = -t13 + x
+    t15 = -t14
+    t16 = torch.expm1(t15)
+    t17 = (t12 * t16 * t3)**gamma_neg
+    t18 = x >= t13
+    t19 = torch.expm1(t14)
+    t20 = (clip * t19 * t2)**gamma_neg
+    t21 = torch.where(torch.as_tensor(t18), t17, t20)
+    t22 = 1 / t11
+    t23 = gamma_neg == 0
+    t24 = torch.exp(t15)
+    t25 = -t24 + t16 * t2
+    t26 = gamma_neg * t17
+    t27 = t26 / t16
+    t28 = t25 * t27
+    t29 = torch.exp(t14)
+    t30 = t19 * t3
+    t31 = t29 - t30
+    t32 = gamma_neg * t20
+    t33 = t32 / t19
+    t34 = t31 * t33
+    t35 = gamma_neg**2
+    t36 = t35 == 0
+    t37 = 1 / t16**2
+    t38 = 1 / t19**2
     d2_x = (
         t5
-        + 2 * t6
-        + t6 * t7
-        - gamma_pos**2 * t1 * t7 * t8
+        + gamma_pos * t1 * t7
+        + gamma_pos * t5 * t8
+        - gamma_pos**2 * t1 * t8 * t9
         + torch.where(
             torch.as_tensor(y == 1),
             0,
             -(1 - y)
             * torch.where(
-                torch.as_tensor(clip < t2),
+                torch.as_tensor(clip < t3),
                 torch.where(
-                    torch.as_tensor(t23),
-                    torch.where(torch.as_tensor(t31), 0, -t3 * t37)
+                    torch.as_tensor(t18),
+                    torch.where(torch.as_tensor(t23), 0, -t2 * t28)
                     + torch.where(
-                        torch.as_tensor(t31),
+                        torch.as_tensor(t23),
                         0,
-                        t36
-                        * (t33 - 2 * t3 * t33 + t15 * t2 * t20 * t29 - t15 * t20 * t3 * t8),
+                        t27 * (t24 + t10 * t16 - t24 * t6 - t16 * t2 * t3),
                     )
-                    + torch.where(torch.as_tensor(t31), 0, t32 * t34 * t35 * t45)
+                    + torch.where(torch.as_tensor(t23), 0, t24 * t25 * t26 * t37)
+                    + torch.where(torch.as_tensor(t36), 0, t17 * t25**2 * t35 * t37),
+                    torch.where(torch.as_tensor(t23), 0, t3 * t34)
                     + torch.where(
-                        torch.as_tensor(t44),
+                        torch.as_tensor(t23),
                         0,
-                        t22 * t34**2 * t43 * t45 / t15 / t15 / t8,
-                    ),
-                    torch.where(torch.as_tensor(t31), 0, t2 * t42)
-                    + torch.where(
-                        torch.as_tensor(t31),
-                        0,
-                        t41
-                        * (
-                            -t24 * t30
-                            + clip * t3 * t38
-                            - t16 * t38 * t4
-                            + clip * t24 * t3 * t8
-                        ),
+                        t33 * (t29 + t19 * t9 - t2 * t30 - 2 * t29 * t3),
                     )
-                    + torch.where(torch.as_tensor(t31), 0, -t38 * t39 * t40 * t46)
-                    + torch.where(
-                        torch.as_tensor(t44),
-                        0,
-                        t26 * t39**2 * t43 * t46 / clip / clip / t29,
-                    ),
+                    + torch.where(torch.as_tensor(t23), 0, -t29 * t31 * t32 * t38)
+                    + torch.where(torch.as_tensor(t36), 0, t20 * t31**2 * t35 * t38),
                 )
-                * torch.log(t12)
-                - t14**2 * t27 / t12 / t12
-                + 2
-                * t14
-                * t28
+                * torch.log(t11)
+                - t22
+                * t7
                 * torch.where(
-                    torch.as_tensor(t23),
-                    torch.where(torch.as_tensor(t31), 0, t37),
-                    torch.where(torch.as_tensor(t31), 0, t42),
+                    torch.as_tensor(t18),
+                    torch.where(torch.as_tensor(t23), 0, t28),
+                    torch.where(torch.as_tensor(t23), 0, t34),
                 )
-                + t27 * t28 * (t30 + t11 * t8 - t25 * t8 - t10 * t2 * t29),
+                - t10 * t21 * t9 / t11 / t11
+                + t21 * t22 * t4 * (-t2 + t3),
                 0,
             ),
         )

@@ -156,10 +156,13 @@ def hess(x, *, validate=False):
     t0 = _sigmoid(x)
     t1 = _softplus(x)
     t2 = 2 * t1
-    t3 = _sigmoid(-t2)
-    t4 = _sigmoid(t2)
-    t5 = 8 * t3 * t4
-    d2_x = t0 * t5 - t0**2 * t5 * x * torch.tanh(t1) + 4 * t0 * t3 * t4 * x * _sigmoid(-x)
+    d2_x = (
+        4
+        * t0
+        * (2 + x * _sigmoid(-x) - 2 * t0 * x * torch.tanh(t1))
+        * _sigmoid(-t2)
+        * _sigmoid(t2)
+    )
     return _fit(d2_x, x.shape, shape, out)
 
 

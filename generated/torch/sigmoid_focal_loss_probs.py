@@ -328,7 +328,7 @@ def hess(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     t8 = -1 + 2 * y
     t9 = t8**2
     t10 = gamma * t1
-    t11 = t4**(-2 + gamma) * (-t0 * torch.log1p(-p) - y * torch.log(p))
+    t11 = t4**(-2 + gamma) * (t0 * torch.log1p(-p) + y * torch.log(p))
     t12 = gamma**2
     t13 = -t8
     t14 = t13**2
@@ -343,7 +343,7 @@ def hess(p, y, *, alpha=0.25, gamma=2.0, validate=False):
                 + torch.where(torch.as_tensor(t6), 0, t0 / t3 / t3)
             ),
         )
-        + torch.where(torch.as_tensor((t2) | (t7) | (t9 == 0)), 0, -t10 * t11 * t9)
+        + torch.where(torch.as_tensor((t2) | (t7) | (t9 == 0)), 0, t10 * t11 * t9)
         + torch.where(
             torch.as_tensor((t2) | (t7) | (y == 0.5)),
             0,
@@ -359,7 +359,7 @@ def hess(p, y, *, alpha=0.25, gamma=2.0, validate=False):
         + torch.where(
             torch.as_tensor((t12 == 0) | (t14 == 0) | (t2)),
             0,
-            t1 * t11 * t12 * t14,
+            -t1 * t11 * t12 * t14,
         )
     )
     return _fit(d2_p, p.shape, shape, out)
