@@ -15,7 +15,6 @@ from sympy.codegen.cfunctions import expm1, log1p
 
 __all__ = [
     "PRIMITIVES",
-    "ProductExp",
     "Erfc",
     "ErfcScaled",
     "Exp",
@@ -33,7 +32,6 @@ __all__ = [
     "Softplus",
     "SoftplusMinusSigmoid",
     "erfc_scaled",
-    "product_exp",
     "to_textbook",
 ]
 
@@ -507,57 +505,9 @@ class ScaledSum(Primitive):
         return sympy.Add(*triples[0::3])
 
 
-class ProductExp(Primitive):
-    """exp(u) for u a sum of logs (log y + log_sigmoid(-x) - logaddexp(a, b)), given also the
-    product it stands for (y * sigmoid(-x) / exp(logaddexp(a, b))) and s, the sum of the
-    logs' magnitudes. Where s < 60 every partial product lies within exp(+-60), inside the
-    normal range of float32, and the product is taken: its error is an ulp a factor, where
-    exp(u) carries the rounding of u, |u| * 2**-p (11 ulps at u = -11). Elsewhere exp(u)."""
-
-    display = "exp"
-    nargs = 3
-    lowering = {
-        "numpy": "np.where({p2} < 60.0, {1}, np.exp({0}))",
-        "jax": "jnp.where({p2} < 60.0, {1}, jnp.exp({0}))",
-        "torch": "torch.where(torch.as_tensor({p2} < 60.0), {1}, torch.exp({0}))",
-    }
-
-    @classmethod
-    def textbook(cls, u, product, size):
-        return sympy.exp(u)
-
-    def _sympystr(self, printer) -> str:
-        return f"exp({printer._print(self.args[0])})"
-
-
-#: a log term -> the factor it is the log of
-_ANTILOG = {
-    LogSigmoid: lambda r: Sigmoid(r.args[0]),
-    sympy.log: lambda r: r.args[0],
-    log1p: lambda r: 1 + r.args[0],
-    LogAddExp: lambda r: Exp(r),
-}
-
-
-def product_exp(u: sympy.Expr) -> sympy.Expr | None:
-    """ProductExp(u, ...) for an exponent with two or more log terms; else None."""
-    logs, rest = [], []
-    for term in sympy.Add.make_args(u):
-        coeff, r = term.as_coeff_Mul()
-        (logs if coeff.is_Integer and type(r) in _ANTILOG else rest).append(term)
-    if len(logs) < 2:
-        return None
-    product = sympy.Mul(*(
-        _ANTILOG[type(r)](r) ** coeff for coeff, r in (t.as_coeff_Mul() for t in logs)
-    ))
-    if rest:
-        product *= Exp(sympy.Add(*rest))
-    return ProductExp(u, product, sympy.Add(*(sympy.Abs(t) for t in logs)))
-
-
 PRIMITIVES: tuple[type[Primitive], ...] = (
     Sigmoid, LogSigmoid, Softplus, Exp, Expm1, LogRatio, LogAddExp, LogCosh, Erfc, ScaledProduct,
-    ScaledSum, LogSoftplus, ProductExp, LogTanh, ErfcScaled, SoftplusMinusSigmoid,
+    ScaledSum, LogSoftplus, LogTanh, ErfcScaled, SoftplusMinusSigmoid,
 )
 
 

@@ -15,7 +15,7 @@ import sympy
 from ._ir import Block, Derivation
 from ._primitives import (
     Erfc, Exp, LogSigmoid, LogSoftplus, LogTanh, ScaledProduct, ScaledSum, Sigmoid, Softplus,
-    erfc_scaled, product_exp,
+    erfc_scaled,
 )
 
 __all__ = ["simplify"]
@@ -138,14 +138,38 @@ def _triple(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr]:
     return term, term, sympy.S.Zero
 
 
+def _split(node: sympy.Expr) -> tuple[list, list, sympy.Expr]:
+    """A product as (vanishing factors, their logs, the cofactor)."""
+    vanishing, logs, rest = [], [], []
+    for factor in sympy.Mul.make_args(node):
+        base, power = factor.as_base_exp()
+        if isinstance(base, LogSigmoid) and power.is_Integer and power >= 1:
+            # log_sigmoid(u) = -softplus(-u), which vanishes as u -> oo
+            rest.append((-1) ** power)
+            factor = Softplus(-base.args[0]) ** power
+        log = _log_of_vanishing(factor)
+        if log is None:
+            rest.append(factor)
+        else:
+            vanishing.append(factor)
+            logs.append(log)
+    return vanishing, logs, sympy.Mul(*rest)
+
+
 def scale_products(expr: sympy.Expr, bounds: dict | None = None) -> sympy.Expr:
     """Every product c*d of a cofactor c (unless |c| <= 1 over the domains) and vanishing
     factors d becomes ScaledProduct(c, d, log d): c*d can be a normal number while d is
     subnormal, and a flushing backend must not form d on its own. A cofactor is first
-    distributed over the sums and branches that hold vanishing factors. Inside a sum every
-    such product is scaled, whatever its cofactor: terms below the smallest normal number can
-    add up to a normal one."""
+    distributed over the sums and branches that hold vanishing factors. In a sum with such a
+    product every term with a vanishing factor is scaled, whatever its cofactor, and the sum
+    becomes a ScaledSum: its terms can each be below the smallest normal number while their
+    sum is not (the focal Hessian at x = -709). A sum whose cofactors are all at most 1 stays
+    plain (each of its terms is subnormal only where its vanishing factor is)."""
     bounds = bounds or {}
+
+    def scalable(term) -> bool:
+        vanishing, _, c = _split(term)
+        return bool(vanishing) and not _at_most_one(c, bounds)
 
     def visit(node, in_sum=False):
         if node.is_Atom:
@@ -156,30 +180,16 @@ def scale_products(expr: sympy.Expr, bounds: dict | None = None) -> sympy.Expr:
                 node = common
         if node.is_Mul:  # the new terms are visited as they are (no refactoring)
             node = _distribute(node, bounds)
-        node = node.func(*(visit(arg, node.is_Add) for arg in node.args))
-        if node.is_Add and any(isinstance(t, ScaledSum) or _triple(t)[2] != 0 for t in node.args):
+        mixed = node.is_Add and any(scalable(t) for t in node.args)
+        node = node.func(*(visit(arg, mixed) for arg in node.args))
+        if mixed and any(isinstance(t, ScaledSum) or _triple(t)[2] != 0 for t in node.args):
             parts = []
             for t in node.args:  # a scaled sum among the terms is flattened into this one
                 parts += t.args if isinstance(t, ScaledSum) else _triple(t)
             return ScaledSum(*parts)
         if not node.is_Mul:
             return node
-        vanishing, logs, rest = [], [], []
-        for factor in node.args:
-            base, power = factor.as_base_exp()
-            if isinstance(base, LogSigmoid) and power.is_Integer and power >= 1:
-                # log_sigmoid(u) = -softplus(-u), which vanishes as u -> oo
-                rest.append((-1) ** power)
-                factor = Softplus(-base.args[0]) ** power
-            log = _log_of_vanishing(factor)
-            if log is None:
-                rest.append(factor)
-            else:
-                vanishing.append(factor)
-                logs.append(log)
-        c = sympy.Mul(*rest)
-        # a small cofactor keeps c*d subnormal where d is, which matters only in a sum: terms
-        # below the smallest normal can add up to a normal number
+        vanishing, logs, c = _split(node)
         if not vanishing or (not in_sum and _at_most_one(c, bounds)):
             return node
         return ScaledProduct(c, sympy.Mul(*vanishing), sympy.Add(*logs))
@@ -219,15 +229,12 @@ def collect_sigmoids(expr: sympy.Expr, xs: set) -> sympy.Expr:
     return visit(expr)
 
 
-def direct_products(expr: sympy.Expr) -> sympy.Expr:
-    """exp(log y + log_sigmoid(-x) - logaddexp(a, b)) -> ProductExp: the product itself where
-    it cannot leave the normal range (see ProductExp); erfc(c*x) -> ErfcScaled."""
+def exact_squares(expr: sympy.Expr) -> sympy.Expr:
+    """erfc(c*x) -> ErfcScaled(x, c, c**2) where c**2 is a power of two."""
     def visit(node):
         if node.is_Atom:
             return node
         node = node.func(*(visit(arg) for arg in node.args))
-        if isinstance(node, (Exp, sympy.exp)):
-            return product_exp(node.args[0]) or node
         if isinstance(node, Erfc):
             return erfc_scaled(node) or node
         return node
@@ -242,10 +249,10 @@ def simplify(d: Derivation) -> Derivation:
         "grad": [collect_sigmoids(g, xs) for g in d.grad],
         "hess": [sympy.factor_terms(collect_sigmoids(h, xs)) for row in d.hess for h in row],
     }
-    blocks = {key: _block(d, [direct_products(e) for e in exprs]) for key, exprs in outputs.items()}
+    blocks = {key: _block(d, [exact_squares(e) for e in exprs]) for key, exprs in outputs.items()}
     for backend in FLUSHING:
         for key, exprs in outputs.items():
             scaled = [scale_products(e, _bounds(d)) for e in exprs]
             if scaled != exprs:
-                blocks[f"{backend}:{key}"] = _block(d, [direct_products(e) for e in scaled])
+                blocks[f"{backend}:{key}"] = _block(d, [exact_squares(e) for e in scaled])
     return replace(d, blocks=blocks)

@@ -30,8 +30,9 @@ _TINY_P = (
 )
 _FTZ_PRODUCT = (
     "XLA on CPU flushes subnormal intermediates to zero: at logits near the exp underflow point "
-    "a power of a clipped probability (asymmetric_loss) is not yet a factor the log-space "
-    "product knows, and is flushed where the result is normal"
+    "a power of a clipped probability (asymmetric_loss) or of a logaddexp weight "
+    "(generalized_ce) is not yet a factor the log-space product knows, and is flushed where the "
+    "result is normal"
 )
 _ASL_CLIP = (
     "p - clip cancels near p = clip (x = 2**-10, clip = 1/2): the emitted form loses about 9 bits "
@@ -45,7 +46,8 @@ _GCE_MEAN = (
 KNOWN = {
     ("generalized_ce", "numpy", "float64"): _GCE_MEAN,
     ("generalized_ce", "torch", "float64"): _GCE_MEAN,
-    ("generalized_ce", "jax", "float64"): _GCE_MEAN,
+    ("generalized_ce", "jax", "float64"): _FTZ_PRODUCT,
+    ("generalized_ce", "jax", "float32"): _FTZ_PRODUCT,
     ("asymmetric_loss", "numpy", "float32"): _ASL_CLIP,
     ("asymmetric_loss", "numpy", "float64"): _ASL_CLIP,
     ("asymmetric_loss", "torch", "float64"): _ASL_CLIP,

@@ -563,8 +563,8 @@ def value(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     if validate:
         _validate(locals())
     x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare((x, y), (gamma_pos, gamma_neg, clip))
-    t0 = jax.nn.sigmoid(x)
-    t1 = jax.nn.log_sigmoid(x)
+    t0 = jax.nn.log_sigmoid(x)
+    t1 = jax.nn.sigmoid(x)
     t2 = 1 + clip
     t3 = -x
     t4 = jax.nn.sigmoid(t3)
@@ -578,20 +578,20 @@ def value(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
         )
     )
     t8 = -t7 + x
-    t9 = (
+    loss = (
         -(1 - y)
         * jnp.where(
-            clip < t0,
+            clip < t1,
             jnp.where(
                 t7 <= x,
-                _scaled_product(t6 * jnp.expm1(-t8), t0, t1)**gamma_neg,
+                _scaled_product(t6 * jnp.expm1(-t8), t1, t0)**gamma_neg,
                 _scaled_product(clip * jnp.expm1(t8), t4, t5)**gamma_neg,
             )
             * jnp.log(
                 _scaled_sum(
-                    _scaled_product(clip, t0, t1),
+                    _scaled_product(clip, t1, t0),
                     clip,
-                    t1,
+                    t0,
                     _scaled_product(t2, t4, t5),
                     t2,
                     t5,
@@ -599,18 +599,7 @@ def value(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
             ),
             0,
         )
-    )
-    t10 = _scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))
-    t11 = t10 + _log_softplus(t3)
-    loss = (
-        _scaled_sum(
-            t9,
-            t9,
-            0,
-            _scaled_product(y, jnp.exp(t10) * jax.nn.softplus(t3), t11),
-            y,
-            t11,
-        )
+        - t0 * y * jnp.exp(_scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x)))
     )
     return _fit(loss, shape, shape, out)
 

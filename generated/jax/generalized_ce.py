@@ -207,50 +207,15 @@ def grad(x, y, *, q=0.7, validate=False):
     if validate:
         _validate(locals())
     x, y, q, shape, out = _prepare((x, y), (q,))
-    t0 = jax.nn.sigmoid(x)
-    t1 = jnp.log(y)
-    t2 = jax.nn.log_sigmoid(x)
-    t3 = t1 + t2
-    t4 = -x
-    t5 = jax.nn.log_sigmoid(t4)
-    t6 = jnp.log1p(-y)
-    t7 = t5 + t6
-    t8 = jnp.logaddexp(t3, t7)
-    t9 = q * t8
-    t10 = jnp.exp(t9)
-    t11 = -t8
-    t12 = t11 + t7
-    t13 = jax.nn.sigmoid(t4)
-    t14 = 1 / jnp.exp(t8)
-    t15 = jnp.abs(t8)
-    t16 = t12 + t2 + t9
-    t17 = t11 + t3
-    t18 = t17 + t5 + t9
+    t0 = -x
+    t1 = jnp.log(y) + jax.nn.log_sigmoid(x)
+    t2 = jax.nn.log_sigmoid(t0) + jnp.log1p(-y)
+    t3 = jnp.logaddexp(t1, t2)
+    t4 = jnp.exp(q * t3)
+    t5 = -t3
     d_x = (
-        _scaled_sum(
-            _scaled_product(
-                1,
-                t0
-                * t10
-                * jnp.where(
-                    (t15 - t5 + jnp.abs(t6)) < 60.0,
-                    t13 * t14 * (1 - y),
-                    jnp.exp(t12),
-                ),
-                t16,
-            ),
-            1,
-            t16,
-            _scaled_product(
-                -1,
-                t10
-                * t13
-                * jnp.where((t15 - t2 + jnp.abs(t1)) < 60.0, t0 * t14 * y, jnp.exp(t17)),
-                t18,
-            ),
-            -1,
-            t18,
-        )
+        -t4 * jnp.exp(t1 + t5) * jax.nn.sigmoid(t0)
+        + t4 * jnp.exp(t2 + t5) * jax.nn.sigmoid(x)
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -275,53 +240,37 @@ def hess(x, y, *, q=0.7, validate=False):
     t10 = jnp.exp(t9)
     t11 = jax.nn.sigmoid(t4)
     t12 = -t8
-    t13 = t12 + t3
-    t14 = 1 / jnp.exp(t8)
-    t15 = jnp.abs(t8)
-    t16 = jnp.where((t15 - t2 + jnp.abs(t1)) < 60.0, t0 * t14 * y, jnp.exp(t13))
-    t17 = t11 * t16
-    t18 = t10 * t17
-    t19 = t12 + t9
-    t20 = t1 + 2 * t2
-    t21 = t19 + t20 + t5
-    t22 = t12 + t7
-    t23 = jnp.where((t15 - t5 + jnp.abs(t6)) < 60.0, t11 * t14 * (1 - y), jnp.exp(t22))
-    t24 = t0 * t23
-    t25 = t10 * t24
-    t26 = 2 * t5 + t6
-    t27 = t19 + t2 + t26
-    t28 = -2 * t8 + t9
-    t29 = t20 + t28 + t7
-    t30 = t26 + t28 + t3
-    t31 = t13 + t5
-    t32 = t2 + t22
-    t33 = (
-        -q
-        * _scaled_sum(
-            _scaled_product(1, t17, t31),
-            1,
-            t31,
-            _scaled_product(-1, t24, t32),
-            -1,
-            t32,
-        )**2
-    )
+    t13 = jnp.exp(t12 + t3)
+    t14 = t11 * t13
+    t15 = t10 * t14
+    t16 = t12 + t9
+    t17 = t1 + 2 * t2
+    t18 = t16 + t17 + t5
+    t19 = jnp.exp(t12 + t7)
+    t20 = t0 * t19
+    t21 = t10 * t20
+    t22 = 2 * t5 + t6
+    t23 = t16 + t2 + t22
+    t24 = -2 * t8 + t9
+    t25 = t17 + t24 + t7
+    t26 = t22 + t24 + t3
+    t27 = -q * (t14 - t20)**2
     d2_x = (
         _scaled_sum(
-            _scaled_product(1, t0 * t18, t21),
+            _scaled_product(1, t0 * t15, t18),
             1,
-            t21,
-            _scaled_product(1, t11 * t25, t27),
+            t18,
+            _scaled_product(1, t11 * t21, t23),
             1,
+            t23,
+            _scaled_product(-1, t13 * t21, t25),
+            -1,
+            t25,
+            _scaled_product(-1, t15 * t19, t26),
+            -1,
+            t26,
+            _scaled_product(t27, t10, t9),
             t27,
-            _scaled_product(-1, t16 * t25, t29),
-            -1,
-            t29,
-            _scaled_product(-1, t18 * t23, t30),
-            -1,
-            t30,
-            _scaled_product(t33, t10, t9),
-            t33,
             t9,
         )
     )

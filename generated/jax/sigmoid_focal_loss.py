@@ -218,13 +218,6 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
-def _log_softplus(u):
-    far = u - jnp.exp(u) / 2
-    w = jnp.maximum(u, -30.0)
-    near = jnp.log(jnp.maximum(w, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(w))))
-    return jnp.where(u < -30, far, near)
-
-
 def _scaled_product(c, d, log_d):
     log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
@@ -251,29 +244,14 @@ def value(x, y, *, alpha=0.25, gamma=2.0, validate=False):
         _validate(locals())
     x, y, alpha, gamma, shape, out = _prepare((x, y), (alpha, gamma))
     t0 = 1 - y
-    t1 = -x
-    t2 = _log_softplus(t1)
-    t3 = _log_softplus(x)
-    t4 = (
-        gamma
-        * jnp.logaddexp(
-            jnp.log(y) + jax.nn.log_sigmoid(t1),
-            jax.nn.log_sigmoid(x) + jnp.log1p(-y),
-        )
-    )
+    t1 = jax.nn.log_sigmoid(x)
+    t2 = jax.nn.log_sigmoid(-x)
+    t3 = gamma * jnp.logaddexp(t2 + jnp.log(y), t1 + jnp.log1p(-y))
     loss = (
         _scaled_product(
-            (alpha * y + t0 * (1 - alpha))
-            * _scaled_sum(
-                _scaled_product(y, jax.nn.softplus(t1), t2),
-                y,
-                t2,
-                _scaled_product(t0, jax.nn.softplus(x), t3),
-                t0,
-                t3,
-            ),
-            jnp.exp(t4),
-            t4,
+            (alpha * y + t0 * (1 - alpha)) * (-t0 * t2 - t1 * y),
+            jnp.exp(t3),
+            t3,
         )
     )
     return _fit(loss, shape, shape, out)
@@ -294,72 +272,42 @@ def grad(x, y, *, alpha=0.25, gamma=2.0, validate=False):
         )
     )
     t3 = -t2 + x
-    t4 = t0 * jnp.expm1(-t3)
-    t5 = jax.nn.sigmoid(x)
-    t6 = jax.nn.log_sigmoid(x)
-    t7 = x >= t2
-    t8 = y * jnp.expm1(t3)
-    t9 = -x
-    t10 = jax.nn.sigmoid(t9)
-    t11 = jax.nn.log_sigmoid(t9)
-    t12 = -y
-    t13 = _log_softplus(t9)
-    t14 = _log_softplus(x)
-    t15 = (
-        gamma
-        * _scaled_sum(
-            _scaled_product(t12, jax.nn.softplus(t9), t13),
-            t12,
-            t13,
-            _scaled_product(t0, jax.nn.softplus(x), t14),
-            t0,
-            t14,
-        )
-    )
-    t16 = jnp.log(y)
-    t17 = t11 + t16
-    t18 = jnp.log1p(t12)
-    t19 = t18 + t6
-    t20 = jnp.logaddexp(t17, t19)
-    t21 = -t20
-    t22 = t17 + t21
-    t23 = 1 / jnp.exp(t20)
-    t24 = jnp.abs(t20)
-    t25 = t22 + t6
-    t26 = -t15
-    t27 = t19 + t21
-    t28 = t11 + t27
-    t29 = gamma * t20
+    t4 = jax.nn.sigmoid(x)
+    t5 = jax.nn.log_sigmoid(x)
+    t6 = -x
+    t7 = jax.nn.sigmoid(t6)
+    t8 = jax.nn.log_sigmoid(t6)
+    t9 = gamma * (t1 * t8 + t5 * y)
+    t10 = t8 + jnp.log(y)
+    t11 = t5 + jnp.log1p(-y)
+    t12 = jnp.logaddexp(t10, t11)
+    t13 = -t12
+    t14 = t10 + t13
+    t15 = t14 + t5
+    t16 = -t9
+    t17 = t11 + t13
+    t18 = t17 + t8
+    t19 = gamma * t12
     d_x = (
         _scaled_product(
             (alpha * y + t1 * (1 - alpha))
-            * _scaled_sum(
-                jnp.where(t7, _scaled_product(t4, t5, t6), _scaled_product(t8, t10, t11)),
-                jnp.where(t7, t4, t8),
-                jnp.where(t7, t6, t11),
-                _scaled_product(
+            * (
+                jnp.where(
+                    t2 <= x,
+                    _scaled_product(t0 * jnp.expm1(-t3), t4, t5),
+                    _scaled_product(y * jnp.expm1(t3), t7, t8),
+                )
+                + _scaled_sum(
+                    _scaled_product(t9, t4 * jnp.exp(t14), t15),
+                    t9,
                     t15,
-                    t5
-                    * jnp.where(
-                        (-t11 + t24 + jnp.abs(t16)) < 60.0,
-                        t10 * t23 * y,
-                        jnp.exp(t22),
-                    ),
-                    t25,
-                ),
-                t15,
-                t25,
-                _scaled_product(
-                    t26,
-                    t10
-                    * jnp.where((t24 - t6 + jnp.abs(t18)) < 60.0, t1 * t23 * t5, jnp.exp(t27)),
-                    t28,
-                ),
-                t26,
-                t28,
+                    _scaled_product(t16, t7 * jnp.exp(t17), t18),
+                    t16,
+                    t18,
+                )
             ),
-            jnp.exp(t29),
-            t29,
+            jnp.exp(t19),
+            t19,
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -372,127 +320,99 @@ def hess(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     x, y, alpha, gamma, shape, out = _prepare(
         (x, y), (alpha, gamma), wide=True
     )
-    t0 = -x
-    t1 = jax.nn.sigmoid(t0)
-    t2 = jnp.log(y)
-    t3 = jax.nn.log_sigmoid(t0)
-    t4 = t2 + t3
+    t0 = jax.nn.sigmoid(x)
+    t1 = jnp.log(y)
+    t2 = -x
+    t3 = jax.nn.log_sigmoid(t2)
+    t4 = t1 + t3
     t5 = jax.nn.log_sigmoid(x)
-    t6 = -y
-    t7 = jnp.log1p(t6)
-    t8 = t5 + t7
-    t9 = jnp.logaddexp(t4, t8)
-    t10 = -t9
-    t11 = t10 + t8
-    t12 = jax.nn.sigmoid(x)
-    t13 = -1 + y
-    t14 = -t13
-    t15 = 1 / jnp.exp(t9)
-    t16 = jnp.abs(t9)
-    t17 = jnp.where((t16 - t5 + jnp.abs(t7)) < 60.0, t12 * t14 * t15, jnp.exp(t11))
-    t18 = t1 * t17
-    t19 = t11 + t3
-    t20 = t10 + t4
-    t21 = jnp.where((t16 - t3 + jnp.abs(t2)) < 60.0, t1 * t15 * y, jnp.exp(t20))
-    t22 = t12 * t21
-    t23 = t20 + t5
-    t24 = alpha * y + t14 * (1 - alpha)
-    t25 = _log_softplus(t0)
-    t26 = _log_softplus(x)
+    t6 = jnp.log1p(-y)
+    t7 = t5 + t6
+    t8 = jnp.logaddexp(t4, t7)
+    t9 = -t8
+    t10 = t4 + t9
+    t11 = jnp.exp(t10)
+    t12 = t0 * t11
+    t13 = jax.nn.sigmoid(t2)
+    t14 = t7 + t9
+    t15 = jnp.exp(t14)
+    t16 = -1 + y
+    t17 = -t16
+    t18 = alpha * y + t17 * (1 - alpha)
+    t19 = t18 * (t17 * t3 + t5 * y)
+    t20 = -gamma**2 * t19 * (-t12 + t13 * t15)**2
+    t21 = gamma * t8
+    t22 = jnp.exp(t21)
+    t23 = t13 * t22
+    t24 = t21 + t5
+    t25 = t24 + t3
+    t26 = 2 * y
     t27 = (
-        t24
-        * _scaled_sum(
-            _scaled_product(t6, jax.nn.softplus(t0), t25),
-            t6,
-            t25,
-            _scaled_product(t13, jax.nn.softplus(x), t26),
-            t13,
-            t26,
-        )
-    )
-    t28 = (
-        -gamma**2
-        * t27
-        * _scaled_sum(
-            _scaled_product(1, t18, t19),
-            1,
-            t19,
-            _scaled_product(-1, t22, t23),
-            -1,
-            t23,
-        )**2
-    )
-    t29 = gamma * t9
-    t30 = jnp.exp(t29)
-    t31 = t1 * t30
-    t32 = t29 + t5
-    t33 = t3 + t32
-    t34 = 2 * y
-    t35 = (
         jnp.where(
-            (t14 == 0) | (y == 0),
-            jnp.log(y) - jnp.log(t14),
-            jnp.log1p((-1 + t34) / t14),
+            (t17 == 0) | (y == 0),
+            jnp.log(y) - jnp.log(t17),
+            jnp.log1p((-1 + t26) / t17),
         )
     )
-    t36 = -t35 + x
-    t37 = gamma * t24
-    t38 = 2 * t13 * t37 * jnp.expm1(-t36)
-    t39 = -t38
-    t40 = t21 * t30
-    t41 = t29 + 2 * t5
-    t42 = t20 + t41
-    t43 = x >= t35
-    t44 = t34 * t37 * jnp.expm1(t36)
-    t45 = -t44
-    t46 = t22 * t31
-    t47 = 2 * t3
-    t48 = t2 + t47
-    t49 = t10 + t32 + t48
-    t50 = t12 * t18 * t30
-    t51 = t41 + t7
-    t52 = t10 + t3 + t51
-    t53 = t17 * t30
-    t54 = t11 + t29 + t47
-    t55 = gamma * t27
-    t56 = -t55
-    t57 = -2 * t9
-    t58 = t4 + t51 + t57
-    t59 = t29 + t48 + t57 + t8
+    t28 = -t27 + x
+    t29 = gamma * t18
+    t30 = 2 * t16 * t29 * jnp.expm1(-t28)
+    t31 = -t30
+    t32 = t11 * t22
+    t33 = t21 + 2 * t5
+    t34 = t10 + t33
+    t35 = x >= t27
+    t36 = t26 * t29 * jnp.expm1(t28)
+    t37 = -t36
+    t38 = t12 * t23
+    t39 = 2 * t3
+    t40 = t1 + t39
+    t41 = t24 + t40 + t9
+    t42 = t13 * t15
+    t43 = t0 * t22 * t42
+    t44 = t33 + t6
+    t45 = t3 + t44 + t9
+    t46 = t15 * t22
+    t47 = t14 + t21 + t39
+    t48 = gamma * t19
+    t49 = -t48
+    t50 = -2 * t8
+    t51 = t4 + t44 + t50
+    t52 = t21 + t40 + t50 + t7
     d2_x = (
         _scaled_sum(
-            _scaled_product(t28, t30, t29),
-            t28,
-            t29,
-            _scaled_product(t24, t12 * t31, t33),
-            t24,
-            t33,
+            _scaled_product(t20, t22, t21),
+            t20,
+            t21,
+            _scaled_product(t18, t0 * t23, t25),
+            t18,
+            t25,
             jnp.where(
-                t43,
-                _scaled_product(t39, t12**2 * t40, t42),
-                _scaled_product(t45, t46, t49),
+                t35,
+                _scaled_product(t31, t0**2 * t32, t34),
+                _scaled_product(t37, t38, t41),
             ),
-            jnp.where(t43, t39, t45),
-            jnp.where(t43, t42, t49),
+            jnp.where(t35, t31, t37),
+            jnp.where(t35, t34, t41),
             jnp.where(
-                t43,
-                _scaled_product(t38, t50, t52),
-                _scaled_product(t44, t1**2 * t53, t54),
+                t35,
+                _scaled_product(t30, t43, t45),
+                _scaled_product(t36, t13**2 * t46, t47),
             ),
-            jnp.where(t43, t38, t44),
-            jnp.where(t43, t52, t54),
-            _scaled_product(t55, t50, t52),
-            t55,
-            t52,
-            _scaled_product(t55, t46, t49),
-            t55,
+            jnp.where(t35, t30, t36),
+            jnp.where(t35, t45, t47),
+            _scaled_product(t48, t43, t45),
+            t48,
+            t45,
+            _scaled_product(t48, t38, t41),
+            t48,
+            t41,
+            _scaled_product(t49, t12 * t46, t51),
             t49,
-            _scaled_product(t56, t22 * t53, t58),
-            t56,
-            t58,
-            _scaled_product(t56, t18 * t40, t59),
-            t56,
-            t59,
+            t51,
+            _scaled_product(t49, t32 * t42, t52),
+            t49,
+            t52,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

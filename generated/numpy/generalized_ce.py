@@ -191,27 +191,12 @@ def grad(x, y, *, q=0.7, validate=False):
     if validate:
         _validate(locals())
     x, y, q, shape, out = _prepare((x, y), (q,))
-    t0 = np.log(y)
-    t1 = -np.logaddexp(0, -x)
-    t2 = t0 + t1
-    t3 = -x
-    t4 = -np.logaddexp(0, -t3)
-    t5 = np.log1p(-y)
-    t6 = t4 + t5
-    t7 = np.logaddexp(t2, t6)
-    t8 = _sigmoid(t3)
-    t9 = -t7
-    t10 = _sigmoid(x)
-    t11 = 1 / np.exp(t7)
-    t12 = np.abs(t7)
-    d_x = (
-        -(
-            -t10
-            * np.where((t12 - t4 + np.abs(t5)) < 60.0, t11 * t8 * (1 - y), np.exp(t6 + t9))
-            + t8 * np.where((-t1 + t12 + np.abs(t0)) < 60.0, t10 * t11 * y, np.exp(t2 + t9))
-        )
-        * np.exp(q * t7)
-    )
+    t0 = np.log(y) + -np.logaddexp(0, -x)
+    t1 = -x
+    t2 = -np.logaddexp(0, -t1) + np.log1p(-y)
+    t3 = np.logaddexp(t0, t2)
+    t4 = -t3
+    d_x = -(np.exp(t0 + t4) * _sigmoid(t1) - np.exp(t2 + t4) * _sigmoid(x)) * np.exp(q * t3)
     return _fit(d_x, x.shape, shape, out)
 
 
@@ -223,26 +208,18 @@ def hess(x, y, *, q=0.7, validate=False):
     x, y, q, shape, out = _prepare(
         (x, y), (q,), wide=True
     )
-    t0 = np.log(y)
-    t1 = -np.logaddexp(0, -x)
-    t2 = t0 + t1
-    t3 = -x
-    t4 = -np.logaddexp(0, -t3)
-    t5 = np.log1p(-y)
-    t6 = t4 + t5
-    t7 = np.logaddexp(t2, t6)
-    t8 = _sigmoid(x)
-    t9 = _sigmoid(t3)
-    t10 = -t7
-    t11 = 1 / np.exp(t7)
-    t12 = np.abs(t7)
-    t13 = np.where((-t1 + t12 + np.abs(t0)) < 60.0, t11 * t8 * y, np.exp(t10 + t2))
-    t14 = t13 * t9
-    t15 = np.where((t12 - t4 + np.abs(t5)) < 60.0, t11 * t9 * (1 - y), np.exp(t10 + t6))
-    t16 = t15 * t8
-    d2_x = (
-        -(q * (t14 - t16)**2 + t13 * t16 + t14 * t15 - t14 * t8 - t16 * t9) * np.exp(q * t7)
-    )
+    t0 = np.log(y) + -np.logaddexp(0, -x)
+    t1 = -x
+    t2 = -np.logaddexp(0, -t1) + np.log1p(-y)
+    t3 = np.logaddexp(t0, t2)
+    t4 = _sigmoid(x)
+    t5 = _sigmoid(t1)
+    t6 = -t3
+    t7 = np.exp(t0 + t6)
+    t8 = t5 * t7
+    t9 = np.exp(t2 + t6)
+    t10 = t4 * t9
+    d2_x = -(q * (-t10 + t8)**2 - t10 * t5 + t10 * t7 - t4 * t8 + t8 * t9) * np.exp(q * t3)
     return _fit(d2_x, x.shape, shape, out)
 
 

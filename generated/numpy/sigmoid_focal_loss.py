@@ -250,28 +250,19 @@ def grad(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     t4 = -t3 + x
     t5 = -x
     t6 = _sigmoid(t5)
-    t7 = t6 * y
-    t8 = np.log(y)
-    t9 = -np.logaddexp(0, -t5)
-    t10 = t8 + t9
-    t11 = -np.logaddexp(0, -x)
-    t12 = np.log1p(-y)
-    t13 = t11 + t12
-    t14 = np.logaddexp(t10, t13)
-    t15 = (alpha * y + t2 * (1 - alpha)) * np.exp(gamma * t14)
-    t16 = -t14
-    t17 = 1 / np.exp(t14)
-    t18 = np.abs(t14)
+    t7 = -np.logaddexp(0, -t5)
+    t8 = t7 + np.log(y)
+    t9 = -np.logaddexp(0, -x)
+    t10 = t9 + np.log1p(-y)
+    t11 = np.logaddexp(t8, t10)
+    t12 = (alpha * y + t2 * (1 - alpha)) * np.exp(gamma * t11)
+    t13 = -t11
     d_x = (
-        t15 * np.where(t3 <= x, t0 * t1 * np.expm1(-t4), t7 * np.expm1(t4))
+        t12 * np.where(t3 <= x, t0 * t1 * np.expm1(-t4), t6 * y * np.expm1(t4))
         + gamma
-        * t15
-        * (
-            -t0 * np.where((t18 - t9 + np.abs(t8)) < 60.0, t17 * t7, np.exp(t10 + t16))
-            + t6
-            * np.where((-t11 + t18 + np.abs(t12)) < 60.0, t0 * t17 * t2, np.exp(t13 + t16))
-        )
-        * (-t11 * y - t2 * t9)
+        * t12
+        * (-t0 * np.exp(t13 + t8) + t6 * np.exp(t10 + t13))
+        * (-t2 * t7 - t9 * y)
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -286,42 +277,37 @@ def hess(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     )
     t0 = -1 + y
     t1 = -t0
-    t2 = np.log(y)
-    t3 = -x
-    t4 = -np.logaddexp(0, -t3)
-    t5 = t2 + t4
-    t6 = -np.logaddexp(0, -x)
-    t7 = np.log1p(-y)
-    t8 = t6 + t7
-    t9 = np.logaddexp(t5, t8)
-    t10 = _sigmoid(x)
-    t11 = _sigmoid(t3)
-    t12 = t1 * t4 + t6 * y
-    t13 = -t9
-    t14 = 1 / np.exp(t9)
-    t15 = t11 * y
-    t16 = np.abs(t9)
-    t17 = np.where((t16 - t4 + np.abs(t2)) < 60.0, t14 * t15, np.exp(t13 + t5))
-    t18 = t10 * t17
-    t19 = np.where((t16 - t6 + np.abs(t7)) < 60.0, t1 * t10 * t14, np.exp(t13 + t8))
-    t20 = -t18 + t11 * t19
-    t21 = (
+    t2 = -x
+    t3 = -np.logaddexp(0, -t2)
+    t4 = t3 + np.log(y)
+    t5 = -np.logaddexp(0, -x)
+    t6 = t5 + np.log1p(-y)
+    t7 = np.logaddexp(t4, t6)
+    t8 = _sigmoid(x)
+    t9 = _sigmoid(t2)
+    t10 = t1 * t3 + t5 * y
+    t11 = -t7
+    t12 = np.exp(t11 + t4)
+    t13 = t12 * t8
+    t14 = np.exp(t11 + t6)
+    t15 = -t13 + t14 * t9
+    t16 = (
         np.where((t1 == 0) | (y == 0), np.log(y) - np.log(t1), np.log1p((-1 + 2 * y) / t1))
     )
-    t22 = -t21 + x
-    t23 = t10 * t11
+    t17 = -t16 + x
+    t18 = t8 * t9
     d2_x = (
         (alpha * y + t1 * (1 - alpha))
         * (
-            t10 * t11
-            - gamma * t12 * (-t17 * t23 + t18 * t19 - t19 * t23 + t11 * t17 * t19)
+            t8 * t9
+            - gamma * t10 * (-t12 * t18 + t13 * t14 - t14 * t18 + t12 * t14 * t9)
             + 2
             * gamma
-            * t20
-            * np.where(t21 <= x, t0 * t10 * np.expm1(-t22), t15 * np.expm1(t22))
-            - gamma**2 * t12 * t20**2
+            * t15
+            * np.where(t16 <= x, t0 * t8 * np.expm1(-t17), t9 * y * np.expm1(t17))
+            - gamma**2 * t10 * t15**2
         )
-        * np.exp(gamma * t9)
+        * np.exp(gamma * t7)
     )
     return _fit(d2_x, x.shape, shape, out)
 

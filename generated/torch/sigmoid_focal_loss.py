@@ -255,42 +255,24 @@ def grad(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     t4 = -t3 + x
     t5 = -x
     t6 = _sigmoid(t5)
-    t7 = t6 * y
-    t8 = torch.log(y)
-    t9 = torch.nn.functional.logsigmoid(t5)
-    t10 = t8 + t9
-    t11 = torch.nn.functional.logsigmoid(x)
-    t12 = torch.log1p(-y)
-    t13 = t11 + t12
-    t14 = torch.logaddexp(t10, t13)
-    t15 = (alpha * y + t2 * (1 - alpha)) * torch.exp(gamma * t14)
-    t16 = -t14
-    t17 = 1 / torch.exp(t14)
-    t18 = torch.abs(t14)
+    t7 = torch.nn.functional.logsigmoid(t5)
+    t8 = t7 + torch.log(y)
+    t9 = torch.nn.functional.logsigmoid(x)
+    t10 = t9 + torch.log1p(-y)
+    t11 = torch.logaddexp(t8, t10)
+    t12 = (alpha * y + t2 * (1 - alpha)) * torch.exp(gamma * t11)
+    t13 = -t11
     d_x = (
-        t15
+        t12
         * torch.where(
             torch.as_tensor(t3 <= x),
             t0 * t1 * torch.expm1(-t4),
-            t7 * torch.expm1(t4),
+            t6 * y * torch.expm1(t4),
         )
         + gamma
-        * t15
-        * (
-            -t0
-            * torch.where(
-                torch.as_tensor((t18 - t9 + torch.abs(t8)) < 60.0),
-                t17 * t7,
-                torch.exp(t10 + t16),
-            )
-            + t6
-            * torch.where(
-                torch.as_tensor((-t11 + t18 + torch.abs(t12)) < 60.0),
-                t0 * t17 * t2,
-                torch.exp(t13 + t16),
-            )
-        )
-        * (-t11 * y - t2 * t9)
+        * t12
+        * (-t0 * torch.exp(t13 + t8) + t6 * torch.exp(t10 + t13))
+        * (-t2 * t7 - t9 * y)
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -304,62 +286,45 @@ def hess(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     )
     t0 = -1 + y
     t1 = -t0
-    t2 = torch.log(y)
-    t3 = -x
-    t4 = torch.nn.functional.logsigmoid(t3)
-    t5 = t2 + t4
-    t6 = torch.nn.functional.logsigmoid(x)
-    t7 = torch.log1p(-y)
-    t8 = t6 + t7
-    t9 = torch.logaddexp(t5, t8)
-    t10 = _sigmoid(x)
-    t11 = _sigmoid(t3)
-    t12 = t1 * t4 + t6 * y
-    t13 = -t9
-    t14 = 1 / torch.exp(t9)
-    t15 = t11 * y
-    t16 = torch.abs(t9)
-    t17 = (
-        torch.where(
-            torch.as_tensor((t16 - t4 + torch.abs(t2)) < 60.0),
-            t14 * t15,
-            torch.exp(t13 + t5),
-        )
-    )
-    t18 = t10 * t17
-    t19 = (
-        torch.where(
-            torch.as_tensor((t16 - t6 + torch.abs(t7)) < 60.0),
-            t1 * t10 * t14,
-            torch.exp(t13 + t8),
-        )
-    )
-    t20 = -t18 + t11 * t19
-    t21 = (
+    t2 = -x
+    t3 = torch.nn.functional.logsigmoid(t2)
+    t4 = t3 + torch.log(y)
+    t5 = torch.nn.functional.logsigmoid(x)
+    t6 = t5 + torch.log1p(-y)
+    t7 = torch.logaddexp(t4, t6)
+    t8 = _sigmoid(x)
+    t9 = _sigmoid(t2)
+    t10 = t1 * t3 + t5 * y
+    t11 = -t7
+    t12 = torch.exp(t11 + t4)
+    t13 = t12 * t8
+    t14 = torch.exp(t11 + t6)
+    t15 = -t13 + t14 * t9
+    t16 = (
         torch.where(
             torch.as_tensor((t1 == 0) | (y == 0)),
             torch.log(y) - torch.log(t1),
             torch.log1p((-1 + 2 * y) / t1),
         )
     )
-    t22 = -t21 + x
-    t23 = t10 * t11
+    t17 = -t16 + x
+    t18 = t8 * t9
     d2_x = (
         (alpha * y + t1 * (1 - alpha))
         * (
-            t10 * t11
-            - gamma * t12 * (-t17 * t23 + t18 * t19 - t19 * t23 + t11 * t17 * t19)
+            t8 * t9
+            - gamma * t10 * (-t12 * t18 + t13 * t14 - t14 * t18 + t12 * t14 * t9)
             + 2
             * gamma
-            * t20
+            * t15
             * torch.where(
-                torch.as_tensor(t21 <= x),
-                t0 * t10 * torch.expm1(-t22),
-                t15 * torch.expm1(t22),
+                torch.as_tensor(t16 <= x),
+                t0 * t8 * torch.expm1(-t17),
+                t9 * y * torch.expm1(t17),
             )
-            - gamma**2 * t12 * t20**2
+            - gamma**2 * t10 * t15**2
         )
-        * torch.exp(gamma * t9)
+        * torch.exp(gamma * t7)
     )
     return _fit(d2_x, x.shape, shape, out)
 
