@@ -443,8 +443,9 @@ class LogTanh(Primitive):
 class ScaledProduct(Primitive):
     """c*d, where d is a product of factors that vanish at some end (sigmoids, exponentials)
     and L = log(d) is known in stable form. NumPy and PyTorch compute c*d as it stands; JAX
-    computes sign(c)*exp(log|c| + L): XLA on CPU flushes a subnormal d to 0 even where c*d is
-    a normal number (x*sigmoid(x) at x = -88 in float32)."""
+    computes sign(c)*exp(log|c| + L) where d would be subnormal or overflow: XLA on CPU flushes
+    a subnormal d to 0 even where c*d is a normal number (x*sigmoid(x) at x = -88 in float32),
+    and a power of an input can overflow where c*d is finite (p**(gamma - 2) * p)."""
 
     display = "scaled_product"
     nargs = 3
@@ -458,9 +459,10 @@ class ScaledProduct(Primitive):
     helpers = {
         "jax": (
             "def _scaled_product(c, d, log_d):\n"
-            "    log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)\n"
+            "    info = jnp.finfo(jnp.asarray(log_d).dtype)\n"
             "    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)\n"
-            "    return jnp.where(log_d > log_tiny, c * d, logged)\n"
+            "    normal = (log_d > math.log(info.tiny)) & (log_d < math.log(info.max))\n"
+            "    return jnp.where(normal, c * d, logged)\n"
         ),
     }
 
@@ -472,8 +474,9 @@ class ScaledProduct(Primitive):
 class ScaledSum(Primitive):
     """t1 + t2 + ..., from triples (t_i, c_i, L_i) where t_i = c_i*d_i, d_i > 0 and
     L_i = log(d_i) (a term that is not a scaled product comes as (t, t, 0)). NumPy and PyTorch
-    add the terms; JAX does too unless the sum is within 2**(p + 4) of the smallest normal
-    number (p the mantissa bits): there the terms are added relative to the largest one,
+    add the terms; JAX does too unless the sum is below n * tiny / (eps * |log tiny|), where
+    flushing n subnormal terms would cost more than log space: there the terms are added
+    relative to the largest one,
     exp(L_max) * sum(sign(c_i) * exp(log|c_i| + L_i - L_max)), because subnormal terms that
     XLA on CPU flushes to zero can add up to a normal number (the focal Hessian at x = -709)."""
 
@@ -496,7 +499,9 @@ class ScaledSum(Primitive):
             "    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))\n"
             "    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)\n"
             "    info = jnp.finfo(jnp.asarray(plain).dtype)\n"
-            "    return jnp.where(jnp.abs(plain) > info.tiny * 2.0 ** (info.nmant + 4), plain, scaled)\n"
+            "    # flushed terms cost at most n * tiny; the scaled sum |log tiny| * eps relative\n"
+            "    floor = len(terms) * info.tiny / info.eps / -math.log(info.tiny)\n"
+            "    return jnp.where(jnp.abs(plain) > floor, plain, scaled)\n"
         ),
     }
 

@@ -6,6 +6,7 @@ time with products of vanishing factors moved to log space (``scale_products``).
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import re
 from dataclasses import replace
@@ -13,6 +14,8 @@ from dataclasses import replace
 import sympy
 
 from ._ir import Block, Derivation
+from ._signs import NONNEG, POS, sign
+from ._types import Spec
 from ._primitives import (
     Erfc, Exp, LogSigmoid, LogSoftplus, LogTanh, ScaledProduct, ScaledSum, Sigmoid, Softplus,
     erfc_scaled,
@@ -43,11 +46,45 @@ def _block(d: Derivation, outputs: list[sympy.Expr]) -> Block:
 FLUSHING = ("jax",)
 
 
+#: the spec whose blocks scale_products is building (its inputs' domains decide which powers
+#: of an input can leave the normal range)
+_SPEC: contextvars.ContextVar[Spec | None] = contextvars.ContextVar("spec", default=None)
+
+
+def _input_power(base: sympy.Expr, power: sympy.Expr) -> bool:
+    """base**power with a symbolic or negative exponent of a base >= 0 that is a polynomial
+    in the inputs, one of them differentiated: (p*(1 - y) + y*(1 - p))**(gamma - 2) for p in
+    (0, 1) overflows where p**gamma underflows."""
+    spec = _SPEC.get()
+    if spec is None or (power.is_Integer and power > 0):
+        return False
+    differentiated = {i.symbol for i in spec.differentiated}
+    symbols = sorted(base.free_symbols, key=sympy.default_sort_key)
+    if not base.free_symbols & differentiated or not base.is_polynomial(*symbols):
+        return False
+    if sign(base, spec) in (POS, NONNEG):
+        return True
+    # multilinear in inputs of bounded domains: its least value is at a corner of their box
+    box = {}
+    for item in (*spec.inputs, *spec.params):
+        domain = getattr(item, "domain", None)
+        if item.symbol in base.free_symbols and domain is not None and domain.kind == "interval":
+            if domain.lo.is_finite and domain.hi.is_finite:
+                box[item.symbol] = (domain.lo, domain.hi)
+    if set(box) != set(symbols) or any(sympy.degree(base, v) > 1 for v in symbols):
+        return False
+    corners = itertools.product(*(box[v] for v in symbols))
+    return all(base.subs(dict(zip(symbols, corner))) >= 0 for corner in corners)
+
+
 def _log_of_vanishing(factor: sympy.Expr) -> sympy.Expr | None:
-    """log(factor) for a factor that vanishes at some end of its argument, else None."""
+    """log(factor) for a factor that vanishes at some end of its argument (or, a power of an
+    input, overflows), else None."""
     if isinstance(factor, sympy.exp):  # as_base_exp would give (E, u)
         return factor.args[0]
     base, power = factor.as_base_exp()
+    if _input_power(base, power):
+        return power * sympy.log(base)
     if not power.is_Integer or power < 1:
         return None
     if isinstance(base, Sigmoid):
@@ -250,9 +287,16 @@ def simplify(d: Derivation) -> Derivation:
         "hess": [sympy.factor_terms(collect_sigmoids(h, xs)) for row in d.hess for h in row],
     }
     blocks = {key: _block(d, [exact_squares(e) for e in exprs]) for key, exprs in outputs.items()}
+    token = _SPEC.set(d.spec)
+    try:
+        flushing = {
+            key: [scale_products(e, _bounds(d)) for e in exprs] for key, exprs in outputs.items()
+        }
+    finally:
+        _SPEC.reset(token)
     for backend in FLUSHING:
         for key, exprs in outputs.items():
-            scaled = [scale_products(e, _bounds(d)) for e in exprs]
+            scaled = flushing[key]
             if scaled != exprs:
                 blocks[f"{backend}:{key}"] = _block(d, [exact_squares(e) for e in scaled])
     return replace(d, blocks=blocks)

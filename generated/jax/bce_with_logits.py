@@ -149,9 +149,10 @@ def _log_softplus(u):
 
 
 def _scaled_product(c, d, log_d):
-    log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
+    info = jnp.finfo(jnp.asarray(log_d).dtype)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
-    return jnp.where(log_d > log_tiny, c * d, logged)
+    normal = (log_d > math.log(info.tiny)) & (log_d < math.log(info.max))
+    return jnp.where(normal, c * d, logged)
 
 
 def _scaled_sum(*triples):
@@ -165,7 +166,9 @@ def _scaled_sum(*triples):
     total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
     scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)
     info = jnp.finfo(jnp.asarray(plain).dtype)
-    return jnp.where(jnp.abs(plain) > info.tiny * 2.0 ** (info.nmant + 4), plain, scaled)
+    # flushed terms cost at most n * tiny; the scaled sum |log tiny| * eps relative
+    floor = len(terms) * info.tiny / info.eps / -math.log(info.tiny)
+    return jnp.where(jnp.abs(plain) > floor, plain, scaled)
 
 
 def value(x, y, *, pos_weight=1.0, validate=False):

@@ -142,12 +142,39 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _scaled_product(c, d, log_d):
+    info = jnp.finfo(jnp.asarray(log_d).dtype)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    normal = (log_d > math.log(info.tiny)) & (log_d < math.log(info.max))
+    return jnp.where(normal, c * d, logged)
+
+
+def _scaled_sum(*triples):
+    terms, cofactors, logs = triples[0::3], triples[1::3], triples[2::3]
+    plain = sum(terms)
+    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
+    top = logs[0]
+    for log in logs[1:]:
+        top = jnp.maximum(top, log)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
+    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
+    # flushed terms cost at most n * tiny; the scaled sum |log tiny| * eps relative
+    floor = len(terms) * info.tiny / info.eps / -math.log(info.tiny)
+    return jnp.where(jnp.abs(plain) > floor, plain, scaled)
+
+
 def value(pred, target, var, *, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
         _validate(locals())
     pred, target, var, shape, out = _prepare((pred, target, var), ())
-    loss = (pred - target)**2 / 2 / var + jnp.log(var) / 2
+    t0 = jnp.log(var)
+    t1 = t0 / 2
+    t2 = (pred - target)**2 / 2
+    t3 = -t0
+    loss = _scaled_sum(t1, t1, 0, _scaled_product(t2, 1 / var, t3), t2, t3)
     return _fit(loss, shape, shape, out)
 
 
@@ -156,9 +183,15 @@ def grad(pred, target, var, *, validate=False):
     if validate:
         _validate(locals())
     pred, target, var, shape, out = _prepare((pred, target, var), ())
-    t0 = 2 * target
-    d_pred = (2 * pred - t0) / 2 / var
-    d_var = -(pred**2 + target**2 - var - pred * t0) / 2 / var / var
+    t0 = jnp.log(var)
+    d_pred = _scaled_product(pred - target, 1 / var, -t0)
+    d_var = (
+        _scaled_product(
+            -pred**2 / 2 - target**2 / 2 + var / 2 + pred * target,
+            1 / var**2,
+            -2 * t0,
+        )
+    )
     return (
         _fit(d_pred, pred.shape, shape, out),
         _fit(d_var, var.shape, shape, out),
@@ -172,11 +205,18 @@ def hess(pred, target, var, *, validate=False):
     pred, target, var, shape, out = _prepare(
         (pred, target, var), (), wide=True
     )
-    t0 = -(pred - target) / var / var
+    t0 = jnp.log(var)
+    t1 = _scaled_product(-pred + target, 1 / var**2, -2 * t0)
     d2_pred = 1 / var
-    d2_pred_var = t0
-    d2_var_pred = t0
-    d2_var = (2 * pred**2 + 2 * target**2 - var - 4 * pred * target) / 2 / var / var / var
+    d2_pred_var = t1
+    d2_var_pred = t1
+    d2_var = (
+        _scaled_product(
+            pred**2 + target**2 - var / 2 - 2 * pred * target,
+            1 / var**3,
+            -3 * t0,
+        )
+    )
     return (
         (
             _fit(d2_pred, pred.shape, shape, out),

@@ -127,6 +127,13 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _scaled_product(c, d, log_d):
+    info = jnp.finfo(jnp.asarray(log_d).dtype)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    normal = (log_d > math.log(info.tiny)) & (log_d < math.log(info.max))
+    return jnp.where(normal, c * d, logged)
+
+
 def value(rate, target, *, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -141,7 +148,9 @@ def grad(rate, target, *, validate=False):
     if validate:
         _validate(locals())
     rate, target, shape, out = _prepare((rate, target), ())
-    d_rate = 1 + jnp.where(target == 0, 0, -target / rate)
+    d_rate = (
+        1 + jnp.where(target == 0, 0, _scaled_product(-target, 1 / rate, -jnp.log(rate)))
+    )
     return _fit(d_rate, rate.shape, shape, out)
 
 
@@ -152,7 +161,9 @@ def hess(rate, target, *, validate=False):
     rate, target, shape, out = _prepare(
         (rate, target), (), wide=True
     )
-    d2_rate = jnp.where(target == 0, 0, target / rate / rate)
+    d2_rate = (
+        jnp.where(target == 0, 0, _scaled_product(target, 1 / rate**2, -2 * jnp.log(rate)))
+    )
     return _fit(d2_rate, rate.shape, shape, out)
 
 

@@ -264,16 +264,26 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _scaled_product(c, d, log_d):
+    info = jnp.finfo(jnp.asarray(log_d).dtype)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    normal = (log_d > math.log(info.tiny)) & (log_d < math.log(info.max))
+    return jnp.where(normal, c * d, logged)
+
+
 def value(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
         _validate(locals())
     p, y, alpha, gamma, shape, out = _prepare((p, y), (alpha, gamma))
     t0 = 1 - y
+    t1 = p * t0 + y * (1 - p)
     loss = (
-        (alpha * y + t0 * (1 - alpha))
-        * (p * t0 + y * (1 - p))**gamma
-        * (-t0 * jnp.log1p(-p) - y * jnp.log(p))
+        _scaled_product(
+            (alpha * y + t0 * (1 - alpha)) * (-t0 * jnp.log1p(-p) - y * jnp.log(p)),
+            t1**gamma,
+            gamma * jnp.log(t1),
+        )
     )
     return _fit(loss, shape, shape, out)
 
@@ -288,20 +298,26 @@ def grad(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     t2 = t1 == 0
     t3 = 1 - p
     t4 = p * t0 + t3 * y
+    t5 = -1 + gamma
+    t6 = jnp.log(t4)
     d_p = (
         jnp.where(
             t2,
             0,
-            t1 * t4**gamma * (jnp.where(y == 0, 0, -y / p) + jnp.where(y == 1, 0, t0 / t3)),
+            _scaled_product(
+                t1 * (jnp.where(y == 0, 0, -y / p) + jnp.where(y == 1, 0, t0 / t3)),
+                t4**gamma,
+                gamma * t6,
+            ),
         )
         + jnp.where(
             (gamma == 0) | (t2) | (y == 0.5),
             0,
-            gamma
-            * t1
-            * t4**(-1 + gamma)
-            * (1 - 2 * y)
-            * (-t0 * jnp.log1p(-p) - y * jnp.log(p)),
+            _scaled_product(
+                gamma * t1 * (1 - 2 * y) * (-t0 * jnp.log1p(-p) - y * jnp.log(p)),
+                t4**t5,
+                t5 * t6,
+            ),
         )
     )
     return _fit(d_p, p.shape, shape, out)
@@ -317,35 +333,51 @@ def hess(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     t0 = 1 - y
     t1 = alpha * y + t0 * (1 - alpha)
     t2 = t1 == 0
-    t3 = 1 - p
-    t4 = p * t0 + t3 * y
-    t5 = y == 0
-    t6 = y == 1
-    t7 = gamma == 0
-    t8 = -1 + 2 * y
-    t9 = t8**2
-    t10 = gamma * t1
-    t11 = t4**(-2 + gamma) * (t0 * jnp.log1p(-p) + y * jnp.log(p))
-    t12 = gamma**2
-    t13 = -t8
-    t14 = t13**2
+    t3 = y == 0
+    t4 = y == 1
+    t5 = 1 - p
+    t6 = p * t0 + t5 * y
+    t7 = jnp.log(t6)
+    t8 = gamma == 0
+    t9 = -1 + 2 * y
+    t10 = t9**2
+    t11 = t1 * (t0 * jnp.log1p(-p) + y * jnp.log(p))
+    t12 = -2 + gamma
+    t13 = t6**t12
+    t14 = t12 * t7
+    t15 = gamma**2
+    t16 = -t9
+    t17 = t16**2
+    t18 = -1 + gamma
     d2_p = (
         jnp.where(
             t2,
             0,
-            t1 * t4**gamma * (jnp.where(t5, 0, y / p / p) + jnp.where(t6, 0, t0 / t3 / t3)),
+            _scaled_product(
+                t1 * (jnp.where(t3, 0, y / p / p) + jnp.where(t4, 0, t0 / t5 / t5)),
+                t6**gamma,
+                gamma * t7,
+            ),
         )
-        + jnp.where((t2) | (t7) | (t9 == 0), 0, t10 * t11 * t9)
+        + jnp.where((t10 == 0) | (t2) | (t8), 0, _scaled_product(gamma * t10 * t11, t13, t14))
         + jnp.where(
-            (t2) | (t7) | (y == 0.5),
+            (t2) | (t8) | (y == 0.5),
             0,
-            2
-            * t10
-            * t13
-            * t4**(-1 + gamma)
-            * (jnp.where(t5, 0, -y / p) + jnp.where(t6, 0, t0 / t3)),
+            _scaled_product(
+                2
+                * gamma
+                * t1
+                * t16
+                * (jnp.where(t3, 0, -y / p) + jnp.where(t4, 0, t0 / t5)),
+                t6**t18,
+                t18 * t7,
+            ),
         )
-        + jnp.where((t12 == 0) | (t14 == 0) | (t2), 0, -t1 * t11 * t12 * t14)
+        + jnp.where(
+            (t15 == 0) | (t17 == 0) | (t2),
+            0,
+            _scaled_product(-t11 * t15 * t17, t13, t14),
+        )
     )
     return _fit(d2_p, p.shape, shape, out)
 

@@ -117,9 +117,10 @@ def _log_softplus(u):
 
 
 def _scaled_product(c, d, log_d):
-    log_tiny = math.log(jnp.finfo(jnp.asarray(log_d).dtype).tiny)
+    info = jnp.finfo(jnp.asarray(log_d).dtype)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
-    return jnp.where(log_d > log_tiny, c * d, logged)
+    normal = (log_d > math.log(info.tiny)) & (log_d < math.log(info.max))
+    return jnp.where(normal, c * d, logged)
 
 
 def value(x, *, beta=1.0, validate=False):
