@@ -8,7 +8,10 @@
 4. derive   -- gradient and Hessian by differentiating the rewritten form, so derivatives stay
                in stable primitives.
 5. verify   -- re-analyse what will be emitted; every finding must be answered.
-6. simplify -- common subexpressions become named intermediates.
+6. simplify -- the Hessian's common factors come out of its sum, sigmoid monomials are
+               collected by their exact coefficients, erfc(c*x) gets an exact square, common
+               subexpressions become named intermediates; for JAX, log-space products and
+               sums where a term can be subnormal while the result is not.
 7. render   -- one module per backend from jinja2 templates.
 
 A spec with categorical parameters runs passes 2-5 once per combination of choices; the

@@ -1,7 +1,10 @@
 """The simplify pass: common subexpressions become named intermediates, per generated function.
 
-For a backend that flushes subnormal numbers to zero (JAX on CPU), the blocks are built a second
-time with products of vanishing factors moved to log space (``scale_products``).
+Before that, every output has its sums of sigmoid monomials collected by their exact
+coefficients (``collect_sigmoids``) and erfc(c*x) an exact square (``exact_squares``); the
+Hessian has its common factors pulled out of its sum. For a backend that flushes subnormal
+numbers to zero (JAX on CPU), the blocks are built a second time with products of vanishing
+factors, and the sums that hold them, moved to log space (``scale_products``).
 """
 
 from __future__ import annotations
