@@ -36,6 +36,15 @@ __all__ = [
 ]
 
 
+#: backend -> (array namespace, elementwise maximum with a scalar, minimum with a scalar), for
+#: helpers written once for all three backends
+_ARRAY_API = {
+    "numpy": ("np", "maximum", "minimum"),
+    "jax": ("jnp", "maximum", "minimum"),
+    "torch": ("torch", "clamp_min", "clamp_max"),
+}
+
+
 class Primitive(sympy.Function):
     """A function with an accurate implementation in every backend."""
 
@@ -177,9 +186,7 @@ class SoftplusMinusSigmoid(Primitive):
             f"    direct = {ns}.{maximum}(u, 0.0) + {ns}.log1p(e) - 1 / (1 + e)\n"
             f"    return {ns}.where(u <= 0, series, direct)\n"
         )
-        for backend, ns, maximum in (
-            ("numpy", "np", "maximum"), ("jax", "jnp", "maximum"), ("torch", "torch", "clamp_min")
-        )
+        for backend, (ns, maximum, _) in _ARRAY_API.items()
     }
 
     @classmethod
@@ -370,9 +377,7 @@ class LogCosh(Primitive):
             f"    far = a + {ns}.log1p({ns}.exp(-2 * a)) - 0.6931471805599453\n"
             f"    return {ns}.where(a < 1, near, far)\n"
         )
-        for backend, ns, minimum in (
-            ("numpy", "np", "minimum"), ("jax", "jnp", "minimum"), ("torch", "torch", "clamp_max")
-        )
+        for backend, (ns, _, minimum) in _ARRAY_API.items()
     }
 
     @classmethod
@@ -401,9 +406,7 @@ class LogSoftplus(Primitive):
             f"    near = {ns}.log({ns}.{maximum}(w, 0.0) + {ns}.log1p({ns}.exp(-{ns}.abs(w))))\n"
             f"    return {ns}.where(u < -30, far, near)\n"
         )
-        for backend, ns, maximum in (
-            ("numpy", "np", "maximum"), ("jax", "jnp", "maximum"), ("torch", "torch", "clamp_min")
-        )
+        for backend, (ns, maximum, _) in _ARRAY_API.items()
     }
 
     @classmethod
@@ -430,9 +433,7 @@ class LogTanh(Primitive):
             f"    e = {ns}.exp(-2 * {ns}.{maximum}(u, 0.5))\n"
             f"    return {ns}.where(u > 0.5, {ns}.log1p(-e) - {ns}.log1p(e), near)\n"
         )
-        for backend, ns, maximum in (
-            ("numpy", "np", "maximum"), ("jax", "jnp", "maximum"), ("torch", "torch", "clamp_min")
-        )
+        for backend, (ns, maximum, _) in _ARRAY_API.items()
     }
 
     @classmethod

@@ -16,12 +16,9 @@ from lossgen._primitives import (
 
 from lossgen._accuracy import to_backend, to_numpy
 
+from _support import NAMESPACES
+
 x, y, z = sympy.symbols("x y z", real=True)
-NAMESPACES = {
-    "numpy": "import numpy as np\nfrom scipy import special as _special",
-    "jax": "import math\nimport jax\nimport jax.numpy as jnp\nimport jax.scipy.special",
-    "torch": "import torch",
-}
 
 
 def _evaluate(expr, backend, point):

@@ -15,22 +15,13 @@ from lossgen._backends import print_expr
 from lossgen._primitives import Erfc, ErfcScaled, LogTanh, ScaledSum, erfc_scaled
 from lossgen.metrics import bits_of_error, round_truth
 
-from _support import BACKENDS
+from _support import BACKENDS, NAMESPACES
 
 
 def _namespace(backend: str) -> dict:
-    if backend == "numpy":
-        from scipy import special
-
-        return {"np": np, "_special": special}
-    if backend == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        return {"jax": jax, "jnp": jnp, "math": math}
-    import torch
-
-    return {"torch": torch}
+    namespace: dict = {}
+    exec(NAMESPACES[backend], namespace)  # the generated modules' own imports
+    return namespace
 
 
 def _helper(cls, backend: str, name: str):
