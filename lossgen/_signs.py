@@ -1,9 +1,10 @@
 """Sign facts about subterms over the declared domains: which are >= 0, which are > 0.
 
 Structural rules (sigmoid and exp are positive, log_sigmoid negative, products and sums of
-signed terms) plus one exact fallback: a function of the constant inputs and parameters that is
-affine in each of them separately attains its extremes at the corners of their domain box
-(``1 - y`` and ``alpha*y + (1 - alpha)*(1 - y)`` are >= 0 for y, alpha in [0, 1]).
+signed terms) plus one exact fallback: a function of the inputs and parameters with bounded
+domains that is affine in each of them separately attains its extremes at the corners of their
+domain box (``1 - y``, ``alpha*y + (1 - alpha)*(1 - y)`` and, for a probability input p,
+``p*(1 - y) + y*(1 - p)`` are >= 0 for p, y, alpha in [0, 1]).
 """
 
 from __future__ import annotations
@@ -42,11 +43,11 @@ def _plus(a: str | None, b: str | None) -> str | None:
 
 
 def _box(spec: Spec) -> dict[sympy.Symbol, list[sympy.Expr]]:
-    """Corner values of every constant input and parameter with a bounded domain."""
+    """Corner values of every input and parameter with a bounded domain."""
     corners = {}
     for inp in spec.inputs:
         d = inp.domain
-        if inp.role == "constant" and d.kind == "interval" and d.lo.is_finite and d.hi.is_finite:
+        if d.kind == "interval" and d.lo.is_finite and d.hi.is_finite:
             corners[inp.symbol] = [d.lo, d.hi]
         elif inp.role == "constant" and d.kind == "set":
             corners[inp.symbol] = list(d.elements)

@@ -65,19 +65,7 @@ def _input_power(base: sympy.Expr, power: sympy.Expr) -> bool:
     symbols = sorted(base.free_symbols, key=sympy.default_sort_key)
     if not base.free_symbols & differentiated or not base.is_polynomial(*symbols):
         return False
-    if sign(base, spec) in (POS, NONNEG):
-        return True
-    # multilinear in inputs of bounded domains: its least value is at a corner of their box
-    box = {}
-    for item in (*spec.inputs, *spec.params):
-        domain = getattr(item, "domain", None)
-        if item.symbol in base.free_symbols and domain is not None and domain.kind == "interval":
-            if domain.lo.is_finite and domain.hi.is_finite:
-                box[item.symbol] = (domain.lo, domain.hi)
-    if set(box) != set(symbols) or any(sympy.degree(base, v) > 1 for v in symbols):
-        return False
-    corners = itertools.product(*(box[v] for v in symbols))
-    return all(base.subs(dict(zip(symbols, corner))) >= 0 for corner in corners)
+    return sign(base, spec) in (POS, NONNEG)
 
 
 def _log_of_vanishing(factor: sympy.Expr) -> sympy.Expr | None:
