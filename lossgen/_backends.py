@@ -170,7 +170,7 @@ class _Printer:
             # {p0}: the argument parenthesized for use as an operand
             operands = {f"p{i}": self.paren(arg, PRECEDENCE["Pow"], strict=True) for i, arg in enumerate(expr.args)}
             if "{all}" in fmt or "{sum}" in fmt:  # variadic: the arguments joined
-                terms = expr.args[0::3] if isinstance(expr, ScaledSum) else expr.args
+                terms = expr.args[0::4] if isinstance(expr, ScaledSum) else expr.args
                 return fmt.format(all=", ".join(args), sum=self.print(sympy.Add(*terms)))
             return fmt.format(*args, **negated, **operands)
         if isinstance(expr, sympy.Function) or isinstance(expr, (sympy.Max, sympy.Min)):

@@ -455,14 +455,15 @@ class ScaledProduct(Primitive):
         "jax": "_scaled_product({0}, {1}, {2})",
         "torch": "({p0} * {p1})",
     }
-    # log space only where d is below the smallest normal number: elsewhere c*d is the more
-    # accurate (exp of a large sum has the sum's rounding error, |log d| ulps)
+    # log space only where d as computed is not a normal number (flushed, or an intermediate
+    # of it was: 0, inf or NaN): elsewhere c*d is the more accurate (exp of a large sum has the
+    # sum's rounding error, up to |log d| / 2 ulps)
     helpers = {
         "jax": (
             "def _scaled_product(c, d, log_d):\n"
             "    info = jnp.finfo(jnp.asarray(log_d).dtype)\n"
             "    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)\n"
-            "    normal = (log_d > math.log(info.tiny)) & (log_d < math.log(info.max))\n"
+            "    normal = (d >= info.tiny) & (d <= info.max)\n"
             "    return jnp.where(normal, c * d, logged)\n"
         ),
     }
@@ -473,13 +474,17 @@ class ScaledProduct(Primitive):
 
 
 class ScaledSum(Primitive):
-    """t1 + t2 + ..., from triples (t_i, c_i, L_i) where t_i = c_i*d_i, d_i > 0 and
-    L_i = log(d_i) (a term that is not a scaled product comes as (t, t, 0)). NumPy and PyTorch
-    add the terms; JAX does too unless the sum is below n * tiny / (eps * |log tiny|), where
-    flushing n subnormal terms would cost more than log space: there the terms are added
-    relative to the largest one,
-    exp(L_max) * sum(sign(c_i) * exp(log|c_i| + L_i - L_max)), because subnormal terms that
-    XLA on CPU flushes to zero can add up to a normal number (the focal Hessian at x = -709)."""
+    """t1 + t2 + ..., from quadruples (t_i, c_i, d_i, L_i) where t_i = c_i*d_i, d_i > 0 and
+    L_i = log(d_i) (a term that is not a scaled product comes as (t, t, 1, 0)). NumPy and
+    PyTorch add the terms. So does JAX, unless a term that is not negligible beside the sum
+    (above eps/n of it) is below the smallest normal number: XLA on CPU flushes such terms to
+    zero, and subnormal terms can add up to a normal number (the focal Hessian at x = -709,
+    the focal gradient on probabilities at p = 2**-126). There the terms are added relative to
+    the largest one, s = sum(sign(c_i) * exp(log|c_i| + L_i - L_max)), and the sum is
+    |c_max| * d_max * s, formed at 2**mantissa bits times its size so that no intermediate is
+    subnormal, where d_max is a normal number; else exp(L_max + log|s|), whose error is
+    |L_max| * eps relative (up to 48 ulps in float32 at 2**-126). That one, where it falls below
+    the smallest normal number by no more than its rounding, is returned as that number."""
 
     display = "scaled_sum"
     lowering = {
@@ -489,27 +494,38 @@ class ScaledSum(Primitive):
     }
     helpers = {
         "jax": (
-            "def _scaled_sum(*triples):\n"
-            "    terms, cofactors, logs = triples[0::3], triples[1::3], triples[2::3]\n"
+            "def _scaled_sum(*quads):\n"
+            "    terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]\n"
             "    plain = sum(terms)\n"
+            "    info = jnp.finfo(jnp.asarray(plain).dtype)\n"
             "    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]\n"
-            "    top = logs[0]\n"
-            "    for log in logs[1:]:\n"
-            "        top = jnp.maximum(top, log)\n"
+            "    # (a term within the logs' rounding of tiny counts as flushed)\n"
+            "    small = math.log(info.tiny) * (1 - 8 * info.eps)\n"
+            "    negligible = jnp.log(jnp.abs(plain)) + math.log(info.eps / len(terms))\n"
+            "    top, c_top, d_top = logs[0], cofactors[0], factors[0]\n"
+            "    flushed = (top < small) & (top >= negligible)\n"
+            "    for c, d, log in zip(cofactors[1:], factors[1:], logs[1:]):\n"
+            "        above = log > top\n"
+            "        top = jnp.where(above, log, top)\n"
+            "        c_top, d_top = jnp.where(above, c, c_top), jnp.where(above, d, d_top)\n"
+            "        flushed = flushed | ((log < small) & (log >= negligible))\n"
+            "    # (as is a sum that overflowed while its terms did not)\n"
+            "    flushed = flushed | ~jnp.isfinite(plain)\n"
             "    top = jnp.where(jnp.isfinite(top), top, 0)\n"
             "    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))\n"
-            "    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)\n"
-            "    info = jnp.finfo(jnp.asarray(plain).dtype)\n"
-            "    # flushed terms cost at most n * tiny; the scaled sum |log tiny| * eps relative\n"
-            "    floor = len(terms) * info.tiny / info.eps / -math.log(info.tiny)\n"
-            "    return jnp.where(jnp.abs(plain) > floor, plain, scaled)\n"
+            "    direct = jnp.abs(total) * jnp.abs(c_top) / info.eps * d_top * info.eps\n"
+            "    log_sum = jnp.log(jnp.abs(total)) + top\n"
+            "    near = log_sum > math.log(info.tiny) * (1 + 8 * info.eps)\n"
+            "    logged = jnp.where(near, jnp.maximum(jnp.exp(log_sum), info.tiny), jnp.exp(log_sum))\n"
+            "    exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)\n"
+            "    magnitude = jnp.where(exact, direct, logged)\n"
+            "    return jnp.where(flushed, jnp.sign(total) * magnitude, plain)\n"
         ),
     }
 
     @classmethod
-    def textbook(cls, *triples):
-        return sympy.Add(*triples[0::3])
-
+    def textbook(cls, *quads):
+        return sympy.Add(*quads[0::4])
 
 PRIMITIVES: tuple[type[Primitive], ...] = (
     Sigmoid, LogSigmoid, Softplus, Exp, Expm1, LogRatio, LogAddExp, LogCosh, Erfc, ScaledProduct,

@@ -15,9 +15,10 @@ import re
 from dataclasses import replace
 
 import sympy
+from sympy.codegen.cfunctions import log1p
 
 from ._ir import Block, Derivation
-from ._signs import NONNEG, POS, sign
+from ._signs import NEG, NONNEG, NONPOS, POS, sign
 from ._types import Spec
 from ._primitives import (
     Erfc, Exp, LogSigmoid, LogSoftplus, LogTanh, ScaledProduct, ScaledSum, Sigmoid, Softplus,
@@ -68,6 +69,14 @@ def _input_power(base: sympy.Expr, power: sympy.Expr) -> bool:
     return sign(base, spec) in (POS, NONNEG)
 
 
+def _negative_log1p(base: sympy.Expr) -> bool:
+    """base = -log1p(u) for u <= 0 over the domains: -log1p(-p) vanishes like p as p -> 0."""
+    spec = _SPEC.get()
+    if spec is None or not base.could_extract_minus_sign() or not isinstance(-base, log1p):
+        return False
+    return sign((-base).args[0], spec) in (NEG, NONPOS)
+
+
 def _log_of_vanishing(factor: sympy.Expr) -> sympy.Expr | None:
     """log(factor) for a factor that vanishes at some end of its argument (or, a power of an
     input, overflows), else None."""
@@ -78,6 +87,8 @@ def _log_of_vanishing(factor: sympy.Expr) -> sympy.Expr | None:
         return power * sympy.log(base)
     if not power.is_Integer or power < 1:
         return None
+    if _negative_log1p(base):
+        return power * sympy.log(base)
     if isinstance(base, Sigmoid):
         return power * LogSigmoid(base.args[0])
     if isinstance(base, (Exp, sympy.exp)):
@@ -131,9 +142,22 @@ def _has_vanishing(expr: sympy.Expr) -> bool:
         return any(_has_vanishing(e) for e, _ in expr.args)
     return any(
         _log_of_vanishing(f) is not None or isinstance(f, ScaledProduct)
+        or ((f.is_Add or isinstance(f, sympy.Piecewise)) and _has_vanishing(f))
         for term in sympy.Add.make_args(expr)
-        for f in sympy.Mul.make_args(term)
+        for f in _factors(term)
     )
+
+
+def _factors(term: sympy.Expr):
+    """The factors of a product, with log1p(u) as -1 * (-log1p(u)): the vanishing factor of
+    a negative log1p is its negation."""
+    for f in sympy.Mul.make_args(term):
+        base, power = f.as_base_exp()
+        if isinstance(base, log1p) and power.is_Integer and power >= 1 and _negative_log1p(-base):
+            yield (-1) ** power
+            yield (-base) ** power
+        else:
+            yield f
 
 
 def _distribute(node: sympy.Mul, bounds: dict) -> sympy.Expr:
@@ -152,24 +176,46 @@ def _distribute(node: sympy.Mul, bounds: dict) -> sympy.Expr:
     return node
 
 
-def _triple(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr]:
-    """(term, c, log d) for a term c*d of a ScaledSum: a scaled product, a conditional whose
-    branches all are, a vanishing factor on its own (c = 1), or (term, term, 0)."""
+#: the quadruple of a term that is zero (a branch a conditional does not take)
+_ZERO = (sympy.S.Zero, sympy.S.Zero, sympy.S.One, sympy.S.Zero)
+
+
+def _quad(term: sympy.Expr) -> tuple[sympy.Expr, ...]:
+    """(term, c, d, log d) for a term c*d of a ScaledSum: a scaled product, a conditional with
+    one among its branches (branch by branch), a vanishing factor on its own (c = 1), or
+    (term, term, 1, 0)."""
     if isinstance(term, ScaledProduct):
-        return term, term.args[0], term.args[2]
-    if isinstance(term, sympy.Piecewise) and all(isinstance(e, ScaledProduct) for e, _ in term.args):
-        pick = [sympy.Piecewise(*((e.args[k], cond) for e, cond in term.args)) for k in (0, 2)]
-        return term, pick[0], pick[1]
+        return term, *term.args
+    if isinstance(term, sympy.Piecewise) and any(
+        isinstance(e, ScaledProduct) for e, _ in term.args
+    ):
+        branches = [(_quad(e), cond) for e, cond in term.args]
+        return term, *(sympy.Piecewise(*((q[k], cond) for q, cond in branches)) for k in (1, 2, 3))
     log = _log_of_vanishing(term)
     if log is not None:
-        return term, sympy.S.One, log
-    return term, term, sympy.S.Zero
+        return term, sympy.S.One, term, log
+    return term, term, sympy.S.One, sympy.S.Zero
+
+
+def _parts(term: sympy.Expr) -> list[sympy.Expr]:
+    """The flat quadruples (t, c, d, log d) of a term of a ScaledSum: a scaled sum among the
+    terms is flattened into the outer one, and so is one inside a conditional, branch by
+    branch (a branch with fewer terms is padded with zero terms)."""
+    if isinstance(term, ScaledSum):
+        return list(term.args)
+    if isinstance(term, sympy.Piecewise) and any(isinstance(e, ScaledSum) for e, _ in term.args):
+        branches = [(_parts(e), cond) for e, cond in term.args]
+        width = max(len(parts) for parts, _ in branches)
+        for parts, _ in branches:
+            parts += _ZERO * ((width - len(parts)) // 4)
+        return [sympy.Piecewise(*((parts[k], cond) for parts, cond in branches)) for k in range(width)]
+    return list(_quad(term))
 
 
 def _split(node: sympy.Expr) -> tuple[list, list, sympy.Expr]:
     """A product as (vanishing factors, their logs, the cofactor)."""
     vanishing, logs, rest = [], [], []
-    for factor in sympy.Mul.make_args(node):
+    for factor in _factors(node):
         base, power = factor.as_base_exp()
         if isinstance(base, LogSigmoid) and power.is_Integer and power >= 1:
             # log_sigmoid(u) = -softplus(-u), which vanishes as u -> oo
@@ -196,6 +242,8 @@ def scale_products(expr: sympy.Expr, bounds: dict | None = None) -> sympy.Expr:
     bounds = bounds or {}
 
     def scalable(term) -> bool:
+        if isinstance(term, sympy.Piecewise):
+            return any(scalable(e) for e, _ in term.args)
         vanishing, _, c = _split(term)
         return bool(vanishing) and not _at_most_one(c, bounds)
 
@@ -210,11 +258,10 @@ def scale_products(expr: sympy.Expr, bounds: dict | None = None) -> sympy.Expr:
             node = _distribute(node, bounds)
         mixed = node.is_Add and any(scalable(t) for t in node.args)
         node = node.func(*(visit(arg, mixed) for arg in node.args))
-        if mixed and any(isinstance(t, ScaledSum) or _triple(t)[2] != 0 for t in node.args):
-            parts = []
-            for t in node.args:  # a scaled sum among the terms is flattened into this one
-                parts += t.args if isinstance(t, ScaledSum) else _triple(t)
-            return ScaledSum(*parts)
+        if mixed:
+            parts = [part for t in node.args for part in _parts(t)]
+            if any(log != 0 for log in parts[3::4]):
+                return ScaledSum(*parts)
         if not node.is_Mul:
             return node
         vanishing, logs, c = _split(node)

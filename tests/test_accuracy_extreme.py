@@ -23,11 +23,6 @@ BEYOND_BITS = 4.0
 MEAN_BITS_FLOAT64 = {"value": 1.0, "grad": 1.0, "hess": 2.0}
 MEAN_BITS_FOCAL = {"value": 0.75, "grad": 1.0, "hess": 2.0}
 
-_TINY_P = (
-    "p = 2**-126 in float32: the gradient's two terms are 0.75 * 2**-126 each, subnormal, and "
-    "XLA on CPU flushes them before they add up to a normal 1.5 * 2**-126 (a power of the input "
-    "p is not yet a factor the log-space sum knows)"
-)
 _FTZ_PRODUCT = (
     "XLA on CPU flushes subnormal intermediates to zero: at logits near the exp underflow point "
     "a power of a clipped probability (asymmetric_loss) or of a logaddexp weight "
@@ -53,7 +48,6 @@ KNOWN = {
     ("asymmetric_loss", "torch", "float64"): _ASL_CLIP,
     ("asymmetric_loss", "jax", "float32"): _FTZ_PRODUCT,
     ("asymmetric_loss", "jax", "float64"): _ASL_CLIP,
-    ("sigmoid_focal_loss_probs", "jax", "float32"): _TINY_P,
 }
 
 

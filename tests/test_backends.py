@@ -39,7 +39,7 @@ def _cases():
     # a primitive whose arguments are tied (log_ratio takes b, a and b - a) gets them so
     tied = {
         LogRatio: (x, y, x - y),
-        ScaledSum: (x, x, 0, y, y, 0),
+        ScaledSum: (x, x, 1, 0, y, y, 1, 0),
         ErfcScaled: (x, sympy.Float(-0.7071067811865476), sympy.Float(0.5)),
         LogTanh: (x, sympy.log(x)),
     }

@@ -49,8 +49,8 @@ KNOWN = {
         "the float64 evaluation that x64 allows: 5 bits beyond conditioning in float32"
     ),
     "sigmoid_focal_loss_probs": (
-        "p near 2**-126 and 2**-64: the gradient's subnormal terms are flushed, and the float32 "
-        "Hessian's p**-2 overflows before alpha_t scales it (the float64 Hessian needs x64)"
+        "the Hessian at p = 2**-126: p**(gamma - 2) overflows float32, and log space carries the "
+        "rounding of a log near 150 (4.1 bits beyond conditioning; float64 needs x64)"
     ),
     "asymmetric_loss": _FTZ,
     "generalized_ce": _FTZ,

@@ -109,19 +109,30 @@ def test_log_tanh_from_log_u(backend, dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_scaled_sum_keeps_terms_that_xla_flushes(dtype):
     """Terms of 0.75 * tiny each (subnormal, flushed to 0 by XLA on CPU) add up to a normal
-    1.5 * tiny: the helper adds them relative to the largest, the plain sum returns 0."""
+    1.5 * tiny: the helper adds them relative to the largest, the plain sum returns 0. Where
+    the largest term's factor d is normal the result is exact; where d itself was flushed it
+    comes from log space, within the rounding of log d."""
     import jax.numpy as jnp
 
     fn = _helper(ScaledSum, "jax", "_scaled_sum")
     tiny = np.finfo(dtype).tiny
-    log_d = jnp.asarray(math.log(tiny), dtype=dtype)  # d = tiny, c = 0.75: t = 0.75 * tiny
-    c = jnp.asarray(0.75, dtype=dtype)
-    flushed = c * jnp.exp(log_d)  # what XLA computes for each term: 0
-    got = float(fn(flushed, c, log_d, flushed, c, log_d))
+    eps = np.finfo(dtype).eps
+
+    def a(v):
+        return jnp.asarray(v, dtype=dtype)
+
+    c, d, log_d = a(0.75), a(tiny), a(math.log(tiny))
+    flushed = c * d  # what XLA computes for each term: 0
     assert float(flushed + flushed) == 0.0
-    # log space carries the rounding of log(tiny): |log tiny| / 2 ulps at most
-    bound = (abs(math.log(tiny)) / 2 + 4) * np.finfo(dtype).eps * 1.5 * tiny
+    assert float(fn(flushed, c, d, log_d, flushed, c, d, log_d)) == 1.5 * tiny
+    # d = tiny / 4 is flushed too: log space, with the rounding of log(tiny / 4)
+    c, d, log_d = a(3.0), c * 0, a(math.log(tiny / 4))
+    got = float(fn(a(0.0), c, d, log_d, a(0.0), c, d, log_d))
+    bound = (abs(math.log(tiny / 4)) / 2 + 4) * eps * 1.5 * tiny
     assert abs(got - 1.5 * tiny) <= bound, (got, 1.5 * tiny)
+    # no term below tiny: the plain sum, as it is
+    one, third = a(1.0), a(1 / 3)
+    assert float(fn(one, one, a(1.0), a(0.0), third, third, a(1.0), a(0.0))) == float(one + third)
 
 
 def test_large_integers_print_as_floats():

@@ -541,24 +541,36 @@ def _log_softplus(u):
 def _scaled_product(c, d, log_d):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
-    normal = (log_d > math.log(info.tiny)) & (log_d < math.log(info.max))
+    normal = (d >= info.tiny) & (d <= info.max)
     return jnp.where(normal, c * d, logged)
 
 
-def _scaled_sum(*triples):
-    terms, cofactors, logs = triples[0::3], triples[1::3], triples[2::3]
+def _scaled_sum(*quads):
+    terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
     plain = sum(terms)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
     logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
-    top = logs[0]
-    for log in logs[1:]:
-        top = jnp.maximum(top, log)
+    # (a term within the logs' rounding of tiny counts as flushed)
+    small = math.log(info.tiny) * (1 - 8 * info.eps)
+    negligible = jnp.log(jnp.abs(plain)) + math.log(info.eps / len(terms))
+    top, c_top, d_top = logs[0], cofactors[0], factors[0]
+    flushed = (top < small) & (top >= negligible)
+    for c, d, log in zip(cofactors[1:], factors[1:], logs[1:]):
+        above = log > top
+        top = jnp.where(above, log, top)
+        c_top, d_top = jnp.where(above, c, c_top), jnp.where(above, d, d_top)
+        flushed = flushed | ((log < small) & (log >= negligible))
+    # (as is a sum that overflowed while its terms did not)
+    flushed = flushed | ~jnp.isfinite(plain)
     top = jnp.where(jnp.isfinite(top), top, 0)
     total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
-    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)
-    info = jnp.finfo(jnp.asarray(plain).dtype)
-    # flushed terms cost at most n * tiny; the scaled sum |log tiny| * eps relative
-    floor = len(terms) * info.tiny / info.eps / -math.log(info.tiny)
-    return jnp.where(jnp.abs(plain) > floor, plain, scaled)
+    direct = jnp.abs(total) * jnp.abs(c_top) / info.eps * d_top * info.eps
+    log_sum = jnp.log(jnp.abs(total)) + top
+    near = log_sum > math.log(info.tiny) * (1 + 8 * info.eps)
+    logged = jnp.where(near, jnp.maximum(jnp.exp(log_sum), info.tiny), jnp.exp(log_sum))
+    exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
+    magnitude = jnp.where(exact, direct, logged)
+    return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
 
 
 def value(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
@@ -594,9 +606,11 @@ def value(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                 _scaled_sum(
                     _scaled_product(clip, t1, t0),
                     clip,
+                    t1,
                     t0,
                     _scaled_product(t2, t4, t5),
                     t2,
+                    t4,
                     t5,
                 ),
             ),
@@ -612,104 +626,118 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     if validate:
         _validate(locals())
     x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare((x, y), (gamma_pos, gamma_neg, clip))
-    t0 = jax.nn.sigmoid(x)
-    t1 = jax.nn.log_sigmoid(x)
-    t2 = 1 + clip
-    t3 = -x
-    t4 = jax.nn.sigmoid(t3)
-    t5 = jax.nn.log_sigmoid(t3)
-    t6 = (
+    t0 = gamma_neg == 0
+    t1 = -1 + clip
+    t2 = (
+        jnp.where(
+            ((-t1) == 0) | (clip == 0),
+            jnp.log(clip) - jnp.log(-t1),
+            jnp.log1p((-1 + 2 * clip) / (-t1)),
+        )
+    )
+    t3 = -t2 + x
+    t4 = -t3
+    t5 = jnp.expm1(t4)
+    t6 = jax.nn.sigmoid(x)
+    t7 = jax.nn.log_sigmoid(x)
+    t8 = _scaled_product(t1 * t5, t6, t7)**gamma_neg
+    t9 = 1 + clip
+    t10 = -x
+    t11 = jax.nn.sigmoid(t10)
+    t12 = jax.nn.log_sigmoid(t10)
+    t13 = (
         _scaled_sum(
-            _scaled_product(clip, t0, t1),
+            _scaled_product(clip, t6, t7),
             clip,
-            t1,
-            _scaled_product(t2, t4, t5),
-            t2,
-            t5,
+            t6,
+            t7,
+            _scaled_product(t9, t11, t12),
+            t9,
+            t11,
+            t12,
         )
     )
-    t7 = gamma_neg == 0
-    t8 = -1 + clip
-    t9 = (
+    t14 = gamma_neg * jnp.log(t13)
+    t15 = t14 * t8
+    t16 = -t15 / t5
+    t17 = jnp.exp(t4)
+    t18 = x >= t2
+    t19 = jnp.expm1(t3)
+    t20 = _scaled_product(clip * t19, t11, t12)**gamma_neg
+    t21 = t14 * t20
+    t22 = -t21
+    t23 = t21 / t19
+    t24 = jnp.exp(t3)
+    t25 = (
         jnp.where(
-            ((-t8) == 0) | (clip == 0),
-            jnp.log(clip) - jnp.log(-t8),
-            jnp.log1p((-1 + 2 * clip) / (-t8)),
-        )
-    )
-    t10 = -t9 + x
-    t11 = -t10
-    t12 = jnp.expm1(t11)
-    t13 = _scaled_product(t12 * t8, t0, t1)**gamma_neg
-    t14 = gamma_neg * t13
-    t15 = -t14 / t12
-    t16 = x >= t9
-    t17 = jnp.expm1(t10)
-    t18 = _scaled_product(clip * t17, t4, t5)**gamma_neg
-    t19 = gamma_neg * t18
-    t20 = -t19
-    t21 = t19 / t17
-    t22 = (
-        jnp.where(
-            t16,
+            t18,
             jnp.where(
-                t7,
+                t0,
                 0,
                 _scaled_sum(
-                    _scaled_product(t14, t4, t5),
-                    t14,
-                    t5,
-                    _scaled_product(t15, jnp.exp(t11), t11),
+                    _scaled_product(t15, t11, t12),
                     t15,
                     t11,
+                    t12,
+                    _scaled_product(t16, t17, t4),
+                    t16,
+                    t17,
+                    t4,
                 ),
             ),
             jnp.where(
-                t7,
+                t0,
                 0,
                 _scaled_sum(
-                    _scaled_product(t20, t0, t1),
-                    t20,
-                    t1,
-                    _scaled_product(t21, jnp.exp(t10), t10),
-                    t21,
-                    t10,
+                    _scaled_product(t22, t6, t7),
+                    t22,
+                    t6,
+                    t7,
+                    _scaled_product(t23, t24, t3),
+                    t23,
+                    t24,
+                    t3,
                 ),
             ),
         )
-        * jnp.log(t6)
     )
-    t23 = -jnp.where(t16, t13, t18) / t6
-    t24 = t1 + t5
-    t25 = (
+    t26 = -jnp.where(t18, t8, t20) / t13
+    t27 = t11 * t6
+    t28 = t12 + t7
+    t29 = (
         jnp.where(
             y == 1,
             0,
             -(1 - y)
             * jnp.where(
-                clip < t0,
-                _scaled_sum(t22, t22, 0, _scaled_product(t23, t0 * t4, t24), t23, t24),
+                clip < t6,
+                _scaled_sum(t25, t25, 1, 0, _scaled_product(t26, t27, t28), t26, t27, t28),
                 0,
             ),
         )
     )
-    t26 = -y
-    t27 = _scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))
-    t28 = jnp.exp(t27)
-    t29 = t27 + t5
-    t30 = -gamma_pos * y
-    t31 = t1 + t27 + _log_softplus(t3)
+    t30 = -y
+    t31 = _scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))
+    t32 = jnp.exp(t31)
+    t33 = t11 * t32
+    t34 = t12 + t31
+    t35 = -gamma_pos * y
+    t36 = t32 * t6 * jax.nn.softplus(t10)
+    t37 = t31 + t7 + _log_softplus(t10)
     d_x = (
         _scaled_sum(
-            t25,
-            t25,
-            0,
-            _scaled_product(t26, t28 * t4, t29),
-            t26,
             t29,
-            _scaled_product(t30, t0 * t28 * jax.nn.softplus(t3), t31),
+            t29,
+            1,
+            0,
+            _scaled_product(t30, t33, t34),
             t30,
-            t31,
+            t33,
+            t34,
+            _scaled_product(t35, t36, t37),
+            t35,
+            t36,
+            t37,
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -732,179 +760,255 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
         _scaled_sum(
             _scaled_product(clip, t0, t1),
             clip,
+            t0,
             t1,
             _scaled_product(t2, t4, t5),
             t2,
+            t4,
             t5,
         )
     )
-    t7 = gamma_neg**2
-    t8 = t7 == 0
-    t9 = -1 + clip
-    t10 = (
+    t7 = jnp.log(t6)
+    t8 = gamma_neg**2
+    t9 = t8 == 0
+    t10 = -1 + clip
+    t11 = (
         jnp.where(
-            ((-t9) == 0) | (clip == 0),
-            jnp.log(clip) - jnp.log(-t9),
-            jnp.log1p((-1 + 2 * clip) / (-t9)),
+            ((-t10) == 0) | (clip == 0),
+            jnp.log(clip) - jnp.log(-t10),
+            jnp.log1p((-1 + 2 * clip) / (-t10)),
         )
     )
-    t11 = -t10 + x
-    t12 = -t11
-    t13 = jnp.expm1(t12)
-    t14 = 1 / t13**2
-    t15 = _scaled_product(t13 * t9, t0, t1)**gamma_neg
-    t16 = jnp.exp(t12)
-    t17 = gamma_neg == 0
-    t18 = gamma_neg * t15
-    t19 = -t18
-    t20 = t4**2
-    t21 = 2 * t5
-    t22 = t18 / t13
-    t23 = t16 * t4
-    t24 = t10 + t3 + t5
-    t25 = _scaled_product(t22, t23, t24)
-    t26 = -t14 * t18
-    t27 = -2 * t10 + 2 * x
-    t28 = -t27
-    t29 = t0 * t4
-    t30 = t1 + t5
-    t31 = -2 * t22
-    t32 = x >= t10
-    t33 = jnp.expm1(t11)
-    t34 = 1 / t33**2
-    t35 = _scaled_product(clip * t33, t4, t5)**gamma_neg
-    t36 = jnp.exp(t11)
-    t37 = -t33
-    t38 = gamma_neg * t35
-    t39 = -t38
-    t40 = t0**2
-    t41 = 2 * t1
-    t42 = t38 / t33
-    t43 = t0 * t36
-    t44 = t1 + t11
-    t45 = _scaled_product(t42, t43, t44)
-    t46 = -t34 * t38
-    t47 = _scaled_product(t42, t36, t11)
-    t48 = -2 * t42
-    t49 = (
+    t12 = -t11 + x
+    t13 = -t12
+    t14 = jnp.expm1(t13)
+    t15 = 1 / t14**2
+    t16 = _scaled_product(t10 * t14, t0, t1)**gamma_neg
+    t17 = jnp.exp(t13)
+    t18 = gamma_neg == 0
+    t19 = gamma_neg * t7
+    t20 = t16 * t19
+    t21 = -t20
+    t22 = t4**2
+    t23 = 2 * t5
+    t24 = 1 / t14
+    t25 = t20 * t24
+    t26 = t17 * t4
+    t27 = t11 + t3
+    t28 = t27 + t5
+    t29 = _scaled_product(t25, t26, t28)
+    t30 = -t15 * t20
+    t31 = t17**2
+    t32 = -2 * t11 + 2 * x
+    t33 = -t32
+    t34 = t0 * t4
+    t35 = t1 + t5
+    t36 = -2 * t25
+    t37 = x >= t11
+    t38 = jnp.expm1(t12)
+    t39 = 1 / t38**2
+    t40 = _scaled_product(clip * t38, t4, t5)**gamma_neg
+    t41 = jnp.exp(t12)
+    t42 = -t38
+    t43 = t19 * t40
+    t44 = -t43
+    t45 = t0**2
+    t46 = 2 * t1
+    t47 = 1 / t38
+    t48 = t43 * t47
+    t49 = t0 * t41
+    t50 = t1 + t12
+    t51 = _scaled_product(t48, t49, t50)
+    t52 = -t39 * t43
+    t53 = t41**2
+    t54 = -2 * t48
+    t55 = (
         jnp.where(
-            t32,
-            jnp.where(
-                t17,
+            t37,
+            t7
+            * jnp.where(
+                t9,
                 0,
-                _scaled_sum(t25, t22, t24, _scaled_product(t26, t16**2, t28), t26, t28),
-            )
-            + jnp.where(
-                t17,
-                0,
-                _scaled_sum(_scaled_product(t19, t20, t21), t19, t21, t25, t22, t24),
-            )
-            + jnp.where(
-                t17,
-                0,
-                _scaled_sum(
-                    _scaled_product(t18, t20, t21),
-                    t18,
-                    t21,
-                    _scaled_product(t19, t29, t30),
-                    t19,
-                    t30,
-                    _scaled_product(t22, t16, t12),
-                    t22,
-                    t12,
-                    _scaled_product(t31, t23, t24),
-                    t31,
-                    t24,
-                ),
-            )
-            + jnp.where(
-                t8,
-                0,
-                t14
-                * t15
-                * t7
+                t15
+                * t16
+                * t8
                 * _scaled_sum(
-                    _scaled_product(-1, t16, t12),
+                    _scaled_product(-1, t17, t13),
                     -1,
-                    t12,
-                    _scaled_product(t13, t4, t5),
+                    t17,
                     t13,
+                    _scaled_product(t14, t4, t5),
+                    t14,
+                    t4,
                     t5,
                 )**2,
-            ),
-            jnp.where(
-                t17,
-                0,
-                _scaled_sum(t45, t42, t44, _scaled_product(t46, t36**2, t27), t46, t27),
             )
             + jnp.where(
-                t17,
-                0,
-                _scaled_sum(_scaled_product(t39, t40, t41), t39, t41, t45, t42, t44),
-            )
-            + jnp.where(
-                t17,
+                t18,
                 0,
                 _scaled_sum(
-                    _scaled_product(t38, t40, t41),
-                    t38,
-                    t41,
-                    _scaled_product(t39, t29, t30),
-                    t39,
+                    t29,
+                    t25,
+                    t26,
+                    t28,
+                    _scaled_product(t30, t31, t33),
                     t30,
-                    t47,
-                    t42,
-                    t11,
-                    _scaled_product(t48, t43, t44),
-                    t48,
-                    t44,
+                    t31,
+                    t33,
                 ),
             )
             + jnp.where(
-                t8,
-                0,
-                t34
-                * t35
-                * t7
-                * _scaled_sum(t36, 1, t11, _scaled_product(t37, t0, t1), t37, t1)**2,
-            ),
-        )
-        * jnp.log(t6)
-    )
-    t50 = jnp.where(t32, t15, t35)
-    t51 = -t50 / t6 / t6
-    t52 = t21 + t41
-    t53 = 1 / t6
-    t54 = -t22
-    t55 = (
-        -2
-        * t53
-        * jnp.where(
-            t32,
-            jnp.where(
-                t17,
+                t18,
                 0,
                 _scaled_sum(
-                    _scaled_product(t18, t4, t5),
-                    t18,
-                    t5,
-                    _scaled_product(t54, t16, t12),
-                    t54,
+                    _scaled_product(t21, t22, t23),
+                    t21,
+                    t22,
+                    t23,
+                    t29,
+                    t25,
+                    t26,
+                    t28,
+                ),
+            )
+            + jnp.where(
+                t18,
+                0,
+                _scaled_sum(
+                    _scaled_product(t20, t22, t23),
+                    t20,
+                    t22,
+                    t23,
+                    _scaled_product(t21, t34, t35),
+                    t21,
+                    t34,
+                    t35,
+                    _scaled_product(t25, t17, t13),
+                    t25,
+                    t17,
+                    t13,
+                    _scaled_product(t36, t26, t28),
+                    t36,
+                    t26,
+                    t28,
+                ),
+            ),
+            t7
+            * jnp.where(
+                t9,
+                0,
+                t39
+                * t40
+                * t8
+                * _scaled_sum(t41, 1, t41, t12, _scaled_product(t42, t0, t1), t42, t0, t1)**2,
+            )
+            + jnp.where(
+                t18,
+                0,
+                _scaled_sum(
+                    t51,
+                    t48,
+                    t49,
+                    t50,
+                    _scaled_product(t52, t53, t32),
+                    t52,
+                    t53,
+                    t32,
+                ),
+            )
+            + jnp.where(
+                t18,
+                0,
+                _scaled_sum(
+                    _scaled_product(t44, t45, t46),
+                    t44,
+                    t45,
+                    t46,
+                    t51,
+                    t48,
+                    t49,
+                    t50,
+                ),
+            )
+            + jnp.where(
+                t18,
+                0,
+                _scaled_sum(
+                    _scaled_product(t43, t45, t46),
+                    t43,
+                    t45,
+                    t46,
+                    _scaled_product(t44, t34, t35),
+                    t44,
+                    t34,
+                    t35,
+                    _scaled_product(t48, t41, t12),
+                    t48,
+                    t41,
                     t12,
+                    _scaled_product(t54, t49, t50),
+                    t54,
+                    t49,
+                    t50,
+                ),
+            ),
+        )
+    )
+    t56 = 1 / t6
+    t57 = 2 * gamma_neg * t56
+    t58 = t16 * t57
+    t59 = -t58
+    t60 = t0 * t22
+    t61 = t1 + t23
+    t62 = t24 * t58
+    t63 = t0 * t26
+    t64 = t27 + t35
+    t65 = t40 * t57
+    t66 = t4 * t45
+    t67 = t46 + t5
+    t68 = -t47 * t65
+    t69 = t34 * t41
+    t70 = t12 + t35
+    t71 = (
+        jnp.where(
+            t37,
+            jnp.where(
+                t18,
+                0,
+                _scaled_sum(
+                    _scaled_product(t59, t60, t61),
+                    t59,
+                    t60,
+                    t61,
+                    _scaled_product(t62, t63, t64),
+                    t62,
+                    t63,
+                    t64,
                 ),
             ),
             jnp.where(
-                t17,
+                t18,
                 0,
-                _scaled_sum(_scaled_product(t39, t0, t1), t39, t1, t47, t42, t11),
+                _scaled_sum(
+                    _scaled_product(t65, t66, t67),
+                    t65,
+                    t66,
+                    t67,
+                    _scaled_product(t68, t69, t70),
+                    t68,
+                    t69,
+                    t70,
+                ),
             ),
         )
     )
-    t56 = t50 * t53
-    t57 = t41 + t5
-    t58 = -t56
-    t59 = t1 + t21
-    t60 = (
+    t72 = jnp.where(t37, t16, t40)
+    t73 = -t72 / t6 / t6
+    t74 = t22 * t45
+    t75 = t23 + t46
+    t76 = t56 * t72
+    t77 = -t76
+    t78 = (
         jnp.where(
             y == 1,
             0,
@@ -912,55 +1016,67 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
             * jnp.where(
                 clip < t0,
                 _scaled_sum(
-                    t49,
-                    t49,
-                    0,
-                    _scaled_product(t51, t20 * t40, t52),
-                    t51,
-                    t52,
-                    _scaled_product(t55, t29, t30),
                     t55,
-                    t30,
-                    _scaled_product(t56, t4 * t40, t57),
-                    t56,
-                    t57,
-                    _scaled_product(t58, t0 * t20, t59),
-                    t58,
-                    t59,
+                    t55,
+                    1,
+                    0,
+                    t71,
+                    t71,
+                    1,
+                    0,
+                    _scaled_product(t73, t74, t75),
+                    t73,
+                    t74,
+                    t75,
+                    _scaled_product(t76, t66, t67),
+                    t76,
+                    t66,
+                    t67,
+                    _scaled_product(t77, t60, t61),
+                    t77,
+                    t60,
+                    t61,
                 ),
                 0,
             ),
         )
     )
-    t61 = _scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))
-    t62 = jnp.exp(t61)
-    t63 = t29 * t62
-    t64 = t30 + t61
-    t65 = gamma_pos**2 * y
-    t66 = jax.nn.softplus(t3)
-    t67 = _log_softplus(t3)
-    t68 = t41 + t61 + t67
-    t69 = gamma_pos * y
-    t70 = -t69
-    t71 = t64 + t67
-    t72 = 2 * t69
+    t79 = _scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))
+    t80 = jnp.exp(t79)
+    t81 = t34 * t80
+    t82 = t35 + t79
+    t83 = gamma_pos**2 * y
+    t84 = jax.nn.softplus(t3)
+    t85 = t45 * t80 * t84
+    t86 = _log_softplus(t3)
+    t87 = t46 + t79 + t86
+    t88 = gamma_pos * y
+    t89 = -t88
+    t90 = t81 * t84
+    t91 = t82 + t86
+    t92 = 2 * t88
     d2_x = (
         _scaled_sum(
-            t60,
-            t60,
+            t78,
+            t78,
+            1,
             0,
-            _scaled_product(y, t63, t64),
+            _scaled_product(y, t81, t82),
             y,
-            t64,
-            _scaled_product(t65, t40 * t62 * t66, t68),
-            t65,
-            t68,
-            _scaled_product(t70, t63 * t66, t71),
-            t70,
-            t71,
-            _scaled_product(t72, t63, t64),
-            t72,
-            t64,
+            t81,
+            t82,
+            _scaled_product(t83, t85, t87),
+            t83,
+            t85,
+            t87,
+            _scaled_product(t89, t90, t91),
+            t89,
+            t90,
+            t91,
+            _scaled_product(t92, t81, t82),
+            t92,
+            t81,
+            t82,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

@@ -128,24 +128,36 @@ def _erfc_scaled(x, c, c2):
 def _scaled_product(c, d, log_d):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
-    normal = (log_d > math.log(info.tiny)) & (log_d < math.log(info.max))
+    normal = (d >= info.tiny) & (d <= info.max)
     return jnp.where(normal, c * d, logged)
 
 
-def _scaled_sum(*triples):
-    terms, cofactors, logs = triples[0::3], triples[1::3], triples[2::3]
+def _scaled_sum(*quads):
+    terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
     plain = sum(terms)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
     logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
-    top = logs[0]
-    for log in logs[1:]:
-        top = jnp.maximum(top, log)
+    # (a term within the logs' rounding of tiny counts as flushed)
+    small = math.log(info.tiny) * (1 - 8 * info.eps)
+    negligible = jnp.log(jnp.abs(plain)) + math.log(info.eps / len(terms))
+    top, c_top, d_top = logs[0], cofactors[0], factors[0]
+    flushed = (top < small) & (top >= negligible)
+    for c, d, log in zip(cofactors[1:], factors[1:], logs[1:]):
+        above = log > top
+        top = jnp.where(above, log, top)
+        c_top, d_top = jnp.where(above, c, c_top), jnp.where(above, d, d_top)
+        flushed = flushed | ((log < small) & (log >= negligible))
+    # (as is a sum that overflowed while its terms did not)
+    flushed = flushed | ~jnp.isfinite(plain)
     top = jnp.where(jnp.isfinite(top), top, 0)
     total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
-    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)
-    info = jnp.finfo(jnp.asarray(plain).dtype)
-    # flushed terms cost at most n * tiny; the scaled sum |log tiny| * eps relative
-    floor = len(terms) * info.tiny / info.eps / -math.log(info.tiny)
-    return jnp.where(jnp.abs(plain) > floor, plain, scaled)
+    direct = jnp.abs(total) * jnp.abs(c_top) / info.eps * d_top * info.eps
+    log_sum = jnp.log(jnp.abs(total)) + top
+    near = log_sum > math.log(info.tiny) * (1 + 8 * info.eps)
+    logged = jnp.where(near, jnp.maximum(jnp.exp(log_sum), info.tiny), jnp.exp(log_sum))
+    exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
+    magnitude = jnp.where(exact, direct, logged)
+    return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
 
 
 def value(x, *, approximate='none', validate=False):
@@ -174,25 +186,20 @@ def grad(x, *, approximate='none', validate=False):
     t2 = t1 / 2
     t3 = x**2
     t4 = -t3 / 2
-    t5 = t1 / 100000
-    t6 = t5 * (200000 + 26829 * t3)
-    t7 = t5 * (200000 + 8943 * t3)
-    t8 = -t7
-    t9 = jax.nn.sigmoid(t7)
-    t10 = jax.nn.log_sigmoid(t7)
-    t11 = t10 + jax.nn.log_sigmoid(t8)
+    t5 = jnp.exp(t4)
+    t6 = t1 / 100000
+    t7 = t6 * (200000 + 26829 * t3)
+    t8 = t6 * (200000 + 8943 * t3)
+    t9 = -t8
+    t10 = jax.nn.sigmoid(t8)
+    t11 = t10 * jax.nn.sigmoid(t9)
+    t12 = jax.nn.log_sigmoid(t8)
+    t13 = t12 + jax.nn.log_sigmoid(t9)
     d_x = (
         (
-            _scaled_sum(t0, t0, 0, _scaled_product(t2, jnp.exp(t4), t4), t2, t4)
+            _scaled_sum(t0, t0, 1, 0, _scaled_product(t2, t5, t4), t2, t5, t4)
             if approximate == 'none'
-            else _scaled_sum(
-                _scaled_product(t6, t9 * jax.nn.sigmoid(t8), t11),
-                t6,
-                t11,
-                t9,
-                1,
-                t10,
-            )
+            else _scaled_sum(_scaled_product(t7, t11, t13), t7, t11, t13, t10, 1, t10, t12)
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -216,31 +223,37 @@ def hess(x, *, approximate='none', validate=False):
     t8 = -t7
     t9 = jax.nn.sigmoid(t8)
     t10 = jax.nn.sigmoid(t7)
-    t11 = jax.nn.log_sigmoid(t8)
-    t12 = jax.nn.log_sigmoid(t7)
-    t13 = t11 + 2 * t12
-    t14 = t2 * t4 / 50000
-    t15 = t10 * t9
-    t16 = t11 + t12
-    t17 = 2 * t11 + t12
-    t18 = 26829 * t0 * t2 / 50000
+    t11 = t10**2 * t9
+    t12 = jax.nn.log_sigmoid(t8)
+    t13 = jax.nn.log_sigmoid(t7)
+    t14 = t12 + 2 * t13
+    t15 = t2 * t4 / 50000
+    t16 = t10 * t9
+    t17 = t12 + t13
+    t18 = t10 * t9**2
+    t19 = 2 * t12 + t13
+    t20 = 26829 * t0 * t2 / 50000
     d2_x = (
         (
             _scaled_product(t2 * (1 - t1), jnp.exp(t3), t3)
             if approximate == 'none'
             else _scaled_sum(
-                _scaled_product(t6, t10**2 * t9, t13),
+                _scaled_product(t6, t11, t14),
                 t6,
-                t13,
-                _scaled_product(t14, t15, t16),
+                t11,
                 t14,
+                _scaled_product(t15, t16, t17),
+                t15,
                 t16,
-                _scaled_product(t5, t10 * t9**2, t17),
-                t5,
                 t17,
-                _scaled_product(t18, t15, t16),
+                _scaled_product(t5, t18, t19),
+                t5,
                 t18,
+                t19,
+                _scaled_product(t20, t16, t17),
+                t20,
                 t16,
+                t17,
             )
         )
     )

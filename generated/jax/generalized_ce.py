@@ -167,24 +167,36 @@ def _like(v, ref):
 def _scaled_product(c, d, log_d):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
-    normal = (log_d > math.log(info.tiny)) & (log_d < math.log(info.max))
+    normal = (d >= info.tiny) & (d <= info.max)
     return jnp.where(normal, c * d, logged)
 
 
-def _scaled_sum(*triples):
-    terms, cofactors, logs = triples[0::3], triples[1::3], triples[2::3]
+def _scaled_sum(*quads):
+    terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
     plain = sum(terms)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
     logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
-    top = logs[0]
-    for log in logs[1:]:
-        top = jnp.maximum(top, log)
+    # (a term within the logs' rounding of tiny counts as flushed)
+    small = math.log(info.tiny) * (1 - 8 * info.eps)
+    negligible = jnp.log(jnp.abs(plain)) + math.log(info.eps / len(terms))
+    top, c_top, d_top = logs[0], cofactors[0], factors[0]
+    flushed = (top < small) & (top >= negligible)
+    for c, d, log in zip(cofactors[1:], factors[1:], logs[1:]):
+        above = log > top
+        top = jnp.where(above, log, top)
+        c_top, d_top = jnp.where(above, c, c_top), jnp.where(above, d, d_top)
+        flushed = flushed | ((log < small) & (log >= negligible))
+    # (as is a sum that overflowed while its terms did not)
+    flushed = flushed | ~jnp.isfinite(plain)
     top = jnp.where(jnp.isfinite(top), top, 0)
     total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
-    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)
-    info = jnp.finfo(jnp.asarray(plain).dtype)
-    # flushed terms cost at most n * tiny; the scaled sum |log tiny| * eps relative
-    floor = len(terms) * info.tiny / info.eps / -math.log(info.tiny)
-    return jnp.where(jnp.abs(plain) > floor, plain, scaled)
+    direct = jnp.abs(total) * jnp.abs(c_top) / info.eps * d_top * info.eps
+    log_sum = jnp.log(jnp.abs(total)) + top
+    near = log_sum > math.log(info.tiny) * (1 + 8 * info.eps)
+    logged = jnp.where(near, jnp.maximum(jnp.exp(log_sum), info.tiny), jnp.exp(log_sum))
+    exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
+    magnitude = jnp.where(exact, direct, logged)
+    return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
 
 
 def value(x, y, *, q=0.7, validate=False):
@@ -246,34 +258,43 @@ def hess(x, y, *, q=0.7, validate=False):
     t13 = jnp.exp(t12 + t3)
     t14 = t11 * t13
     t15 = t10 * t14
-    t16 = t12 + t9
-    t17 = t1 + 2 * t2
-    t18 = t16 + t17 + t5
-    t19 = jnp.exp(t12 + t7)
-    t20 = t0 * t19
-    t21 = t10 * t20
-    t22 = 2 * t5 + t6
-    t23 = t16 + t2 + t22
-    t24 = -2 * t8 + t9
-    t25 = t17 + t24 + t7
-    t26 = t22 + t24 + t3
-    t27 = -q * (t14 - t20)**2
+    t16 = t0 * t15
+    t17 = t12 + t9
+    t18 = t1 + 2 * t2
+    t19 = t17 + t18 + t5
+    t20 = jnp.exp(t12 + t7)
+    t21 = t0 * t20
+    t22 = t10 * t21
+    t23 = t11 * t22
+    t24 = 2 * t5 + t6
+    t25 = t17 + t2 + t24
+    t26 = t13 * t22
+    t27 = -2 * t8 + t9
+    t28 = t18 + t27 + t7
+    t29 = t15 * t20
+    t30 = t24 + t27 + t3
+    t31 = -q * (t14 - t21)**2
     d2_x = (
         _scaled_sum(
-            _scaled_product(1, t0 * t15, t18),
+            _scaled_product(1, t16, t19),
             1,
-            t18,
-            _scaled_product(1, t11 * t21, t23),
+            t16,
+            t19,
+            _scaled_product(1, t23, t25),
             1,
             t23,
-            _scaled_product(-1, t13 * t21, t25),
-            -1,
             t25,
-            _scaled_product(-1, t15 * t19, t26),
+            _scaled_product(-1, t26, t28),
             -1,
             t26,
-            _scaled_product(t27, t10, t9),
-            t27,
+            t28,
+            _scaled_product(-1, t29, t30),
+            -1,
+            t29,
+            t30,
+            _scaled_product(t31, t10, t9),
+            t31,
+            t10,
             t9,
         )
     )

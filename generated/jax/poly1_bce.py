@@ -147,24 +147,36 @@ def _like(v, ref):
 def _scaled_product(c, d, log_d):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
-    normal = (log_d > math.log(info.tiny)) & (log_d < math.log(info.max))
+    normal = (d >= info.tiny) & (d <= info.max)
     return jnp.where(normal, c * d, logged)
 
 
-def _scaled_sum(*triples):
-    terms, cofactors, logs = triples[0::3], triples[1::3], triples[2::3]
+def _scaled_sum(*quads):
+    terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
     plain = sum(terms)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
     logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
-    top = logs[0]
-    for log in logs[1:]:
-        top = jnp.maximum(top, log)
+    # (a term within the logs' rounding of tiny counts as flushed)
+    small = math.log(info.tiny) * (1 - 8 * info.eps)
+    negligible = jnp.log(jnp.abs(plain)) + math.log(info.eps / len(terms))
+    top, c_top, d_top = logs[0], cofactors[0], factors[0]
+    flushed = (top < small) & (top >= negligible)
+    for c, d, log in zip(cofactors[1:], factors[1:], logs[1:]):
+        above = log > top
+        top = jnp.where(above, log, top)
+        c_top, d_top = jnp.where(above, c, c_top), jnp.where(above, d, d_top)
+        flushed = flushed | ((log < small) & (log >= negligible))
+    # (as is a sum that overflowed while its terms did not)
+    flushed = flushed | ~jnp.isfinite(plain)
     top = jnp.where(jnp.isfinite(top), top, 0)
     total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
-    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)
-    info = jnp.finfo(jnp.asarray(plain).dtype)
-    # flushed terms cost at most n * tiny; the scaled sum |log tiny| * eps relative
-    floor = len(terms) * info.tiny / info.eps / -math.log(info.tiny)
-    return jnp.where(jnp.abs(plain) > floor, plain, scaled)
+    direct = jnp.abs(total) * jnp.abs(c_top) / info.eps * d_top * info.eps
+    log_sum = jnp.log(jnp.abs(total)) + top
+    near = log_sum > math.log(info.tiny) * (1 + 8 * info.eps)
+    logged = jnp.where(near, jnp.maximum(jnp.exp(log_sum), info.tiny), jnp.exp(log_sum))
+    exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
+    magnitude = jnp.where(exact, direct, logged)
+    return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
 
 
 def _softplus_minus_sigmoid(u):
@@ -186,14 +198,16 @@ def value(x, y, *, epsilon=1.0, validate=False):
         _validate(locals())
     x, y, epsilon, shape, out = _prepare((x, y), (epsilon,))
     t0 = 1 + epsilon
-    t1 = jax.nn.log_sigmoid(x)
-    t2 = _softplus_minus_sigmoid(x)
-    t3 = -x
-    t4 = jax.nn.log_sigmoid(t3)
-    t5 = _softplus_minus_sigmoid(t3)
+    t1 = jax.nn.sigmoid(x)
+    t2 = jax.nn.log_sigmoid(x)
+    t3 = _softplus_minus_sigmoid(x)
+    t4 = -x
+    t5 = jax.nn.sigmoid(t4)
+    t6 = jax.nn.log_sigmoid(t4)
+    t7 = _softplus_minus_sigmoid(t4)
     loss = (
-        y * _scaled_sum(_scaled_product(t0, jax.nn.sigmoid(t3), t4), t0, t4, t5, t5, 0)
-        + (1 - y) * _scaled_sum(_scaled_product(t0, jax.nn.sigmoid(x), t1), t0, t1, t2, t2, 0)
+        y * _scaled_sum(_scaled_product(t0, t5, t6), t0, t5, t6, t7, t7, 1, 0)
+        + (1 - y) * _scaled_sum(_scaled_product(t0, t1, t2), t0, t1, t2, t3, t3, 1, 0)
     )
     return _fit(loss, shape, shape, out)
 
@@ -206,26 +220,32 @@ def grad(x, y, *, epsilon=1.0, validate=False):
     t0 = -y
     t1 = -x
     t2 = jax.nn.sigmoid(t1)
-    t3 = jax.nn.log_sigmoid(t1)
-    t4 = 2 * t3
-    t5 = 1 - y
-    t6 = jax.nn.sigmoid(x)
-    t7 = jax.nn.log_sigmoid(x)
-    t8 = 2 * t7
-    t9 = 2 * y
-    t10 = 1 + epsilon - t9 - epsilon * t9
-    t11 = t3 + t7
+    t3 = t2**2
+    t4 = jax.nn.log_sigmoid(t1)
+    t5 = 2 * t4
+    t6 = 1 - y
+    t7 = jax.nn.sigmoid(x)
+    t8 = t7**2
+    t9 = jax.nn.log_sigmoid(x)
+    t10 = 2 * t9
+    t11 = 2 * y
+    t12 = 1 + epsilon - t11 - epsilon * t11
+    t13 = t2 * t7
+    t14 = t4 + t9
     d_x = (
         _scaled_sum(
-            _scaled_product(t0, t2**2, t4),
+            _scaled_product(t0, t3, t5),
             t0,
-            t4,
-            _scaled_product(t5, t6**2, t8),
+            t3,
             t5,
+            _scaled_product(t6, t8, t10),
+            t6,
             t8,
-            _scaled_product(t10, t2 * t6, t11),
             t10,
-            t11,
+            _scaled_product(t12, t13, t14),
+            t12,
+            t13,
+            t14,
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -243,19 +263,23 @@ def hess(x, y, *, epsilon=1.0, validate=False):
     t2 = jax.nn.sigmoid(x)
     t3 = -x
     t4 = jax.nn.sigmoid(t3)
-    t5 = jax.nn.log_sigmoid(x)
-    t6 = jax.nn.log_sigmoid(t3)
-    t7 = t5 + 2 * t6
-    t8 = 1 - epsilon + t0
-    t9 = 2 * t5 + t6
+    t5 = t2 * t4**2
+    t6 = jax.nn.log_sigmoid(x)
+    t7 = jax.nn.log_sigmoid(t3)
+    t8 = t6 + 2 * t7
+    t9 = 1 - epsilon + t0
+    t10 = t2**2 * t4
+    t11 = 2 * t6 + t7
     d2_x = (
         _scaled_sum(
-            _scaled_product(t1, t2 * t4**2, t7),
+            _scaled_product(t1, t5, t8),
             t1,
-            t7,
-            _scaled_product(t8, t2**2 * t4, t9),
+            t5,
             t8,
+            _scaled_product(t9, t10, t11),
             t9,
+            t10,
+            t11,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

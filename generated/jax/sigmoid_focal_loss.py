@@ -221,24 +221,36 @@ def _like(v, ref):
 def _scaled_product(c, d, log_d):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
-    normal = (log_d > math.log(info.tiny)) & (log_d < math.log(info.max))
+    normal = (d >= info.tiny) & (d <= info.max)
     return jnp.where(normal, c * d, logged)
 
 
-def _scaled_sum(*triples):
-    terms, cofactors, logs = triples[0::3], triples[1::3], triples[2::3]
+def _scaled_sum(*quads):
+    terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
     plain = sum(terms)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
     logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
-    top = logs[0]
-    for log in logs[1:]:
-        top = jnp.maximum(top, log)
+    # (a term within the logs' rounding of tiny counts as flushed)
+    small = math.log(info.tiny) * (1 - 8 * info.eps)
+    negligible = jnp.log(jnp.abs(plain)) + math.log(info.eps / len(terms))
+    top, c_top, d_top = logs[0], cofactors[0], factors[0]
+    flushed = (top < small) & (top >= negligible)
+    for c, d, log in zip(cofactors[1:], factors[1:], logs[1:]):
+        above = log > top
+        top = jnp.where(above, log, top)
+        c_top, d_top = jnp.where(above, c, c_top), jnp.where(above, d, d_top)
+        flushed = flushed | ((log < small) & (log >= negligible))
+    # (as is a sum that overflowed while its terms did not)
+    flushed = flushed | ~jnp.isfinite(plain)
     top = jnp.where(jnp.isfinite(top), top, 0)
     total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
-    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)
-    info = jnp.finfo(jnp.asarray(plain).dtype)
-    # flushed terms cost at most n * tiny; the scaled sum |log tiny| * eps relative
-    floor = len(terms) * info.tiny / info.eps / -math.log(info.tiny)
-    return jnp.where(jnp.abs(plain) > floor, plain, scaled)
+    direct = jnp.abs(total) * jnp.abs(c_top) / info.eps * d_top * info.eps
+    log_sum = jnp.log(jnp.abs(total)) + top
+    near = log_sum > math.log(info.tiny) * (1 + 8 * info.eps)
+    logged = jnp.where(near, jnp.maximum(jnp.exp(log_sum), info.tiny), jnp.exp(log_sum))
+    exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
+    magnitude = jnp.where(exact, direct, logged)
+    return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
 
 
 def value(x, y, *, alpha=0.25, gamma=2.0, validate=False):
@@ -267,50 +279,53 @@ def grad(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     x, y, alpha, gamma, shape, out = _prepare((x, y), (alpha, gamma))
     t0 = -1 + y
     t1 = -t0
-    t2 = (
+    t2 = alpha * y + t1 * (1 - alpha)
+    t3 = (
         jnp.where(
             (t1 == 0) | (y == 0),
             jnp.log(y) - jnp.log(t1),
             jnp.log1p((-1 + 2 * y) / t1),
         )
     )
-    t3 = -t2 + x
-    t4 = jax.nn.sigmoid(x)
-    t5 = jax.nn.log_sigmoid(x)
+    t4 = -t3 + x
+    t5 = t0 * t2 * jnp.expm1(-t4)
     t6 = -x
-    t7 = jax.nn.sigmoid(t6)
-    t8 = jax.nn.log_sigmoid(t6)
-    t9 = gamma * (t1 * t8 + t5 * y)
-    t10 = t8 + jnp.log(y)
-    t11 = t5 + jnp.log1p(-y)
-    t12 = jnp.logaddexp(t10, t11)
-    t13 = -t12
-    t14 = t10 + t13
-    t15 = t14 + t5
-    t16 = -t9
-    t17 = t11 + t13
-    t18 = t17 + t8
-    t19 = gamma * t12
+    t7 = jax.nn.log_sigmoid(t6)
+    t8 = t7 + jnp.log(y)
+    t9 = jax.nn.log_sigmoid(x)
+    t10 = t9 + jnp.log1p(-y)
+    t11 = jnp.logaddexp(t8, t10)
+    t12 = gamma * t11
+    t13 = jnp.exp(t12)
+    t14 = t13 * jax.nn.sigmoid(x)
+    t15 = t12 + t9
+    t16 = x >= t3
+    t17 = t2 * y * jnp.expm1(t4)
+    t18 = t13 * jax.nn.sigmoid(t6)
+    t19 = t12 + t7
+    t20 = gamma * t2 * (t1 * t7 + t9 * y)
+    t21 = -t11
+    t22 = t21 + t8
+    t23 = t14 * jnp.exp(t22)
+    t24 = t15 + t22
+    t25 = -t20
+    t26 = t10 + t21
+    t27 = t18 * jnp.exp(t26)
+    t28 = t19 + t26
     d_x = (
-        _scaled_product(
-            (alpha * y + t1 * (1 - alpha))
-            * (
-                jnp.where(
-                    t2 <= x,
-                    _scaled_product(t0 * jnp.expm1(-t3), t4, t5),
-                    _scaled_product(y * jnp.expm1(t3), t7, t8),
-                )
-                + _scaled_sum(
-                    _scaled_product(t9, t4 * jnp.exp(t14), t15),
-                    t9,
-                    t15,
-                    _scaled_product(t16, t7 * jnp.exp(t17), t18),
-                    t16,
-                    t18,
-                )
-            ),
-            jnp.exp(t19),
-            t19,
+        _scaled_sum(
+            jnp.where(t16, _scaled_product(t5, t14, t15), _scaled_product(t17, t18, t19)),
+            jnp.where(t16, t5, t17),
+            jnp.where(t16, t14, t18),
+            jnp.where(t16, t15, t19),
+            _scaled_product(t20, t23, t24),
+            t20,
+            t23,
+            t24,
+            _scaled_product(t25, t27, t28),
+            t25,
+            t27,
+            t28,
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -347,75 +362,80 @@ def hess(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     t21 = gamma * t8
     t22 = jnp.exp(t21)
     t23 = t13 * t22
-    t24 = t21 + t5
-    t25 = t24 + t3
-    t26 = 2 * y
-    t27 = (
+    t24 = t0 * t23
+    t25 = t21 + t5
+    t26 = t25 + t3
+    t27 = 2 * y
+    t28 = (
         jnp.where(
             (t17 == 0) | (y == 0),
             jnp.log(y) - jnp.log(t17),
-            jnp.log1p((-1 + t26) / t17),
+            jnp.log1p((-1 + t27) / t17),
         )
     )
-    t28 = -t27 + x
-    t29 = gamma * t18
-    t30 = 2 * t16 * t29 * jnp.expm1(-t28)
-    t31 = -t30
-    t32 = t11 * t22
-    t33 = t21 + 2 * t5
-    t34 = t10 + t33
-    t35 = x >= t27
-    t36 = t26 * t29 * jnp.expm1(t28)
-    t37 = -t36
-    t38 = t12 * t23
-    t39 = 2 * t3
-    t40 = t1 + t39
-    t41 = t24 + t40 + t9
-    t42 = t13 * t15
-    t43 = t0 * t22 * t42
-    t44 = t33 + t6
-    t45 = t3 + t44 + t9
-    t46 = t15 * t22
-    t47 = t14 + t21 + t39
-    t48 = gamma * t19
-    t49 = -t48
-    t50 = -2 * t8
-    t51 = t4 + t44 + t50
-    t52 = t21 + t40 + t50 + t7
+    t29 = -t28 + x
+    t30 = gamma * t18
+    t31 = 2 * t16 * t30 * jnp.expm1(-t29)
+    t32 = -t31
+    t33 = t11 * t22
+    t34 = t0**2 * t33
+    t35 = t21 + 2 * t5
+    t36 = t10 + t35
+    t37 = x >= t28
+    t38 = t27 * t30 * jnp.expm1(t29)
+    t39 = -t38
+    t40 = t12 * t23
+    t41 = 2 * t3
+    t42 = t1 + t41
+    t43 = t25 + t42 + t9
+    t44 = t13 * t15
+    t45 = t0 * t22 * t44
+    t46 = t35 + t6
+    t47 = t3 + t46 + t9
+    t48 = t15 * t22
+    t49 = t13**2 * t48
+    t50 = t14 + t21 + t41
+    t51 = gamma * t19
+    t52 = -t51
+    t53 = t12 * t48
+    t54 = -2 * t8
+    t55 = t4 + t46 + t54
+    t56 = t33 * t44
+    t57 = t21 + t42 + t54 + t7
     d2_x = (
         _scaled_sum(
             _scaled_product(t20, t22, t21),
             t20,
+            t22,
             t21,
-            _scaled_product(t18, t0 * t23, t25),
+            _scaled_product(t18, t24, t26),
             t18,
-            t25,
-            jnp.where(
-                t35,
-                _scaled_product(t31, t0**2 * t32, t34),
-                _scaled_product(t37, t38, t41),
-            ),
-            jnp.where(t35, t31, t37),
-            jnp.where(t35, t34, t41),
-            jnp.where(
-                t35,
-                _scaled_product(t30, t43, t45),
-                _scaled_product(t36, t13**2 * t46, t47),
-            ),
-            jnp.where(t35, t30, t36),
-            jnp.where(t35, t45, t47),
-            _scaled_product(t48, t43, t45),
-            t48,
-            t45,
-            _scaled_product(t48, t38, t41),
-            t48,
-            t41,
-            _scaled_product(t49, t12 * t46, t51),
-            t49,
+            t24,
+            t26,
+            jnp.where(t37, _scaled_product(t32, t34, t36), _scaled_product(t39, t40, t43)),
+            jnp.where(t37, t32, t39),
+            jnp.where(t37, t34, t40),
+            jnp.where(t37, t36, t43),
+            jnp.where(t37, _scaled_product(t31, t45, t47), _scaled_product(t38, t49, t50)),
+            jnp.where(t37, t31, t38),
+            jnp.where(t37, t45, t49),
+            jnp.where(t37, t47, t50),
+            _scaled_product(t51, t45, t47),
             t51,
-            _scaled_product(t49, t32 * t42, t52),
-            t49,
+            t45,
+            t47,
+            _scaled_product(t51, t40, t43),
+            t51,
+            t40,
+            t43,
+            _scaled_product(t52, t53, t55),
             t52,
+            t53,
+            t55,
+            _scaled_product(t52, t56, t57),
+            t52,
+            t56,
+            t57,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

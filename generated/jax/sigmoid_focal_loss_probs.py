@@ -267,8 +267,36 @@ def _like(v, ref):
 def _scaled_product(c, d, log_d):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
-    normal = (log_d > math.log(info.tiny)) & (log_d < math.log(info.max))
+    normal = (d >= info.tiny) & (d <= info.max)
     return jnp.where(normal, c * d, logged)
+
+
+def _scaled_sum(*quads):
+    terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
+    plain = sum(terms)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
+    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
+    # (a term within the logs' rounding of tiny counts as flushed)
+    small = math.log(info.tiny) * (1 - 8 * info.eps)
+    negligible = jnp.log(jnp.abs(plain)) + math.log(info.eps / len(terms))
+    top, c_top, d_top = logs[0], cofactors[0], factors[0]
+    flushed = (top < small) & (top >= negligible)
+    for c, d, log in zip(cofactors[1:], factors[1:], logs[1:]):
+        above = log > top
+        top = jnp.where(above, log, top)
+        c_top, d_top = jnp.where(above, c, c_top), jnp.where(above, d, d_top)
+        flushed = flushed | ((log < small) & (log >= negligible))
+    # (as is a sum that overflowed while its terms did not)
+    flushed = flushed | ~jnp.isfinite(plain)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
+    direct = jnp.abs(total) * jnp.abs(c_top) / info.eps * d_top * info.eps
+    log_sum = jnp.log(jnp.abs(total)) + top
+    near = log_sum > math.log(info.tiny) * (1 + 8 * info.eps)
+    logged = jnp.where(near, jnp.maximum(jnp.exp(log_sum), info.tiny), jnp.exp(log_sum))
+    exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
+    magnitude = jnp.where(exact, direct, logged)
+    return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
 
 
 def value(p, y, *, alpha=0.25, gamma=2.0, validate=False):
@@ -277,12 +305,25 @@ def value(p, y, *, alpha=0.25, gamma=2.0, validate=False):
         _validate(locals())
     p, y, alpha, gamma, shape, out = _prepare((p, y), (alpha, gamma))
     t0 = 1 - y
-    t1 = p * t0 + y * (1 - p)
+    t1 = alpha * y + t0 * (1 - alpha)
+    t2 = t0 * t1
+    t3 = jnp.log1p(-p)
+    t4 = p * t0 + y * (1 - p)
+    t5 = t4**gamma
+    t6 = -t3 * t5
+    t7 = gamma * jnp.log(t4)
+    t8 = t7 + jnp.log(-t3)
+    t9 = -t1 * y * jnp.log(p)
     loss = (
-        _scaled_product(
-            (alpha * y + t0 * (1 - alpha)) * (-t0 * jnp.log1p(-p) - y * jnp.log(p)),
-            t1**gamma,
-            gamma * jnp.log(t1),
+        _scaled_sum(
+            _scaled_product(t2, t6, t8),
+            t2,
+            t6,
+            t8,
+            _scaled_product(t9, t5, t7),
+            t9,
+            t5,
+            t7,
         )
     )
     return _fit(loss, shape, shape, out)
@@ -296,28 +337,49 @@ def grad(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     t0 = 1 - y
     t1 = alpha * y + t0 * (1 - alpha)
     t2 = t1 == 0
-    t3 = 1 - p
-    t4 = p * t0 + t3 * y
-    t5 = -1 + gamma
-    t6 = jnp.log(t4)
+    t3 = y == 0
+    t4 = t1 * y
+    t5 = -t4
+    t6 = 1 - p
+    t7 = p * t0 + t6 * y
+    t8 = t7**gamma
+    t9 = t8 / p
+    t10 = jnp.log(p)
+    t11 = jnp.log(t7)
+    t12 = gamma * t11
+    t13 = -t10 + t12
+    t14 = y == 1
+    t15 = t0 * t1
+    t16 = t8 / t6
+    t17 = t12 - jnp.log(t6)
+    t18 = (gamma == 0) | (t2) | (y == 0.5)
+    t19 = gamma * (1 - 2 * y)
+    t20 = t15 * t19
+    t21 = jnp.log1p(-p)
+    t22 = -1 + gamma
+    t23 = t7**t22
+    t24 = -t21 * t23
+    t25 = t11 * t22
+    t26 = t25 + jnp.log(-t21)
+    t27 = -t10 * t19 * t4
     d_p = (
-        jnp.where(
-            t2,
-            0,
-            _scaled_product(
-                t1 * (jnp.where(y == 0, 0, -y / p) + jnp.where(y == 1, 0, t0 / t3)),
-                t4**gamma,
-                gamma * t6,
-            ),
-        )
-        + jnp.where(
-            (gamma == 0) | (t2) | (y == 0.5),
-            0,
-            _scaled_product(
-                gamma * t1 * (1 - 2 * y) * (-t0 * jnp.log1p(-p) - y * jnp.log(p)),
-                t4**t5,
-                t5 * t6,
-            ),
+        _scaled_sum(
+            jnp.where(t2, 0, jnp.where(t3, 0, _scaled_product(t5, t9, t13))),
+            jnp.where(t2, 0, jnp.where(t3, 0, t5)),
+            jnp.where(t2, 1, jnp.where(t3, 1, t9)),
+            jnp.where(t2, 0, jnp.where(t3, 0, t13)),
+            jnp.where(t2, 0, jnp.where(t14, 0, _scaled_product(t15, t16, t17))),
+            jnp.where(t2, 0, jnp.where(t14, 0, t15)),
+            jnp.where(t2, 1, jnp.where(t14, 1, t16)),
+            jnp.where(t2, 0, jnp.where(t14, 0, t17)),
+            jnp.where(t18, 0, _scaled_product(t20, t24, t26)),
+            jnp.where(t18, 0, t20),
+            jnp.where(t18, 1, t24),
+            jnp.where(t18, 0, t26),
+            jnp.where(t18, 0, _scaled_product(t27, t23, t25)),
+            jnp.where(t18, 0, t27),
+            jnp.where(t18, 1, t23),
+            jnp.where(t18, 0, t25),
         )
     )
     return _fit(d_p, p.shape, shape, out)
@@ -334,49 +396,86 @@ def hess(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     t1 = alpha * y + t0 * (1 - alpha)
     t2 = t1 == 0
     t3 = y == 0
-    t4 = y == 1
+    t4 = t1 * y
     t5 = 1 - p
     t6 = p * t0 + t5 * y
-    t7 = jnp.log(t6)
-    t8 = gamma == 0
-    t9 = -1 + 2 * y
-    t10 = t9**2
-    t11 = t1 * (t0 * jnp.log1p(-p) + y * jnp.log(p))
-    t12 = -2 + gamma
-    t13 = t6**t12
-    t14 = t12 * t7
-    t15 = gamma**2
-    t16 = -t9
-    t17 = t16**2
-    t18 = -1 + gamma
+    t7 = t6**gamma
+    t8 = t7 / p / p
+    t9 = jnp.log(p)
+    t10 = jnp.log(t6)
+    t11 = gamma * t10
+    t12 = t11 - 2 * t9
+    t13 = y == 1
+    t14 = t0 * t1
+    t15 = t7 / t5 / t5
+    t16 = jnp.log(t5)
+    t17 = t11 - 2 * t16
+    t18 = gamma == 0
+    t19 = (t18) | (t2) | (y == 0.5)
+    t20 = -1 + 2 * y
+    t21 = -t20
+    t22 = 2 * t21
+    t23 = gamma * t4
+    t24 = -t22 * t23
+    t25 = -1 + gamma
+    t26 = t6**t25
+    t27 = t26 / p
+    t28 = t10 * t25
+    t29 = t28 - t9
+    t30 = gamma * t14
+    t31 = t22 * t30
+    t32 = t26 / t5
+    t33 = -t16 + t28
+    t34 = t20**2
+    t35 = (t18) | (t2) | (t34 == 0)
+    t36 = -t30 * t34
+    t37 = jnp.log1p(-p)
+    t38 = -2 + gamma
+    t39 = t6**t38
+    t40 = -t37 * t39
+    t41 = t10 * t38
+    t42 = t41 + jnp.log(-t37)
+    t43 = t23 * t34 * t9
+    t44 = gamma**2
+    t45 = t21**2
+    t46 = (t2) | (t44 == 0) | (t45 == 0)
+    t47 = t44 * t45
+    t48 = t14 * t47
+    t49 = -t4 * t47 * t9
     d2_p = (
-        jnp.where(
-            t2,
-            0,
-            _scaled_product(
-                t1 * (jnp.where(t3, 0, y / p / p) + jnp.where(t4, 0, t0 / t5 / t5)),
-                t6**gamma,
-                gamma * t7,
-            ),
-        )
-        + jnp.where((t10 == 0) | (t2) | (t8), 0, _scaled_product(gamma * t10 * t11, t13, t14))
-        + jnp.where(
-            (t2) | (t8) | (y == 0.5),
-            0,
-            _scaled_product(
-                2
-                * gamma
-                * t1
-                * t16
-                * (jnp.where(t3, 0, -y / p) + jnp.where(t4, 0, t0 / t5)),
-                t6**t18,
-                t18 * t7,
-            ),
-        )
-        + jnp.where(
-            (t15 == 0) | (t17 == 0) | (t2),
-            0,
-            _scaled_product(-t11 * t15 * t17, t13, t14),
+        _scaled_sum(
+            jnp.where(t2, 0, jnp.where(t3, 0, _scaled_product(t4, t8, t12))),
+            jnp.where(t2, 0, jnp.where(t3, 0, t4)),
+            jnp.where(t2, 1, jnp.where(t3, 1, t8)),
+            jnp.where(t2, 0, jnp.where(t3, 0, t12)),
+            jnp.where(t2, 0, jnp.where(t13, 0, _scaled_product(t14, t15, t17))),
+            jnp.where(t2, 0, jnp.where(t13, 0, t14)),
+            jnp.where(t2, 1, jnp.where(t13, 1, t15)),
+            jnp.where(t2, 0, jnp.where(t13, 0, t17)),
+            jnp.where(t19, 0, jnp.where(t3, 0, _scaled_product(t24, t27, t29))),
+            jnp.where(t19, 0, jnp.where(t3, 0, t24)),
+            jnp.where(t19, 1, jnp.where(t3, 1, t27)),
+            jnp.where(t19, 0, jnp.where(t3, 0, t29)),
+            jnp.where(t19, 0, jnp.where(t13, 0, _scaled_product(t31, t32, t33))),
+            jnp.where(t19, 0, jnp.where(t13, 0, t31)),
+            jnp.where(t19, 1, jnp.where(t13, 1, t32)),
+            jnp.where(t19, 0, jnp.where(t13, 0, t33)),
+            jnp.where(t35, 0, _scaled_product(t36, t40, t42)),
+            jnp.where(t35, 0, t36),
+            jnp.where(t35, 1, t40),
+            jnp.where(t35, 0, t42),
+            jnp.where(t35, 0, _scaled_product(t43, t39, t41)),
+            jnp.where(t35, 0, t43),
+            jnp.where(t35, 1, t39),
+            jnp.where(t35, 0, t41),
+            jnp.where(t46, 0, _scaled_product(t48, t40, t42)),
+            jnp.where(t46, 0, t48),
+            jnp.where(t46, 1, t40),
+            jnp.where(t46, 0, t42),
+            jnp.where(t46, 0, _scaled_product(t49, t39, t41)),
+            jnp.where(t46, 0, t49),
+            jnp.where(t46, 1, t39),
+            jnp.where(t46, 0, t41),
         )
     )
     return _fit(d2_p, p.shape, shape, out)

@@ -104,24 +104,36 @@ def _like(v, ref):
 def _scaled_product(c, d, log_d):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
-    normal = (log_d > math.log(info.tiny)) & (log_d < math.log(info.max))
+    normal = (d >= info.tiny) & (d <= info.max)
     return jnp.where(normal, c * d, logged)
 
 
-def _scaled_sum(*triples):
-    terms, cofactors, logs = triples[0::3], triples[1::3], triples[2::3]
+def _scaled_sum(*quads):
+    terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
     plain = sum(terms)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
     logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
-    top = logs[0]
-    for log in logs[1:]:
-        top = jnp.maximum(top, log)
+    # (a term within the logs' rounding of tiny counts as flushed)
+    small = math.log(info.tiny) * (1 - 8 * info.eps)
+    negligible = jnp.log(jnp.abs(plain)) + math.log(info.eps / len(terms))
+    top, c_top, d_top = logs[0], cofactors[0], factors[0]
+    flushed = (top < small) & (top >= negligible)
+    for c, d, log in zip(cofactors[1:], factors[1:], logs[1:]):
+        above = log > top
+        top = jnp.where(above, log, top)
+        c_top, d_top = jnp.where(above, c, c_top), jnp.where(above, d, d_top)
+        flushed = flushed | ((log < small) & (log >= negligible))
+    # (as is a sum that overflowed while its terms did not)
+    flushed = flushed | ~jnp.isfinite(plain)
     top = jnp.where(jnp.isfinite(top), top, 0)
     total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
-    scaled = jnp.sign(total) * jnp.exp(jnp.log(jnp.abs(total)) + top)
-    info = jnp.finfo(jnp.asarray(plain).dtype)
-    # flushed terms cost at most n * tiny; the scaled sum |log tiny| * eps relative
-    floor = len(terms) * info.tiny / info.eps / -math.log(info.tiny)
-    return jnp.where(jnp.abs(plain) > floor, plain, scaled)
+    direct = jnp.abs(total) * jnp.abs(c_top) / info.eps * d_top * info.eps
+    log_sum = jnp.log(jnp.abs(total)) + top
+    near = log_sum > math.log(info.tiny) * (1 + 8 * info.eps)
+    logged = jnp.where(near, jnp.maximum(jnp.exp(log_sum), info.tiny), jnp.exp(log_sum))
+    exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
+    magnitude = jnp.where(exact, direct, logged)
+    return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
 
 
 def value(x, *, validate=False):
@@ -140,9 +152,10 @@ def grad(x, *, validate=False):
     x, shape, out = _prepare((x,), ())
     t0 = jax.nn.sigmoid(x)
     t1 = -x
-    t2 = jax.nn.log_sigmoid(x)
-    t3 = t2 + jax.nn.log_sigmoid(t1)
-    d_x = _scaled_sum(_scaled_product(x, t0 * jax.nn.sigmoid(t1), t3), x, t3, t0, 1, t2)
+    t2 = t0 * jax.nn.sigmoid(t1)
+    t3 = jax.nn.log_sigmoid(x)
+    t4 = t3 + jax.nn.log_sigmoid(t1)
+    d_x = _scaled_sum(_scaled_product(x, t2, t4), x, t2, t4, t0, 1, t0, t3)
     return _fit(d_x, x.shape, shape, out)
 
 
@@ -156,22 +169,28 @@ def hess(x, *, validate=False):
     t0 = jax.nn.sigmoid(x)
     t1 = -x
     t2 = jax.nn.sigmoid(t1)
-    t3 = jax.nn.log_sigmoid(x)
-    t4 = jax.nn.log_sigmoid(t1)
-    t5 = t3 + t4
-    t6 = t3 + 2 * t4
-    t7 = 2 * t3 + t4
+    t3 = t0 * t2
+    t4 = jax.nn.log_sigmoid(x)
+    t5 = jax.nn.log_sigmoid(t1)
+    t6 = t4 + t5
+    t7 = t0 * t2**2
+    t8 = t4 + 2 * t5
+    t9 = t0**2 * t2
+    t10 = 2 * t4 + t5
     d2_x = (
         _scaled_sum(
-            _scaled_product(2, t0 * t2, t5),
+            _scaled_product(2, t3, t6),
             2,
-            t5,
-            _scaled_product(x, t0 * t2**2, t6),
-            x,
+            t3,
             t6,
-            _scaled_product(t1, t0**2 * t2, t7),
-            t1,
+            _scaled_product(x, t7, t8),
+            x,
             t7,
+            t8,
+            _scaled_product(t1, t9, t10),
+            t1,
+            t9,
+            t10,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

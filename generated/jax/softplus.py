@@ -119,7 +119,7 @@ def _log_softplus(u):
 def _scaled_product(c, d, log_d):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
-    normal = (log_d > math.log(info.tiny)) & (log_d < math.log(info.max))
+    normal = (d >= info.tiny) & (d <= info.max)
     return jnp.where(normal, c * d, logged)
 
 
