@@ -2,7 +2,9 @@
 
 Forward+backward of the mean loss, and the Hessian diagonal (lossgen's ``hess`` against double
 backward / nested ``jax.grad``), float32, measured side by side in one process: every
-repetition times each implementation once, in turn, and the table shows medians.
+repetition times each implementation once, in turn, and the table shows medians. The loss over
+a class axis (softmax_cross_entropy_index, C = 1000 classes, n / C rows) times the
+Hessian-vector product instead of the diagonal.
 
     python benchmarks/bench_train.py                 # CPU, 2^16, 2^20 and 2^23 elements
     python benchmarks/bench_train.py --sizes 16,20 --quick
@@ -55,8 +57,27 @@ def torchvision_focal(x, y, alpha=ALPHA, gamma=GAMMA):
     return alpha_t * loss
 
 
+#: classes of the class-axis loss: n elements are n // CLASSES rows
+CLASSES = 1000
+
+
 def torch_cases(name, n, device, rng):
     """(lossgen mean loss, library mean loss, lossgen hess, library elementwise loss, inputs)."""
+    if name == "softmax_cross_entropy_index":
+        rows = max(n // CLASSES, 1)
+        x = torch.tensor(rng.standard_normal((rows, CLASSES)) * 3, dtype=torch.float32, device=device)
+        k = torch.tensor(rng.integers(0, CLASSES, rows), device=device)
+        module = lossgen.load(name, "torch")
+        return dict(
+            ours=lambda a: module.softmax_cross_entropy_index(a, k),
+            lib=lambda a: F.cross_entropy(a, k),
+            # the Hessian applied to a vector (the (C, C) blocks are not the fair comparison)
+            hess=lambda a: module.hvp(a, k, a),
+            lib_elementwise=lambda a: F.cross_entropy(a, k, reduction="none"),
+            x=x,
+            label="F.cross_entropy",
+            hvp=True,
+        )
     x = torch.tensor(rng.standard_normal(n) * 3, dtype=torch.float32, device=device)
     if name == "log_cosh":
         target = torch.tensor(rng.standard_normal(n), dtype=torch.float32, device=device)
@@ -96,12 +117,14 @@ def torch_fwd_bwd(loss_fn, x):
     return run
 
 
-def torch_double_backward(elementwise, x):
+def torch_double_backward(elementwise, x, hvp=False):
+    """The Hessian diagonal of an elementwise loss by double backward (with ``hvp``, the
+    Hessian applied to x, for a loss over a class axis)."""
     leaf = x.detach().requires_grad_()
 
     def run():
         (g,) = torch.autograd.grad(elementwise(leaf).sum(), leaf, create_graph=True)
-        (h,) = torch.autograd.grad(g.sum(), leaf)
+        (h,) = torch.autograd.grad((g * x).sum() if hvp else g.sum(), leaf)
         return h
 
     return run
@@ -111,6 +134,24 @@ def torch_double_backward(elementwise, x):
 def jax_cases(name, n, rng):
     import optax
 
+    if name == "softmax_cross_entropy_index":
+        rows = max(n // CLASSES, 1)
+        x = jnp.asarray(rng.standard_normal((rows, CLASSES)) * 3, dtype=jnp.float32)
+        k = jnp.asarray(rng.integers(0, CLASSES, rows))
+        module = lossgen.load(name, "jax")
+
+        def lib_sum(a):
+            return optax.softmax_cross_entropy_with_integer_labels(a, k).sum()
+
+        return dict(
+            ours=jax.jit(jax.value_and_grad(lambda a: module.softmax_cross_entropy_index(a, k))),
+            lib=jax.jit(jax.value_and_grad(lambda a: lib_sum(a) / rows)),
+            hess=jax.jit(lambda a: module.hvp(a, k, a)),
+            lib_hess=jax.jit(lambda a: jax.jvp(jax.grad(lib_sum), (a,), (a,))[1]),
+            x=x,
+            label="optax.softmax_cross_entropy_with_integer_labels",
+            hvp=True,
+        )
     x = jnp.asarray(rng.standard_normal(n) * 3, dtype=jnp.float32)
     if name == "log_cosh":
         target = jnp.asarray(rng.standard_normal(n), dtype=jnp.float32)
@@ -190,7 +231,7 @@ def main(argv=None):
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), jax {jax.__version__}"
           f" ({jax.default_backend()}), device {args.device}"
           + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""))
-    losses = [n for n in ("sigmoid_focal_loss", "bce_with_logits", "log_cosh")
+    losses = [n for n in ("sigmoid_focal_loss", "bce_with_logits", "log_cosh", "softmax_cross_entropy_index")
               if (PROJECT / "specs" / f"{n}.yaml").exists()]
     for missing in ("log_cosh", "softmax_cross_entropy_index"):
         if not (PROJECT / "specs" / f"{missing}.yaml").exists():
@@ -211,7 +252,7 @@ def main(argv=None):
                     "ours": torch_fwd_bwd(c["ours"], c["x"]),
                     "lib": torch_fwd_bwd(c["lib"], c["x"]),
                     "hess": lambda c=c: c["hess"](c["x"]),
-                    "lib_hess": torch_double_backward(c["lib_elementwise"], c["x"]),
+                    "lib_hess": torch_double_backward(c["lib_elementwise"], c["x"], c.get("hvp", False)),
                 }
                 if args.device == "cuda" or args.compile:
                     fns["ours_compiled"] = torch_fwd_bwd(torch.compile(c["ours"]), c["x"])
@@ -221,13 +262,15 @@ def main(argv=None):
                 if "ours_compiled" in t:
                     rows.append((name, "torch.compile", n, t["ours_compiled"], t["lib_compiled"],
                                  f"fwd+bwd vs {c['label']}"))
-                rows.append((name, "torch", n, t["hess"], t["lib_hess"], "hess vs double backward"))
+                rows.append((name, "torch", n, t["hess"], t["lib_hess"],
+                             "hvp vs double backward" if c.get("hvp") else "hess vs double backward"))
             if not args.skip_jax:
                 c = jax_cases(name, n, rng)
                 fns = {k: (lambda f=c[k], x=c["x"]: f(x)) for k in ("ours", "lib", "hess", "lib_hess")}
                 t = interleaved(fns, reps, jax_sync)
                 rows.append((name, "jax jit", n, t["ours"], t["lib"], f"fwd+bwd vs {c['label']}"))
-                rows.append((name, "jax jit", n, t["hess"], t["lib_hess"], "hess vs nested jax.grad"))
+                rows.append((name, "jax jit", n, t["hess"], t["lib_hess"],
+                             "hvp vs jvp of jax.grad" if c.get("hvp") else "hess vs nested jax.grad"))
             print(f"  done: {name} at 2^{int(np.log2(n))}", flush=True)
 
     print()

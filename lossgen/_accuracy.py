@@ -68,8 +68,57 @@ def to_numpy(result):
     return np.asarray(result)
 
 
+def _stack(columns: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """Columns ``name[0]``, ``name[1]``, ... as one (rows, C) array."""
+    n = sum(1 for key in columns if key.startswith(f"{name}["))
+    return np.stack([columns[f"{name}[{c}]"] for c in range(n)], axis=-1)
+
+
+def class_outputs(spec: Spec, module, backend: str) -> Implementation:
+    """The generated module of a loss over a class axis as an implementation: the fixture's
+    entry columns stacked into rows, the outputs split into components (value, grad[c],
+    hvp[c], hess[c][d])."""
+
+    def run(columns: Mapping[str, np.ndarray], dtype: str) -> Outputs:
+        inputs = [
+            to_backend(_stack(columns, i.name) if i.shape == "classes" else columns[i.name], backend, dtype)
+            for i in spec.inputs
+        ]
+        params = {
+            p.name: to_backend(columns[p.name], backend, dtype)[..., None]
+            for p in spec.params
+            if p.name in columns
+        }
+        value = to_numpy(module.value(*inputs, **params))
+        out = {"value": value}
+        if len(spec.differentiated) > 1:
+            vs = tuple(
+                to_backend(_stack(columns, f"v{k}"), backend, dtype)
+                for k in range(len(spec.differentiated))
+            )
+            grads = to_numpy(module.grad(*inputs, **params))
+            hvps = to_numpy(module.hvp(*inputs, vs, **params))
+            for k, (g, h) in enumerate(zip(grads, hvps)):
+                out.update({f"grad[{k}][{c}]": g[..., c] for c in range(g.shape[-1])})
+                out.update({f"hvp[{k}][{c}]": h[..., c] for c in range(h.shape[-1])})
+            return out
+        v = to_backend(_stack(columns, "v"), backend, dtype)
+        grad = to_numpy(module.grad(*inputs, **params))
+        hvp = to_numpy(module.hvp(*inputs, v, **params))
+        hess = to_numpy(module.hess(*inputs, **params))
+        n = grad.shape[-1]
+        out.update({f"grad[{c}]": grad[..., c] for c in range(n)})
+        out.update({f"hvp[{c}]": hvp[..., c] for c in range(n)})
+        out.update({f"hess[{i}][{j}]": hess[..., i, j] for i in range(n) for j in range(n)})
+        return out
+
+    return run
+
+
 def generated_outputs(spec: Spec, module, backend: str) -> Implementation:
     """The generated module of ``backend`` as an implementation."""
+    if spec.has_classes:
+        return class_outputs(spec, module, backend)
 
     def run(columns: Mapping[str, np.ndarray], dtype: str) -> Outputs:
         inputs = [to_backend(columns[i.name], backend, dtype) for i in spec.inputs]

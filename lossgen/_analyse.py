@@ -267,5 +267,7 @@ def naive_quantities(expr: sympy.Expr, spec: Spec) -> dict[str, list[sympy.Expr]
 
 
 def analyse(d: Derivation) -> Derivation:
+    if d.spec.has_classes:  # reductions over the class axis: see _classes (no series analysis)
+        return d
     analysis = analyse_quantities(d.spec, naive_quantities(d.textbook, d.spec))
     return replace(d, findings=tuple(analysis.findings), analysis=analysis)

@@ -14,13 +14,57 @@ from dataclasses import replace
 import sympy
 
 from ._analyse import Analysis
-from ._ir import Derivation
+from ._classes import (
+    HessBlock, LogSoftmax, class_gradient, class_hess, class_hvp, complements, log_softmax_forms,
+    CLASS_FORMS, merge_sums, one_minus_exp,
+)
+from ._ir import Derivation, Rewrite
 from ._rewrite import rewrite_expression
 
 __all__ = ["derive"]
 
 
+def _derive_classes(d: Derivation) -> Derivation:
+    """A loss over a class axis: derivatives by the chain rule over its reductions
+    (lossgen._classes), each output then with b - logsumexp(b) as LogSoftmax(b)."""
+    expr = merge_sums(d.textbook.replace(LogSoftmax, lambda b: LogSoftmax.textbook(b)))
+    xs = [inp.symbol for inp in d.spec.differentiated]
+    raw = [class_gradient(expr, x) for x in xs]
+    directions = {x: sympy.Symbol(f"v_{x.name}", real=True) for x in xs}
+
+    nonneg = frozenset(
+        item.symbol
+        for item in (*d.spec.inputs, *d.spec.params)
+        if getattr(item, "domain", None) is not None
+        and item.domain.kind == "interval" and item.domain.lo >= 0
+    )
+
+    def stable(e):
+        return complements(log_softmax_forms(e), nonneg)
+
+    def block(h):  # the diagonal factored: p - p**2 -> p*(1 - p) -> -p*expm1(log p)
+        diagonal, *pairs = h.args
+        diagonal = log_softmax_forms(diagonal)
+        return HessBlock(one_minus_exp(sympy.factor(diagonal)), *(stable(a) for a in pairs))
+
+    hess = tuple(tuple(block(class_hess(g, x)) for x in xs) for g in raw)
+    value = log_softmax_forms(expr)
+    grad = tuple(stable(g) for g in raw)
+    hvp = tuple(stable(class_hvp(g, directions)) for g in raw)
+    emitted = [value, *grad, *hvp, *(h for row in hess for h in row)]
+    records = [
+        Rewrite(rule, before, after, reason)
+        for cls, rule, before, after, reason in CLASS_FORMS
+        if any(e.has(cls) for e in emitted)
+    ]
+    return replace(
+        d, value=value, grad=grad, hess=hess, hvp=hvp, rewrites=d.rewrites + tuple(records)
+    )
+
+
 def derive(d: Derivation) -> Derivation:
+    if d.spec.has_classes:
+        return _derive_classes(d)
     expr = d.stable if d.stable is not None else d.textbook
     xs = [inp.symbol for inp in d.spec.differentiated]
     records = list(d.rewrites)

@@ -350,12 +350,20 @@ class _Builder:
         op, left, right = type(node.ops[0]), node.left, node.comparators[0]
         if isinstance(left, ast.Name) and left.id in self.categorical:
             return self.choice_test(node, op, left.id, right)
+        if op in (ast.Eq, ast.NotEq) and any(
+            isinstance(side, ast.Name) and getattr(self.names.get(side.id), "is_integer", False)
+            for side in (left, right)
+        ):  # a class index against a number: integers, compared exactly
+            lhs, rhs = self.build(left), self.build(right)
+            if lhs is None or rhs is None:
+                return None
+            return (sympy.Eq if op is ast.Eq else sympy.Ne)(lhs, rhs, evaluate=False)
         if op not in self._RELATIONS:
             if op in (ast.Eq, ast.NotEq):
                 return self.fail(
                     node,
-                    "'==' and '!=' compare a categorical parameter with one of its choices; "
-                    "compare numbers with < <= > >=",
+                    "'==' and '!=' compare a categorical parameter with one of its choices, "
+                    "or a class index with a number; compare other numbers with < <= > >=",
                 )
             return self.fail(node, "only the comparisons < <= > >= and == / != of a choice are allowed")
         lhs, rhs = self.build(left), self.build(right)

@@ -18,7 +18,7 @@ from pathlib import Path
 import sympy
 
 from . import oracle as _oracle
-from ._grid import GRIDS, grid
+from ._grid import CLASS_GRIDS, grid, grid_names
 from ._types import Spec
 
 __all__ = ["fixture_key", "fixture_path", "load_fixture", "update_fixtures"]
@@ -51,8 +51,8 @@ def load_fixture(directory: Path, spec_name: str, grid_name: str) -> dict | None
 _WORKER: dict = {}
 
 
-def _init_worker(spec: Spec) -> None:
-    _WORKER["oracle"] = _oracle.Oracle(spec)
+def _init_worker(spec: Spec, classes: int | None = None) -> None:
+    _WORKER["oracle"] = _oracle.Oracle(spec, classes)
 
 
 def _evaluate_chunk(points: list[dict[str, float]]) -> list[tuple]:
@@ -85,7 +85,8 @@ def compute_fixture(spec: Spec, grid_name: str, *, processes: int | None = None)
     # spawned, not forked: a fork of a process that imported JAX (a test run) can deadlock
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
-        processes, mp_context=context, initializer=_init_worker, initargs=(spec,)
+        processes, mp_context=context, initializer=_init_worker,
+        initargs=(spec, CLASS_GRIDS.get(grid_name) if spec.has_classes else None),
     ) as pool:
         for done, chunk in enumerate(pool.map(_evaluate_chunk, chunks), 1):
             results.extend(chunk)
@@ -96,7 +97,7 @@ def compute_fixture(spec: Spec, grid_name: str, *, processes: int | None = None)
                 flush=True,
             )
     print(file=sys.stderr)
-    labels = [q.label for q in _oracle.Oracle(spec).quantities]
+    labels = list(next((r[0] for r in results if r), {}))
     refused = [k for k, r in enumerate(results) if r is None]
     truth = {label: [r[0][label] if r else "nan" for r in results] for label in labels}
     kappa = {label: [r[1][label] if r else "nan" for r in results] for label in labels}
@@ -120,7 +121,7 @@ def update_fixtures(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for spec in specs:
-        for grid_name in GRIDS:
+        for grid_name in grid_names(spec):
             existing = load_fixture(directory, spec.name, grid_name)
             key = fixture_key(spec, grid(spec, grid_name))
             if existing is not None and existing.get("key") == key and not force:

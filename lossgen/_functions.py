@@ -13,6 +13,7 @@ from typing import Callable
 
 import sympy
 
+from ._classes import ClassSum, LogSumExp, OneHot
 from ._primitives import Sigmoid, Softplus
 
 __all__ = ["SPEC_FUNCTIONS", "SpecFunction"]
@@ -45,4 +46,13 @@ SPEC_FUNCTIONS: dict[str, SpecFunction] = _table(
     SpecFunction("erf", sympy.erf, (1,), "error function"),
     SpecFunction("sigmoid", Sigmoid, (1,), "logistic function 1 / (1 + exp(-x))"),
     SpecFunction("softplus", Softplus, (1,), "log(1 + exp(x))"),
+    # over the class axis (the last): one number per row, or per entry for softmax
+    SpecFunction("sum", ClassSum, (1,), "sum over the class axis"),
+    SpecFunction("logsumexp", LogSumExp, (1,), "log(sum(exp(e))) over the class axis"),
+    SpecFunction("softmax", lambda e: sympy.exp(e - LogSumExp(e)), (1,), "exp(e) / sum(exp(e))"),
+    SpecFunction("log_softmax", lambda e: e - LogSumExp(e), (1,), "e - logsumexp(e)"),
+    SpecFunction("pick", lambda x, k: ClassSum(OneHot(k) * x), (2,), "x at the class index k"),
 )
+
+#: the functions that reduce over (or need) a class axis
+CLASS_FUNCTIONS = ("sum", "logsumexp", "softmax", "log_softmax", "pick")

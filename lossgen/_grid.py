@@ -13,7 +13,7 @@ import sympy
 
 from ._types import Domain, Spec
 
-__all__ = ["GRIDS", "grid"]
+__all__ = ["CLASS_GRIDS", "GRIDS", "grid", "grid_names"]
 
 _R = Fraction
 
@@ -199,9 +199,103 @@ def random(spec: Spec) -> dict[str, list[float]]:
     return columns
 
 
+def _logit_rows(n: int) -> list[list[float]]:
+    """Rows of n logits: moderate ones (|x| <= 2), then one large entry (the first or the
+    last) at the float32 and float64 exp overflow points and at +-1e4, two tied large
+    entries, alternating signs, ramps and seeded normal draws."""
+    import numpy as np
+
+    rows = [[0.0] * n, [2.0 ** -10 * (c % 3) for c in range(n)]]
+    rows += [[((c * 7) % 9 - 4) / 2 for c in range(n)], [1.0 if c == 0 else -1.0 for c in range(n)]]
+    for big in (1.0, 20.0, 40.0, 88.0, 709.0, 1e4):
+        rows.append([big if c == 0 else 0.0 for c in range(n)])
+        rows.append([-big if c == 0 else 0.0 for c in range(n)])
+    for big in (20.0, 1e4):
+        rows.append([big if c == n - 1 else float(c % 2) for c in range(n)])
+        rows.append([big if c < 2 else 0.0 for c in range(n)])  # a tie for the largest
+        rows.append([big * (1 if c % 2 == 0 else -1) for c in range(n)])
+        rows.append([_float32(-big + 2 * big * c / max(n - 1, 1)) for c in range(n)])
+    rng = np.random.default_rng(n)
+    for scale in (1.0, 10.0, 100.0):
+        rows.append([_float32(v) for v in rng.normal(0, scale, n)])
+    return rows
+
+
+def _target_rows(n: int) -> list[list[float]]:
+    """Distributions over n classes, exact in float32: one-hot at the first and at the last
+    class, half and half with zeros elsewhere, and halving weights 1/2, 1/4, ... (the rest
+    on the last class)."""
+    halving = [2.0 ** -(c + 1) for c in range(n - 1)]
+    halving.append(1.0 - sum(halving))
+    return [
+        [1.0 if c == 0 else 0.0 for c in range(n)],
+        [1.0 if c == n - 1 else 0.0 for c in range(n)],
+        [0.5 if c < 2 else 0.0 for c in range(n)],
+        halving,
+    ]
+
+
+def classes(spec: Spec, n: int) -> dict[str, list[float]]:
+    """Rows for a loss over a class axis with n classes: each logit row with each target row
+    (or class index: the first class, the last, and -100 for an ignored row), a direction v
+    for the Hessian-vector product (alternating signs, magnitudes 1/(c + 2)), and the parameters at their defaults
+    (a second value for every other row, where the domain has one). Columns ``x[c]`` hold
+    entry c of input x."""
+    logits = _logit_rows(n)
+    # a fixed direction with both signs and no exact cancellation over any run of entries
+    v = [_float32((-1) ** c / (c + 2)) for c in range(n)]
+    differentiated = list(spec.differentiated)
+    several = len(differentiated) > 1
+    rows: list[dict[str, float]] = []
+    # a second differentiated input (a teacher's logits) takes each row once equal to the
+    # first (the optimum of a divergence) and once another row
+    pairs = [(r, r) for r in logits]
+    if several:
+        pairs += [(r, logits[(k + 5) % len(logits)]) for k, r in enumerate(logits)]
+    for logit_row, other_row in pairs:
+        choices: list[dict[str, float]] = [{}]
+        for inp in spec.inputs:
+            if inp.role == "differentiated":
+                continue
+            if inp.domain.kind == "index":
+                options = [{inp.name: float(k)} for k in (0, n - 1, -100)]
+            elif inp.shape == "classes":
+                options = [
+                    {f"{inp.name}[{c}]": t[c] for c in range(n)} for t in _target_rows(n)
+                ]
+            else:
+                options = [{inp.name: float(v0)} for v0 in _constant(inp.domain)[:3]]
+            choices = [{**a, **b} for a in choices for b in options]
+        for choice in choices:
+            row = dict(choice)
+            for k, inp in enumerate(differentiated):
+                values = logit_row if k == 0 else other_row
+                row.update({f"{inp.name}[{c}]": values[c] for c in range(n)})
+                prefix = f"v{k}" if several else "v"
+                w = v if k == 0 else v[::-1]
+                row.update({f"{prefix}[{c}]": w[c] for c in range(n)})
+            rows.append(row)
+    for k, row in enumerate(rows):
+        for p in spec.params:
+            if p.choices is None:
+                half = float(p.default) / 2
+                other = p.domain.kind == "interval" and p.domain.lo >= 0 and p.domain.contains(half)
+                row[p.name] = half if (k % 2 and other) else float(p.default)
+    names = list(rows[0])
+    return {name: [row[name] for row in rows] for name in names}
+
+
 #: grid name -> builder; each grid has its own committed fixture file per spec
 GRIDS = {"moderate": moderate, "extreme": extreme, "random": random}
+#: the grids of a loss over a class axis: one per number of classes
+CLASS_GRIDS = {f"c{n}": n for n in (2, 3, 16, 17)}
+
+
+def grid_names(spec: Spec) -> list[str]:
+    return list(CLASS_GRIDS) if spec.has_classes else list(GRIDS)
 
 
 def grid(spec: Spec, name: str = "moderate") -> dict[str, list[float]]:
+    if spec.has_classes:
+        return classes(spec, CLASS_GRIDS[name])
     return GRIDS[name](spec)

@@ -86,6 +86,9 @@ class Derivation:
     value: sympy.Expr | None = None
     grad: tuple[sympy.Expr, ...] = ()
     hess: tuple[tuple[sympy.Expr, ...], ...] = ()
+    #: the Hessian applied to v (one entry per differentiated input, in v_<name>), where it is
+    #: not the elementwise hess * v (losses over a class axis)
+    hvp: tuple[sympy.Expr, ...] = ()
     #: verify: findings the rewrites did not answer
     unanswered: tuple[Finding, ...] = ()
     #: simplify: one block per generated function ("value", "grad", "hess")

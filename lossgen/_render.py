@@ -45,6 +45,25 @@ def _defline(name: str, args: str, indent: str = "") -> str:
 
 _ENV.filters["defline"] = _defline
 
+
+def _prepare_call(unpack: str, args: str) -> str:
+    """``    <unpack> = _prepare(<args>)``, the arguments on their own line when it is wider
+    than the modules' 100 columns."""
+    line = f"    {unpack} = _prepare({args})"
+    return line if len(line) <= 100 else f"    {unpack} = _prepare(\n        {args}\n    )"
+
+
+def _all_names(names: list[str]) -> str:
+    """``__all__ = [...]``, one name a line when it is wider than 100 columns."""
+    line = f"__all__ = {json.dumps(names)}"
+    if len(line) <= 100:
+        return line
+    return "__all__ = [\n" + "".join(f"    {json.dumps(n)},\n" for n in names) + "]"
+
+
+_ENV.filters["prepare"] = _prepare_call
+_ENV.filters["all_names"] = _all_names
+
 _SHAPE_WORDS = {
     "scalar": "elementwise",
     "classes": "class axis last",
@@ -297,10 +316,22 @@ def _function_context(d: Derivation, backend: str) -> dict:
     hess_targets = [f"d2_{a}" if a == b else f"d2_{a}_{b}" for a in names for b in names]
     hess = _function(d, "hess", backend, hess_targets)
     hess["rows"] = [hess["outputs"][i * n : (i + 1) * n] for i in range(n)]
-    hess["shapes"] = shapes
     grad = _function(d, "grad", backend, [f"d_{name}" for name in names])
     grad["shapes"] = shapes
-    return {"value": _function(d, "value", backend, ["loss"]), "grad": grad, "hess": hess}
+    value = _function(d, "value", backend, ["loss"])
+    if spec.has_classes:  # one value per row; a (C, C) block per row
+        value.update(index="[..., 0]", full="shape[:-1]")
+        hess.update(
+            shapes=[f"{s} + {s}[-1:]" for s in shapes], full="shape + shape[-1:]",
+            doc="The Hessian of value(...).sum(), one (C, C) block per row",
+        )
+        hvp = _function(d, "hvp", backend, [f"hv_{name}" for name in names])
+        hvp["directions"] = [f"v_{name}" for name in names]
+    else:
+        value.update(index="", full="shape")
+        hess.update(shapes=shapes, full="shape", doc="The elementwise second derivatives of value(...).sum()")
+        hvp = None
+    return {"value": value, "grad": grad, "hess": hess, "hvp": hvp}
 
 
 
@@ -339,6 +370,10 @@ def _strings(names) -> str:
     return _tuple([json.dumps(n) for n in names])
 
 
+def _tuple_or_empty(names: list[str]) -> str:
+    return _tuple(names) if names else "()"
+
+
 def _tuple(names: list[str]) -> str:
     return f"({names[0]},)" if len(names) == 1 else f"({', '.join(names)})"
 
@@ -374,6 +409,10 @@ def _signature(spec: Spec) -> dict:
         "params": [p.name for p in spec.params],
         "differentiated": [i.name for i in spec.differentiated],
         "differentiated_index": [spec.inputs.index(i) for i in spec.differentiated],
+        "rows_index": _tuple_or_empty(
+            [str(k) for k, i in enumerate(spec.inputs) if spec.has_classes and i.shape == "scalar"]
+        ),
+        "classes": spec.has_classes,
         "unpack": ", ".join(inputs + [p.name for p in spec.params] + ["shape", "out"]),
         "prepare_args": f"{_tuple(inputs)}, {_tuple([p.name for p in spec.params])}",
         "def_args": ", ".join(inputs + ["*"] + params + ["validate=False"]),
@@ -382,17 +421,27 @@ def _signature(spec: Spec) -> dict:
     }
 
 
+def _definitions(texts) -> list[str]:
+    """The top-level function definitions in helper texts, each once (helpers may share one,
+    e.g. a compensated sum), in sorted order."""
+    found = set()
+    for text in texts:
+        chunks = re.split(r"\n(?=def )", text.strip("\n"))
+        found |= {chunk.strip("\n") + "\n" for chunk in chunks if chunk.strip()}
+    return sorted(found)
+
+
 def render_module(d: Derivation, backend: str) -> str:
     spec = d.spec
     functions = _function_context(d, backend)
-    body_text = "".join(fn["body"] for fn in functions.values())
+    body_text = "".join(fn["body"] for fn in functions.values() if fn)
     used = set()
     for key, block in d.blocks.items():
         if ":" in key and not key.startswith(f"{backend}:"):
             continue  # another backend's variant
         for expr in [e for _, e in block.assignments] + list(block.outputs):
             used |= {type(node) for node in expr.atoms(Primitive)}
-    helpers = sorted({h for cls in used if (h := cls.helpers.get(backend))})
+    helpers = _definitions(h for cls in used if (h := cls.helpers.get(backend)))
     context = {
         "spec": spec,
         "spec_path": "/".join(Path(spec.path).parts[-2:]),

@@ -15,6 +15,7 @@ from dataclasses import replace
 import sympy
 
 from ._analyse import Analysis, display
+from ._classes import log_softmax_forms
 from ._ir import Derivation, Finding, Rewrite
 from ._rules import RULES, Context, Rule
 
@@ -121,5 +122,7 @@ def rewrite_expression(
 
 
 def rewrite(d: Derivation) -> Derivation:
+    if d.spec.has_classes:
+        return replace(d, stable=log_softmax_forms(d.textbook))
     stable, records = rewrite_expression(d)
     return replace(d, stable=stable, rewrites=tuple(records))

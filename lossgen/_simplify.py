@@ -325,6 +325,9 @@ def simplify(d: Derivation) -> Derivation:
         "hess": [sympy.factor_terms(collect_sigmoids(h, xs)) for row in d.hess for h in row],
     }
     blocks = {key: _block(d, [exact_squares(e) for e in exprs]) for key, exprs in outputs.items()}
+    if d.spec.has_classes:  # (the log-space forms for JAX are elementwise only, so far)
+        blocks["hvp"] = _block(d, list(d.hvp))
+        return replace(d, blocks=blocks)
     token = _SPEC.set(d.spec)
     try:
         flushing = {

@@ -453,8 +453,10 @@ class _Reader:
         at_key = _key_position(entries, name)
         if not self.symbol_name(name, "input", at_key):
             return None
-        # declared even if its fields are wrong, so expressions using it raise no second error
-        symbol = sympy.Symbol(name, real=True)
+        # declared even if its fields are wrong, so expressions using it raise no second error;
+        # a class index is an integer (it may be compared with ==)
+        index = isinstance(fields, CommentedMap) and str(fields.get("domain", "")).strip() == "index"
+        symbol = sympy.Symbol(name, integer=True) if index else sympy.Symbol(name, real=True)
         self.declared.add(name, "input", at_key, symbol)
         if not isinstance(fields, CommentedMap):
             self.error(
@@ -819,6 +821,38 @@ class _Reader:
 
     # -- usage -------------------------------------------------------------------------------
 
+    def class_axis(self, data: CommentedMap, inputs: tuple[Input, ...], expr: sympy.Expr) -> None:
+        """A loss over a class axis reduces every classes input (sum, logsumexp, pick), and
+        the class functions need a classes input."""
+        from ._classes import REDUCTIONS, OneHot
+
+        classes = [i for i in inputs if i.shape == "classes"]
+        at = _value_position(data, "loss")
+        if not classes:
+            if expr.has(*REDUCTIONS, OneHot):
+                self.error(
+                    at,
+                    "sum, logsumexp, softmax, log_softmax and pick reduce over a class axis, "
+                    "but no input has shape: classes; declare the logits with shape: classes",
+                )
+            return
+
+        def bare(node) -> set:
+            if isinstance(node, REDUCTIONS):
+                return set()
+            if isinstance(node, sympy.Symbol):
+                return {node.name}
+            return set().union(*(bare(a) for a in node.args)) if node.args else set()
+
+        for name in sorted(bare(expr) & {i.name for i in classes}):
+            self.error(
+                at,
+                f"input '{name}' has a class axis: the loss must reduce it to one number per "
+                f"row, with sum(...), logsumexp(...) or pick({name}, k)",
+            )
+        if any(i.shape not in ("scalar", "classes") for i in inputs):
+            self.error(at, "shapes vector, set and batch are not generated yet; use scalar or classes")
+
     def usage(
         self,
         data: CommentedMap,
@@ -841,6 +875,7 @@ class _Reader:
         expr = loss
         for symbol, definition in reversed(define):
             expr = expr.subs(symbol, definition)
+        self.class_axis(data, inputs, expr)
         used = free_names(expr)
         for item in inputs:
             if item.name not in used:

@@ -160,6 +160,11 @@ class Spec:
     notes: str = ""
 
     @property
+    def has_classes(self) -> bool:
+        """Whether the loss reduces over a class axis (an input of shape ``classes``)."""
+        return any(i.shape == "classes" for i in self.inputs)
+
+    @property
     def differentiated(self) -> tuple[Input, ...]:
         return tuple(i for i in self.inputs if i.role == "differentiated")
 

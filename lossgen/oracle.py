@@ -57,7 +57,13 @@ def _dirac(x, *args):
     return mpmath.mpf(0)
 
 
-_CONVENTIONS = {"Heaviside": _heaviside, "sign": _sign, "DiracDelta": _dirac}
+def _kronecker(a, b):
+    return mpmath.mpf(1) if a == b else mpmath.mpf(0)
+
+
+_CONVENTIONS = {
+    "Heaviside": _heaviside, "sign": _sign, "DiracDelta": _dirac, "KroneckerDelta": _kronecker,
+}
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,11 @@ class Evaluation:
 class Oracle:
     """Evaluate a spec's loss, gradient and Hessian exactly at points given as floats."""
 
-    def __init__(self, spec: Spec):
+    def __init__(self, spec: Spec, classes: int | None = None):
         self.spec = spec
+        if spec.has_classes:
+            self._classes(spec, classes)
+            return
         expr = to_textbook(spec.expression())
         xs = [inp.symbol for inp in spec.differentiated]
         self.inputs = [inp.symbol for inp in spec.inputs]
@@ -98,6 +107,67 @@ class Oracle:
             for i, row in enumerate(hess)
             for j, h in enumerate(row)
         ]
+        self._setup(expr, xs, quantities)
+
+    def _classes(self, spec: Spec, n: int | None) -> None:
+        """A loss over a class axis, written out for ``n`` classes: one scalar input per entry
+        (``x[0]``, ...), the directions ``v[0]``, ... of the Hessian-vector product, and the
+        quantities value, grad[c] and hvp[c] (and hess[c][d] for n <= 3); with several
+        differentiated inputs, grad[k][c] and hvp[k][c] for input k, directions v0[c], ..."""
+        from ._classes import expand
+
+        if n is None:
+            raise ValueError(f"{spec.name}: a loss over a class axis needs the number of classes")
+        entries, inputs = {}, []
+        for inp in spec.inputs:
+            if inp.shape == "classes":
+                entries[inp.symbol] = [sympy.Symbol(f"{inp.name}[{c}]", real=True) for c in range(n)]
+                inputs += entries[inp.symbol]
+            else:
+                inputs.append(inp.symbol)
+        # (a one-hot entry as a Kronecker delta, not a conditional: the shared subexpressions
+        # of a conditional's branches cannot be hoisted)
+        index = {
+            inp.symbol: [sympy.KroneckerDelta(inp.symbol, c) for c in range(n)]
+            for inp in spec.inputs
+            if inp.domain.kind == "index"
+        }
+        several = len(spec.differentiated) > 1
+        xs, vs, tags = [], [], []
+        for k, inp in enumerate(spec.differentiated):
+            xs += entries[inp.symbol]
+            prefix = f"v{k}" if several else "v"
+            vs += [sympy.Symbol(f"{prefix}[{c}]", real=True) for c in range(n)]
+            tags += [f"[{k}][{c}]" if several else f"[{c}]" for c in range(n)]
+        self.inputs = inputs + vs
+        self.params = [p.symbol for p in spec.params if p.choices is None]
+        expr = expand(to_textbook(spec.expression()), entries, index)
+        # a leading conditional on the constant inputs alone (k == ignore_index: 0) is decided
+        # per point, before the derivatives of the other branch are evaluated
+        self._guards, self._guard_inputs = [], len(inputs)
+        while isinstance(expr, sympy.Piecewise) and len(expr.args) > 1:
+            (first, condition), *rest = expr.args
+            if not first.is_Number or condition.free_symbols & set(xs):
+                break
+            self._guards.append((sympy.lambdify(inputs + self.params, condition, "mpmath"), first))
+            expr = sympy.Piecewise(*rest) if len(rest) > 1 or rest[0][1] is not sympy.true else rest[0][0]
+        grad = [sympy.diff(expr, xi) for xi in xs]
+        hess = [[sympy.diff(g, xj) for xj in xs] for g in grad]
+        hvp = [sympy.Add(*(h * v for h, v in zip(row, vs))) for row in hess]
+        quantities = [Quantity("value", expr, tuple(grad))]
+        quantities += [Quantity(f"grad{tag}", g, tuple(hess[i])) for i, (tag, g) in enumerate(zip(tags, grad))]
+        quantities += [
+            Quantity(f"hvp{tag}", h, tuple(sympy.diff(h, xj) for xj in xs)) for tag, h in zip(tags, hvp)
+        ]
+        if n <= 3 and not several:
+            quantities += [
+                Quantity(f"hess[{i}][{j}]", h, tuple(sympy.diff(h, xk) for xk in xs))
+                for i, row in enumerate(hess)
+                for j, h in enumerate(row)
+            ]
+        self._setup(expr, xs, quantities)
+
+    def _setup(self, expr: sympy.Expr, xs: list, quantities: list) -> None:
         self.quantities = tuple(quantities)
         self.xs = xs
         flat = [e for q in quantities for e in (q.expr, *q.slopes)]
@@ -140,6 +210,11 @@ class Oracle:
 
     def evaluate(self, point: Mapping[str, float]) -> Evaluation:
         args = [point[s.name] for s in self.inputs + self.params]
+        for condition, value in getattr(self, "_guards", ()):
+            n = self._guard_inputs
+            if condition(*args[:n], *args[len(self.inputs):]):
+                settled = [mpmath.mpf(value)] + [mpmath.mpf(0)] * (len(self._flat) - 1)
+                return self._evaluation(args, settled, (0, 0))
         digits = self._start_digits(args)
         previous = self._at(args, digits)
         while True:

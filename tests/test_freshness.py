@@ -9,7 +9,7 @@ import pytest
 import lossgen
 from lossgen._fixtures import fixture_key, load_fixture
 from lossgen._generate import expected_files
-from lossgen._grid import GRIDS, grid
+from lossgen._grid import grid, grid_names
 
 from _support import FIXTURES, ROOT, spec_paths
 
@@ -44,8 +44,11 @@ def test_generated_matches_specs(expected):
     assert not problems, "generated/ is stale; run `make generate`:\n" + "\n".join(problems)
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
-@pytest.mark.parametrize("grid_name", sorted(GRIDS))
+@pytest.mark.parametrize(
+    "spec, grid_name",
+    [(spec, g) for spec in SPECS for g in grid_names(spec)],
+    ids=[f"{spec.name}-{g}" for spec in SPECS for g in grid_names(spec)],
+)
 def test_fixture_matches_spec(spec, grid_name):
     data = load_fixture(FIXTURES, spec.name, grid_name)
     assert data is not None, f"no fixture for {spec.name}.{grid_name}; run `make fixtures`"

@@ -250,3 +250,21 @@ def test_squared_hinge_is_hinge_squared(x, y):
     h, g = hinge.value(xs, ys), hinge.grad(xs, ys)
     _agree(squared.value(xs, ys), h**2, "value")
     _agree(squared.grad(xs, ys), 2 * h * g, "grad")
+
+
+@PROPERTY
+@given(
+    x=st.lists(finite, min_size=2, max_size=8),
+    k=st.integers(-1, 7),
+    v_seed=st.integers(0, 2**16),
+)
+def test_label_smoothing_with_epsilon_zero_is_cross_entropy(x, k, v_seed):
+    """label_smoothing_ce at epsilon = 0 is softmax_cross_entropy_index: value, grad, hvp
+    (k = -1 is not a class: both are 0)."""
+    smoothed, plain = _require("label_smoothing_ce", "softmax_cross_entropy_index")
+    xs = np.array([x])
+    ks = np.array([float(min(k, len(x) - 1))])
+    v = np.random.default_rng(v_seed).uniform(-1, 1, xs.shape)
+    _agree(smoothed.value(xs, ks, epsilon=0.0), plain.value(xs, ks), "value")
+    _agree(smoothed.grad(xs, ks, epsilon=0.0), plain.grad(xs, ks), "grad")
+    _agree(smoothed.hvp(xs, ks, v, epsilon=0.0), plain.hvp(xs, ks, v), "hvp")

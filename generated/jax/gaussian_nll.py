@@ -90,6 +90,11 @@ __all__ = ["gaussian_nll", "grad", "hess", "hvp", "value"]
 _INPUTS = ("pred", "target", "var")
 _PARAMS = ()
 _DIFFERENTIATED = [0, 2]
+#: inputs with one value per row of a loss over a class axis (a class index): given a last
+#: axis of length 1 to broadcast against the classes
+_ROWS = ()
+#: whether the loss reduces over a class axis (value has one number per row)
+_CLASSES = False
 #: the declared domain of each constant input and parameter, for validate=True:
 #: (text, lo, hi, lo_closed, hi_closed) for an interval, (text, elements) for a set,
 #: (text,) for a class index, (choices,) for a categorical parameter
@@ -114,6 +119,7 @@ def _prepare(inputs, params, wide=False):
     if wide and jnp.dtype(dtype).itemsize < 8 and jax.config.jax_enable_x64:
         work = jnp.float64
     arrays = [jnp.asarray(a, dtype=work) for a in inputs]
+    arrays = [a[..., None] if i in _ROWS else a for i, a in enumerate(arrays)]
     params = [
         p if isinstance(p, str)
         else float(p) if isinstance(p, numbers.Real)
@@ -249,10 +255,10 @@ def hvp(pred, target, var, v, *, validate=False):
 
 
 
-def _call(function, args):
-    """``function(*inputs, **params)`` from one flat tuple: the inputs, then the params."""
+def _call(function, args, *v):
+    """``function(*inputs, *v, **params)`` from one flat tuple: the inputs, then the params."""
     n = len(_INPUTS)
-    return function(*args[:n], **dict(zip(_PARAMS, args[n:])))
+    return function(*args[:n], *v, **dict(zip(_PARAMS, args[n:])))
 
 
 def _reduce(loss, reduction):
@@ -334,12 +340,19 @@ def _value_jvp(static, primals, tangents):
     """The derivative of value(...) is grad(...) (per element: the inputs are broadcast)."""
     grads = _grad(static, *primals)
     tangent = sum(d * tangents[i] for i, d in zip(_DIFFERENTIATED, grads))
+    if _CLASSES:  # one value per row: the class axis is summed
+        tangent = tangent.sum(axis=-1)
     return _value(static, *primals), tangent
 
 
 @_grad.defjvp
 def _grad_jvp(static, primals, tangents):
     """The derivative of grad(...) is hess(...), block by block."""
+    if _CLASSES:  # the Hessian applied to the tangents, without the matrix
+        v = [tangents[i] for i in _DIFFERENTIATED]
+        products = _call(hvp, _merge(static, primals), tuple(v) if len(v) > 1 else v[0])
+        products = products if isinstance(products, tuple) else (products,)
+        return _grad(static, *primals), products
     blocks = _call(hess, _merge(static, primals))
     rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
     tangent = tuple(
@@ -359,10 +372,11 @@ def _arguments(inputs, params):
     params = [
         p if isinstance(p, (str, numbers.Real)) else jnp.asarray(p, dtype=work) for p in params
     ]
-    shape = jnp.broadcast_shapes(
-        *(jnp.shape(a) for a in arrays + params if not isinstance(a, str))
-    )
-    arrays = [jnp.broadcast_to(a, shape) for a in arrays]
+    if not _CLASSES:  # (a class index has one value per row: left as it is)
+        shape = jnp.broadcast_shapes(
+            *(jnp.shape(a) for a in arrays + params if not isinstance(a, str))
+        )
+        arrays = [jnp.broadcast_to(a, shape) for a in arrays]
     static = tuple(p for p in params if isinstance(p, str))
     numeric = [p for p in params if not isinstance(p, str)]
     return static, (*arrays, *numeric), dtype

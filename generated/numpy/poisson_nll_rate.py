@@ -73,6 +73,11 @@ __all__ = ["grad", "hess", "hvp", "poisson_nll_rate", "value", "value_and_grad"]
 _INPUTS = ("rate", "target")
 _PARAMS = ()
 _DIFFERENTIATED = [0]
+#: inputs with one value per row of a loss over a class axis (a class index): given a last
+#: axis of length 1 to broadcast against the classes
+_ROWS = ()
+#: whether the loss reduces over a class axis (value has one number per row)
+_CLASSES = False
 #: the declared domain of each constant input and parameter, for validate=True:
 #: (text, lo, hi, lo_closed, hi_closed) for an interval, (text, elements) for a set,
 #: (text,) for a class index, (choices,) for a categorical parameter
@@ -92,6 +97,7 @@ def _prepare(inputs, params, wide=False):
         dtype = np.dtype(np.float64)
     work = np.dtype(np.float64) if wide and dtype.itemsize < 8 else dtype
     arrays = [np.asarray(a, dtype=work) for a in inputs]
+    arrays = [a[..., None] if i in _ROWS else a for i, a in enumerate(arrays)]
     params = [
         p if isinstance(p, str)
         else float(p) if isinstance(p, numbers.Real)
@@ -163,10 +169,10 @@ def hvp(rate, target, v, *, validate=False):
 
 
 
-def _call(function, args):
-    """``function(*inputs, **params)`` from one flat tuple: the inputs, then the params."""
+def _call(function, args, *v):
+    """``function(*inputs, *v, **params)`` from one flat tuple: the inputs, then the params."""
     n = len(_INPUTS)
-    return function(*args[:n], **dict(zip(_PARAMS, args[n:])))
+    return function(*args[:n], *v, **dict(zip(_PARAMS, args[n:])))
 
 
 def _reduce(loss, reduction):

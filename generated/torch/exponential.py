@@ -67,6 +67,11 @@ __all__ = ["Exponential", "exponential", "grad", "hess", "hvp", "value"]
 _INPUTS = ("x", "y")
 _PARAMS = ()
 _DIFFERENTIATED = [0]
+#: inputs with one value per row of a loss over a class axis (a class index): given a last
+#: axis of length 1 to broadcast against the classes
+_ROWS = ()
+#: whether the loss reduces over a class axis (value has one number per row)
+_CLASSES = False
 #: the declared domain of each constant input and parameter, for validate=True:
 #: (text, lo, hi, lo_closed, hi_closed) for an interval, (text, elements) for a set,
 #: (text,) for a class index, (choices,) for a categorical parameter
@@ -91,6 +96,7 @@ def _prepare(inputs, params, wide=False):
     if wide and dtype.itemsize < 8 and (device is None or device.type != "mps"):
         work = torch.float64
     tensors = [torch.as_tensor(a, dtype=work, device=device) for a in inputs]
+    tensors = [a[..., None] if i in _ROWS else a for i, a in enumerate(tensors)]
     params = [
         # numbers too become tensors of the inputs' dtype: torch.log(0.25) is a TypeError
         p if isinstance(p, str) else torch.as_tensor(p, dtype=work, device=device)
@@ -155,10 +161,10 @@ def hvp(x, y, v, *, validate=False):
 
 
 
-def _call(function, args):
-    """``function(*inputs, **params)`` from one flat tuple: the inputs, then the params."""
+def _call(function, args, *v):
+    """``function(*inputs, *v, **params)`` from one flat tuple: the inputs, then the params."""
     n = len(_INPUTS)
-    return function(*args[:n], **dict(zip(_PARAMS, args[n:])))
+    return function(*args[:n], *v, **dict(zip(_PARAMS, args[n:])))
 
 
 def _reduce(loss, reduction):
@@ -236,7 +242,7 @@ class _Value(torch.autograd.Function):
         result = [None] * len(args)
         for i, d in zip(_DIFFERENTIATED, grads):
             if ctx.needs_input_grad[i]:
-                result[i] = g * d
+                result[i] = (g[..., None] if _CLASSES else g) * d
         return tuple(result)
 
 
@@ -252,9 +258,16 @@ class _Grad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *gs):
         args = _saved(ctx)
+        result = [None] * len(args)
+        if _CLASSES:  # the Hessian is symmetric: its product with gs, without the matrix
+            products = _call(hvp, args, gs if len(gs) > 1 else gs[0])
+            products = products if isinstance(products, tuple) else (products,)
+            for j, i in enumerate(_DIFFERENTIATED):
+                if ctx.needs_input_grad[i]:
+                    result[i] = products[j]
+            return tuple(result)
         blocks = _call(hess, args)
         rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
-        result = [None] * len(args)
         for j, i in enumerate(_DIFFERENTIATED):
             if ctx.needs_input_grad[i]:
                 result[i] = sum(g * row[j] for g, row in zip(gs, rows))
@@ -280,6 +293,8 @@ def _arguments(inputs, params):
     params = [
         p if isinstance(p, (str, numbers.Real)) else _tensor(p, work, device) for p in params
     ]
+    if _CLASSES:  # a class index has one value per row: left as it is
+        return (*tensors, *params), dtype
     shape = torch.broadcast_shapes(*(t.shape for t in tensors + params if torch.is_tensor(t)))
     tensors = [t if t.shape == shape else t.expand(shape) for t in tensors]
     return (*tensors, *params), dtype

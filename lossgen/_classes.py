@@ -1,0 +1,724 @@
+"""Losses over a class axis: reductions, and derivatives by the chain rule over them.
+
+A spec with a ``classes`` input writes its loss with reductions over the class axis (the last
+axis): ``sum(e)``, ``logsumexp(e)``, ``softmax(e)``, ``log_softmax(e)`` and ``pick(x, k)`` for
+an integer class index k. In the expression a classes input stands for one entry x_c of its
+row; a reduction turns an expression of the entries into one number per row, and the loss is
+a function of such numbers.
+
+Derivatives stay linear in the number of classes C. With every outermost reduction R of an
+expression replaced by a symbol, the expression is an ordinary SymPy expression, and
+
+- d/dx_j of a row expression E(R_1, ...) is sum_k dE/dR_k * D(R_k)_j;
+- D(sum(b))_j = db/dx (entry j) + sum_k sum(db/dR'_k) * D(R'_k)_j over the reductions R'
+  inside b; for logsumexp(b) every entry is weighted by softmax(b)_c = exp(b_c - R);
+- the Hessian-vector product is the derivative of the gradient along v (forward mode: each
+  reduction's directional derivative is a reduction again);
+- the Hessian block of a row is diag(a) + sum_k u_k w_k^T, a and u_k the derivatives of the
+  gradient entry in x_i and in R_k, w_k = D(R_k): C*C work only where the matrix is asked for.
+
+Stability (``CLASS_FORMS`` lists each form for ``lossgen explain``): ``b - logsumexp(b)``
+becomes ``LogSoftmax(b)``, computed as (b - max) - log1p(s) with s the sum of exp(b - max) over
+every entry but the (first) largest, so that the largest entry's log-probability keeps its
+digits when it is near 0 (x - logsumexp(x) at x = (20, 0) is -2.06e-9: the difference of two
+rounded numbers near 20 has no correct digit). ``complements`` then finds, in the derived
+sums, the softmax Jacobian's two shapes and gives each a form without cancellation:
+p*sum(a) - a (``SoftmaxDelta``, or a*expm1(log p) + p*others(a)) and b - sum(p*b)
+(``Centered``); a Hessian block's diagonal p*(1 - p) is -p*expm1(log p) (``HessBlock``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+
+import sympy
+
+from ._primitives import Primitive
+
+__all__ = [
+    "CLASS_FORMS", "Centered", "ClassSum", "HessBlock", "LogSoftmax", "LogSumExp", "NumClasses",
+    "OneHot", "REDUCTIONS", "SoftmaxDelta", "SumOthers", "class_gradient", "class_hess",
+    "class_hvp", "complements", "expand", "is_reduction", "log_softmax_forms", "merge_sums",
+    "one_minus_exp",
+]
+
+_NS = {"numpy": "np", "jax": "jnp", "torch": "torch"}
+
+
+def _helper_lse(backend: str) -> str:
+    ns = _NS[backend]
+    if backend == "torch":
+        amax = "torch.amax(u, dim=-1, keepdim=True)"
+        first = "torch.argmax(u, dim=-1, keepdim=True) == torch.arange(u.shape[-1], device=u.device)"
+        total = "torch.sum(torch.where(first, 0.0, torch.exp(u - m)), dim=-1, keepdim=True)"
+    else:
+        amax = f"{ns}.max(u, axis=-1, keepdims=True)"
+        first = f"{ns}.argmax(u, axis=-1)[..., None] == {ns}.arange(u.shape[-1])"
+        total = f"{ns}.sum({ns}.where(first, 0.0, {ns}.exp(u - m)), axis=-1, keepdims=True)"
+    if backend == "jax":  # XLA flushes subnormal terms: they are summed beside the second largest
+        parts = (
+            "def _lse_parts(u):\n"
+            "    # the largest entry (the first of equal ones) and the sum of exp(u - max) over the\n"
+            "    # others: logsumexp(u) = max + log1p(s), with s's digits kept; the others are\n"
+            "    # summed relative to the largest of them (XLA flushes subnormal terms to zero)\n"
+            f"    m = {amax}\n"
+            f"    m = {ns}.where({ns}.isfinite(m), m, 0.0)\n"
+            f"    first = {first}\n"
+            "    rest = jnp.where(first, -jnp.inf, u)\n"
+            "    m2 = jnp.max(rest, axis=-1, keepdims=True)\n"
+            "    m2 = jnp.where(jnp.isfinite(m2), m2, m)\n"
+            "    s2 = jnp.sum(jnp.exp(rest - m2), axis=-1, keepdims=True)\n"
+            "    scaled = jnp.exp((m2 - m) + jnp.log(s2))\n"
+            "    direct = jnp.sum(jnp.exp(rest - m), axis=-1, keepdims=True)\n"
+            "    # (the direct sum where no term it flushes can matter: the others' largest is\n"
+            "    # far above the smallest normal number)\n"
+            "    s = jnp.where(m2 - m > math.log(jnp.finfo(u.dtype).tiny) + 50, direct, scaled)\n"
+            "    return m, s\n"
+        )
+    else:
+        parts = (
+            "def _lse_parts(u):\n"
+            "    # the largest entry (the first of equal ones) and the sum of exp(u - max) over the\n"
+            "    # others: logsumexp(u) = max + log1p(s), with s's digits kept\n"
+            f"    m = {amax}\n"
+            f"    m = {ns}.where({ns}.isfinite(m), m, 0.0)\n"
+            f"    first = {first}\n"
+            f"    s = {total}\n"
+            "    return m, s\n"
+        )
+    return parts + (
+        "\n\n"
+        "def _logsumexp(u):\n"
+        "    m, s = _lse_parts(u)\n"
+        f"    return m + {ns}.log1p(s)\n"
+        "\n\n"
+        "def _log_softmax(u):\n"
+        "    m, s = _lse_parts(u)\n"
+        f"    return (u - m) - {ns}.log1p(s)\n"
+    )
+
+
+class ClassSum(Primitive):
+    """The sum of an expression of the entries over the class axis, one number per row."""
+
+    display = "sum"
+    nargs = 1
+
+    @classmethod
+    def eval(cls, body):
+        if body.is_zero:
+            return sympy.S.Zero
+        if body.is_Number:  # sum(1) is the number of classes
+            return body * NumClasses()
+        # a number comes out of the sum (a parameter may differ from class to class)
+        coeff, rest = body.as_coeff_Mul()
+        if coeff != 1 and rest != 1:
+            return coeff * cls(rest)
+        return None
+    lowering = {
+        "numpy": "np.sum({0}, axis=-1, keepdims=True)",
+        "jax": "jnp.sum({0}, axis=-1, keepdims=True)",
+        "torch": "torch.sum({0}, dim=-1, keepdim=True)",
+    }
+
+    @classmethod
+    def textbook(cls, body):
+        return cls(body)
+
+
+class NumClasses(Primitive):
+    """C, the length of the class axis (``shape`` in a generated function is the rows' shape,
+    classes last)."""
+
+    display = "num_classes"
+    nargs = 0
+    lowering = {b: "shape[-1]" for b in _NS}
+
+    @classmethod
+    def textbook(cls):
+        return cls()
+
+    def _eval_is_real(self):
+        return True
+
+    def _eval_is_positive(self):
+        return True
+
+
+class LogSumExp(Primitive):
+    """log(sum(exp(e))) over the class axis: max + log1p(sum over the other entries)."""
+
+    display = "logsumexp"
+    nargs = 1
+    lowering = {b: "_logsumexp({0})" for b in _NS}
+    helpers = {b: _helper_lse(b) for b in _NS}
+
+    @classmethod
+    def textbook(cls, body):
+        return cls(body)
+
+
+class LogSoftmax(Primitive):
+    """e - logsumexp(e), per entry: (e - max) - log1p(s), exact for the largest entry."""
+
+    display = "log_softmax"
+    nargs = 1
+    lowering = {b: "_log_softmax({0})" for b in _NS}
+    helpers = {b: _helper_lse(b) for b in _NS}
+
+    @classmethod
+    def textbook(cls, body):
+        return body - LogSumExp(body)
+
+
+class OneHot(Primitive):
+    """1 at the entry of class k, 0 elsewhere (k an integer index, broadcast against the
+    rows; ``shape`` in a generated function is the rows' shape, classes last)."""
+
+    display = "onehot"
+    nargs = 1
+    lowering = {
+        "numpy": "(({0}) == np.arange(shape[-1])).astype(out)",
+        "jax": "(({0}) == jnp.arange(shape[-1])).astype(out)",
+        "torch": "(({0}) == torch.arange(shape[-1], device={0}.device)).to(out[0])",
+    }
+
+    @classmethod
+    def textbook(cls, k):
+        return cls(k)
+
+    def _eval_is_real(self):
+        return True
+
+
+class HessBlock(Primitive):
+    """The Hessian block of a row, shaped (..., C, C): off the diagonal sum_k u_k w_k^T, on it
+    the entries d (given whole, so that a diagonal such as p*(1 - p) is not formed as the
+    difference p - p*p)."""
+
+    display = "hess_block"
+    lowering = {b: "_hess_block({all})" for b in _NS}
+    helpers = {
+        b: (
+            "def _hess_block(d, *pairs):\n"
+            "    # (d or a pair may be a number: each is broadcast against the others)\n"
+            f"    arrays = [{asarray} for a in (d, *pairs)]\n"
+            "    arrays = [a for a in arrays if a.ndim] or arrays\n"
+            f"    ref = {zeros}\n"
+            "    d = d + ref\n"
+            f"    eye = {eye}\n"
+            "    h = ref[..., :, None] * ref[..., None, :]\n"
+            "    for u, w in zip(pairs[0::2], pairs[1::2]):\n"
+            "        h = h + (u + ref)[..., :, None] * (w + ref)[..., None, :]\n"
+            f"    return {ns}.where(eye, d[..., :, None], h)\n"
+        )
+        for b, ns, asarray, zeros, eye in (
+            ("numpy", "np", "np.asarray(a)",
+             "np.zeros(np.broadcast_shapes(*(a.shape for a in arrays)), dtype=arrays[0].dtype)",
+             "np.eye(d.shape[-1], dtype=bool)"),
+            ("jax", "jnp", "jnp.asarray(a)",
+             "jnp.zeros(jnp.broadcast_shapes(*(a.shape for a in arrays)), dtype=arrays[0].dtype)",
+             "jnp.eye(d.shape[-1], dtype=bool)"),
+            ("torch", "torch", "torch.as_tensor(a)",
+             "arrays[0].new_zeros(torch.broadcast_shapes(*(a.shape for a in arrays)))",
+             "torch.eye(d.shape[-1], dtype=torch.bool, device=d.device)"),
+        )
+    }
+
+    @classmethod
+    def textbook(cls, *args):
+        return cls(*args)
+
+
+def _helper_two_sum(backend: str) -> str:
+    ns = _NS[backend]
+    if backend == "torch":
+        red, cat, zeros = "dim=-1, keepdim=True", "torch.cat([{0}, {1}], dim=-1)", "torch.zeros_like(t[..., :1])"
+    else:
+        red = "axis=-1, keepdims=True"
+        cat = f"{ns}.concatenate([{{0}}, {{1}}], axis=-1)"
+        zeros = f"{ns}.zeros_like(t[..., :1])"
+    return (
+        "def _two_sum(t):\n"
+        "    # the row sums of t as hi + lo: pairwise, each addition's rounding error kept\n"
+        f"    lo = {zeros}\n"
+        "    while t.shape[-1] > 1:\n"
+        "        if t.shape[-1] % 2:\n"
+        f"            t = {cat.format('t', zeros)}\n"
+        "        a, b = t[..., 0::2], t[..., 1::2]\n"
+        "        s = a + b\n"
+        "        bb = s - a\n"
+        f"        lo = lo + {ns}.sum((a - (s - bb)) + (b - bb), {red})\n"
+        "        t = s\n"
+        "    return t, lo\n"
+    )
+
+
+def _helper_delta(backend: str) -> str:
+    """p*sum(a) - a for p = softmax(x) and targets a >= 0 (the cross-entropy gradient)."""
+    ns = _NS[backend]
+    if backend == "torch":
+        red = "dim=-1, keepdim=True"
+        amax = "torch.amax"
+        take = "torch.take_along_dim({0}, r, dim=-1)"
+        argmax = "torch.argmax(u, dim=-1, keepdim=True)"
+        inf = "torch.inf"
+        cat = "torch.cat([{0}, {1}], dim=-1)"
+    else:
+        red = "axis=-1, keepdims=True"
+        amax = f"{ns}.max"
+        take = f"{ns}.take_along_axis({{0}}, r, axis=-1)"
+        argmax = f"{ns}.argmax(u, axis=-1)[..., None]"
+        inf = f"{ns}.inf"
+        cat = f"{ns}.concatenate([{{0}}, {{1}}], axis=-1)"
+    return (
+        "def _softmax_delta(x, a, plain):\n"
+        "    # relative to the target r with the largest x - log(a): with d = (x - x_r) -\n"
+        "    # log(a / a_r), p*A/a - 1 = (A*expm1(d) - S - Z) / (A + S + Z), S = sum(a*expm1(d))\n"
+        "    # over the targets > 0, Z = sum(exp(x - x_r + log a_r)) over the targets = 0: p = a\n"
+        "    # (the optimum of soft labels) gives d = 0 exactly, and no difference of p and a\n"
+        "    # loses digits. S is summed with its rounding errors (a*expm1(d) as -a + a*exp(d)\n"
+        "    # where d < -log 2), so that S + Z keeps its digits where the mass a target misses\n"
+        "    # is the mass the zero targets hold. Where they hold more than A, ``plain``.\n"
+        "    pos = a > 0\n"
+        f"    safe = {ns}.where(pos, a, 1.0)\n"
+        f"    u = {ns}.where(pos, x - {ns}.log(safe), -{inf})\n"
+        f"    r = {argmax}\n"
+        f"    x_r, a_r = {take.format('x')}, {take.format('safe')}\n"
+        f"    d = {ns}.where(pos, (x - x_r) - {ns}.log1p((safe - a_r) / a_r), 0.0)\n"
+        f"    total = {ns}.sum(a, {red})\n"
+        "    split = pos & (d < -0.6931471805599453)\n"
+        f"    first = {ns}.where(pos, {ns}.where(split, -a, a * {ns}.expm1(d)), 0.0)\n"
+        f"    second = {ns}.where(split, a * {ns}.exp(d), 0.0)\n"
+        f"    s_hi, s_lo = _two_sum({cat.format('first', 'second')})\n"
+        f"    w = {ns}.where(pos, -{inf}, x - x_r) + {ns}.log(a_r)\n"
+        "    # (summed relative to their largest: XLA flushes subnormal terms)\n"
+        f"    top = {amax}(w, {red})\n"
+        f"    top = {ns}.where({ns}.isfinite(top), top, 0.0)\n"
+        f"    z = {ns}.exp(top + {ns}.log({ns}.sum({ns}.exp(w - top), {red})))\n"
+        "    excess = (s_hi + z) + s_lo\n"
+        "    den = total + excess\n"
+        f"    near = {ns}.where(pos, a * (total * {ns}.expm1(d) - excess), total * {ns}.exp(w)) / den\n"
+        "    # (and where the reference target holds most of the mass: den near A, not far below)\n"
+        f"    usable = (z <= total) & {ns}.isfinite(den) & (total > 0) & (den >= total / 2)\n"
+        f"    return {ns}.where(usable, near, plain)\n"
+    )
+
+
+class SoftmaxDelta(Primitive):
+    """softmax(x)*sum(a) - a per entry, for targets a >= 0, given also the same quantity in
+    the form of ``complements`` (``plain``), used where the targets of 0 carry more of
+    softmax's mass than the others (no cancellation there). Near p = a, the optimum of soft
+    labels, it keeps the digits that p - a loses: at x = (0, 2**-10), a = (1/2, 1/2) the
+    gradient -2.44e-4 is exact, where p - a is 9.7 bits beyond conditioning."""
+
+    display = "softmax_delta"
+    nargs = 3
+    lowering = {b: "_softmax_delta({0}, {1}, {2})" for b in _NS}
+    helpers = {b: _helper_two_sum(b) + "\n\n" + _helper_delta(b) for b in _NS}
+
+    @classmethod
+    def textbook(cls, x, a, plain):
+        return sympy.exp(x - LogSumExp(x)) * ClassSum(a) - a
+
+
+def _helper_others(backend: str) -> str:
+    ns = _NS[backend]
+    take = (
+        "torch.take_along_dim(b, m, dim=-1)" if backend == "torch"
+        else f"{ns}.take_along_axis(b, m, axis=-1)"
+    )
+    argmax = (
+        "torch.argmax(x, dim=-1, keepdim=True)" if backend == "torch"
+        else f"{ns}.argmax(x, axis=-1)[..., None]"
+    )
+    amax = "torch.amax" if backend == "torch" else f"{ns}.max"
+    red = "dim=-1, keepdim=True" if backend == "torch" else "axis=-1, keepdims=True"
+    inf = f"{ns}.inf"
+    return (
+        "def _sum_others(a):\n"
+        "    # sum(a) - a with the sum as hi + lo: hi - a is exact where a is most of it\n"
+        "    hi, lo = _two_sum(a)\n"
+        "    return (hi - a) + lo\n"
+        "\n\n"
+        "def _centered(b, x, log_p):\n"
+        "    # b - sum(p*b), p = exp(log_p) = softmax(x), relative to b at the largest x (the\n"
+        "    # entry that can hold nearly all of p): no difference of two near-equal sums\n"
+        f"    m = {argmax}\n"
+        f"    rel = b - {take}\n"
+        "    # the terms scaled by the largest p among the others (each can be subnormal,\n"
+        "    # and XLA flushes them, while their sum is not)\n"
+        f"    top = {amax}({ns}.where(rel == 0, -{inf}, log_p), {red})\n"
+        f"    top = {ns}.where({ns}.isfinite(top), top, 0.0)\n"
+        f"    hi, lo = _two_sum({ns}.where(rel == 0, 0.0, {ns}.exp(log_p - top) * rel))\n"
+        "    return (rel - _times_exp(hi, top)) - _times_exp(lo, top)\n"
+        "\n\n"
+        "def _times_exp(a, e):\n"
+        "    # a * exp(e), where exp(e) alone may be subnormal (and flushed) while the product\n"
+        "    # is not\n"
+        f"    logged = {ns}.sign(a) * {ns}.exp({ns}.log({ns}.abs(a)) + e)\n"
+        f"    scale = {ns}.exp(e)\n"
+        f"    return {ns}.where(scale >= {ns}.finfo(e.dtype).tiny, a * scale, logged)\n"
+    )
+
+
+class SumOthers(Primitive):
+    """Per entry c, the sum over the row of every other entry: the row's sum carried as
+    hi + lo (pairwise, with each rounding error), then (hi - a_c) + lo: exact where a_c is
+    most of the sum, and a tiny entry is not lost where large ones cancel."""
+
+    display = "sum_others"
+    nargs = 1
+    lowering = {b: "_sum_others({0})" for b in _NS}
+    helpers = {b: _helper_two_sum(b) + "\n\n" + _helper_others(b) for b in _NS}
+
+    @classmethod
+    def textbook(cls, a):
+        return ClassSum(a) - a
+
+
+class Centered(Primitive):
+    """b - sum(softmax(x)*b) per entry (the softmax Jacobian applied to b), given also
+    log_softmax(x): (b - b_m) - sum(p*(b - b_m)) for m the largest entry of x, the sum
+    compensated. At x = (20, 0, 1, ...) the largest p is 1 - 1e-9 and b - sum(p*b) is the
+    difference of b_c and a sum close to b_m: relative to b_m it is not."""
+
+    display = "centered"
+    nargs = 3
+
+    @classmethod
+    def eval(cls, b, x, log_p):
+        if b.is_Number:  # b*(1 - sum(p)) = 0
+            return sympy.S.Zero
+        return None
+    lowering = {b: "_centered({0}, {1}, {2})" for b in _NS}
+    helpers = SumOthers.helpers
+
+    @classmethod
+    def textbook(cls, b, x, log_p):
+        return b - ClassSum(sympy.exp(x - LogSumExp(x)) * b)
+
+
+REDUCTIONS = (ClassSum, LogSumExp)
+
+#: the stable forms of the class-axis derivation, as ``explain`` lists them:
+#: (primitive, rule, before, after, reason)
+CLASS_FORMS = (
+    (LogSoftmax, "log_softmax", "b - logsumexp(b)", "log_softmax(b)",
+     "(b - max) - log1p(sum of exp(b - max) over the other entries): the largest entry's "
+     "log-probability keeps its digits near 0"),
+    (SoftmaxDelta, "softmax_delta", "softmax(x)*sum(a) - a", "softmax_delta(x, a, ...)",
+     "relative to the best-matched target: exact where p = a (soft labels at their optimum)"),
+    (Centered, "centered", "b - sum(softmax(x)*b)", "centered(b, x, log_softmax(x))",
+     "relative to b at the largest x, the sum compensated: no difference of near-equal sums"),
+    (SumOthers, "sum_others", "sum(a) - a", "sum_others(a)",
+     "the row's sum as hi + lo: exact where a is most of it"),
+    (HessBlock, "hess_block", "diag(d) + sum_k u_k w_k^T", "hess_block(d, u, w, ...)",
+     "the diagonal whole (p*(1 - p) as -p*expm1(log p)), not p - p*p"),
+)
+
+
+def is_reduction(node: sympy.Basic) -> bool:
+    return isinstance(node, REDUCTIONS)
+
+
+def _hide(expr: sympy.Expr) -> tuple[sympy.Expr, dict]:
+    """``expr`` with each outermost reduction replaced by a symbol, and symbol -> reduction."""
+    table: dict[sympy.Symbol, sympy.Expr] = {}
+    names: dict[sympy.Expr, sympy.Symbol] = {}
+
+    def visit(node):
+        if is_reduction(node):
+            if node not in names:
+                names[node] = sympy.Dummy(f"R{len(names)}", real=True)
+                table[names[node]] = node
+            return names[node]
+        if node.is_Atom or not node.args:
+            return node
+        return node.func(*(visit(a) for a in node.args))
+
+    return visit(expr), table
+
+
+def _restore(expr: sympy.Expr, table: dict) -> sympy.Expr:
+    return expr.xreplace(table) if table else expr
+
+
+def _weight(node: sympy.Expr) -> sympy.Expr:
+    """How each entry of the body counts in the reduction's derivative."""
+    if isinstance(node, LogSumExp):
+        return sympy.exp(node.args[0] - node)
+    return sympy.S.One
+
+
+@functools.lru_cache(maxsize=None)
+def _reduction_gradient(node: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
+    """D(node)_j: the derivative of a reduction (one number per row) in entry j of x."""
+    body, table = _hide(node.args[0])
+    w = _weight(node)
+    out = w * _restore(sympy.diff(body, x), table)
+    for symbol, inner in table.items():
+        coef = sympy.diff(body, symbol)
+        if coef != 0:
+            out += ClassSum(w * _restore(coef, table)) * _reduction_gradient(inner, x)
+    return out
+
+
+def class_gradient(expr: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
+    """d expr / d x_j, per entry, for a row expression (or an entry expression: then the
+    entry's own dependence on x_j counts on the diagonal only, as in the Hessian's diag)."""
+    e, table = _hide(expr)
+    out = _restore(sympy.diff(e, x), table)
+    for symbol, node in table.items():
+        coef = sympy.diff(e, symbol)
+        if coef != 0:
+            out += _restore(coef, table) * _reduction_gradient(node, x)
+    return out
+
+
+def class_hvp(expr: sympy.Expr, directions: dict) -> sympy.Expr:
+    """The derivative of an entry (or row) expression along ``directions`` (x -> v_x)."""
+    e, table = _hide(expr)
+    out = sum((_restore(sympy.diff(e, x), table) * v for x, v in directions.items()), sympy.S.Zero)
+    for symbol, node in table.items():
+        coef = sympy.diff(e, symbol)
+        if coef != 0:
+            out += _restore(coef, table) * _reduction_hvp(node, tuple(directions.items()))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _reduction_hvp(node: sympy.Expr, directions: tuple) -> sympy.Expr:
+    return ClassSum(_weight(node) * class_hvp(node.args[0], dict(directions)))
+
+
+def class_hess(entry: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
+    """The block d entry_i / d x_j of the gradient entry ``entry`` as a HessBlock: the
+    diagonal whole (the direct part plus each pair's u_i w_i, simplified together), then the
+    pairs (u, w)."""
+    e, table = _hide(entry)
+    diagonal = _restore(sympy.diff(e, x), table)
+    pairs = []
+    for symbol, node in table.items():
+        coef = sympy.diff(e, symbol)
+        w = _reduction_gradient(node, x)
+        if coef != 0 and w != 0:
+            u = _restore(coef, table)
+            pairs += [u, w]
+            diagonal += u * w
+    return HessBlock(sympy.factor_terms(diagonal), *pairs)
+
+
+def log_softmax_forms(expr: sympy.Expr) -> sympy.Expr:
+    """b - logsumexp(b) -> LogSoftmax(b) wherever a sum holds both (the largest entry's
+    log-probability near 0 keeps its digits)."""
+
+    def visit(node):
+        if node.is_Atom or not node.args:
+            return node
+        node = node.func(*(visit(a) for a in node.args))
+        if not node.is_Add:
+            return node
+        for term in node.args:
+            for lse in (f for f in sympy.Mul.make_args(term) if isinstance(f, LogSumExp)):
+                # term = k*logsumexp(b) = k*b - k*log_softmax(b): taken where k*b cancels
+                # against the other terms
+                k, body = term / lse, lse.args[0]
+                remainder = sympy.expand(node - term + k * body)
+                others = sympy.expand(node - term)
+                if sympy.count_ops(remainder) <= sympy.count_ops(others):
+                    return visit(remainder) - k * LogSoftmax(body)
+        return node
+
+    return visit(expr)
+
+
+def one_minus_exp(expr: sympy.Expr) -> sympy.Expr:
+    """1 - exp(u) -> -expm1(u), and exp(u) - 1 -> expm1(u), anywhere in ``expr``."""
+    from sympy.codegen.cfunctions import expm1
+
+    def visit(node):
+        if node.is_Atom or not node.args:
+            return node
+        node = node.func(*(visit(a) for a in node.args))
+        if node.is_Add and len(node.args) == 2:
+            a, b = node.args
+            for one, other in ((a, b), (b, a)):
+                if abs(one) == 1 and isinstance(-other * one, sympy.exp):
+                    return -one * expm1((-other * one).args[0])
+        return node
+
+    return visit(expr)
+
+
+def _others(f: sympy.Expr) -> sympy.Expr:
+    """sum(f) - f per entry: for f = c*onehot(k) exactly that (the row has one nonzero
+    entry, its sum is exact), else the compensated SumOthers."""
+    if any(isinstance(factor, OneHot) for factor in sympy.Mul.make_args(f)):
+        return ClassSum(f) - f
+    return SumOthers(f)
+
+
+def _centered(lone: sympy.Expr, mu: sympy.Expr, f: sympy.Expr) -> sympy.Expr | None:
+    """lam*g + mu*sum(p*g) with mu = -lam and p = exp(LogSoftmax(b)): lam*Centered(g, b)."""
+    for factor in sympy.Mul.make_args(f):
+        if isinstance(factor, sympy.exp) and isinstance(factor.args[0], LogSoftmax):
+            g = f / factor
+            if g.has(ClassSum) or g == 0:
+                continue
+            lam = lone / g
+            if sympy.expand(lam + mu, deep=True) != 0:
+                try:  # (r + 1) / (-r - 1): cancelled only on request
+                    lam = sympy.cancel(lam)
+                except sympy.PolynomialError:
+                    continue
+                if sympy.expand(lam + mu, deep=True) != 0:
+                    continue
+            log_p = factor.args[0]
+            return lam * Centered(g, log_p.args[0], log_p)
+    return None
+
+
+def _nonnegative(f: sympy.Expr, nonneg: frozenset) -> bool:
+    """Whether every factor of the product f is >= 0 by its form: exp(...), a number >= 0, a
+    symbol whose domain is >= 0, a one-hot entry, the number of classes."""
+    for factor in sympy.Mul.make_args(f):
+        base, power = factor.as_base_exp()
+        if not power.is_real:
+            return False
+        if isinstance(factor, sympy.exp) or isinstance(base, (OneHot, NumClasses)):
+            continue
+        if base.is_Number and base >= 0 or base in nonneg:
+            continue
+        return False
+    return True
+
+
+def _softmax_delta(lone: sympy.Expr, mu: sympy.Expr, f: sympy.Expr) -> sympy.Expr | None:
+    """lam*f + mu*sum(f) with mu = -lam*exp(LogSoftmax(b)): -lam*SoftmaxDelta(b, f), the
+    cross-entropy gradient's p*A - a, for soft targets (one-hot ones keep the plain form, exact
+    for them)."""
+    if f.has(OneHot) or not _nonnegative(f, _NONNEG.get()):
+        return None
+    lam = lone / f
+    if lam.has(ClassSum) or lam == 0:
+        return None
+    p = sympy.powsimp(sympy.expand(-mu / lam))
+    if not (isinstance(p, sympy.exp) and isinstance(p.args[0], LogSoftmax)):
+        return None
+    from sympy.codegen.cfunctions import expm1
+
+    b = p.args[0].args[0]
+    plain = f * expm1(p.args[0]) + p * SumOthers(f)
+    return -lam * SoftmaxDelta(b, f, plain)
+
+
+#: the symbols (inputs, parameters) whose domain is >= 0, for the spec being derived
+_NONNEG: contextvars.ContextVar[frozenset] = contextvars.ContextVar("nonneg", default=frozenset())
+
+
+def complements(expr: sympy.Expr, nonneg: frozenset = frozenset()) -> sympy.Expr:
+    """A term lam*e beside mu*sum(f), where e*(lam + mu*f/e) has a factor 1 - exp(u): the
+    entry's own term of the sum joins it, lam*e + mu*sum(f) = (lam*e + mu*f) + mu*others(f),
+    and 1 - exp(u) becomes -expm1(u). So softmax's p_c*A - a_c is a_c*(-expm1(log p_c))
+    - p_c*(the other entries' sum), with no cancellation as p_c -> 1."""
+
+    def visit(node):
+        if node.is_Atom or not node.args:
+            return node
+        node = node.func(*(visit(a) for a in node.args))
+        if not node.is_Add:
+            return node
+        terms = list(node.args)
+        for i, s in enumerate(terms):
+            sums = [f for f in sympy.Mul.make_args(s) if isinstance(f, ClassSum)]
+            for total in sums:
+                mu = s / total
+                f = sympy.factor_terms(total.args[0])
+                # the other terms together (the Jacobian of a softmax applied to r + 1 comes as
+                # q*r + q beside q*sum(-q*(r + 1))), then each on its own
+                others = sympy.Add(*(t for k, t in enumerate(terms) if k != i))
+                if len(terms) > 2 and not others.has(ClassSum):
+                    centered = _centered(sympy.factor_terms(others), mu, f)
+                    if centered is not None:
+                        return visit(centered)
+                for j, lone in enumerate(terms):
+                    if j == i:
+                        continue
+                    centered = _centered(lone, mu, f)
+                    if centered is not None:
+                        rest = [t for k, t in enumerate(terms) if k not in (i, j)]
+                        return visit(sympy.Add(*rest, centered))
+                    delta = _softmax_delta(lone, mu, f)
+                    if delta is not None:
+                        rest = [t for k, t in enumerate(terms) if k not in (i, j)]
+                        return visit(sympy.Add(*rest, delta))
+                    joined = sympy.factor(lone + mu * f)
+                    stable = one_minus_exp(joined)
+                    if stable == joined or sympy.count_ops(stable) > sympy.count_ops(lone) + 12:
+                        continue
+                    rest = [t for k, t in enumerate(terms) if k not in (i, j)]
+                    return visit(sympy.Add(*rest, stable, mu * _others(f)))
+        return node
+
+    token = _NONNEG.set(frozenset(nonneg))
+    try:
+        return visit(expr)
+    finally:
+        _NONNEG.reset(token)
+
+
+def merge_sums(expr: sympy.Expr) -> sympy.Expr:
+    """c1*sum(f) + c2*sum(g) -> sum(c1*f + c2*g), for coefficients of one number per row: a
+    loss written as two reductions (label smoothing's (1 - eps)*pick(...) + eps*mean(...)) is
+    derived as one, so that its gradient is one p*A - a, not two that cancel."""
+
+    def visit(node):
+        if node.is_Atom or not node.args:
+            return node
+        node = node.func(*(visit(a) for a in node.args))
+        if not node.is_Add:
+            return node
+        inside, outside = [], []
+        for term in node.args:
+            sums = [f for f in sympy.Mul.make_args(term) if isinstance(f, ClassSum)]
+            if len(sums) == 1 and not (term / sums[0]).has(ClassSum, LogSumExp):
+                inside.append((term / sums[0]) * sums[0].args[0])
+            else:
+                outside.append(term)
+        if len(inside) < 2:
+            return node
+        return sympy.Add(*outside, ClassSum(sympy.factor_terms(sympy.Add(*inside))))
+
+    return visit(expr)
+
+
+def expand(expr: sympy.Expr, entries: dict, index: dict | None = None) -> sympy.Expr:
+    """The row expression for a fixed number of classes, in plain SymPy: ``entries`` maps each
+    classes symbol to its list of per-entry symbols; ``index`` maps an index symbol to its
+    one-hot list (for the oracle)."""
+    n = len(next(iter(entries.values())))
+    index = index or {}
+
+    def at(node, c):
+        if isinstance(node, ClassSum):
+            return sympy.Add(*(at(node.args[0], j) for j in range(n)))
+        if isinstance(node, LogSumExp):
+            return sympy.log(sympy.Add(*(sympy.exp(at(node.args[0], j)) for j in range(n))))
+        if isinstance(node, LogSoftmax):
+            body = node.args[0]
+            return at(body, c) - sympy.log(sympy.Add(*(sympy.exp(at(body, j)) for j in range(n))))
+        if isinstance(node, OneHot):
+            return index[node.args[0]][c]
+        if isinstance(node, NumClasses):
+            return sympy.Integer(n)
+        if node in entries:
+            if c is None:
+                raise ValueError(f"{node} outside a reduction over the class axis")
+            return entries[node][c]
+        if node.is_Atom or not node.args:
+            return node
+        return node.func(*(at(a, c) for a in node.args))
+
+    return at(expr, None)

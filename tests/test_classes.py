@@ -1,0 +1,417 @@
+"""Losses over a class axis: accuracy against the oracle for C in {2, 3, 16, 17}, the shapes of
+the contract, agreement with the libraries' definitions, and autodiff through the wrappers.
+
+Accuracy (per component, the foundation's metric): no NaN/Inf where the rounded truth is
+finite; value, grad and hvp (and, for C <= 3, every Hessian entry) within 4 bits of their
+conditioning; in float64 mean errors of at most 1 bit for value and grad and 2 bits for hvp
+and hess. The rows hold logits up to +-1e4, one-hot and zero-containing targets, ties and
+ignored labels (lossgen/_grid.py, ``classes``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lossgen
+from lossgen._accuracy import grade, generated_outputs
+from lossgen._fixtures import load_fixture
+from lossgen._grid import CLASS_GRIDS
+
+from _support import BACKENDS, DTYPES, FIXTURES, spec_paths
+
+SPECS = [s for s in lossgen.load_specs(spec_paths()) if s.has_classes]
+BEYOND_BITS = 4.0
+MEAN_BITS_FLOAT64 = {"value": 1.0, "grad": 1.0, "hvp": 2.0, "hess": 2.0}
+
+_SOFT_TARGET_MET = (
+    "soft targets met by softmax at some entries but not all (p_c within 1/8 of t_c): p - t "
+    "is formed from p, rounded, and cancels eightfold or more (up to 4.7 bits beyond "
+    "conditioning in float32); where 16 logits tie and t_c = 1/16 exactly, from two rounded "
+    "logs near log 16 (9.6 to 56 bits). The form relative to the best-matched target is exact "
+    "only where every entry matches"
+)
+_XLA_ROUNDING = (
+    "JAX float64 only, 16 classes or more with all logits but the first within 2**-9: "
+    "b - sum(p*b) in the Hessian-vector product cancels for the grid's direction v, and "
+    "XLA's exp and log1p (an ulp or two from correctly rounded, where numpy and torch "
+    "are within half an ulp) leave it just over the bound (4.0 to 4.1 bits)"
+)
+def _soft_target_met(row: dict, n: int) -> bool:
+    """A soft-target row where p_c is within 1/8 of t_c at some entry c > 0 that is not the
+    only target (p - t cancels eightfold or more there)."""
+    if "t[0]" not in row:
+        return False
+    x = np.array([row[f"x[{c}]"] for c in range(n)])
+    t = np.array([row[f"t[{c}]"] for c in range(n)])
+    if np.count_nonzero(t) < 2:
+        return False
+    p = np.exp(x - x.max()) / np.exp(x - x.max()).sum()
+    return bool(np.any((t > 0) & (np.abs(p * t.sum() - t) <= t / 8)))
+
+
+def _flat_logits(row: dict, n: int) -> bool:
+    """16 classes or more, every logit but the first within 2**-9 of each other."""
+    rest = [row[f"x[{c}]"] for c in range(1, n)]
+    return n >= 16 and max(rest) - min(rest) <= 2.0**-9
+
+
+#: gaps known not to hold yet: (specs, backends, dtypes, outputs, which rows, cause). A row of
+#: a graded cell that fails and matches a gap is not a failure; test_known_gaps_still_fail
+#: fails once a gap holds everywhere (then remove it)
+KNOWN_GAPS = [
+    (("softmax_cross_entropy",), BACKENDS, DTYPES, ("grad",), _soft_target_met,
+     _SOFT_TARGET_MET),
+    (tuple(s.name for s in SPECS), ("jax",), ("float64",), ("hvp",), _flat_logits,
+     _XLA_ROUNDING),
+]
+
+
+def _cases():
+    for spec in SPECS:
+        for backend in BACKENDS:
+            for dtype in DTYPES:
+                for grid_name in CLASS_GRIDS:
+                    yield pytest.param(
+                        spec, backend, dtype, grid_name, id=f"{spec.name}-{backend}-{dtype}-{grid_name}"
+                    )
+
+
+@pytest.mark.parametrize("spec, backend, dtype, grid_name", list(_cases()))
+def test_within_conditioning(spec, backend, dtype, grid_name):
+    fixture = load_fixture(FIXTURES, spec.name, grid_name)
+    assert fixture is not None, f"run `make fixtures` for {spec.name}"
+    assert not fixture["refused"], f"the oracle refused rows {fixture['refused'][:5]}"
+    module = lossgen.load(spec.name, backend)
+    columns = fixture["columns"]
+    n = CLASS_GRIDS[grid_name]
+    gaps = [
+        (outputs, which) for names, backends, dtypes, outputs, which, _ in KNOWN_GAPS
+        if spec.name in names and backend in backends and dtype in dtypes
+    ]
+
+    def known(output: str, row: int) -> int | None:
+        point = {name: values[row] for name, values in columns.items()}
+        return next((k for k, (outputs, which) in enumerate(gaps) if output in outputs and which(point, n)), None)
+
+    failures, exempt = [], set()
+    graded = {}
+    for g in grade(generated_outputs(spec, module, backend), fixture, dtype):
+        graded.setdefault(g.output, []).append(g)
+        rows = np.nonzero(g.points)[0]
+        bad = (g.beyond > BEYOND_BITS) | ~np.isfinite(g.got) & np.isfinite(g.beyond)
+        for k in np.nonzero(bad)[0]:
+            row = int(rows[k])
+            gap = known(g.output, row)
+            if gap is None:
+                failures.append(f"{g.label}: {g.beyond[k]:.1f} bits beyond conditioning at row {row}")
+            else:
+                exempt.add((g.output, row))
+        if g.summary.nonfinite and not all((g.output, int(r)) in exempt for r in rows[~np.isfinite(g.got)]):
+            failures.append(f"{g.label}: {g.summary.nonfinite} NaN/Inf where the truth is finite")
+    assert {"value", "grad", "hvp"} <= set(graded), sorted(graded)
+    if dtype == "float64":
+        for output, grades in graded.items():
+            bits = np.concatenate([
+                g.bits[[(g.output, int(r)) not in exempt for r in np.nonzero(g.points)[0]]]
+                for g in grades
+            ])
+            mean = float(bits.mean())
+            if mean > MEAN_BITS_FLOAT64[output]:
+                failures.append(f"{output}: mean {mean:.2f} bits (bound {MEAN_BITS_FLOAT64[output]})")
+    assert not failures, "\n".join(failures[:12])
+
+
+@pytest.mark.parametrize("gap", range(len(KNOWN_GAPS)))
+def test_known_gaps_still_fail(gap):
+    """Each known gap still fails somewhere (the first failing row ends the search)."""
+    names, backends, dtypes, outputs, which, cause = KNOWN_GAPS[gap]
+    for spec in (s for s in SPECS if s.name in names):
+        for grid_name, n in CLASS_GRIDS.items():
+            fixture = load_fixture(FIXTURES, spec.name, grid_name)
+            columns = fixture["columns"]
+            for backend in backends:
+                module = lossgen.load(spec.name, backend)
+                for dtype in dtypes:
+                    for g in grade(generated_outputs(spec, module, backend), fixture, dtype):
+                        if g.output not in outputs:
+                            continue
+                        rows = np.nonzero(g.points)[0]
+                        for k in np.nonzero(g.beyond > BEYOND_BITS)[0]:
+                            if which({c: v[rows[k]] for c, v in columns.items()}, n):
+                                return
+    pytest.fail(f"known gap {gap} holds everywhere now: remove it from KNOWN_GAPS ({cause})")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+def test_shapes(spec, backend):
+    """value: the rows' shape; grad and hvp: the input's; hess: a (C, C) block per row."""
+    from lossgen._accuracy import to_backend, to_numpy
+
+    rng = np.random.default_rng(0)
+    rows, c = (2, 3), 5
+    args = []
+    for inp in spec.inputs:
+        if inp.shape == "classes":
+            a = rng.normal(size=(*rows, c)) if inp.role == "differentiated" else rng.dirichlet(np.ones(c), rows)
+        else:
+            a = rng.integers(0, c, size=rows).astype(float)
+        args.append(to_backend(a, backend, "float64"))
+    module = lossgen.load(spec.name, backend)
+    n = len(spec.differentiated)
+    vs = [rng.normal(size=(*rows, c)) for _ in range(n)]
+    v = tuple(to_backend(w, backend, "float64") for w in vs)
+    assert to_numpy(module.value(*args)).shape == rows
+    grads = to_numpy(module.grad(*args))
+    hvps = to_numpy(module.hvp(*args, v if n > 1 else v[0]))
+    blocks = to_numpy(module.hess(*args))
+    grads, hvps = (grads, hvps) if n > 1 else ((grads,), (hvps,))
+    blocks = blocks if n > 1 else ((blocks,),)
+    for g, h in zip(grads, hvps):
+        assert g.shape == (*rows, c) and h.shape == (*rows, c)
+    for i, row in enumerate(blocks):
+        for j, block in enumerate(row):
+            assert block.shape == (*rows, c, c)
+            # the Hessian is symmetric: block (i, j) is block (j, i) transposed
+            np.testing.assert_allclose(
+                block, np.swapaxes(blocks[j][i], -1, -2), rtol=1e-12, atol=1e-15
+            )
+        # hvp is the blocks applied to v, without forming them
+        want = sum(np.einsum("...ij,...j->...i", block, w) for block, w in zip(row, vs))
+        np.testing.assert_allclose(hvps[i], want, rtol=1e-12, atol=1e-15)
+
+
+def _torch_cases():
+    """(spec, inputs, params, the library's unreduced loss) on moderate inputs."""
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(7)
+    n, c = 6, 5
+    x = rng.normal(size=(n, c)) * 2
+    t = rng.dirichlet(np.ones(c), n)
+    t[0] = np.eye(c)[2]
+    k = rng.integers(0, c, size=n)
+    k[1] = -100
+    w = rng.uniform(0.5, 2, size=c)
+
+    def soft(x_, weight):
+        return F.cross_entropy(x_, torch.tensor(t), weight=weight, reduction="none")
+
+    def index(x_, weight):
+        return F.cross_entropy(x_, torch.tensor(k), weight=weight, reduction="none")
+
+    def smoothed(x_, weight):
+        return F.cross_entropy(
+            x_, torch.tensor(k), weight=weight, reduction="none", label_smoothing=0.1
+        )
+
+    return [
+        ("softmax_cross_entropy", x, (t,), soft),
+        ("softmax_cross_entropy_index", x, (k.astype(float),), index),
+        ("label_smoothing_ce", x, (k.astype(float),), smoothed),
+    ], w
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_matches_torch_cross_entropy(backend, weighted):
+    """value, grad and hvp against torch.nn.functional.cross_entropy and its autograd, with
+    per-class weights, an ignored label, and label smoothing 0.1 (label_smoothing_ce's
+    default epsilon)."""
+    import torch
+
+    from lossgen._accuracy import to_backend, to_numpy
+
+    cases, w = _torch_cases()
+    for name, x, rest, library in cases:
+        module = lossgen.load(name, backend)
+        weight = torch.tensor(w) if weighted else None
+        params = {"weight": to_backend(w, backend, "float64")} if weighted else {}
+        xt = torch.tensor(x, requires_grad=True)
+        ref = library(xt, weight)
+        (g,) = torch.autograd.grad(ref.sum(), xt, create_graph=True)
+        v = np.linspace(-1, 1, x.size).reshape(x.shape)
+        (hv,) = torch.autograd.grad((g * torch.tensor(v)).sum(), xt)
+        args = [to_backend(x, backend, "float64"), *(to_backend(r, backend, "float64") for r in rest)]
+        np.testing.assert_allclose(to_numpy(module.value(*args, **params)), ref.detach().numpy(), rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(to_numpy(module.grad(*args, **params)), g.detach().numpy(), rtol=1e-12, atol=1e-15)
+        hvp = to_numpy(module.hvp(*args[:1], *args[1:], to_backend(v, backend, "float64"), **params))
+        np.testing.assert_allclose(hvp, hv.numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_matches_optax():
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import optax
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(8, 6)) * 3
+    t = rng.dirichlet(np.ones(6), 8)
+    k = rng.integers(0, 6, size=8)
+    soft = lossgen.load("softmax_cross_entropy", "jax")
+    index = lossgen.load("softmax_cross_entropy_index", "jax")
+    # (absolute 1e-14: optax forms logsumexp(x) - x_k, which cancels where p_k is near 1)
+    np.testing.assert_allclose(
+        soft.value(jnp.asarray(x), jnp.asarray(t)), optax.softmax_cross_entropy(x, t),
+        rtol=1e-13, atol=1e-14,
+    )
+    np.testing.assert_allclose(
+        index.value(jnp.asarray(x), jnp.asarray(k)),
+        optax.softmax_cross_entropy_with_integer_labels(x, k), rtol=1e-13, atol=1e-14,
+    )
+
+
+_KL_LOGITS = """
+name: kl_logits
+summary: KL(softmax(t) || softmax(x)), both rows of logits differentiated.
+references: ["PyTorch F.kl_div with log_target=True"]
+inputs:
+  x: {role: differentiated, domain: "(-oo, oo)", shape: classes}
+  t: {role: differentiated, domain: "(-oo, oo)", shape: classes}
+loss: sum(softmax(t) * (log_softmax(t) - log_softmax(x)))
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_differentiated_class_inputs_match_torch(backend):
+    """The chain rule over reductions with two differentiated rows (a KL divergence between
+    logits, built in memory): value, both gradients and the hvp against
+    F.kl_div(log_softmax(x), log_softmax(t), log_target=True) and double backward; the
+    blocks of hess are those of the hvp."""
+    import torch
+    import torch.nn.functional as F
+
+    from lossgen._accuracy import to_backend, to_numpy
+
+    module = lossgen.build(_KL_LOGITS, backend=backend)
+    rng = np.random.default_rng(11)
+    x, t = rng.normal(size=(5, 6)) * 3, rng.normal(size=(5, 6)) * 3
+    v = (rng.normal(size=x.shape), rng.normal(size=t.shape))
+    xt, tt = torch.tensor(x, requires_grad=True), torch.tensor(t, requires_grad=True)
+    ref = F.kl_div(F.log_softmax(xt, -1), F.log_softmax(tt, -1), log_target=True, reduction="none").sum(-1)
+    gx, gt = torch.autograd.grad(ref.sum(), (xt, tt), create_graph=True)
+    hx, ht = torch.autograd.grad((gx * torch.tensor(v[0])).sum() + (gt * torch.tensor(v[1])).sum(), (xt, tt))
+    args = [to_backend(a, backend, "float64") for a in (x, t)]
+    np.testing.assert_allclose(to_numpy(module.value(*args)), ref.detach().numpy(), rtol=1e-12, atol=1e-14)
+    got = to_numpy(module.grad(*args))
+    np.testing.assert_allclose(got[0], gx.detach().numpy(), rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(got[1], gt.detach().numpy(), rtol=1e-11, atol=1e-14)
+    hv = to_numpy(module.hvp(*args, tuple(to_backend(w, backend, "float64") for w in v)))
+    np.testing.assert_allclose(hv[0], hx.numpy(), rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(hv[1], ht.numpy(), rtol=1e-11, atol=1e-14)
+    blocks = to_numpy(module.hess(*args))
+    for i in range(2):
+        want = sum(np.einsum("...ij,...j->...i", blocks[i][j], v[j]) for j in range(2))
+        np.testing.assert_allclose(hv[i], want, rtol=1e-11, atol=1e-14)
+
+
+def test_torch_autograd_through_the_wrapper():
+    import torch
+
+    rng = np.random.default_rng(1)
+    x = torch.tensor(rng.normal(size=(4, 5)) * 3, requires_grad=True)
+    k = torch.tensor([0, 4, -100, 2])
+    t = torch.tensor(rng.dirichlet(np.ones(5), 4))
+    index = lossgen.load("softmax_cross_entropy_index", "torch")
+    soft = lossgen.load("softmax_cross_entropy", "torch")
+    for f in (lambda z: index.softmax_cross_entropy_index(z, k, reduction="sum"),
+              lambda z: soft.softmax_cross_entropy(z, t, reduction="mean")):
+        assert torch.autograd.gradcheck(f, (x,))
+        assert torch.autograd.gradgradcheck(f, (x,))
+
+
+def test_jax_autodiff_through_the_wrapper():
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(4, 5)) * 3)
+    t = jnp.asarray(rng.dirichlet(np.ones(5), 4))
+    soft = lossgen.load("softmax_cross_entropy", "jax")
+
+    def f(z):
+        return soft.softmax_cross_entropy(z, t, reduction="sum")
+
+    np.testing.assert_allclose(jax.jit(jax.grad(f))(x), soft.grad(x, t), rtol=1e-14)
+    full = np.asarray(jax.hessian(f)(x))
+    blocks = np.stack([full[i, :, i, :] for i in range(4)])
+    np.testing.assert_allclose(blocks, soft.hess(x, t), rtol=1e-13, atol=1e-16)
+    assert np.all(full[0, :, 1, :] == 0)  # rows do not couple
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_large_logits_stay_finite_and_exact(backend):
+    """At logits +-1e4 the true class's probability rounds to 1; its gradient is the other
+    classes' mass, 1e-4343 in exact terms: 0, never NaN. At (20, 0) it is -2.06e-9, kept to
+    the last digit by log1p of the other entries' sum."""
+    from lossgen._accuracy import to_backend, to_numpy
+
+    index = lossgen.load("softmax_cross_entropy_index", backend)
+    x = to_backend(np.array([[1e4, -1e4, 0.0], [20.0, 0.0, 0.0]]), backend, "float64")
+    k = to_backend(np.array([0.0, 0.0]), backend, "float64")
+    g = to_numpy(index.grad(x, k))
+    assert np.all(np.isfinite(g))
+    assert g[0, 0] == 0 and g[0, 2] == 0
+    truth = -2 * np.exp(-20) / (1 + 2 * np.exp(-20))
+    assert abs(g[1, 0] - truth) <= 4 * np.finfo(float).eps * abs(truth)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_class_helpers_against_mpmath(backend):
+    """The helpers the class-axis primitives lower to, on rows with ties, +-1e4 and a
+    near-certain class, against mpmath at 50 digits: log_softmax, logsumexp, sum_others,
+    centered (b - sum(p*b)) and softmax_delta (p*sum(a) - a)."""
+    import mpmath
+
+    from lossgen._accuracy import to_backend, to_numpy
+    from lossgen._classes import Centered, LogSoftmax, LogSumExp, SoftmaxDelta, SumOthers
+
+    from _support import NAMESPACES
+
+    namespace: dict = {}
+    exec(NAMESPACES[backend], namespace)
+    for primitive in (LogSoftmax, LogSumExp, SumOthers, Centered, SoftmaxDelta):
+        exec(primitive.helpers[backend], namespace)
+    x = np.array([[20.0, 0.0, 0.0, -3.0], [1e4, -1e4, 0.0, 0.0], [0.0, 0.0, 2.0**-10, 5.0]])
+    a = np.array([[1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.5, 0.0], [0.5, 0.5, 0.0, 0.0]])
+    b = np.array([[1.0, -0.5, 0.25, 2.0], [3.0, 1.0, -1.0, 0.5], [0.5, -2.0, 1.0, 1.0]])
+    eps = np.finfo(float).eps
+
+    def arr(v):
+        return to_backend(v, backend, "float64")
+
+    with np.errstate(all="ignore"):  # (as the generated functions run them)
+        log_p = to_numpy(namespace["_log_softmax"](arr(x)))
+        others_a = to_numpy(namespace["_sum_others"](arr(a)))
+        plain = a * np.expm1(log_p) + np.exp(log_p) * others_a
+        got = {
+            "lse": to_numpy(namespace["_logsumexp"](arr(x)))[..., 0],
+            "log_p": log_p,
+            "others": to_numpy(namespace["_sum_others"](arr(b))),
+            "centered": to_numpy(namespace["_centered"](arr(b), arr(x), arr(log_p))),
+            "delta": to_numpy(namespace["_softmax_delta"](arr(x), arr(a), arr(plain))),
+        }
+    with mpmath.workdps(50):
+        for r in range(x.shape[0]):
+            row = [mpmath.mpf(v) for v in x[r]]
+            lse = mpmath.log(sum(mpmath.exp(v) for v in row))
+            p = [mpmath.exp(v - lse) for v in row]
+            total = sum(mpmath.mpf(v) for v in a[r])
+            mean = sum(pi * mpmath.mpf(bi) for pi, bi in zip(p, b[r]))
+            want = {
+                "lse": [lse],
+                "log_p": [v - lse for v in row],
+                "others": [sum(mpmath.mpf(v) for v in b[r]) - mpmath.mpf(bc) for bc in b[r]],
+                "centered": [mpmath.mpf(bc) - mean for bc in b[r]],
+                "delta": [pc * total - mpmath.mpf(ac) for pc, ac in zip(p, a[r])],
+            }
+            for key, values in want.items():
+                row_got = np.atleast_1d(got[key][r])
+                for g, w in zip(row_got, values):
+                    assert abs(mpmath.mpf(float(g)) - w) <= 8 * eps * abs(w) + 1e-300, (key, r, g, w)
