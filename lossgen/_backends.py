@@ -78,7 +78,7 @@ _TORCH = {
     "cosh": "torch.cosh({0})",
     "erf": "torch.special.erf({0})",
     "erfc": "torch.special.erfc({0})",
-    "Heaviside": "(({0}) > 0).to(torch.as_tensor({0}).dtype)",
+    "Heaviside": "torch.sign(torch.relu({0}))",
     "log1p": "torch.log1p({0})",
     "expm1": "torch.expm1({0})",
 }

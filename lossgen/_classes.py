@@ -207,6 +207,8 @@ class HessBlock(Primitive):
             "    arrays = [a for a in arrays if a.ndim] or arrays\n"
             f"    ref = {zeros}\n"
             "    d = d + ref\n"
+            "    if not d.ndim:  # a block of zeros: broadcast by the caller\n"
+            "        return d\n"
             f"    eye = {eye}\n"
             "    h = ref[..., :, None] * ref[..., None, :]\n"
             "    for u, w in zip(pairs[0::2], pairs[1::2]):\n"

@@ -29,7 +29,11 @@ def _derive_classes(d: Derivation) -> Derivation:
     (lossgen._classes), each output then with b - logsumexp(b) as LogSoftmax(b)."""
     expr = merge_sums(d.textbook.replace(LogSoftmax, lambda b: LogSoftmax.textbook(b)))
     xs = [inp.symbol for inp in d.spec.differentiated]
-    raw = [class_gradient(expr, x) for x in xs]
+
+    def no_delta(e):  # at a kink the derivative of a step is undefined: the 0 subgradient
+        return e.replace(sympy.DiracDelta, lambda *args: sympy.S.Zero)
+
+    raw = [no_delta(class_gradient(expr, x)) for x in xs]
     directions = {x: sympy.Symbol(f"v_{x.name}", real=True) for x in xs}
 
     nonneg = frozenset(
@@ -45,12 +49,14 @@ def _derive_classes(d: Derivation) -> Derivation:
     def block(h):  # the diagonal factored: p - p**2 -> p*(1 - p) -> -p*expm1(log p)
         diagonal, *pairs = h.args
         diagonal = log_softmax_forms(diagonal)
-        return HessBlock(one_minus_exp(sympy.factor(diagonal)), *(stable(a) for a in pairs))
+        pairs = [stable(a) for a in pairs]
+        kept = [a for u, w in zip(pairs[0::2], pairs[1::2]) if u != 0 and w != 0 for a in (u, w)]
+        return HessBlock(one_minus_exp(sympy.factor(diagonal)), *kept)
 
-    hess = tuple(tuple(block(class_hess(g, x)) for x in xs) for g in raw)
+    hess = tuple(tuple(block(no_delta(class_hess(g, x))) for x in xs) for g in raw)
     value = log_softmax_forms(expr)
     grad = tuple(stable(g) for g in raw)
-    hvp = tuple(stable(class_hvp(g, directions)) for g in raw)
+    hvp = tuple(stable(no_delta(class_hvp(g, directions))) for g in raw)
     emitted = [value, *grad, *hvp, *(h for row in hess for h in row)]
     records = [
         Rewrite(rule, before, after, reason)

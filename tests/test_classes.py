@@ -415,3 +415,27 @@ def test_class_helpers_against_mpmath(backend):
                 row_got = np.atleast_1d(got[key][r])
                 for g, w in zip(row_got, values):
                     assert abs(mpmath.mpf(float(g)) - w) <= 8 * eps * abs(w) + 1e-300, (key, r, g, w)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_multi_margin_matches_torch(backend):
+    """value and grad against F.multi_margin_loss (p = 1) and its autograd, margin 1 and 0.5;
+    the Hessian is 0 (piecewise linear), and hvp too."""
+    import torch
+    import torch.nn.functional as F
+
+    from lossgen._accuracy import to_backend, to_numpy
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(8, 5)) * 2
+    k = rng.integers(0, 5, 8)
+    module = lossgen.load("multi_margin", backend)
+    for margin in (1.0, 0.5):
+        xt = torch.tensor(x, requires_grad=True)
+        ref = F.multi_margin_loss(xt, torch.tensor(k), margin=margin, reduction="none")
+        (g,) = torch.autograd.grad(ref.sum(), xt)
+        args = [to_backend(x, backend, "float64"), to_backend(k.astype(float), backend, "float64")]
+        np.testing.assert_allclose(to_numpy(module.value(*args, margin=margin)), ref.detach().numpy(), rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(to_numpy(module.grad(*args, margin=margin)), g.numpy(), rtol=1e-13, atol=1e-15)
+        assert not np.any(to_numpy(module.hess(*args, margin=margin)))
+        assert not np.any(to_numpy(module.hvp(*args, args[0], margin=margin)))

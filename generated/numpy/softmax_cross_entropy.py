@@ -142,6 +142,8 @@ def _hess_block(d, *pairs):
     arrays = [a for a in arrays if a.ndim] or arrays
     ref = np.zeros(np.broadcast_shapes(*(a.shape for a in arrays)), dtype=arrays[0].dtype)
     d = d + ref
+    if not d.ndim:  # a block of zeros: broadcast by the caller
+        return d
     eye = np.eye(d.shape[-1], dtype=bool)
     h = ref[..., :, None] * ref[..., None, :]
     for u, w in zip(pairs[0::2], pairs[1::2]):

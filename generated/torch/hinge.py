@@ -125,7 +125,7 @@ def grad(x, y, *, validate=False):
     if validate:
         _validate(locals())
     x, y, shape, out = _prepare((x, y), ())
-    d_x = -y * ((1 - x * y) > 0).to(torch.as_tensor(1 - x * y).dtype)
+    d_x = -y * torch.sign(torch.relu(1 - x * y))
     return _fit(d_x, x.shape, shape, out)
 
 

@@ -135,10 +135,7 @@ def grad(pred, target, *, q=0.5, validate=False):
     t0 = -pred + target
     t1 = -1 + q
     t2 = q * t0 - t0 * t1
-    d_pred = (
-        -q * ((t2) > 0).to(torch.as_tensor(t2).dtype)
-        - t1 * ((-t2) > 0).to(torch.as_tensor(-t2).dtype)
-    )
+    d_pred = -q * torch.sign(torch.relu(t2)) - t1 * torch.sign(torch.relu(-t2))
     return _fit(d_pred, pred.shape, shape, out)
 
 

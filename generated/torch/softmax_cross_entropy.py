@@ -143,6 +143,8 @@ def _hess_block(d, *pairs):
     arrays = [a for a in arrays if a.ndim] or arrays
     ref = arrays[0].new_zeros(torch.broadcast_shapes(*(a.shape for a in arrays)))
     d = d + ref
+    if not d.ndim:  # a block of zeros: broadcast by the caller
+        return d
     eye = torch.eye(d.shape[-1], dtype=torch.bool, device=d.device)
     h = ref[..., :, None] * ref[..., None, :]
     for u, w in zip(pairs[0::2], pairs[1::2]):

@@ -125,7 +125,7 @@ def grad(x, y, *, validate=False):
         _validate(locals())
     x, y, shape, out = _prepare((x, y), ())
     t0 = 1 - x * y
-    d_x = -2 * y * ((t0) > 0).to(torch.as_tensor(t0).dtype) * torch.clamp(t0, min=0)
+    d_x = -2 * y * torch.sign(torch.relu(t0)) * torch.clamp(t0, min=0)
     return _fit(d_x, x.shape, shape, out)
 
 
@@ -136,7 +136,7 @@ def hess(x, y, *, validate=False):
     x, y, shape, out = _prepare(
         (x, y), (), wide=True
     )
-    d2_x = 2 * y**2 * ((1 - x * y) > 0).to(torch.as_tensor(1 - x * y).dtype)**2
+    d2_x = 2 * y**2 * torch.sign(torch.relu(1 - x * y))**2
     return _fit(d2_x, x.shape, shape, out)
 
 
