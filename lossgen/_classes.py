@@ -99,7 +99,16 @@ def _helper_lse(backend: str) -> str:
     )
 
 
-class ClassSum(Primitive):
+class _ClassPrimitive(Primitive):
+    """A primitive of the class axis: the oracle writes it out for a fixed number of classes
+    (``expand``), so its textbook meaning is itself."""
+
+    @classmethod
+    def textbook(cls, *args):
+        return cls(*args)
+
+
+class ClassSum(_ClassPrimitive):
     """The sum of an expression of the entries over the class axis, one number per row."""
 
     display = "sum"
@@ -122,22 +131,14 @@ class ClassSum(Primitive):
         "torch": "torch.sum({0}, dim=-1, keepdim=True)",
     }
 
-    @classmethod
-    def textbook(cls, body):
-        return cls(body)
 
-
-class NumClasses(Primitive):
+class NumClasses(_ClassPrimitive):
     """C, the length of the class axis (``shape`` in a generated function is the rows' shape,
     classes last)."""
 
     display = "num_classes"
     nargs = 0
     lowering = {b: "shape[-1]" for b in _NS}
-
-    @classmethod
-    def textbook(cls):
-        return cls()
 
     def _eval_is_real(self):
         return True
@@ -146,17 +147,13 @@ class NumClasses(Primitive):
         return True
 
 
-class LogSumExp(Primitive):
+class LogSumExp(_ClassPrimitive):
     """log(sum(exp(e))) over the class axis: max + log1p(sum over the other entries)."""
 
     display = "logsumexp"
     nargs = 1
     lowering = {b: "_logsumexp({0})" for b in _NS}
     helpers = {b: _helper_lse(b) for b in _NS}
-
-    @classmethod
-    def textbook(cls, body):
-        return cls(body)
 
 
 class LogSoftmax(Primitive):
@@ -172,7 +169,7 @@ class LogSoftmax(Primitive):
         return body - LogSumExp(body)
 
 
-class OneHot(Primitive):
+class OneHot(_ClassPrimitive):
     """1 at the entry of class k, 0 elsewhere (k an integer index, broadcast against the
     rows; ``shape`` in a generated function is the rows' shape, classes last)."""
 
@@ -184,15 +181,11 @@ class OneHot(Primitive):
         "torch": "(({0}) == torch.arange(shape[-1], device={0}.device)).to(out[0])",
     }
 
-    @classmethod
-    def textbook(cls, k):
-        return cls(k)
-
     def _eval_is_real(self):
         return True
 
 
-class HessBlock(Primitive):
+class HessBlock(_ClassPrimitive):
     """The Hessian block of a row, shaped (..., C, C): off the diagonal sum_k u_k w_k^T, on it
     the entries d (given whole, so that a diagonal such as p*(1 - p) is not formed as the
     difference p - p*p)."""
@@ -227,10 +220,6 @@ class HessBlock(Primitive):
              "torch.eye(d.shape[-1], dtype=torch.bool, device=d.device)"),
         )
     }
-
-    @classmethod
-    def textbook(cls, *args):
-        return cls(*args)
 
 
 def _helper_two_sum(backend: str) -> str:
