@@ -24,16 +24,18 @@ from ._rewrite import rewrite_expression
 __all__ = ["derive"]
 
 
+def _no_delta(e: sympy.Expr) -> sympy.Expr:
+    """At a kink the derivative of a step is undefined: the 0 subgradient (as the oracle)."""
+    return e.replace(sympy.DiracDelta, lambda *args: sympy.S.Zero)
+
+
 def _derive_classes(d: Derivation) -> Derivation:
     """A loss over a class axis: derivatives by the chain rule over its reductions
     (lossgen._classes), each output then with b - logsumexp(b) as LogSoftmax(b)."""
     expr = merge_sums(d.textbook.replace(LogSoftmax, lambda b: LogSoftmax.textbook(b)))
     xs = [inp.symbol for inp in d.spec.differentiated]
 
-    def no_delta(e):  # at a kink the derivative of a step is undefined: the 0 subgradient
-        return e.replace(sympy.DiracDelta, lambda *args: sympy.S.Zero)
-
-    raw = [no_delta(class_gradient(expr, x)) for x in xs]
+    raw = [_no_delta(class_gradient(expr, x)) for x in xs]
     directions = {x: sympy.Symbol(f"v_{x.name}", real=True) for x in xs}
 
     nonneg = frozenset(
@@ -53,10 +55,10 @@ def _derive_classes(d: Derivation) -> Derivation:
         kept = [a for u, w in zip(pairs[0::2], pairs[1::2]) if u != 0 and w != 0 for a in (u, w)]
         return HessBlock(one_minus_exp(sympy.factor(diagonal)), *kept)
 
-    hess = tuple(tuple(block(no_delta(class_hess(g, x))) for x in xs) for g in raw)
+    hess = tuple(tuple(block(_no_delta(class_hess(g, x))) for x in xs) for g in raw)
     value = log_softmax_forms(expr)
     grad = tuple(stable(g) for g in raw)
-    hvp = tuple(stable(no_delta(class_hvp(g, directions))) for g in raw)
+    hvp = tuple(stable(_no_delta(class_hvp(g, directions))) for g in raw)
     emitted = [value, *grad, *hvp, *(h for row in hess for h in row)]
     records = [
         Rewrite(rule, before, after, reason)
@@ -76,8 +78,7 @@ def derive(d: Derivation) -> Derivation:
     records = list(d.rewrites)
 
     def restabilize(derivative: sympy.Expr, where: str) -> sympy.Expr:
-        # at a kink the derivative of a step is undefined: the 0 subgradient (as the oracle)
-        derivative = derivative.replace(sympy.DiracDelta, lambda *args: sympy.S.Zero)
+        derivative = _no_delta(derivative)
         # b**g / b**2 -> b**(g - 2): one power of the base, not a product that underflows first
         derivative = sympy.powsimp(derivative, combine="exp", deep=True)
         out, done = rewrite_expression(d, derivative, Analysis())
