@@ -7,12 +7,12 @@ a silent fallback would emit wrong code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sympy
 from sympy.printing.precedence import PRECEDENCE, precedence
 
-from ._primitives import Primitive, ScaledSum
+from ._primitives import JAX_LOG1P, Primitive, ScaledSum
 from ._types import CHOICE_PREFIX
 
 __all__ = ["BACKENDS", "Backend", "UnprintableError", "print_expr"]
@@ -29,6 +29,8 @@ class Backend:
     functions: dict[str, str]
     #: broadcasting select: cond, then, else
     where: str
+    #: SymPy function class name -> helper definitions its format string calls
+    helpers: dict[str, str] = field(default_factory=dict)
 
 
 _NUMPY = {
@@ -62,7 +64,7 @@ _JAX = {
     "erf": "jax.scipy.special.erf({0})",
     "erfc": "jax.scipy.special.erfc({0})",
     "Heaviside": "jnp.where({0} > 0, 1.0, 0.0)",
-    "log1p": "jnp.log1p({0})",
+    "log1p": "_log1p({0})",
     "expm1": "jnp.expm1({0})",
 }
 _TORCH = {
@@ -85,7 +87,7 @@ _TORCH = {
 
 BACKENDS: dict[str, Backend] = {
     "numpy": Backend("numpy", _NUMPY, "np.where({0}, {1}, {2})"),
-    "jax": Backend("jax", _JAX, "jnp.where({0}, {1}, {2})"),
+    "jax": Backend("jax", _JAX, "jnp.where({0}, {1}, {2})", {"log1p": JAX_LOG1P}),
     "torch": Backend("torch", _TORCH, "torch.where(torch.as_tensor({0}), {1}, {2})"),
 }
 

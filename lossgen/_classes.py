@@ -34,7 +34,7 @@ import functools
 
 import sympy
 
-from ._primitives import Primitive
+from ._primitives import JAX_LOG1P, Primitive
 
 __all__ = [
     "CLASS_FORMS", "Centered", "ClassSum", "HessBlock", "LogSoftmax", "LogSumExp", "NumClasses",
@@ -249,6 +249,7 @@ def _helper_two_sum(backend: str) -> str:
 def _helper_delta(backend: str) -> str:
     """p*sum(a) - a for p = softmax(x) and targets a >= 0 (the cross-entropy gradient)."""
     ns = _NS[backend]
+    log1p = "_log1p" if backend == "jax" else f"{ns}.log1p"
     if backend == "torch":
         red = "dim=-1, keepdim=True"
         amax = "torch.amax"
@@ -277,7 +278,7 @@ def _helper_delta(backend: str) -> str:
         f"    u = {ns}.where(pos, x - {ns}.log(safe), -{inf})\n"
         f"    r = {argmax}\n"
         f"    x_r, a_r = {take.format('x')}, {take.format('safe')}\n"
-        f"    d = {ns}.where(pos, (x - x_r) - {ns}.log1p((safe - a_r) / a_r), 0.0)\n"
+        f"    d = {ns}.where(pos, (x - x_r) - {log1p}((safe - a_r) / a_r), 0.0)\n"
         f"    total = {ns}.sum(a, {red})\n"
         "    split = pos & (d < -0.6931471805599453)\n"
         f"    first = {ns}.where(pos, {ns}.where(split, -a, a * {ns}.expm1(d)), 0.0)\n"
@@ -307,7 +308,10 @@ class SoftmaxDelta(Primitive):
     display = "softmax_delta"
     nargs = 3
     lowering = {b: "_softmax_delta({0}, {1}, {2})" for b in _NS}
-    helpers = {b: _helper_two_sum(b) + "\n\n" + _helper_delta(b) for b in _NS}
+    helpers = {
+        b: _helper_two_sum(b) + "\n\n" + _helper_delta(b) + ("\n\n" + JAX_LOG1P if b == "jax" else "")
+        for b in _NS
+    }
 
     @classmethod
     def textbook(cls, x, a, plain):

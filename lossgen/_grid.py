@@ -125,7 +125,8 @@ def _differentiated_extreme(domain: Domain) -> list[Fraction]:
 
 def _param_extreme(domain: Domain, default: float) -> list[Fraction]:
     far = [_R(0), _R(1, 4), _R(1, 2), _R(1), _R(3, 2), _R(2), _R(3), _R(4)]
-    near_edge = [_R(1, 4), _R(1, 2)]
+    # the ends of a bounded range too (clip = 0, alpha = 1, q = 1), where they are in it
+    near_edge = [_R(0), _R(1, 4), _R(1, 2), _R(1)]
     values = set(_interval_values(domain, _span(domain, far, near_edge)))
     values.add(Fraction(_float32(default)))  # the default, as float32 rounds it
     return sorted(values)

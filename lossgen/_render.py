@@ -435,13 +435,18 @@ def render_module(d: Derivation, backend: str) -> str:
     spec = d.spec
     functions = _function_context(d, backend)
     body_text = "".join(fn["body"] for fn in functions.values() if fn)
-    used = set()
+    used, functions_used = set(), set()
     for key, block in d.blocks.items():
         if ":" in key and not key.startswith(f"{backend}:"):
             continue  # another backend's variant
         for expr in [e for _, e in block.assignments] + list(block.outputs):
             used |= {type(node) for node in expr.atoms(Primitive)}
-    helpers = _definitions(h for cls in used if (h := cls.helpers.get(backend)))
+            functions_used |= {type(node).__name__ for node in expr.atoms(sympy.Function)}
+    table = BACKENDS[backend].helpers
+    helpers = _definitions(
+        [h for cls in used if (h := cls.helpers.get(backend))]
+        + [table[name] for name in sorted(functions_used) if name in table]
+    )
     context = {
         "spec": spec,
         "spec_path": "/".join(Path(spec.path).parts[-2:]),

@@ -324,7 +324,12 @@ def _sigmoid_difference(expr, ctx):
     if set(sigmoids) != {Sigmoid(u), Sigmoid(-u)}:
         return None
     a, b = found[Sigmoid(u)], -found[Sigmoid(-u)]
-    if not (_nonneg(a, ctx) and _nonneg(b, ctx)) or a.is_Number and b.is_Number:
+    if a.is_Number and b.is_Number:
+        return None
+    if _nonneg(-a, ctx) and _nonneg(-b, ctx):  # -(|A|*S(u) - |B|*S(-u))
+        out = _sigmoid_difference(-expr, ctx)
+        return None if out is None else -out
+    if not (_nonneg(a, ctx) and _nonneg(b, ctx)):
         return None
     # c = log(B/A) as log1p((B - A)/A): with soft labels A and B are close, and
     # log(B) - log(A) would lose the digits of c that the expm1 branches need
@@ -332,6 +337,59 @@ def _sigmoid_difference(expr, ctx):
     return sympy.Piecewise(
         (-a * Sigmoid(u) * Expm1(c - u), u >= c), (b * Sigmoid(-u) * Expm1(u - c), True)
     )
+
+
+def _mixture(expr, ctx):
+    """(A, B, u) with expr = A*sigmoid(u) + B*sigmoid(-u), A and B free of the inputs; else None."""
+    if not expr.is_Add or len(expr.args) != 2:
+        return None
+    found = {}
+    for term in expr.args:
+        coeff, rest = term.as_independent(*ctx.xs, as_Add=False)
+        if not isinstance(rest, Sigmoid):
+            return None
+        found[rest] = coeff
+    u = next(iter(found)).args[0]
+    u = -u if u.could_extract_minus_sign() else u
+    if set(found) != {Sigmoid(u), Sigmoid(-u)}:
+        return None
+    return found[Sigmoid(u)], found[Sigmoid(-u)], u
+
+
+def _opposite_signs_possible(a, b, ctx) -> bool:
+    """Whether a and b (free of the inputs) may have strictly opposite signs somewhere."""
+    sa, sb = sign(a, ctx.spec), sign(b, ctx.spec)
+    nonneg, nonpos = (POS, NONNEG), (NEG, NONPOS)
+    if a == 0 or b == 0 or (sa in nonneg and sb in nonneg) or (sa in nonpos and sb in nonpos):
+        return False
+    return True
+
+
+def _log_mixture(expr, ctx):
+    """log(A*sigmoid(u) + B*sigmoid(-u)), A, B >= 0, where the mixture can cross 1 (A <= 1 <= B):
+    log1p of the mixture minus 1 above 1/2, the log itself below.
+
+    The mixture runs from B to A as u grows, so where 1 lies between them it passes 1 at an
+    inner point (asymmetric loss: log(1 - (p - clip)) at p = clip): there log(m) keeps only
+    the digits of m's rounding. m - 1 = (A - 1)*sigmoid(u) + (B - 1)*sigmoid(-u) is a
+    difference that ``sigmoid_difference`` keeps exact. Below 1/2 the sum of two nonnegative
+    terms is accurate, except where a weight that can be 0 is 0 and the other term underflows
+    (A = 0 as u -> oo): there the log is log(B) + log_sigmoid(-u).
+    """
+    if not isinstance(expr, sympy.log):
+        return None
+    parts = _mixture(expr.args[0], ctx)
+    if parts is None:
+        return None
+    a, b, u = parts
+    if not (_nonneg(a, ctx) and _nonneg(b, ctx)) or not _opposite_signs_possible(a - 1, b - 1, ctx):
+        return None
+    minus_one = sympy.expand(a - 1) * Sigmoid(u) + sympy.expand(b - 1) * Sigmoid(-u)
+    branches = [(log1p(minus_one), expr.args[0] > sympy.Rational(1, 2))]
+    for weight, other, v in ((a, b, -u), (b, a, u)):
+        if sign(weight, ctx.spec) != POS and not (weight.is_Number and weight != 0):
+            branches.append((sympy.log(other) + LogSigmoid(v), sympy.Eq(weight, 0)))
+    return sympy.Piecewise(*branches, (expr, True))
 
 
 def _softplus_sigmoid(expr, ctx):
@@ -523,6 +581,23 @@ RULES: tuple[Rule, ...] = (
         always=False,
         example=((1 - Sigmoid(_u)) ** _a, sympy.exp(_a * sympy.log(1 - Sigmoid(_u))),
                  {_u: (-60, 60), _a: (0, 4)}),
+    ),
+    Rule(
+        "log_mixture",
+        "log(A*sigmoid(u) + B*sigmoid(-u)) -> log1p((A - 1)*sigmoid(u) + (B - 1)*sigmoid(-u)) "
+        "where the mixture exceeds 1/2; log(B) + log_sigmoid(-u) where A = 0 (and the mirror)",
+        "A, B >= 0 that may lie on both sides of 1",
+        "the mixture passes 1 at an inner point, where its log keeps only the digits of its "
+        "rounding; with a weight 0 the other term underflows far out (log 0 = -inf)",
+        _log_mixture,
+        always=True,
+        example=(sympy.log(_a * Sigmoid(_u) + (_a + 1) * Sigmoid(-_u)),
+                 sympy.Piecewise(
+                     (log1p((_a - 1) * Sigmoid(_u) + _a * Sigmoid(-_u)),
+                      _a * Sigmoid(_u) + (_a + 1) * Sigmoid(-_u) > sympy.Rational(1, 2)),
+                     (sympy.log(_a + 1) + LogSigmoid(-_u), sympy.Eq(_a, 0)),
+                     (sympy.log(_a * Sigmoid(_u) + (_a + 1) * Sigmoid(-_u)), True)),
+                 {_u: (-40, 40), _a: (0, 0.99)}),
     ),
     Rule(
         "log_of_sum",

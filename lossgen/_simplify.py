@@ -37,13 +37,43 @@ def _temporaries(d: Derivation):
     return sympy.numbered_symbols(prefix, real=True)
 
 
+def _data_first(outputs: list[sympy.Expr], xs: set, names) -> tuple[list, list]:
+    """Name the part of each sum that holds no differentiated input, so it is formed first.
+
+    Labels, targets and parameters are exact: (c - target) + pred keeps the digits of a tiny
+    pred where c = target, while (c + pred) - target, as the printer would order it, rounds
+    pred away. Returns the assignments of those parts and the outputs that use them.
+    """
+    parts: dict[sympy.Expr, sympy.Symbol] = {}
+
+    def visit(node):
+        if node.is_Atom or not node.free_symbols & xs:
+            return node
+        node = node.func(*(visit(arg) for arg in node.args))
+        if node.is_Add:
+            data = [t for t in node.args if not t.free_symbols & xs]
+            if len(data) >= 2 and any(not t.is_Number for t in data):
+                total = sympy.Add(*data)
+                if total not in parts:
+                    parts[total] = next(names)
+                rest = [t for t in node.args if t.free_symbols & xs]
+                return sympy.Add(parts[total], *rest)
+        return node
+
+    outputs = [visit(e) for e in outputs]
+    return [(symbol, total) for total, symbol in parts.items()], outputs
+
+
 def _block(d: Derivation, outputs: list[sympy.Expr]) -> Block:
     # a test of a categorical parameter stays inside its conditional, decided in Python
     categorical = tuple(p.symbol for p in d.spec.categorical)
+    names = _temporaries(d)
+    xs = {i.symbol for i in d.spec.differentiated}
+    first, outputs = _data_first(outputs, xs, names)
     assignments, reduced = sympy.cse(
-        outputs, symbols=_temporaries(d), order="canonical", ignore=categorical
+        outputs, symbols=names, order="canonical", ignore=categorical
     )
-    return Block(assignments=tuple(assignments), outputs=tuple(reduced))
+    return Block(assignments=tuple(first) + tuple(assignments), outputs=tuple(reduced))
 
 
 #: backends that flush subnormal intermediates to zero get products rescaled in log space

@@ -44,12 +44,7 @@ PROPERTY = settings(
 SPECS = {spec.name: spec for spec in lossgen.load_specs(spec_paths())}
 
 #: accuracy gaps these tests found, each with its cause; strict, so a fix is noticed
-KNOWN_GAPS = {
-    "cauchy": (
-        "hess at pred = 2**-9, target = 1, c = 1 is 5.8 bits beyond conditioning: the emitted "
-        "c**2 - r**2 cancels for |r| near c (kappa counts pred only, and pred is tiny)"
-    ),
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 #: gaps hypothesis finds in some runs only (which examples it reaches depends on what ran

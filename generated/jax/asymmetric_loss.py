@@ -71,6 +71,17 @@ Rewrites applied (rule: before -> after, reason):
   two terms cancel at u = log(B/A); expm1 of a difference keeps the digits there)
 - complement_partition: `clip - p + 1` -> `clip*sigmoid(x) + (clip + 1)*sigmoid(-x)` (1 -
   sigmoid(u) rounds to 0 for u > 37 in float64; 1 - weight rounds to 0 likewise)
+- log_mixture: `log(clip*p + (clip + 1)*sigmoid(-x))` -> `Piecewise((log1p(clip*sigmoid(-x)
+  + (clip - 1)*sigmoid(x)), clip*sigmoid(x) + (clip + 1)*sigmoid(-x) > 1/2), (log(clip + 1)
+  + log_sigmoid(-x), Eq(clip, 0)), (log(clip*sigmoid(x) + (clip + 1)*sigmoid(-x)), True))`
+  (the mixture passes 1 at an inner point, where its log keeps only the digits of its
+  rounding; with a weight 0 the other term underflows far out (log 0 = -inf))
+- sigmoid_difference: `clip*sigmoid(-x) + p*(clip - 1)` -> `-Piecewise(((clip - 1)*expm1(-x
+  + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip
+  - 1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))` (the
+  two terms cancel at u = log(B/A); expm1 of a difference keeps the digits there)
+- log_one_plus: `log(clip + 1)` -> `log1p(clip)` (1 + u rounds to 1 for |u| < eps/2: log(1 +
+  u) loses every digit of a small u)
 - complement_partition: `1 - p` -> `sigmoid(-x)` (answers: cancellation: `1 - p` as x -> oo
   (in value, grad, hess))
 - power_via_log: `sigmoid(-x)**gamma_pos` -> `exp(gamma_pos*log(sigmoid(-x)))` (answers:
@@ -101,36 +112,78 @@ Rewrites applied (rule: before -> after, reason):
   1))*sigmoid(-x)*sigmoid(x))/(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)), True))` (f has a pole where it overflows; c = 0 must give 0, not 0*inf =
   NaN [in grad])
-- zero_guard: `-(1 - y)*Piecewise((Piecewise((Piecewise((0, Eq(gamma_neg, 0)),
-  (gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1)))**gamma_neg*(-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip -
-  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))/(p*(clip - 1)*expm1(-x +
-  log_ratio(clip, 1 - clip, 2*clip - 1))), True)), x >= log_ratio(clip, 1 - clip, 2*clip -
-  1)), (Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*(clip*expm1(x - log_ratio(clip, 1 -
-  clip, 2*clip - 1))*sigmoid(-x))**gamma_neg*(-clip*p*expm1(x - log_ratio(clip, 1 - clip,
+- log_mixture: `log(clip*p + (clip + 1)*sigmoid(-x))` -> `Piecewise((log1p(clip*sigmoid(-x)
+  + (clip - 1)*sigmoid(x)), clip*sigmoid(x) + (clip + 1)*sigmoid(-x) > 1/2), (log(clip + 1)
+  + log_sigmoid(-x), Eq(clip, 0)), (log(clip*sigmoid(x) + (clip + 1)*sigmoid(-x)), True))`
+  (the mixture passes 1 at an inner point, where its log keeps only the digits of its
+  rounding; with a weight 0 the other term underflows far out (log 0 = -inf) [in grad])
+- sigmoid_difference: `clip*sigmoid(-x) + p*(clip - 1)` -> `-Piecewise(((clip - 1)*expm1(-x
+  + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip
+  - 1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))` (the
+  two terms cancel at u = log(B/A); expm1 of a difference keeps the digits there [in grad])
+- log_one_plus: `log(clip + 1)` -> `log1p(clip)` (1 + u rounds to 1 for |u| < eps/2: log(1 +
+  u) loses every digit of a small u [in grad])
+- zero_guard: `-(1 - y)*Piecewise((Piecewise(((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 -
+  clip, 2*clip - 1)))**gamma_neg, x >= log_ratio(clip, 1 - clip, 2*clip - 1)),
+  ((clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))**gamma_neg,
+  True))*Piecewise((-Piecewise((-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1)) + p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), x >=
+  log_ratio(clip, 1 - clip, 2*clip - 1)), (-clip*p*expm1(x - log_ratio(clip, 1 - clip,
   2*clip - 1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x), True))/(1 - Piecewise((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip,
+  2*clip - 1)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*expm1(x - log_ratio(clip,
+  1 - clip, 2*clip - 1))*sigmoid(-x), True))), clip*p + (clip + 1)*sigmoid(-x) > 1/2), (-p,
+  Eq(clip, 0)), ((clip*p*sigmoid(-x) - p*(clip + 1)*sigmoid(-x))/(clip*p + (clip +
+  1)*sigmoid(-x)), True)) + Piecewise((Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*(p*(clip
+  - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1)))**gamma_neg*(-p*(clip - 1)*exp(-x +
+  log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip,
+  2*clip - 1))*sigmoid(-x))/(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))), True)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (Piecewise((0, Eq(gamma_neg,
+  0)), (gamma_neg*(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x))**gamma_neg*(-clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x))/(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)),
-  True)), True))*log(clip*p + (clip + 1)*sigmoid(-x)) + (clip*p*sigmoid(-x) - p*(clip +
-  1)*sigmoid(-x))*Piecewise(((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1)))**gamma_neg, x >= log_ratio(clip, 1 - clip, 2*clip - 1)), ((clip*expm1(x -
-  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))**gamma_neg, True))/(clip*p + (clip +
-  1)*sigmoid(-x)), clip < p), (0, True))` -> `Piecewise((0, Eq(y, 1)), (-(1 -
-  y)*Piecewise((Piecewise((Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*((clip - 1)*expm1(-x
-  + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x))**gamma_neg*(-(clip - 1)*exp(-x +
-  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x) + (clip - 1)*expm1(-x + log_ratio(clip,
-  1 - clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x))/((clip - 1)*expm1(-x + log_ratio(clip, 1 -
-  clip, 2*clip - 1))*sigmoid(x)), True)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)),
-  (Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*(clip*expm1(x - log_ratio(clip, 1 - clip,
-  2*clip - 1))*sigmoid(-x))**gamma_neg*(clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
+  True)), True))*Piecewise((log1p(-Piecewise((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 -
+  clip, 2*clip - 1)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*expm1(x -
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))), clip*p + (clip +
+  1)*sigmoid(-x) > 1/2), (log_sigmoid(-x) + log1p(clip), Eq(clip, 0)),
+  (Piecewise((log1p(-Piecewise((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*expm1(x - log_ratio(clip, 1 -
+  clip, 2*clip - 1))*sigmoid(-x), True))), clip*p + (clip + 1)*sigmoid(-x) > 1/2),
+  (log_sigmoid(-x) + log1p(clip), Eq(clip, 0)), (log(clip*p + (clip + 1)*sigmoid(-x)),
+  True)), True)), clip < p), (0, True))` -> `Piecewise((0, Eq(y, 1)), (-(1 -
+  y)*Piecewise((Piecewise((((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x))**gamma_neg, x >= log_ratio(clip, 1 - clip, 2*clip - 1)), ((clip*expm1(x -
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))**gamma_neg,
+  True))*Piecewise((-Piecewise((-(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x) + (clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x)*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*exp(x -
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) - clip*expm1(x - log_ratio(clip, 1 -
+  clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x), True))/(1 - Piecewise(((clip - 1)*expm1(-x +
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip -
+  1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))),
+  clip*sigmoid(x) + (clip + 1)*sigmoid(-x) > 1/2), (-sigmoid(x), Eq(clip, 0)),
+  ((clip*sigmoid(-x)*sigmoid(x) - (clip + 1)*sigmoid(-x)*sigmoid(x))/(clip*sigmoid(x) +
+  (clip + 1)*sigmoid(-x)), True)) + Piecewise((Piecewise((0, Eq(gamma_neg, 0)),
+  (gamma_neg*((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x))**gamma_neg*(-(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x) + (clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x)*sigmoid(x))/((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x)), True)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (Piecewise((0,
+  Eq(gamma_neg, 0)), (gamma_neg*(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x))**gamma_neg*(clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x) - clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)*sigmoid(x))/(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x)), True)), True))*log(clip*sigmoid(x) + (clip + 1)*sigmoid(-x)) +
-  (clip*sigmoid(-x)*sigmoid(x) - (clip + 1)*sigmoid(-x)*sigmoid(x))*Piecewise((((clip -
-  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x))**gamma_neg, x >=
-  log_ratio(clip, 1 - clip, 2*clip - 1)), ((clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip
-  - 1))*sigmoid(-x))**gamma_neg, True))/(clip*sigmoid(x) + (clip + 1)*sigmoid(-x)), clip <
-  sigmoid(x)), (0, True)), True))` (f has a pole where it overflows; c = 0 must give 0, not
-  0*inf = NaN [in grad])
+  1))*sigmoid(-x)), True)), True))*Piecewise((log1p(-Piecewise(((clip - 1)*expm1(-x +
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip -
+  1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))),
+  clip*sigmoid(x) + (clip + 1)*sigmoid(-x) > 1/2), (log_sigmoid(-x) + log1p(clip), Eq(clip,
+  0)), (Piecewise((log1p(-Piecewise(((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip
+  - 1))*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*expm1(x -
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))), clip*sigmoid(x) + (clip +
+  1)*sigmoid(-x) > 1/2), (log_sigmoid(-x) + log1p(clip), Eq(clip, 0)), (log(clip*sigmoid(x)
+  + (clip + 1)*sigmoid(-x)), True)), True)), clip < sigmoid(x)), (0, True)), True))` (f has
+  a pole where it overflows; c = 0 must give 0, not 0*inf = NaN [in grad])
 - zero_guard: `gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
   1)))**gamma_neg*(-p**2*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x) - 2*p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
@@ -220,6 +273,17 @@ Rewrites applied (rule: before -> after, reason):
   clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x))*exp(x - log_ratio(clip, 1 - clip, 2*clip -
   1))/(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))**2*sigmoid(-x)), True))` (f has
   a pole where it overflows; c = 0 must give 0, not 0*inf = NaN [in hess])
+- log_mixture: `log(clip*p + (clip + 1)*sigmoid(-x))` -> `Piecewise((log1p(clip*sigmoid(-x)
+  + (clip - 1)*sigmoid(x)), clip*sigmoid(x) + (clip + 1)*sigmoid(-x) > 1/2), (log(clip + 1)
+  + log_sigmoid(-x), Eq(clip, 0)), (log(clip*sigmoid(x) + (clip + 1)*sigmoid(-x)), True))`
+  (the mixture passes 1 at an inner point, where its log keeps only the digits of its
+  rounding; with a weight 0 the other term underflows far out (log 0 = -inf) [in hess])
+- sigmoid_difference: `clip*sigmoid(-x) + p*(clip - 1)` -> `-Piecewise(((clip - 1)*expm1(-x
+  + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip
+  - 1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))` (the
+  two terms cancel at u = log(B/A); expm1 of a difference keeps the digits there [in hess])
+- log_one_plus: `log(clip + 1)` -> `log1p(clip)` (1 + u rounds to 1 for |u| < eps/2: log(1 +
+  u) loses every digit of a small u [in hess])
 - zero_guard: `gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
   1)))**gamma_neg*(-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip -
   1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))/(p*(clip - 1)*expm1(-x +
@@ -240,7 +304,30 @@ Rewrites applied (rule: before -> after, reason):
   1))*sigmoid(-x)*sigmoid(x))/(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)), True))` (f has a pole where it overflows; c = 0 must give 0, not 0*inf =
   NaN [in hess])
-- zero_guard: `-(1 - y)*Piecewise((Piecewise((Piecewise((0, Eq(gamma_neg, 0)),
+- zero_guard: `-(1 - y)*Piecewise((Piecewise(((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 -
+  clip, 2*clip - 1)))**gamma_neg, x >= log_ratio(clip, 1 - clip, 2*clip - 1)),
+  ((clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))**gamma_neg,
+  True))*Piecewise((-Piecewise((-p**2*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip
+  - 1))*sigmoid(-x) - 2*p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) + p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip -
+  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)**2, x >= log_ratio(clip,
+  1 - clip, 2*clip - 1)), (clip*p**2*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) - 2*clip*p*exp(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) -
+  clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)**2 + clip*exp(x -
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))/(1 - Piecewise((p*(clip -
+  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1)), x >= log_ratio(clip, 1 - clip,
+  2*clip - 1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True)))
+  - Piecewise(((-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip -
+  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))**2, x >= log_ratio(clip,
+  1 - clip, 2*clip - 1)), ((-clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))**2,
+  True))/(1 - Piecewise((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1)), x
+  >= log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*expm1(x - log_ratio(clip, 1 - clip,
+  2*clip - 1))*sigmoid(-x), True)))**2, clip*p + (clip + 1)*sigmoid(-x) > 1/2),
+  (-p*sigmoid(-x), Eq(clip, 0)), ((-clip*p**2*sigmoid(-x) + clip*p*sigmoid(-x)**2 +
+  p**2*(clip + 1)*sigmoid(-x) - p*(clip + 1)*sigmoid(-x)**2)/(clip*p + (clip +
+  1)*sigmoid(-x)) - (-clip*p*sigmoid(-x) + p*(clip + 1)*sigmoid(-x))**2/(clip*p + (clip +
+  1)*sigmoid(-x))**2, True)) + Piecewise((Piecewise((0, Eq(gamma_neg, 0)),
   (gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
   1)))**gamma_neg*(-p**2*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x) - 2*p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
@@ -279,37 +366,70 @@ Rewrites applied (rule: before -> after, reason):
   1))*sigmoid(-x))**gamma_neg*(-clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x))**2/(clip**2*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
-  1))**2*sigmoid(-x)**2), True)), True))*log(clip*p + (clip + 1)*sigmoid(-x)) +
-  2*(clip*p*sigmoid(-x) - p*(clip + 1)*sigmoid(-x))*Piecewise((Piecewise((0, Eq(gamma_neg,
-  0)), (gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1)))**gamma_neg*(-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip -
-  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))/(p*(clip - 1)*expm1(-x +
-  log_ratio(clip, 1 - clip, 2*clip - 1))), True)), x >= log_ratio(clip, 1 - clip, 2*clip -
-  1)), (Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*(clip*expm1(x - log_ratio(clip, 1 -
-  clip, 2*clip - 1))*sigmoid(-x))**gamma_neg*(-clip*p*expm1(x - log_ratio(clip, 1 - clip,
-  2*clip - 1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))**2*sigmoid(-x)**2), True)), True))*Piecewise((log1p(-Piecewise((p*(clip - 1)*expm1(-x
+  + log_ratio(clip, 1 - clip, 2*clip - 1)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)),
+  (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))), clip*p +
+  (clip + 1)*sigmoid(-x) > 1/2), (log_sigmoid(-x) + log1p(clip), Eq(clip, 0)),
+  (Piecewise((log1p(-Piecewise((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*expm1(x - log_ratio(clip, 1 -
+  clip, 2*clip - 1))*sigmoid(-x), True))), clip*p + (clip + 1)*sigmoid(-x) > 1/2),
+  (log_sigmoid(-x) + log1p(clip), Eq(clip, 0)), (log(clip*p + (clip + 1)*sigmoid(-x)),
+  True)), True)) + 2*Piecewise((Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*(p*(clip -
+  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1)))**gamma_neg*(-p*(clip - 1)*exp(-x +
+  log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip,
+  2*clip - 1))*sigmoid(-x))/(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))), True)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (Piecewise((0, Eq(gamma_neg,
+  0)), (gamma_neg*(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x))**gamma_neg*(-clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x))/(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)),
-  True)), True))/(clip*p + (clip + 1)*sigmoid(-x)) + (-clip*p**2*sigmoid(-x) +
-  clip*p*sigmoid(-x)**2 + p**2*(clip + 1)*sigmoid(-x) - p*(clip +
-  1)*sigmoid(-x)**2)*Piecewise(((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1)))**gamma_neg, x >= log_ratio(clip, 1 - clip, 2*clip - 1)), ((clip*expm1(x -
-  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))**gamma_neg, True))/(clip*p + (clip +
-  1)*sigmoid(-x)) - (-clip*p*sigmoid(-x) + p*(clip + 1)*sigmoid(-x))**2*Piecewise(((p*(clip
-  - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1)))**gamma_neg, x >= log_ratio(clip, 1
-  - clip, 2*clip - 1)), ((clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x))**gamma_neg, True))/(clip*p + (clip + 1)*sigmoid(-x))**2, clip < p), (0,
-  True))` -> `Piecewise((0, Eq(y, 1)), (-(1 - y)*Piecewise((Piecewise((Piecewise((0,
-  Eq(gamma_neg, 0)), (gamma_neg*((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(x))**gamma_neg*(-2*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
+  True)), True))*Piecewise((-Piecewise((-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip,
+  2*clip - 1)) + p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x),
+  x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (-clip*p*expm1(x - log_ratio(clip, 1 - clip,
+  2*clip - 1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x), True))/(1 - Piecewise((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip,
+  2*clip - 1)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*expm1(x - log_ratio(clip,
+  1 - clip, 2*clip - 1))*sigmoid(-x), True))), clip*p + (clip + 1)*sigmoid(-x) > 1/2), (-p,
+  Eq(clip, 0)), ((clip*p*sigmoid(-x) - p*(clip + 1)*sigmoid(-x))/(clip*p + (clip +
+  1)*sigmoid(-x)), True)), clip < p), (0, True))` -> `Piecewise((0, Eq(y, 1)), (-(1 -
+  y)*Piecewise((Piecewise((((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x))**gamma_neg, x >= log_ratio(clip, 1 - clip, 2*clip - 1)), ((clip*expm1(x -
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))**gamma_neg,
+  True))*Piecewise((-Piecewise((-2*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)*sigmoid(x) + (clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(x) + (clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)**2*sigmoid(x) - (clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x)*sigmoid(x)**2)/((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(x)), True)) + Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*((clip - 1)*expm1(-x
-  + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x))**gamma_neg*(-(clip - 1)*exp(-x +
+  1))*sigmoid(-x)*sigmoid(x)**2, x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (-2*clip*exp(x
+  - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x) + clip*exp(x -
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) - clip*expm1(x - log_ratio(clip, 1 -
+  clip, 2*clip - 1))*sigmoid(-x)**2*sigmoid(x) + clip*expm1(x - log_ratio(clip, 1 - clip,
+  2*clip - 1))*sigmoid(-x)*sigmoid(x)**2, True))/(1 - Piecewise(((clip - 1)*expm1(-x +
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip -
+  1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))) -
+  Piecewise(((-(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x) + (clip
+  - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x))**2, x >=
+  log_ratio(clip, 1 - clip, 2*clip - 1)), ((clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) - clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x)*sigmoid(x))**2, True))/(1 - Piecewise(((clip - 1)*expm1(-x +
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip -
+  1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True)))**2,
+  clip*sigmoid(x) + (clip + 1)*sigmoid(-x) > 1/2), (-sigmoid(-x)*sigmoid(x), Eq(clip, 0)),
+  ((clip*sigmoid(-x)**2*sigmoid(x) - clip*sigmoid(-x)*sigmoid(x)**2 - (clip +
+  1)*sigmoid(-x)**2*sigmoid(x) + (clip + 1)*sigmoid(-x)*sigmoid(x)**2)/(clip*sigmoid(x) +
+  (clip + 1)*sigmoid(-x)) - (-clip*sigmoid(-x)*sigmoid(x) + (clip +
+  1)*sigmoid(-x)*sigmoid(x))**2/(clip*sigmoid(x) + (clip + 1)*sigmoid(-x))**2, True)) +
+  Piecewise((Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*((clip - 1)*expm1(-x +
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x))**gamma_neg*(-2*(clip - 1)*exp(-x +
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x) + (clip - 1)*exp(-x +
   log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x) + (clip - 1)*expm1(-x + log_ratio(clip,
-  1 - clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x))*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1))/((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))**2*sigmoid(x)), True)) +
+  1 - clip, 2*clip - 1))*sigmoid(-x)**2*sigmoid(x) - (clip - 1)*expm1(-x + log_ratio(clip, 1
+  - clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x)**2)/((clip - 1)*expm1(-x + log_ratio(clip, 1 -
+  clip, 2*clip - 1))*sigmoid(x)), True)) + Piecewise((0, Eq(gamma_neg, 0)),
+  (gamma_neg*((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x))**gamma_neg*(-(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x) + (clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x)*sigmoid(x))*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1))/((clip -
+  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))**2*sigmoid(x)), True)) +
   Piecewise((0, Eq(gamma_neg, 0)), (-gamma_neg*((clip - 1)*expm1(-x + log_ratio(clip, 1 -
   clip, 2*clip - 1))*sigmoid(x))**gamma_neg*(-(clip - 1)*exp(-x + log_ratio(clip, 1 - clip,
   2*clip - 1))*sigmoid(x) + (clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
@@ -339,41 +459,42 @@ Rewrites applied (rule: before -> after, reason):
   - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))**gamma_neg*(clip*exp(x -
   log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) - clip*expm1(x - log_ratio(clip, 1 -
   clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x))**2/(clip**2*expm1(x - log_ratio(clip, 1 - clip,
-  2*clip - 1))**2*sigmoid(-x)**2), True)), True))*log(clip*sigmoid(x) + (clip +
-  1)*sigmoid(-x)) + 2*(clip*sigmoid(-x)*sigmoid(x) - (clip +
-  1)*sigmoid(-x)*sigmoid(x))*Piecewise((Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*((clip -
-  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x))**gamma_neg*(-(clip -
-  1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x) + (clip - 1)*expm1(-x +
-  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x))/((clip - 1)*expm1(-x +
-  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x)), True)), x >= log_ratio(clip, 1 - clip,
-  2*clip - 1)), (Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*(clip*expm1(x - log_ratio(clip,
-  1 - clip, 2*clip - 1))*sigmoid(-x))**gamma_neg*(clip*exp(x - log_ratio(clip, 1 - clip,
-  2*clip - 1))*sigmoid(-x) - clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  2*clip - 1))**2*sigmoid(-x)**2), True)), True))*Piecewise((log1p(-Piecewise(((clip -
+  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x), x >= log_ratio(clip, 1 -
+  clip, 2*clip - 1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x),
+  True))), clip*sigmoid(x) + (clip + 1)*sigmoid(-x) > 1/2), (log_sigmoid(-x) + log1p(clip),
+  Eq(clip, 0)), (Piecewise((log1p(-Piecewise(((clip - 1)*expm1(-x + log_ratio(clip, 1 -
+  clip, 2*clip - 1))*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*expm1(x
+  - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))), clip*sigmoid(x) + (clip +
+  1)*sigmoid(-x) > 1/2), (log_sigmoid(-x) + log1p(clip), Eq(clip, 0)), (log(clip*sigmoid(x)
+  + (clip + 1)*sigmoid(-x)), True)), True)) + 2*Piecewise((Piecewise((0, Eq(gamma_neg, 0)),
+  (gamma_neg*((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x))**gamma_neg*(-(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x) + (clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x)*sigmoid(x))/((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x)), True)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (Piecewise((0,
+  Eq(gamma_neg, 0)), (gamma_neg*(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x))**gamma_neg*(clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) - clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)*sigmoid(x))/(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x)), True)), True))/(clip*sigmoid(x) + (clip + 1)*sigmoid(-x)) +
-  (clip*sigmoid(-x)**2*sigmoid(x) - clip*sigmoid(-x)*sigmoid(x)**2 - (clip +
-  1)*sigmoid(-x)**2*sigmoid(x) + (clip + 1)*sigmoid(-x)*sigmoid(x)**2)*Piecewise((((clip -
-  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x))**gamma_neg, x >=
-  log_ratio(clip, 1 - clip, 2*clip - 1)), ((clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip
-  - 1))*sigmoid(-x))**gamma_neg, True))/(clip*sigmoid(x) + (clip + 1)*sigmoid(-x)) -
-  (-clip*sigmoid(-x)*sigmoid(x) + (clip + 1)*sigmoid(-x)*sigmoid(x))**2*Piecewise((((clip -
-  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x))**gamma_neg, x >=
-  log_ratio(clip, 1 - clip, 2*clip - 1)), ((clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip
-  - 1))*sigmoid(-x))**gamma_neg, True))/(clip*sigmoid(x) + (clip + 1)*sigmoid(-x))**2, clip
-  < sigmoid(x)), (0, True)), True))` (f has a pole where it overflows; c = 0 must give 0,
-  not 0*inf = NaN [in hess])
+  1))*sigmoid(-x)), True)), True))*Piecewise((-Piecewise((-(clip - 1)*exp(-x +
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x) + (clip - 1)*expm1(-x + log_ratio(clip,
+  1 - clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip -
+  1)), (clip*exp(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) - clip*expm1(x -
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x), True))/(1 -
+  Piecewise(((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x), x >=
+  log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x), True))), clip*sigmoid(x) + (clip + 1)*sigmoid(-x) > 1/2), (-sigmoid(x),
+  Eq(clip, 0)), ((clip*sigmoid(-x)*sigmoid(x) - (clip +
+  1)*sigmoid(-x)*sigmoid(x))/(clip*sigmoid(x) + (clip + 1)*sigmoid(-x)), True)), clip <
+  sigmoid(x)), (0, True)), True))` (f has a pole where it overflows; c = 0 must give 0, not
+  0*inf = NaN [in hess])
 Found again in the emitted forms (a divergence of the result itself is
 reported, not fixed):
 - zero times infinity: `clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)`
   as x -> oo (in value, grad, hess)
 - zero times infinity: `p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))` as x
   -> -oo (in value, grad, hess)
-- zero times infinity: `gamma_neg*(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x))**gamma_neg*(-clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x))/(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))` as x
-  -> oo (in grad, hess)
-- pole: `1/sigmoid(-x)` as x -> oo (in grad, hess)
 - cancellation: `-clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) +
   clip*exp(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)` as x -> oo (in grad,
   hess)
@@ -381,11 +502,12 @@ reported, not fixed):
   x -> oo (in grad, hess)
 - zero times infinity: `-clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)` as x -> oo (in grad, hess)
-- zero times infinity: `gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip
-  - 1)))**gamma_neg*(-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip
-  - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))/(p*(clip - 1)*expm1(-x
-  + log_ratio(clip, 1 - clip, 2*clip - 1)))` as x -> -oo (in grad, hess)
-- pole: `1/p` as x -> -oo (in grad, hess)
+- zero times infinity: `gamma_neg*(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x))**gamma_neg*(-clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x))/(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))` as x
+  -> oo (in grad, hess)
+- pole: `1/sigmoid(-x)` as x -> oo (in grad, hess)
 - cancellation: `-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip -
   1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)` as x -> -oo (in grad,
   hess)
@@ -393,12 +515,11 @@ reported, not fixed):
   -> -oo (in grad, hess)
 - zero times infinity: `p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)` as x -> -oo (in grad, hess)
-- zero times infinity: `gamma_neg*(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x))**gamma_neg*(clip*p**2*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x) - 2*clip*p*exp(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) -
-  clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)**2 + clip*exp(x -
-  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))/(clip*expm1(x - log_ratio(clip, 1 -
-  clip, 2*clip - 1))*sigmoid(-x))` as x -> oo (in hess)
+- zero times infinity: `gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip
+  - 1)))**gamma_neg*(-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip
+  - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))/(p*(clip - 1)*expm1(-x
+  + log_ratio(clip, 1 - clip, 2*clip - 1)))` as x -> -oo (in grad, hess)
+- pole: `1/p` as x -> -oo (in grad, hess)
 - cancellation: `clip*p**2*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) -
   2*clip*p*exp(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) - clip*p*expm1(x -
   log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)**2 + clip*exp(x - log_ratio(clip, 1 -
@@ -409,6 +530,12 @@ reported, not fixed):
   1))*sigmoid(-x)**2` as x -> oo (in hess)
 - zero times infinity: `-2*clip*p*exp(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)` as x -> oo (in hess)
+- zero times infinity: `gamma_neg*(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x))**gamma_neg*(clip*p**2*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) - 2*clip*p*exp(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) -
+  clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)**2 + clip*exp(x -
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))/(clip*expm1(x - log_ratio(clip, 1 -
+  clip, 2*clip - 1))*sigmoid(-x))` as x -> oo (in hess)
 - zero times infinity: `gamma_neg*p*(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x))**gamma_neg*(-clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
@@ -425,12 +552,6 @@ reported, not fixed):
   1))*sigmoid(-x))**2/(clip**2*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
   1))**2*sigmoid(-x)**2)` as x -> oo (in hess)
 - pole: `sigmoid(-x)**(-2)` as x -> oo (in hess)
-- zero times infinity: `gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip
-  - 1)))**gamma_neg*(-p**2*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x) - 2*p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x) + p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip -
-  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)**2)/(p*(clip -
-  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1)))` as x -> -oo (in hess)
 - cancellation: `-p**2*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x) - 2*p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x) + p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip -
@@ -443,6 +564,12 @@ reported, not fixed):
   1))*sigmoid(-x)` as x -> -oo (in hess)
 - zero times infinity: `-2*p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)` as x -> -oo (in hess)
+- zero times infinity: `gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip
+  - 1)))**gamma_neg*(-p**2*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) - 2*p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) + p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip -
+  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)**2)/(p*(clip -
+  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1)))` as x -> -oo (in hess)
 - zero times infinity: `gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip
   - 1)))**gamma_neg*(-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip
   - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))*exp(-x +
@@ -537,6 +664,12 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _log1p(x):
+    bad = (x > -0.4375) & (x < -0.34375)
+    u = jnp.where(bad, 1 + x, 0.5)
+    return jnp.where(bad, x * jnp.log(u) / (u - 1), jnp.log1p(x))
+
+
 def _log_softplus(u):
     far = u - jnp.exp(u) / 2
     w = jnp.maximum(u, -30.0)
@@ -585,40 +718,44 @@ def value(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
         _validate(locals())
     x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare((x, y), (gamma_pos, gamma_neg, clip))
     t0 = jax.nn.log_sigmoid(x)
-    t1 = jax.nn.sigmoid(x)
-    t2 = 1 + clip
-    t3 = -x
-    t4 = jax.nn.sigmoid(t3)
-    t5 = jax.nn.log_sigmoid(t3)
-    t6 = -1 + clip
-    t7 = (
+    t1 = -1 + clip
+    t2 = (
         jnp.where(
-            ((-t6) == 0) | (clip == 0),
-            jnp.log(clip) - jnp.log(-t6),
-            jnp.log1p((-1 + 2 * clip) / (-t6)),
+            ((-t1) == 0) | (clip == 0),
+            jnp.log(clip) - jnp.log(-t1),
+            _log1p((-1 + 2 * clip) / (-t1)),
         )
     )
-    t8 = -t7 + x
+    t3 = -t2 + x
+    t4 = jax.nn.sigmoid(x)
+    t5 = _scaled_product(t1 * jnp.expm1(-t3), t4, t0)
+    t6 = x >= t2
+    t7 = -x
+    t8 = jax.nn.sigmoid(t7)
+    t9 = jax.nn.log_sigmoid(t7)
+    t10 = _scaled_product(clip * jnp.expm1(t3), t8, t9)
+    t11 = 1 + clip
+    t12 = (
+        _scaled_sum(
+            _scaled_product(clip, t4, t0),
+            clip,
+            t4,
+            t0,
+            _scaled_product(t11, t8, t9),
+            t11,
+            t8,
+            t9,
+        )
+    )
     loss = (
         -(1 - y)
         * jnp.where(
-            clip < t1,
-            jnp.where(
-                t7 <= x,
-                _scaled_product(t6 * jnp.expm1(-t8), t1, t0)**gamma_neg,
-                _scaled_product(clip * jnp.expm1(t8), t4, t5)**gamma_neg,
-            )
-            * jnp.log(
-                _scaled_sum(
-                    _scaled_product(clip, t1, t0),
-                    clip,
-                    t1,
-                    t0,
-                    _scaled_product(t2, t4, t5),
-                    t2,
-                    t4,
-                    t5,
-                ),
+            clip < t4,
+            jnp.where(t6, t5**gamma_neg, t10**gamma_neg)
+            * jnp.where(
+                t12 > 0.5,
+                _log1p(-jnp.where(t6, t5, t10)),
+                jnp.where(clip == 0, t9 + _log1p(clip), jnp.log(t12)),
             ),
             0,
         )
@@ -632,118 +769,171 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     if validate:
         _validate(locals())
     x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare((x, y), (gamma_pos, gamma_neg, clip))
-    t0 = gamma_neg == 0
-    t1 = -1 + clip
-    t2 = (
+    t0 = -1 + clip
+    t1 = (
         jnp.where(
-            ((-t1) == 0) | (clip == 0),
-            jnp.log(clip) - jnp.log(-t1),
-            jnp.log1p((-1 + 2 * clip) / (-t1)),
+            ((-t0) == 0) | (clip == 0),
+            jnp.log(clip) - jnp.log(-t0),
+            _log1p((-1 + 2 * clip) / (-t0)),
         )
     )
-    t3 = -t2 + x
-    t4 = -t3
-    t5 = jnp.expm1(t4)
+    t2 = -t1 + x
+    t3 = -t2
+    t4 = jnp.expm1(t3)
+    t5 = t0 * t4
     t6 = jax.nn.sigmoid(x)
     t7 = jax.nn.log_sigmoid(x)
-    t8 = _scaled_product(t1 * t5, t6, t7)**gamma_neg
-    t9 = 1 + clip
-    t10 = -x
-    t11 = jax.nn.sigmoid(t10)
-    t12 = jax.nn.log_sigmoid(t10)
-    t13 = (
+    t8 = _scaled_product(t5, t6, t7)
+    t9 = t8**gamma_neg
+    t10 = x >= t1
+    t11 = jnp.expm1(t2)
+    t12 = clip * t11
+    t13 = -x
+    t14 = jax.nn.sigmoid(t13)
+    t15 = jax.nn.log_sigmoid(t13)
+    t16 = _scaled_product(t12, t14, t15)
+    t17 = t16**gamma_neg
+    t18 = jnp.where(t10, t9, t17)
+    t19 = jnp.where(t10, t8, t16)
+    t20 = t18 / (1 - t19)
+    t21 = t0 * t20
+    t22 = jnp.exp(t3)
+    t23 = t22 * t6
+    t24 = t1 + t13 + t7
+    t25 = -t20 * t5
+    t26 = t14 * t6
+    t27 = t15 + t7
+    t28 = -clip * t20
+    t29 = jnp.exp(t2)
+    t30 = t14 * t29
+    t31 = t15 + t2
+    t32 = t12 * t20
+    t33 = 1 + clip
+    t34 = (
         _scaled_sum(
             _scaled_product(clip, t6, t7),
             clip,
             t6,
             t7,
-            _scaled_product(t9, t11, t12),
-            t9,
-            t11,
-            t12,
+            _scaled_product(t33, t14, t15),
+            t33,
+            t14,
+            t15,
         )
     )
-    t14 = gamma_neg * jnp.log(t13)
-    t15 = t14 * t8
-    t16 = -t15 / t5
-    t17 = jnp.exp(t4)
-    t18 = x >= t2
-    t19 = jnp.expm1(t3)
-    t20 = _scaled_product(clip * t19, t11, t12)**gamma_neg
-    t21 = t14 * t20
-    t22 = -t21
-    t23 = t21 / t19
-    t24 = jnp.exp(t3)
-    t25 = (
-        jnp.where(
-            t18,
-            jnp.where(
-                t0,
-                0,
-                _scaled_sum(
-                    _scaled_product(t15, t11, t12),
-                    t15,
-                    t11,
-                    t12,
-                    _scaled_product(t16, t17, t4),
-                    t16,
-                    t17,
-                    t4,
-                ),
-            ),
-            jnp.where(
-                t0,
-                0,
-                _scaled_sum(
-                    _scaled_product(t22, t6, t7),
-                    t22,
-                    t6,
-                    t7,
-                    _scaled_product(t23, t24, t3),
-                    t23,
-                    t24,
-                    t3,
-                ),
-            ),
+    t35 = t34 > 0.5
+    t36 = clip == 0
+    t37 = gamma_neg == 0
+    t38 = _log1p(-t19)
+    t39 = t15 + _log1p(clip)
+    t40 = (
+        gamma_neg
+        * jnp.where(
+            t35,
+            t38,
+            jnp.where(t36, t39, jnp.where(t35, t38, jnp.where(t36, t39, jnp.log(t34)))),
         )
     )
-    t26 = -jnp.where(t18, t8, t20) / t13
-    t27 = t11 * t6
-    t28 = t12 + t7
-    t29 = (
+    t41 = t40 * t9
+    t42 = -t41 / t4
+    t43 = t17 * t40
+    t44 = -t43
+    t45 = t43 / t11
+    t46 = (
         jnp.where(
             y == 1,
             0,
             -(1 - y)
             * jnp.where(
                 clip < t6,
-                _scaled_sum(t25, t25, 1, 0, _scaled_product(t26, t27, t28), t26, t27, t28),
+                jnp.where(
+                    t10,
+                    jnp.where(
+                        t37,
+                        0,
+                        _scaled_sum(
+                            _scaled_product(t41, t14, t15),
+                            t41,
+                            t14,
+                            t15,
+                            _scaled_product(t42, t22, t3),
+                            t42,
+                            t22,
+                            t3,
+                        ),
+                    ),
+                    jnp.where(
+                        t37,
+                        0,
+                        _scaled_sum(
+                            _scaled_product(t44, t6, t7),
+                            t44,
+                            t6,
+                            t7,
+                            _scaled_product(t45, t29, t2),
+                            t45,
+                            t29,
+                            t2,
+                        ),
+                    ),
+                )
+                + jnp.where(
+                    t35,
+                    jnp.where(
+                        t10,
+                        _scaled_sum(
+                            _scaled_product(t21, t23, t24),
+                            t21,
+                            t23,
+                            t24,
+                            _scaled_product(t25, t26, t27),
+                            t25,
+                            t26,
+                            t27,
+                        ),
+                        _scaled_sum(
+                            _scaled_product(t28, t30, t31),
+                            t28,
+                            t30,
+                            t31,
+                            _scaled_product(t32, t26, t27),
+                            t32,
+                            t26,
+                            t27,
+                        ),
+                    ),
+                    jnp.where(
+                        t36,
+                        _scaled_product(-t18, t6, t7),
+                        _scaled_product(-t18 / t34, t26, t27),
+                    ),
+                ),
                 0,
             ),
         )
     )
-    t30 = -y
-    t31 = _scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))
-    t32 = jnp.exp(t31)
-    t33 = t11 * t32
-    t34 = t12 + t31
-    t35 = -gamma_pos * y
-    t36 = t32 * t6 * jax.nn.softplus(t10)
-    t37 = t31 + t7 + _log_softplus(t10)
+    t47 = -y
+    t48 = _scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))
+    t49 = jnp.exp(t48)
+    t50 = t14 * t49
+    t51 = t15 + t48
+    t52 = -gamma_pos * y
+    t53 = t49 * t6 * jax.nn.softplus(t13)
+    t54 = t48 + t7 + _log_softplus(t13)
     d_x = (
         _scaled_sum(
-            t29,
-            t29,
+            t46,
+            t46,
             1,
             0,
-            _scaled_product(t30, t33, t34),
-            t30,
-            t33,
-            t34,
-            _scaled_product(t35, t36, t37),
-            t35,
-            t36,
-            t37,
+            _scaled_product(t47, t50, t51),
+            t47,
+            t50,
+            t51,
+            _scaled_product(t52, t53, t54),
+            t52,
+            t53,
+            t54,
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -756,333 +946,562 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare(
         (x, y), (gamma_pos, gamma_neg, clip), wide=True
     )
-    t0 = jax.nn.sigmoid(x)
-    t1 = jax.nn.log_sigmoid(x)
-    t2 = 1 + clip
-    t3 = -x
-    t4 = jax.nn.sigmoid(t3)
-    t5 = jax.nn.log_sigmoid(t3)
-    t6 = (
+    t0 = -1 + clip
+    t1 = 2 * clip
+    t2 = (
+        jnp.where(
+            ((-t0) == 0) | (clip == 0),
+            jnp.log(clip) - jnp.log(-t0),
+            _log1p((-1 + t1) / (-t0)),
+        )
+    )
+    t3 = -t2 + x
+    t4 = -t3
+    t5 = jnp.exp(t4)
+    t6 = jnp.expm1(t4)
+    t7 = -x
+    t8 = jax.nn.sigmoid(t7)
+    t9 = jax.nn.log_sigmoid(t7)
+    t10 = (
         _scaled_sum(
-            _scaled_product(clip, t0, t1),
-            clip,
-            t0,
-            t1,
-            _scaled_product(t2, t4, t5),
-            t2,
-            t4,
+            _scaled_product(-1, t5, t4),
+            -1,
             t5,
+            t4,
+            _scaled_product(t6, t8, t9),
+            t6,
+            t8,
+            t9,
+        )**2
+    )
+    t11 = t0 * t6
+    t12 = jax.nn.sigmoid(x)
+    t13 = jax.nn.log_sigmoid(x)
+    t14 = _scaled_product(t11, t12, t13)
+    t15 = t14**gamma_neg
+    t16 = x >= t2
+    t17 = jnp.expm1(t3)
+    t18 = clip * t17
+    t19 = _scaled_product(t18, t8, t9)
+    t20 = t19**gamma_neg
+    t21 = jnp.where(t16, t15, t20)
+    t22 = jnp.where(t16, t14, t19)
+    t23 = 1 - t22
+    t24 = t21 / t23 / t23
+    t25 = t12**2
+    t26 = 2 * t13
+    t27 = jnp.exp(t3)
+    t28 = -t17
+    t29 = _scaled_sum(t27, 1, t27, t3, _scaled_product(t28, t12, t13), t28, t12, t13)**2
+    t30 = t8**2
+    t31 = 2 * t9
+    t32 = 1 / t23
+    t33 = t21 * t32
+    t34 = t0 * t33
+    t35 = -t34
+    t36 = t12 * t5
+    t37 = t2 + t7
+    t38 = t13 + t37
+    t39 = 2 * t34
+    t40 = t5 * t8
+    t41 = t12 * t40
+    t42 = t13 + t9
+    t43 = t37 + t42
+    t44 = t11 * t33
+    t45 = t25 * t8
+    t46 = t26 + t9
+    t47 = -t44
+    t48 = t12 * t30
+    t49 = t13 + t31
+    t50 = -clip * t33
+    t51 = t27 * t8
+    t52 = t3 + t9
+    t53 = t1 * t33
+    t54 = t12 * t8
+    t55 = t27 * t54
+    t56 = t3 + t42
+    t57 = t18 * t33
+    t58 = -t57
+    t59 = 1 + clip
+    t60 = (
+        _scaled_sum(
+            _scaled_product(clip, t12, t13),
+            clip,
+            t12,
+            t13,
+            _scaled_product(t59, t8, t9),
+            t59,
+            t8,
+            t9,
         )
     )
-    t7 = jnp.log(t6)
-    t8 = gamma_neg**2
-    t9 = t8 == 0
-    t10 = -1 + clip
-    t11 = (
+    t61 = t60 > 0.5
+    t62 = clip == 0
+    t63 = 1 / t60
+    t64 = t21 * t63
+    t65 = -t64
+    t66 = -t21 / t60 / t60
+    t67 = t25 * t30
+    t68 = t26 + t31
+    t69 = gamma_neg**2
+    t70 = t69 == 0
+    t71 = 1 / t6**2
+    t72 = _log1p(-t22)
+    t73 = t9 + _log1p(clip)
+    t74 = (
         jnp.where(
-            ((-t10) == 0) | (clip == 0),
-            jnp.log(clip) - jnp.log(-t10),
-            jnp.log1p((-1 + 2 * clip) / (-t10)),
+            t61,
+            t72,
+            jnp.where(t62, t73, jnp.where(t61, t72, jnp.where(t62, t73, jnp.log(t60)))),
         )
     )
-    t12 = -t11 + x
-    t13 = -t12
-    t14 = jnp.expm1(t13)
-    t15 = 1 / t14**2
-    t16 = _scaled_product(t10 * t14, t0, t1)**gamma_neg
-    t17 = jnp.exp(t13)
-    t18 = gamma_neg == 0
-    t19 = gamma_neg * t7
-    t20 = t16 * t19
-    t21 = -t20
-    t22 = t4**2
-    t23 = 2 * t5
-    t24 = 1 / t14
-    t25 = t20 * t24
-    t26 = t17 * t4
-    t27 = t11 + t3
-    t28 = t27 + t5
-    t29 = _scaled_product(t25, t26, t28)
-    t30 = -t15 * t20
-    t31 = t17**2
-    t32 = -2 * t11 + 2 * x
-    t33 = -t32
-    t34 = t0 * t4
-    t35 = t1 + t5
-    t36 = -2 * t25
-    t37 = x >= t11
-    t38 = jnp.expm1(t12)
-    t39 = 1 / t38**2
-    t40 = _scaled_product(clip * t38, t4, t5)**gamma_neg
-    t41 = jnp.exp(t12)
-    t42 = -t38
-    t43 = t19 * t40
-    t44 = -t43
-    t45 = t0**2
-    t46 = 2 * t1
-    t47 = 1 / t38
-    t48 = t43 * t47
-    t49 = t0 * t41
-    t50 = t1 + t12
-    t51 = _scaled_product(t48, t49, t50)
-    t52 = -t39 * t43
-    t53 = t41**2
-    t54 = -2 * t48
-    t55 = (
+    t75 = gamma_neg == 0
+    t76 = gamma_neg * t74
+    t77 = t15 * t76
+    t78 = -t77
+    t79 = 1 / t6
+    t80 = t77 * t79
+    t81 = t37 + t9
+    t82 = _scaled_product(t80, t40, t81)
+    t83 = -t71 * t77
+    t84 = t5**2
+    t85 = 2 * x
+    t86 = 2 * t2
+    t87 = t85 - t86
+    t88 = -t87
+    t89 = -2 * t80
+    t90 = 1 / t17**2
+    t91 = t20 * t76
+    t92 = -t91
+    t93 = 1 / t17
+    t94 = t91 * t93
+    t95 = t12 * t27
+    t96 = t13 + t3
+    t97 = _scaled_product(t94, t95, t96)
+    t98 = -t90 * t91
+    t99 = t27**2
+    t100 = -2 * t94
+    t101 = 2 * gamma_neg
+    t102 = t101 * t15
+    t103 = t0 * t32
+    t104 = t102 * t103
+    t105 = _scaled_product(t104, t41, t43)
+    t106 = t102 * t79
+    t107 = -t103 * t106
+    t108 = t12 * t84
+    t109 = t13 - t85 + t86
+    t110 = gamma_neg * t1 * t32
+    t111 = t110 * t15
+    t112 = t111 * t79
+    t113 = t27 * t40
+    t114 = -t112 * t17
+    t115 = (
         jnp.where(
-            t37,
-            t7
-            * jnp.where(
+            t16,
+            _scaled_sum(
+                t105,
+                t104,
+                t41,
+                t43,
+                _scaled_product(t107, t108, t109),
+                t107,
+                t108,
+                t109,
+            ),
+            _scaled_sum(
+                _scaled_product(t112, t113, t9),
+                t112,
+                t113,
                 t9,
-                0,
-                t15
-                * t16
-                * t8
-                * _scaled_sum(
-                    _scaled_product(-1, t17, t13),
-                    -1,
-                    t17,
-                    t13,
-                    _scaled_product(t14, t4, t5),
-                    t14,
-                    t4,
-                    t5,
-                )**2,
-            )
-            + jnp.where(
-                t18,
-                0,
-                _scaled_sum(
-                    t29,
-                    t25,
-                    t26,
-                    t28,
-                    _scaled_product(t30, t31, t33),
-                    t30,
-                    t31,
-                    t33,
-                ),
-            )
-            + jnp.where(
-                t18,
-                0,
-                _scaled_sum(
-                    _scaled_product(t21, t22, t23),
-                    t21,
-                    t22,
-                    t23,
-                    t29,
-                    t25,
-                    t26,
-                    t28,
-                ),
-            )
-            + jnp.where(
-                t18,
-                0,
-                _scaled_sum(
-                    _scaled_product(t20, t22, t23),
-                    t20,
-                    t22,
-                    t23,
-                    _scaled_product(t21, t34, t35),
-                    t21,
-                    t34,
-                    t35,
-                    _scaled_product(t25, t17, t13),
-                    t25,
-                    t17,
-                    t13,
-                    _scaled_product(t36, t26, t28),
-                    t36,
-                    t26,
-                    t28,
-                ),
-            ),
-            t7
-            * jnp.where(
-                t9,
-                0,
-                t39
-                * t40
-                * t8
-                * _scaled_sum(t41, 1, t41, t12, _scaled_product(t42, t0, t1), t42, t0, t1)**2,
-            )
-            + jnp.where(
-                t18,
-                0,
-                _scaled_sum(
-                    t51,
-                    t48,
-                    t49,
-                    t50,
-                    _scaled_product(t52, t53, t32),
-                    t52,
-                    t53,
-                    t32,
-                ),
-            )
-            + jnp.where(
-                t18,
-                0,
-                _scaled_sum(
-                    _scaled_product(t44, t45, t46),
-                    t44,
-                    t45,
-                    t46,
-                    t51,
-                    t48,
-                    t49,
-                    t50,
-                ),
-            )
-            + jnp.where(
-                t18,
-                0,
-                _scaled_sum(
-                    _scaled_product(t43, t45, t46),
-                    t43,
-                    t45,
-                    t46,
-                    _scaled_product(t44, t34, t35),
-                    t44,
-                    t34,
-                    t35,
-                    _scaled_product(t48, t41, t12),
-                    t48,
-                    t41,
-                    t12,
-                    _scaled_product(t54, t49, t50),
-                    t54,
-                    t49,
-                    t50,
-                ),
+                _scaled_product(t114, t41, t43),
+                t114,
+                t41,
+                t43,
             ),
         )
     )
-    t56 = 1 / t6
-    t57 = 2 * gamma_neg * t56
-    t58 = t16 * t57
-    t59 = -t58
-    t60 = t0 * t22
-    t61 = t1 + t23
-    t62 = t24 * t58
-    t63 = t0 * t26
-    t64 = t27 + t35
-    t65 = t40 * t57
-    t66 = t4 * t45
-    t67 = t46 + t5
-    t68 = -t47 * t65
-    t69 = t34 * t41
-    t70 = t12 + t35
-    t71 = (
+    t116 = t106 * t63
+    t117 = t11 * t32
+    t118 = -t102 * t117
+    t119 = -t111
+    t120 = t27 * t30
+    t121 = t3 + t31
+    t122 = t111 * t17
+    t123 = (
         jnp.where(
-            t37,
-            jnp.where(
-                t18,
-                0,
-                _scaled_sum(
-                    _scaled_product(t59, t60, t61),
-                    t59,
-                    t60,
-                    t61,
-                    _scaled_product(t62, t63, t64),
-                    t62,
-                    t63,
-                    t64,
-                ),
+            t16,
+            _scaled_sum(
+                t105,
+                t104,
+                t41,
+                t43,
+                _scaled_product(t118, t48, t49),
+                t118,
+                t48,
+                t49,
             ),
-            jnp.where(
-                t18,
-                0,
-                _scaled_sum(
-                    _scaled_product(t65, t66, t67),
-                    t65,
-                    t66,
-                    t67,
-                    _scaled_product(t68, t69, t70),
-                    t68,
-                    t69,
-                    t70,
-                ),
+            _scaled_sum(
+                _scaled_product(t119, t120, t121),
+                t119,
+                t120,
+                t121,
+                _scaled_product(t122, t48, t49),
+                t122,
+                t48,
+                t49,
             ),
         )
     )
-    t72 = jnp.where(t37, t16, t40)
-    t73 = -t72 / t6 / t6
-    t74 = t22 * t45
-    t75 = t23 + t46
-    t76 = t56 * t72
-    t77 = -t76
-    t78 = (
+    t124 = -t102
+    t125 = -t102 * t63
+    t126 = t101 * t20
+    t127 = -t103 * t126
+    t128 = t25 * t5
+    t129 = t26 + t37
+    t130 = t117 * t126
+    t131 = t110 * t20
+    t132 = _scaled_product(t131, t55, t56)
+    t133 = -t131 * t17
+    t134 = (
+        jnp.where(
+            t16,
+            _scaled_sum(
+                _scaled_product(t127, t128, t129),
+                t127,
+                t128,
+                t129,
+                _scaled_product(t130, t45, t46),
+                t130,
+                t45,
+                t46,
+            ),
+            _scaled_sum(
+                t132,
+                t131,
+                t55,
+                t56,
+                _scaled_product(t133, t45, t46),
+                t133,
+                t45,
+                t46,
+            ),
+        )
+    )
+    t135 = t126 * t63
+    t136 = t126 * t93
+    t137 = t103 * t136
+    t138 = t5 * t95
+    t139 = -t117 * t136
+    t140 = -t131 * t93
+    t141 = t8 * t99
+    t142 = t87 + t9
+    t143 = (
+        jnp.where(
+            t16,
+            _scaled_sum(
+                _scaled_product(t137, t138, t13),
+                t137,
+                t138,
+                t13,
+                _scaled_product(t139, t55, t56),
+                t139,
+                t55,
+                t56,
+            ),
+            _scaled_sum(
+                t132,
+                t131,
+                t55,
+                t56,
+                _scaled_product(t140, t141, t142),
+                t140,
+                t141,
+                t142,
+            ),
+        )
+    )
+    t144 = -t136
+    t145 = -t135 * t93
+    t146 = (
         jnp.where(
             y == 1,
             0,
             -(1 - y)
             * jnp.where(
-                clip < t0,
-                _scaled_sum(
-                    t55,
-                    t55,
-                    1,
-                    0,
-                    t71,
-                    t71,
-                    1,
-                    0,
-                    _scaled_product(t73, t74, t75),
-                    t73,
-                    t74,
-                    t75,
-                    _scaled_product(t76, t66, t67),
-                    t76,
-                    t66,
-                    t67,
-                    _scaled_product(t77, t60, t61),
-                    t77,
-                    t60,
+                clip < t12,
+                jnp.where(
+                    t16,
+                    t74 * jnp.where(t70, 0, t10 * t15 * t69 * t71)
+                    + jnp.where(
+                        t75,
+                        0,
+                        _scaled_sum(
+                            t82,
+                            t80,
+                            t40,
+                            t81,
+                            _scaled_product(t83, t84, t88),
+                            t83,
+                            t84,
+                            t88,
+                        ),
+                    )
+                    + jnp.where(
+                        t75,
+                        0,
+                        _scaled_sum(
+                            _scaled_product(t78, t30, t31),
+                            t78,
+                            t30,
+                            t31,
+                            t82,
+                            t80,
+                            t40,
+                            t81,
+                        ),
+                    )
+                    + jnp.where(
+                        t75,
+                        0,
+                        _scaled_sum(
+                            _scaled_product(t77, t30, t31),
+                            t77,
+                            t30,
+                            t31,
+                            _scaled_product(t78, t54, t42),
+                            t78,
+                            t54,
+                            t42,
+                            _scaled_product(t80, t5, t4),
+                            t80,
+                            t5,
+                            t4,
+                            _scaled_product(t89, t40, t81),
+                            t89,
+                            t40,
+                            t81,
+                        ),
+                    ),
+                    t74 * jnp.where(t70, 0, t20 * t29 * t69 * t90)
+                    + jnp.where(
+                        t75,
+                        0,
+                        _scaled_sum(
+                            t97,
+                            t94,
+                            t95,
+                            t96,
+                            _scaled_product(t98, t99, t87),
+                            t98,
+                            t99,
+                            t87,
+                        ),
+                    )
+                    + jnp.where(
+                        t75,
+                        0,
+                        _scaled_sum(
+                            _scaled_product(t92, t25, t26),
+                            t92,
+                            t25,
+                            t26,
+                            t97,
+                            t94,
+                            t95,
+                            t96,
+                        ),
+                    )
+                    + jnp.where(
+                        t75,
+                        0,
+                        _scaled_sum(
+                            _scaled_product(t91, t25, t26),
+                            t91,
+                            t25,
+                            t26,
+                            _scaled_product(t92, t54, t42),
+                            t92,
+                            t54,
+                            t42,
+                            _scaled_product(t94, t27, t3),
+                            t94,
+                            t27,
+                            t3,
+                            _scaled_product(t100, t95, t96),
+                            t100,
+                            t95,
+                            t96,
+                        ),
+                    ),
+                )
+                + jnp.where(
+                    t16,
+                    jnp.where(
+                        t75,
+                        0,
+                        _scaled_sum(
+                            jnp.where(
+                                t61,
+                                t115,
+                                jnp.where(
+                                    t62,
+                                    _scaled_product(t106, t36, t38),
+                                    _scaled_product(t116, t41, t43),
+                                ),
+                            ),
+                            jnp.where(t61, t115, jnp.where(t62, t106, t116)),
+                            jnp.where(t61, 1, jnp.where(t62, t36, t41)),
+                            jnp.where(t61, 0, jnp.where(t62, t38, t43)),
+                            jnp.where(
+                                t61,
+                                t123,
+                                jnp.where(
+                                    t62,
+                                    _scaled_product(t124, t54, t42),
+                                    _scaled_product(t125, t48, t49),
+                                ),
+                            ),
+                            jnp.where(t61, t123, jnp.where(t62, t124, t125)),
+                            jnp.where(t61, 1, jnp.where(t62, t54, t48)),
+                            jnp.where(t61, 0, jnp.where(t62, t42, t49)),
+                        ),
+                    ),
+                    jnp.where(
+                        t75,
+                        0,
+                        _scaled_sum(
+                            jnp.where(
+                                t61,
+                                t134,
+                                jnp.where(
+                                    t62,
+                                    _scaled_product(t126, t25, t26),
+                                    _scaled_product(t135, t45, t46),
+                                ),
+                            ),
+                            jnp.where(t61, t134, jnp.where(t62, t126, t135)),
+                            jnp.where(t61, 1, jnp.where(t62, t25, t45)),
+                            jnp.where(t61, 0, jnp.where(t62, t26, t46)),
+                            jnp.where(
+                                t61,
+                                t143,
+                                jnp.where(
+                                    t62,
+                                    _scaled_product(t144, t95, t96),
+                                    _scaled_product(t145, t55, t56),
+                                ),
+                            ),
+                            jnp.where(t61, t143, jnp.where(t62, t144, t145)),
+                            jnp.where(t61, 1, jnp.where(t62, t95, t55)),
+                            jnp.where(t61, 0, jnp.where(t62, t96, t56)),
+                        ),
+                    ),
+                )
+                + jnp.where(
                     t61,
+                    jnp.where(
+                        t16,
+                        _scaled_sum(
+                            _scaled_product(t35, t36, t38),
+                            t35,
+                            t36,
+                            t38,
+                            _scaled_product(t39, t41, t43),
+                            t39,
+                            t41,
+                            t43,
+                            _scaled_product(t44, t45, t46),
+                            t44,
+                            t45,
+                            t46,
+                            _scaled_product(t47, t48, t49),
+                            t47,
+                            t48,
+                            t49,
+                        ),
+                        _scaled_sum(
+                            _scaled_product(t50, t51, t52),
+                            t50,
+                            t51,
+                            t52,
+                            _scaled_product(t53, t55, t56),
+                            t53,
+                            t55,
+                            t56,
+                            _scaled_product(t57, t48, t49),
+                            t57,
+                            t48,
+                            t49,
+                            _scaled_product(t58, t45, t46),
+                            t58,
+                            t45,
+                            t46,
+                        ),
+                    )
+                    + jnp.where(
+                        t16,
+                        _scaled_product(-t0**2 * t10 * t24, t25, t26),
+                        _scaled_product(-clip**2 * t24 * t29, t30, t31),
+                    ),
+                    jnp.where(
+                        t62,
+                        _scaled_product(-t21, t54, t42),
+                        _scaled_sum(
+                            _scaled_product(t64, t45, t46),
+                            t64,
+                            t45,
+                            t46,
+                            _scaled_product(t65, t48, t49),
+                            t65,
+                            t48,
+                            t49,
+                            _scaled_product(t66, t67, t68),
+                            t66,
+                            t67,
+                            t68,
+                        ),
+                    ),
                 ),
                 0,
             ),
         )
     )
-    t79 = _scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))
-    t80 = jnp.exp(t79)
-    t81 = t34 * t80
-    t82 = t35 + t79
-    t83 = gamma_pos**2 * y
-    t84 = jax.nn.softplus(t3)
-    t85 = t45 * t80 * t84
-    t86 = _log_softplus(t3)
-    t87 = t46 + t79 + t86
-    t88 = gamma_pos * y
-    t89 = -t88
-    t90 = t81 * t84
-    t91 = t82 + t86
-    t92 = 2 * t88
+    t147 = _scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))
+    t148 = jnp.exp(t147)
+    t149 = t148 * t54
+    t150 = t147 + t42
+    t151 = gamma_pos**2 * y
+    t152 = jax.nn.softplus(t7)
+    t153 = t148 * t152 * t25
+    t154 = _log_softplus(t7)
+    t155 = t147 + t154 + t26
+    t156 = gamma_pos * y
+    t157 = -t156
+    t158 = t149 * t152
+    t159 = t150 + t154
+    t160 = 2 * t156
     d2_x = (
         _scaled_sum(
-            t78,
-            t78,
+            t146,
+            t146,
             1,
             0,
-            _scaled_product(y, t81, t82),
+            _scaled_product(y, t149, t150),
             y,
-            t81,
-            t82,
-            _scaled_product(t83, t85, t87),
-            t83,
-            t85,
-            t87,
-            _scaled_product(t89, t90, t91),
-            t89,
-            t90,
-            t91,
-            _scaled_product(t92, t81, t82),
-            t92,
-            t81,
-            t82,
+            t149,
+            t150,
+            _scaled_product(t151, t153, t155),
+            t151,
+            t153,
+            t155,
+            _scaled_product(t157, t158, t159),
+            t157,
+            t158,
+            t159,
+            _scaled_product(t160, t149, t150),
+            t160,
+            t149,
+            t150,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

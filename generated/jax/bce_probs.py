@@ -153,12 +153,18 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _log1p(x):
+    bad = (x > -0.4375) & (x < -0.34375)
+    u = jnp.where(bad, 1 + x, 0.5)
+    return jnp.where(bad, x * jnp.log(u) / (u - 1), jnp.log1p(x))
+
+
 def value(p, y, *, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
         _validate(locals())
     p, y, shape, out = _prepare((p, y), ())
-    loss = -y * jnp.log(p) - (1 - y) * jnp.log1p(-p)
+    loss = -y * jnp.log(p) - (1 - y) * _log1p(-p)
     return _fit(loss, shape, shape, out)
 
 

@@ -147,6 +147,12 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _log1p(x):
+    bad = (x > -0.4375) & (x < -0.34375)
+    u = jnp.where(bad, 1 + x, 0.5)
+    return jnp.where(bad, x * jnp.log(u) / (u - 1), jnp.log1p(x))
+
+
 def _log_softplus(u):
     far = u - jnp.exp(u) / 2
     w = jnp.maximum(u, -30.0)
@@ -227,7 +233,7 @@ def grad(x, y, *, pos_weight=1.0, validate=False):
         jnp.where(
             ((-t0) == 0) | (t1 == 0),
             jnp.log(t1) - jnp.log(-t0),
-            jnp.log1p((t0 + t1) / (-t0)),
+            _log1p((t0 + t1) / (-t0)),
         )
     )
     t3 = -t2 + x

@@ -121,13 +121,19 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _log1p(x):
+    bad = (x > -0.4375) & (x < -0.34375)
+    u = jnp.where(bad, 1 + x, 0.5)
+    return jnp.where(bad, x * jnp.log(u) / (u - 1), jnp.log1p(x))
+
+
 def value(pred, target, *, c=1.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
         _validate(locals())
     pred, target, c, shape, out = _prepare((pred, target), (c,))
     t0 = c**2
-    loss = t0 * jnp.log1p((pred - target)**2 / t0) / 2
+    loss = t0 * _log1p((pred - target)**2 / t0) / 2
     return _fit(loss, shape, shape, out)
 
 
@@ -147,13 +153,15 @@ def hess(pred, target, *, c=1.0, validate=False):
     pred, target, c, shape, out = _prepare(
         (pred, target), (c,), wide=True
     )
-    t0 = c**2
+    t0 = c**2 + target**2
+    t1 = c - target
+    t2 = c + target
     d2_pred = (
-        t0
-        * (c - pred + target)
-        * (c + pred - target)
-        / (pred**2 + t0 + target**2 - 2 * pred * target)
-        / (pred**2 + t0 + target**2 - 2 * pred * target)
+        c**2
+        * (-pred + t2)
+        * (pred + t1)
+        / (pred**2 + t0 - 2 * pred * target)
+        / (pred**2 + t0 - 2 * pred * target)
     )
     return _fit(d2_pred, pred.shape, shape, out)
 

@@ -170,6 +170,12 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _log1p(x):
+    bad = (x > -0.4375) & (x < -0.34375)
+    u = jnp.where(bad, 1 + x, 0.5)
+    return jnp.where(bad, x * jnp.log(u) / (u - 1), jnp.log1p(x))
+
+
 def _scaled_product(c, d, log_d):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
@@ -215,7 +221,7 @@ def value(x, y, *, q=0.7, validate=False):
             q
             * jnp.logaddexp(
                 jnp.log(y) + jax.nn.log_sigmoid(x),
-                jax.nn.log_sigmoid(-x) + jnp.log1p(-y),
+                jax.nn.log_sigmoid(-x) + _log1p(-y),
             ),
         )
         / q
@@ -230,7 +236,7 @@ def grad(x, y, *, q=0.7, validate=False):
     x, y, q, shape, out = _prepare((x, y), (q,))
     t0 = -x
     t1 = jnp.log(y) + jax.nn.log_sigmoid(x)
-    t2 = jax.nn.log_sigmoid(t0) + jnp.log1p(-y)
+    t2 = jax.nn.log_sigmoid(t0) + _log1p(-y)
     t3 = jnp.logaddexp(t1, t2)
     t4 = jnp.exp(q * t3)
     t5 = -t3
@@ -248,60 +254,61 @@ def hess(x, y, *, q=0.7, validate=False):
     x, y, q, shape, out = _prepare(
         (x, y), (q,), wide=True
     )
-    t0 = jax.nn.sigmoid(x)
-    t1 = jnp.log(y)
-    t2 = jax.nn.log_sigmoid(x)
-    t3 = t1 + t2
-    t4 = -x
-    t5 = jax.nn.log_sigmoid(t4)
-    t6 = jnp.log1p(-y)
-    t7 = t5 + t6
-    t8 = jnp.logaddexp(t3, t7)
-    t9 = q * t8
-    t10 = jnp.exp(t9)
-    t11 = jax.nn.sigmoid(t4)
-    t12 = -t8
-    t13 = jnp.exp(t12 + t3)
-    t14 = t11 * t13
-    t15 = t10 * t14
-    t16 = t0 * t15
-    t17 = t12 + t9
-    t18 = t1 + 2 * t2
-    t19 = t17 + t18 + t5
-    t20 = jnp.exp(t12 + t7)
-    t21 = t0 * t20
-    t22 = t10 * t21
+    t0 = jnp.log(y) + _log1p(-y)
+    t1 = jax.nn.sigmoid(x)
+    t2 = jnp.log(y)
+    t3 = jax.nn.log_sigmoid(x)
+    t4 = t2 + t3
+    t5 = -x
+    t6 = jax.nn.log_sigmoid(t5)
+    t7 = _log1p(-y)
+    t8 = t6 + t7
+    t9 = jnp.logaddexp(t4, t8)
+    t10 = q * t9
+    t11 = jnp.exp(t10)
+    t12 = jax.nn.sigmoid(t5)
+    t13 = -t9
+    t14 = jnp.exp(t13 + t4)
+    t15 = t12 * t14
+    t16 = t11 * t15
+    t17 = t1 * t16
+    t18 = t10 + t13
+    t19 = 2 * t3 + t6
+    t20 = t18 + t19 + t2
+    t21 = jnp.exp(t13 + t8)
+    t22 = t1 * t21
     t23 = t11 * t22
-    t24 = 2 * t5 + t6
-    t25 = t17 + t2 + t24
-    t26 = t13 * t22
-    t27 = -2 * t8 + t9
-    t28 = t18 + t27 + t7
-    t29 = t15 * t20
-    t30 = t24 + t27 + t3
-    t31 = -q * (t14 - t21)**2
+    t24 = t12 * t23
+    t25 = t3 + 2 * t6
+    t26 = t18 + t25 + t7
+    t27 = t14 * t23
+    t28 = t0 + t10 - 2 * t9
+    t29 = t19 + t28
+    t30 = t16 * t21
+    t31 = t25 + t28
+    t32 = -q * (t15 - t22)**2
     d2_x = (
         _scaled_sum(
-            _scaled_product(1, t16, t19),
+            _scaled_product(1, t17, t20),
             1,
-            t16,
-            t19,
-            _scaled_product(1, t23, t25),
+            t17,
+            t20,
+            _scaled_product(1, t24, t26),
             1,
-            t23,
-            t25,
-            _scaled_product(-1, t26, t28),
-            -1,
+            t24,
             t26,
-            t28,
-            _scaled_product(-1, t29, t30),
+            _scaled_product(-1, t27, t29),
             -1,
+            t27,
             t29,
+            _scaled_product(-1, t30, t31),
+            -1,
             t30,
-            _scaled_product(t31, t10, t9),
             t31,
+            _scaled_product(t32, t11, t10),
+            t32,
+            t11,
             t10,
-            t9,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

@@ -125,6 +125,12 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _log1p(x):
+    bad = (x > -0.4375) & (x < -0.34375)
+    u = jnp.where(bad, 1 + x, 0.5)
+    return jnp.where(bad, x * jnp.log(u) / (u - 1), jnp.log1p(x))
+
+
 def _log_softplus(u):
     far = u - jnp.exp(u) / 2
     w = jnp.maximum(u, -30.0)
@@ -135,9 +141,9 @@ def _log_softplus(u):
 def _log_tanh(u, log_u):
     small = u < 1e-4
     safe = jnp.where(small, 1.0, u)
-    near = log_u + jnp.where(small, -u * u / 3, jnp.log1p(jnp.tanh(safe) / safe - 1))
+    near = log_u + jnp.where(small, -u * u / 3, _log1p(jnp.tanh(safe) / safe - 1))
     e = jnp.exp(-2 * jnp.maximum(u, 0.5))
-    return jnp.where(u > 0.5, jnp.log1p(-e) - jnp.log1p(e), near)
+    return jnp.where(u > 0.5, _log1p(-e) - _log1p(e), near)
 
 
 def _scaled_product(c, d, log_d):

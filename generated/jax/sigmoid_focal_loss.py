@@ -224,6 +224,12 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _log1p(x):
+    bad = (x > -0.4375) & (x < -0.34375)
+    u = jnp.where(bad, 1 + x, 0.5)
+    return jnp.where(bad, x * jnp.log(u) / (u - 1), jnp.log1p(x))
+
+
 def _scaled_product(c, d, log_d):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
@@ -267,7 +273,7 @@ def value(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     t0 = 1 - y
     t1 = jax.nn.log_sigmoid(x)
     t2 = jax.nn.log_sigmoid(-x)
-    t3 = gamma * jnp.logaddexp(t2 + jnp.log(y), t1 + jnp.log1p(-y))
+    t3 = gamma * jnp.logaddexp(t2 + jnp.log(y), t1 + _log1p(-y))
     loss = (
         _scaled_product(
             (alpha * y + t0 * (1 - alpha)) * (-t0 * t2 - t1 * y),
@@ -287,11 +293,7 @@ def grad(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     t1 = -t0
     t2 = alpha * y + t1 * (1 - alpha)
     t3 = (
-        jnp.where(
-            (t1 == 0) | (y == 0),
-            jnp.log(y) - jnp.log(t1),
-            jnp.log1p((-1 + 2 * y) / t1),
-        )
+        jnp.where((t1 == 0) | (y == 0), jnp.log(y) - jnp.log(t1), _log1p((-1 + 2 * y) / t1))
     )
     t4 = -t3 + x
     t5 = t0 * t2 * jnp.expm1(-t4)
@@ -299,7 +301,7 @@ def grad(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     t7 = jax.nn.log_sigmoid(t6)
     t8 = t7 + jnp.log(y)
     t9 = jax.nn.log_sigmoid(x)
-    t10 = t9 + jnp.log1p(-y)
+    t10 = t9 + _log1p(-y)
     t11 = jnp.logaddexp(t8, t10)
     t12 = gamma * t11
     t13 = jnp.exp(t12)
@@ -344,104 +346,105 @@ def hess(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     x, y, alpha, gamma, shape, out = _prepare(
         (x, y), (alpha, gamma), wide=True
     )
-    t0 = jax.nn.sigmoid(x)
-    t1 = jnp.log(y)
-    t2 = -x
-    t3 = jax.nn.log_sigmoid(t2)
-    t4 = t1 + t3
-    t5 = jax.nn.log_sigmoid(x)
-    t6 = jnp.log1p(-y)
-    t7 = t5 + t6
-    t8 = jnp.logaddexp(t4, t7)
-    t9 = -t8
-    t10 = t4 + t9
-    t11 = jnp.exp(t10)
-    t12 = t0 * t11
-    t13 = jax.nn.sigmoid(t2)
-    t14 = t7 + t9
-    t15 = jnp.exp(t14)
-    t16 = -1 + y
-    t17 = -t16
-    t18 = alpha * y + t17 * (1 - alpha)
-    t19 = t18 * (t17 * t3 + t5 * y)
-    t20 = -gamma**2 * t19 * (-t12 + t13 * t15)**2
-    t21 = gamma * t8
-    t22 = jnp.exp(t21)
-    t23 = t13 * t22
-    t24 = t0 * t23
-    t25 = t21 + t5
-    t26 = t25 + t3
-    t27 = 2 * y
-    t28 = (
+    t0 = jnp.log(y) + _log1p(-y)
+    t1 = jax.nn.sigmoid(x)
+    t2 = jnp.log(y)
+    t3 = -x
+    t4 = jax.nn.log_sigmoid(t3)
+    t5 = t2 + t4
+    t6 = jax.nn.log_sigmoid(x)
+    t7 = _log1p(-y)
+    t8 = t6 + t7
+    t9 = jnp.logaddexp(t5, t8)
+    t10 = -t9
+    t11 = t10 + t5
+    t12 = jnp.exp(t11)
+    t13 = t1 * t12
+    t14 = jax.nn.sigmoid(t3)
+    t15 = t10 + t8
+    t16 = jnp.exp(t15)
+    t17 = -1 + y
+    t18 = -t17
+    t19 = alpha * y + t18 * (1 - alpha)
+    t20 = t19 * (t18 * t4 + t6 * y)
+    t21 = -gamma**2 * t20 * (-t13 + t14 * t16)**2
+    t22 = gamma * t9
+    t23 = jnp.exp(t22)
+    t24 = t14 * t23
+    t25 = t1 * t24
+    t26 = t22 + t6
+    t27 = t26 + t4
+    t28 = 2 * y
+    t29 = (
         jnp.where(
-            (t17 == 0) | (y == 0),
-            jnp.log(y) - jnp.log(t17),
-            jnp.log1p((-1 + t27) / t17),
+            (t18 == 0) | (y == 0),
+            jnp.log(y) - jnp.log(t18),
+            _log1p((-1 + t28) / t18),
         )
     )
-    t29 = -t28 + x
-    t30 = gamma * t18
-    t31 = 2 * t16 * t30 * jnp.expm1(-t29)
-    t32 = -t31
-    t33 = t11 * t22
-    t34 = t0**2 * t33
-    t35 = t21 + 2 * t5
-    t36 = t10 + t35
-    t37 = x >= t28
-    t38 = t27 * t30 * jnp.expm1(t29)
-    t39 = -t38
-    t40 = t12 * t23
-    t41 = 2 * t3
-    t42 = t1 + t41
-    t43 = t25 + t42 + t9
-    t44 = t13 * t15
-    t45 = t0 * t22 * t44
-    t46 = t35 + t6
-    t47 = t3 + t46 + t9
-    t48 = t15 * t22
-    t49 = t13**2 * t48
-    t50 = t14 + t21 + t41
-    t51 = gamma * t19
-    t52 = -t51
-    t53 = t12 * t48
-    t54 = -2 * t8
-    t55 = t4 + t46 + t54
-    t56 = t33 * t44
-    t57 = t21 + t42 + t54 + t7
+    t30 = -t29 + x
+    t31 = gamma * t19
+    t32 = 2 * t17 * t31 * jnp.expm1(-t30)
+    t33 = -t32
+    t34 = t12 * t23
+    t35 = t1**2 * t34
+    t36 = t22 + 2 * t6
+    t37 = t11 + t36
+    t38 = x >= t29
+    t39 = t28 * t31 * jnp.expm1(t30)
+    t40 = -t39
+    t41 = t13 * t24
+    t42 = 2 * t4
+    t43 = t26 + t42
+    t44 = t10 + t2 + t43
+    t45 = t14 * t16
+    t46 = t1 * t23 * t45
+    t47 = t36 + t4
+    t48 = t10 + t47 + t7
+    t49 = t16 * t23
+    t50 = t14**2 * t49
+    t51 = t15 + t22 + t42
+    t52 = gamma * t20
+    t53 = -t52
+    t54 = t13 * t49
+    t55 = t0 - 2 * t9
+    t56 = t47 + t55
+    t57 = t34 * t45
+    t58 = t43 + t55
     d2_x = (
         _scaled_sum(
-            _scaled_product(t20, t22, t21),
-            t20,
-            t22,
+            _scaled_product(t21, t23, t22),
             t21,
-            _scaled_product(t18, t24, t26),
-            t18,
-            t24,
-            t26,
-            jnp.where(t37, _scaled_product(t32, t34, t36), _scaled_product(t39, t40, t43)),
-            jnp.where(t37, t32, t39),
-            jnp.where(t37, t34, t40),
-            jnp.where(t37, t36, t43),
-            jnp.where(t37, _scaled_product(t31, t45, t47), _scaled_product(t38, t49, t50)),
-            jnp.where(t37, t31, t38),
-            jnp.where(t37, t45, t49),
-            jnp.where(t37, t47, t50),
-            _scaled_product(t51, t45, t47),
-            t51,
-            t45,
-            t47,
-            _scaled_product(t51, t40, t43),
-            t51,
-            t40,
-            t43,
-            _scaled_product(t52, t53, t55),
+            t23,
+            t22,
+            _scaled_product(t19, t25, t27),
+            t19,
+            t25,
+            t27,
+            jnp.where(t38, _scaled_product(t33, t35, t37), _scaled_product(t40, t41, t44)),
+            jnp.where(t38, t33, t40),
+            jnp.where(t38, t35, t41),
+            jnp.where(t38, t37, t44),
+            jnp.where(t38, _scaled_product(t32, t46, t48), _scaled_product(t39, t50, t51)),
+            jnp.where(t38, t32, t39),
+            jnp.where(t38, t46, t50),
+            jnp.where(t38, t48, t51),
+            _scaled_product(t52, t46, t48),
             t52,
+            t46,
+            t48,
+            _scaled_product(t52, t41, t44),
+            t52,
+            t41,
+            t44,
+            _scaled_product(t53, t54, t56),
             t53,
-            t55,
-            _scaled_product(t52, t56, t57),
-            t52,
+            t54,
             t56,
+            _scaled_product(t53, t57, t58),
+            t53,
             t57,
+            t58,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

@@ -270,6 +270,12 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+def _log1p(x):
+    bad = (x > -0.4375) & (x < -0.34375)
+    u = jnp.where(bad, 1 + x, 0.5)
+    return jnp.where(bad, x * jnp.log(u) / (u - 1), jnp.log1p(x))
+
+
 def _scaled_product(c, d, log_d):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
@@ -313,7 +319,7 @@ def value(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     t0 = 1 - y
     t1 = alpha * y + t0 * (1 - alpha)
     t2 = t0 * t1
-    t3 = jnp.log1p(-p)
+    t3 = _log1p(-p)
     t4 = p * t0 + y * (1 - p)
     t5 = t4**gamma
     t6 = -t3 * t5
@@ -361,7 +367,7 @@ def grad(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     t18 = (gamma == 0) | (t2) | (y == 0.5)
     t19 = gamma * (1 - 2 * y)
     t20 = t15 * t19
-    t21 = jnp.log1p(-p)
+    t21 = _log1p(-p)
     t22 = -1 + gamma
     t23 = t7**t22
     t24 = -t21 * t23
@@ -435,7 +441,7 @@ def hess(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     t34 = t20**2
     t35 = (t18) | (t2) | (t34 == 0)
     t36 = -t30 * t34
-    t37 = jnp.log1p(-p)
+    t37 = _log1p(-p)
     t38 = -2 + gamma
     t39 = t6**t38
     t40 = -t37 * t39

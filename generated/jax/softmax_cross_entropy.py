@@ -154,6 +154,12 @@ def _hess_block(d, *pairs):
     return jnp.where(eye, d[..., :, None], h)
 
 
+def _log1p(x):
+    bad = (x > -0.4375) & (x < -0.34375)
+    u = jnp.where(bad, 1 + x, 0.5)
+    return jnp.where(bad, x * jnp.log(u) / (u - 1), jnp.log1p(x))
+
+
 def _log_softmax(u):
     m, s = _lse_parts(u)
     return (u - m) - jnp.log1p(s)
@@ -196,7 +202,7 @@ def _softmax_delta(x, a, plain):
     u = jnp.where(pos, x - jnp.log(safe), -jnp.inf)
     r = jnp.argmax(u, axis=-1)[..., None]
     x_r, a_r = jnp.take_along_axis(x, r, axis=-1), jnp.take_along_axis(safe, r, axis=-1)
-    d = jnp.where(pos, (x - x_r) - jnp.log1p((safe - a_r) / a_r), 0.0)
+    d = jnp.where(pos, (x - x_r) - _log1p((safe - a_r) / a_r), 0.0)
     total = jnp.sum(a, axis=-1, keepdims=True)
     split = pos & (d < -0.6931471805599453)
     first = jnp.where(pos, jnp.where(split, -a, a * jnp.expm1(d)), 0.0)

@@ -71,6 +71,17 @@ Rewrites applied (rule: before -> after, reason):
   two terms cancel at u = log(B/A); expm1 of a difference keeps the digits there)
 - complement_partition: `clip - p + 1` -> `clip*sigmoid(x) + (clip + 1)*sigmoid(-x)` (1 -
   sigmoid(u) rounds to 0 for u > 37 in float64; 1 - weight rounds to 0 likewise)
+- log_mixture: `log(clip*p + (clip + 1)*sigmoid(-x))` -> `Piecewise((log1p(clip*sigmoid(-x)
+  + (clip - 1)*sigmoid(x)), clip*sigmoid(x) + (clip + 1)*sigmoid(-x) > 1/2), (log(clip + 1)
+  + log_sigmoid(-x), Eq(clip, 0)), (log(clip*sigmoid(x) + (clip + 1)*sigmoid(-x)), True))`
+  (the mixture passes 1 at an inner point, where its log keeps only the digits of its
+  rounding; with a weight 0 the other term underflows far out (log 0 = -inf))
+- sigmoid_difference: `clip*sigmoid(-x) + p*(clip - 1)` -> `-Piecewise(((clip - 1)*expm1(-x
+  + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip
+  - 1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))` (the
+  two terms cancel at u = log(B/A); expm1 of a difference keeps the digits there)
+- log_one_plus: `log(clip + 1)` -> `log1p(clip)` (1 + u rounds to 1 for |u| < eps/2: log(1 +
+  u) loses every digit of a small u)
 - complement_partition: `1 - p` -> `sigmoid(-x)` (answers: cancellation: `1 - p` as x -> oo
   (in value, grad, hess))
 - power_via_log: `sigmoid(-x)**gamma_pos` -> `exp(gamma_pos*log(sigmoid(-x)))` (answers:
@@ -101,36 +112,78 @@ Rewrites applied (rule: before -> after, reason):
   1))*sigmoid(-x)*sigmoid(x))/(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)), True))` (f has a pole where it overflows; c = 0 must give 0, not 0*inf =
   NaN [in grad])
-- zero_guard: `-(1 - y)*Piecewise((Piecewise((Piecewise((0, Eq(gamma_neg, 0)),
-  (gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1)))**gamma_neg*(-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip -
-  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))/(p*(clip - 1)*expm1(-x +
-  log_ratio(clip, 1 - clip, 2*clip - 1))), True)), x >= log_ratio(clip, 1 - clip, 2*clip -
-  1)), (Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*(clip*expm1(x - log_ratio(clip, 1 -
-  clip, 2*clip - 1))*sigmoid(-x))**gamma_neg*(-clip*p*expm1(x - log_ratio(clip, 1 - clip,
+- log_mixture: `log(clip*p + (clip + 1)*sigmoid(-x))` -> `Piecewise((log1p(clip*sigmoid(-x)
+  + (clip - 1)*sigmoid(x)), clip*sigmoid(x) + (clip + 1)*sigmoid(-x) > 1/2), (log(clip + 1)
+  + log_sigmoid(-x), Eq(clip, 0)), (log(clip*sigmoid(x) + (clip + 1)*sigmoid(-x)), True))`
+  (the mixture passes 1 at an inner point, where its log keeps only the digits of its
+  rounding; with a weight 0 the other term underflows far out (log 0 = -inf) [in grad])
+- sigmoid_difference: `clip*sigmoid(-x) + p*(clip - 1)` -> `-Piecewise(((clip - 1)*expm1(-x
+  + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip
+  - 1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))` (the
+  two terms cancel at u = log(B/A); expm1 of a difference keeps the digits there [in grad])
+- log_one_plus: `log(clip + 1)` -> `log1p(clip)` (1 + u rounds to 1 for |u| < eps/2: log(1 +
+  u) loses every digit of a small u [in grad])
+- zero_guard: `-(1 - y)*Piecewise((Piecewise(((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 -
+  clip, 2*clip - 1)))**gamma_neg, x >= log_ratio(clip, 1 - clip, 2*clip - 1)),
+  ((clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))**gamma_neg,
+  True))*Piecewise((-Piecewise((-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1)) + p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), x >=
+  log_ratio(clip, 1 - clip, 2*clip - 1)), (-clip*p*expm1(x - log_ratio(clip, 1 - clip,
   2*clip - 1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x), True))/(1 - Piecewise((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip,
+  2*clip - 1)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*expm1(x - log_ratio(clip,
+  1 - clip, 2*clip - 1))*sigmoid(-x), True))), clip*p + (clip + 1)*sigmoid(-x) > 1/2), (-p,
+  Eq(clip, 0)), ((clip*p*sigmoid(-x) - p*(clip + 1)*sigmoid(-x))/(clip*p + (clip +
+  1)*sigmoid(-x)), True)) + Piecewise((Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*(p*(clip
+  - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1)))**gamma_neg*(-p*(clip - 1)*exp(-x +
+  log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip,
+  2*clip - 1))*sigmoid(-x))/(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))), True)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (Piecewise((0, Eq(gamma_neg,
+  0)), (gamma_neg*(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x))**gamma_neg*(-clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x))/(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)),
-  True)), True))*log(clip*p + (clip + 1)*sigmoid(-x)) + (clip*p*sigmoid(-x) - p*(clip +
-  1)*sigmoid(-x))*Piecewise(((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1)))**gamma_neg, x >= log_ratio(clip, 1 - clip, 2*clip - 1)), ((clip*expm1(x -
-  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))**gamma_neg, True))/(clip*p + (clip +
-  1)*sigmoid(-x)), clip < p), (0, True))` -> `Piecewise((0, Eq(y, 1)), (-(1 -
-  y)*Piecewise((Piecewise((Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*((clip - 1)*expm1(-x
-  + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x))**gamma_neg*(-(clip - 1)*exp(-x +
-  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x) + (clip - 1)*expm1(-x + log_ratio(clip,
-  1 - clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x))/((clip - 1)*expm1(-x + log_ratio(clip, 1 -
-  clip, 2*clip - 1))*sigmoid(x)), True)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)),
-  (Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*(clip*expm1(x - log_ratio(clip, 1 - clip,
-  2*clip - 1))*sigmoid(-x))**gamma_neg*(clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
+  True)), True))*Piecewise((log1p(-Piecewise((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 -
+  clip, 2*clip - 1)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*expm1(x -
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))), clip*p + (clip +
+  1)*sigmoid(-x) > 1/2), (log_sigmoid(-x) + log1p(clip), Eq(clip, 0)),
+  (Piecewise((log1p(-Piecewise((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*expm1(x - log_ratio(clip, 1 -
+  clip, 2*clip - 1))*sigmoid(-x), True))), clip*p + (clip + 1)*sigmoid(-x) > 1/2),
+  (log_sigmoid(-x) + log1p(clip), Eq(clip, 0)), (log(clip*p + (clip + 1)*sigmoid(-x)),
+  True)), True)), clip < p), (0, True))` -> `Piecewise((0, Eq(y, 1)), (-(1 -
+  y)*Piecewise((Piecewise((((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x))**gamma_neg, x >= log_ratio(clip, 1 - clip, 2*clip - 1)), ((clip*expm1(x -
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))**gamma_neg,
+  True))*Piecewise((-Piecewise((-(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x) + (clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x)*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*exp(x -
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) - clip*expm1(x - log_ratio(clip, 1 -
+  clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x), True))/(1 - Piecewise(((clip - 1)*expm1(-x +
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip -
+  1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))),
+  clip*sigmoid(x) + (clip + 1)*sigmoid(-x) > 1/2), (-sigmoid(x), Eq(clip, 0)),
+  ((clip*sigmoid(-x)*sigmoid(x) - (clip + 1)*sigmoid(-x)*sigmoid(x))/(clip*sigmoid(x) +
+  (clip + 1)*sigmoid(-x)), True)) + Piecewise((Piecewise((0, Eq(gamma_neg, 0)),
+  (gamma_neg*((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x))**gamma_neg*(-(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x) + (clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x)*sigmoid(x))/((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x)), True)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (Piecewise((0,
+  Eq(gamma_neg, 0)), (gamma_neg*(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x))**gamma_neg*(clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x) - clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)*sigmoid(x))/(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x)), True)), True))*log(clip*sigmoid(x) + (clip + 1)*sigmoid(-x)) +
-  (clip*sigmoid(-x)*sigmoid(x) - (clip + 1)*sigmoid(-x)*sigmoid(x))*Piecewise((((clip -
-  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x))**gamma_neg, x >=
-  log_ratio(clip, 1 - clip, 2*clip - 1)), ((clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip
-  - 1))*sigmoid(-x))**gamma_neg, True))/(clip*sigmoid(x) + (clip + 1)*sigmoid(-x)), clip <
-  sigmoid(x)), (0, True)), True))` (f has a pole where it overflows; c = 0 must give 0, not
-  0*inf = NaN [in grad])
+  1))*sigmoid(-x)), True)), True))*Piecewise((log1p(-Piecewise(((clip - 1)*expm1(-x +
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip -
+  1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))),
+  clip*sigmoid(x) + (clip + 1)*sigmoid(-x) > 1/2), (log_sigmoid(-x) + log1p(clip), Eq(clip,
+  0)), (Piecewise((log1p(-Piecewise(((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip
+  - 1))*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*expm1(x -
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))), clip*sigmoid(x) + (clip +
+  1)*sigmoid(-x) > 1/2), (log_sigmoid(-x) + log1p(clip), Eq(clip, 0)), (log(clip*sigmoid(x)
+  + (clip + 1)*sigmoid(-x)), True)), True)), clip < sigmoid(x)), (0, True)), True))` (f has
+  a pole where it overflows; c = 0 must give 0, not 0*inf = NaN [in grad])
 - zero_guard: `gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
   1)))**gamma_neg*(-p**2*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x) - 2*p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
@@ -220,6 +273,17 @@ Rewrites applied (rule: before -> after, reason):
   clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x))*exp(x - log_ratio(clip, 1 - clip, 2*clip -
   1))/(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))**2*sigmoid(-x)), True))` (f has
   a pole where it overflows; c = 0 must give 0, not 0*inf = NaN [in hess])
+- log_mixture: `log(clip*p + (clip + 1)*sigmoid(-x))` -> `Piecewise((log1p(clip*sigmoid(-x)
+  + (clip - 1)*sigmoid(x)), clip*sigmoid(x) + (clip + 1)*sigmoid(-x) > 1/2), (log(clip + 1)
+  + log_sigmoid(-x), Eq(clip, 0)), (log(clip*sigmoid(x) + (clip + 1)*sigmoid(-x)), True))`
+  (the mixture passes 1 at an inner point, where its log keeps only the digits of its
+  rounding; with a weight 0 the other term underflows far out (log 0 = -inf) [in hess])
+- sigmoid_difference: `clip*sigmoid(-x) + p*(clip - 1)` -> `-Piecewise(((clip - 1)*expm1(-x
+  + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip
+  - 1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))` (the
+  two terms cancel at u = log(B/A); expm1 of a difference keeps the digits there [in hess])
+- log_one_plus: `log(clip + 1)` -> `log1p(clip)` (1 + u rounds to 1 for |u| < eps/2: log(1 +
+  u) loses every digit of a small u [in hess])
 - zero_guard: `gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
   1)))**gamma_neg*(-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip -
   1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))/(p*(clip - 1)*expm1(-x +
@@ -240,7 +304,30 @@ Rewrites applied (rule: before -> after, reason):
   1))*sigmoid(-x)*sigmoid(x))/(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)), True))` (f has a pole where it overflows; c = 0 must give 0, not 0*inf =
   NaN [in hess])
-- zero_guard: `-(1 - y)*Piecewise((Piecewise((Piecewise((0, Eq(gamma_neg, 0)),
+- zero_guard: `-(1 - y)*Piecewise((Piecewise(((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 -
+  clip, 2*clip - 1)))**gamma_neg, x >= log_ratio(clip, 1 - clip, 2*clip - 1)),
+  ((clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))**gamma_neg,
+  True))*Piecewise((-Piecewise((-p**2*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip
+  - 1))*sigmoid(-x) - 2*p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) + p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip -
+  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)**2, x >= log_ratio(clip,
+  1 - clip, 2*clip - 1)), (clip*p**2*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) - 2*clip*p*exp(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) -
+  clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)**2 + clip*exp(x -
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))/(1 - Piecewise((p*(clip -
+  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1)), x >= log_ratio(clip, 1 - clip,
+  2*clip - 1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True)))
+  - Piecewise(((-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip -
+  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))**2, x >= log_ratio(clip,
+  1 - clip, 2*clip - 1)), ((-clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))**2,
+  True))/(1 - Piecewise((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1)), x
+  >= log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*expm1(x - log_ratio(clip, 1 - clip,
+  2*clip - 1))*sigmoid(-x), True)))**2, clip*p + (clip + 1)*sigmoid(-x) > 1/2),
+  (-p*sigmoid(-x), Eq(clip, 0)), ((-clip*p**2*sigmoid(-x) + clip*p*sigmoid(-x)**2 +
+  p**2*(clip + 1)*sigmoid(-x) - p*(clip + 1)*sigmoid(-x)**2)/(clip*p + (clip +
+  1)*sigmoid(-x)) - (-clip*p*sigmoid(-x) + p*(clip + 1)*sigmoid(-x))**2/(clip*p + (clip +
+  1)*sigmoid(-x))**2, True)) + Piecewise((Piecewise((0, Eq(gamma_neg, 0)),
   (gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
   1)))**gamma_neg*(-p**2*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x) - 2*p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
@@ -279,37 +366,70 @@ Rewrites applied (rule: before -> after, reason):
   1))*sigmoid(-x))**gamma_neg*(-clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x))**2/(clip**2*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
-  1))**2*sigmoid(-x)**2), True)), True))*log(clip*p + (clip + 1)*sigmoid(-x)) +
-  2*(clip*p*sigmoid(-x) - p*(clip + 1)*sigmoid(-x))*Piecewise((Piecewise((0, Eq(gamma_neg,
-  0)), (gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1)))**gamma_neg*(-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip -
-  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))/(p*(clip - 1)*expm1(-x +
-  log_ratio(clip, 1 - clip, 2*clip - 1))), True)), x >= log_ratio(clip, 1 - clip, 2*clip -
-  1)), (Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*(clip*expm1(x - log_ratio(clip, 1 -
-  clip, 2*clip - 1))*sigmoid(-x))**gamma_neg*(-clip*p*expm1(x - log_ratio(clip, 1 - clip,
-  2*clip - 1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))**2*sigmoid(-x)**2), True)), True))*Piecewise((log1p(-Piecewise((p*(clip - 1)*expm1(-x
+  + log_ratio(clip, 1 - clip, 2*clip - 1)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)),
+  (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))), clip*p +
+  (clip + 1)*sigmoid(-x) > 1/2), (log_sigmoid(-x) + log1p(clip), Eq(clip, 0)),
+  (Piecewise((log1p(-Piecewise((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*expm1(x - log_ratio(clip, 1 -
+  clip, 2*clip - 1))*sigmoid(-x), True))), clip*p + (clip + 1)*sigmoid(-x) > 1/2),
+  (log_sigmoid(-x) + log1p(clip), Eq(clip, 0)), (log(clip*p + (clip + 1)*sigmoid(-x)),
+  True)), True)) + 2*Piecewise((Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*(p*(clip -
+  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1)))**gamma_neg*(-p*(clip - 1)*exp(-x +
+  log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip,
+  2*clip - 1))*sigmoid(-x))/(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))), True)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (Piecewise((0, Eq(gamma_neg,
+  0)), (gamma_neg*(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x))**gamma_neg*(-clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x))/(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)),
-  True)), True))/(clip*p + (clip + 1)*sigmoid(-x)) + (-clip*p**2*sigmoid(-x) +
-  clip*p*sigmoid(-x)**2 + p**2*(clip + 1)*sigmoid(-x) - p*(clip +
-  1)*sigmoid(-x)**2)*Piecewise(((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1)))**gamma_neg, x >= log_ratio(clip, 1 - clip, 2*clip - 1)), ((clip*expm1(x -
-  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))**gamma_neg, True))/(clip*p + (clip +
-  1)*sigmoid(-x)) - (-clip*p*sigmoid(-x) + p*(clip + 1)*sigmoid(-x))**2*Piecewise(((p*(clip
-  - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1)))**gamma_neg, x >= log_ratio(clip, 1
-  - clip, 2*clip - 1)), ((clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x))**gamma_neg, True))/(clip*p + (clip + 1)*sigmoid(-x))**2, clip < p), (0,
-  True))` -> `Piecewise((0, Eq(y, 1)), (-(1 - y)*Piecewise((Piecewise((Piecewise((0,
-  Eq(gamma_neg, 0)), (gamma_neg*((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(x))**gamma_neg*(-2*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
+  True)), True))*Piecewise((-Piecewise((-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip,
+  2*clip - 1)) + p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x),
+  x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (-clip*p*expm1(x - log_ratio(clip, 1 - clip,
+  2*clip - 1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x), True))/(1 - Piecewise((p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip,
+  2*clip - 1)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*expm1(x - log_ratio(clip,
+  1 - clip, 2*clip - 1))*sigmoid(-x), True))), clip*p + (clip + 1)*sigmoid(-x) > 1/2), (-p,
+  Eq(clip, 0)), ((clip*p*sigmoid(-x) - p*(clip + 1)*sigmoid(-x))/(clip*p + (clip +
+  1)*sigmoid(-x)), True)), clip < p), (0, True))` -> `Piecewise((0, Eq(y, 1)), (-(1 -
+  y)*Piecewise((Piecewise((((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x))**gamma_neg, x >= log_ratio(clip, 1 - clip, 2*clip - 1)), ((clip*expm1(x -
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))**gamma_neg,
+  True))*Piecewise((-Piecewise((-2*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)*sigmoid(x) + (clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(x) + (clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)**2*sigmoid(x) - (clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x)*sigmoid(x)**2)/((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(x)), True)) + Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*((clip - 1)*expm1(-x
-  + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x))**gamma_neg*(-(clip - 1)*exp(-x +
+  1))*sigmoid(-x)*sigmoid(x)**2, x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (-2*clip*exp(x
+  - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x) + clip*exp(x -
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) - clip*expm1(x - log_ratio(clip, 1 -
+  clip, 2*clip - 1))*sigmoid(-x)**2*sigmoid(x) + clip*expm1(x - log_ratio(clip, 1 - clip,
+  2*clip - 1))*sigmoid(-x)*sigmoid(x)**2, True))/(1 - Piecewise(((clip - 1)*expm1(-x +
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip -
+  1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))) -
+  Piecewise(((-(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x) + (clip
+  - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x))**2, x >=
+  log_ratio(clip, 1 - clip, 2*clip - 1)), ((clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) - clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x)*sigmoid(x))**2, True))/(1 - Piecewise(((clip - 1)*expm1(-x +
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip -
+  1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True)))**2,
+  clip*sigmoid(x) + (clip + 1)*sigmoid(-x) > 1/2), (-sigmoid(-x)*sigmoid(x), Eq(clip, 0)),
+  ((clip*sigmoid(-x)**2*sigmoid(x) - clip*sigmoid(-x)*sigmoid(x)**2 - (clip +
+  1)*sigmoid(-x)**2*sigmoid(x) + (clip + 1)*sigmoid(-x)*sigmoid(x)**2)/(clip*sigmoid(x) +
+  (clip + 1)*sigmoid(-x)) - (-clip*sigmoid(-x)*sigmoid(x) + (clip +
+  1)*sigmoid(-x)*sigmoid(x))**2/(clip*sigmoid(x) + (clip + 1)*sigmoid(-x))**2, True)) +
+  Piecewise((Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*((clip - 1)*expm1(-x +
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x))**gamma_neg*(-2*(clip - 1)*exp(-x +
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x) + (clip - 1)*exp(-x +
   log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x) + (clip - 1)*expm1(-x + log_ratio(clip,
-  1 - clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x))*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1))/((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))**2*sigmoid(x)), True)) +
+  1 - clip, 2*clip - 1))*sigmoid(-x)**2*sigmoid(x) - (clip - 1)*expm1(-x + log_ratio(clip, 1
+  - clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x)**2)/((clip - 1)*expm1(-x + log_ratio(clip, 1 -
+  clip, 2*clip - 1))*sigmoid(x)), True)) + Piecewise((0, Eq(gamma_neg, 0)),
+  (gamma_neg*((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x))**gamma_neg*(-(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x) + (clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x)*sigmoid(x))*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1))/((clip -
+  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))**2*sigmoid(x)), True)) +
   Piecewise((0, Eq(gamma_neg, 0)), (-gamma_neg*((clip - 1)*expm1(-x + log_ratio(clip, 1 -
   clip, 2*clip - 1))*sigmoid(x))**gamma_neg*(-(clip - 1)*exp(-x + log_ratio(clip, 1 - clip,
   2*clip - 1))*sigmoid(x) + (clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
@@ -339,41 +459,42 @@ Rewrites applied (rule: before -> after, reason):
   - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))**gamma_neg*(clip*exp(x -
   log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) - clip*expm1(x - log_ratio(clip, 1 -
   clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x))**2/(clip**2*expm1(x - log_ratio(clip, 1 - clip,
-  2*clip - 1))**2*sigmoid(-x)**2), True)), True))*log(clip*sigmoid(x) + (clip +
-  1)*sigmoid(-x)) + 2*(clip*sigmoid(-x)*sigmoid(x) - (clip +
-  1)*sigmoid(-x)*sigmoid(x))*Piecewise((Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*((clip -
-  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x))**gamma_neg*(-(clip -
-  1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x) + (clip - 1)*expm1(-x +
-  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x))/((clip - 1)*expm1(-x +
-  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x)), True)), x >= log_ratio(clip, 1 - clip,
-  2*clip - 1)), (Piecewise((0, Eq(gamma_neg, 0)), (gamma_neg*(clip*expm1(x - log_ratio(clip,
-  1 - clip, 2*clip - 1))*sigmoid(-x))**gamma_neg*(clip*exp(x - log_ratio(clip, 1 - clip,
-  2*clip - 1))*sigmoid(-x) - clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  2*clip - 1))**2*sigmoid(-x)**2), True)), True))*Piecewise((log1p(-Piecewise(((clip -
+  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x), x >= log_ratio(clip, 1 -
+  clip, 2*clip - 1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x),
+  True))), clip*sigmoid(x) + (clip + 1)*sigmoid(-x) > 1/2), (log_sigmoid(-x) + log1p(clip),
+  Eq(clip, 0)), (Piecewise((log1p(-Piecewise(((clip - 1)*expm1(-x + log_ratio(clip, 1 -
+  clip, 2*clip - 1))*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*expm1(x
+  - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x), True))), clip*sigmoid(x) + (clip +
+  1)*sigmoid(-x) > 1/2), (log_sigmoid(-x) + log1p(clip), Eq(clip, 0)), (log(clip*sigmoid(x)
+  + (clip + 1)*sigmoid(-x)), True)), True)) + 2*Piecewise((Piecewise((0, Eq(gamma_neg, 0)),
+  (gamma_neg*((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x))**gamma_neg*(-(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x) + (clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x)*sigmoid(x))/((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(x)), True)), x >= log_ratio(clip, 1 - clip, 2*clip - 1)), (Piecewise((0,
+  Eq(gamma_neg, 0)), (gamma_neg*(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x))**gamma_neg*(clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) - clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)*sigmoid(x))/(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x)), True)), True))/(clip*sigmoid(x) + (clip + 1)*sigmoid(-x)) +
-  (clip*sigmoid(-x)**2*sigmoid(x) - clip*sigmoid(-x)*sigmoid(x)**2 - (clip +
-  1)*sigmoid(-x)**2*sigmoid(x) + (clip + 1)*sigmoid(-x)*sigmoid(x)**2)*Piecewise((((clip -
-  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x))**gamma_neg, x >=
-  log_ratio(clip, 1 - clip, 2*clip - 1)), ((clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip
-  - 1))*sigmoid(-x))**gamma_neg, True))/(clip*sigmoid(x) + (clip + 1)*sigmoid(-x)) -
-  (-clip*sigmoid(-x)*sigmoid(x) + (clip + 1)*sigmoid(-x)*sigmoid(x))**2*Piecewise((((clip -
-  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x))**gamma_neg, x >=
-  log_ratio(clip, 1 - clip, 2*clip - 1)), ((clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip
-  - 1))*sigmoid(-x))**gamma_neg, True))/(clip*sigmoid(x) + (clip + 1)*sigmoid(-x))**2, clip
-  < sigmoid(x)), (0, True)), True))` (f has a pole where it overflows; c = 0 must give 0,
-  not 0*inf = NaN [in hess])
+  1))*sigmoid(-x)), True)), True))*Piecewise((-Piecewise((-(clip - 1)*exp(-x +
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x) + (clip - 1)*expm1(-x + log_ratio(clip,
+  1 - clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x), x >= log_ratio(clip, 1 - clip, 2*clip -
+  1)), (clip*exp(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) - clip*expm1(x -
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)*sigmoid(x), True))/(1 -
+  Piecewise(((clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(x), x >=
+  log_ratio(clip, 1 - clip, 2*clip - 1)), (clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x), True))), clip*sigmoid(x) + (clip + 1)*sigmoid(-x) > 1/2), (-sigmoid(x),
+  Eq(clip, 0)), ((clip*sigmoid(-x)*sigmoid(x) - (clip +
+  1)*sigmoid(-x)*sigmoid(x))/(clip*sigmoid(x) + (clip + 1)*sigmoid(-x)), True)), clip <
+  sigmoid(x)), (0, True)), True))` (f has a pole where it overflows; c = 0 must give 0, not
+  0*inf = NaN [in hess])
 Found again in the emitted forms (a divergence of the result itself is
 reported, not fixed):
 - zero times infinity: `clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)`
   as x -> oo (in value, grad, hess)
 - zero times infinity: `p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))` as x
   -> -oo (in value, grad, hess)
-- zero times infinity: `gamma_neg*(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x))**gamma_neg*(-clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x))/(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))` as x
-  -> oo (in grad, hess)
-- pole: `1/sigmoid(-x)` as x -> oo (in grad, hess)
 - cancellation: `-clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) +
   clip*exp(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)` as x -> oo (in grad,
   hess)
@@ -381,11 +502,12 @@ reported, not fixed):
   x -> oo (in grad, hess)
 - zero times infinity: `-clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)` as x -> oo (in grad, hess)
-- zero times infinity: `gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip
-  - 1)))**gamma_neg*(-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip
-  - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))/(p*(clip - 1)*expm1(-x
-  + log_ratio(clip, 1 - clip, 2*clip - 1)))` as x -> -oo (in grad, hess)
-- pole: `1/p` as x -> -oo (in grad, hess)
+- zero times infinity: `gamma_neg*(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x))**gamma_neg*(-clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x))/(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))` as x
+  -> oo (in grad, hess)
+- pole: `1/sigmoid(-x)` as x -> oo (in grad, hess)
 - cancellation: `-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip -
   1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)` as x -> -oo (in grad,
   hess)
@@ -393,12 +515,11 @@ reported, not fixed):
   -> -oo (in grad, hess)
 - zero times infinity: `p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)` as x -> -oo (in grad, hess)
-- zero times infinity: `gamma_neg*(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x))**gamma_neg*(clip*p**2*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x) - 2*clip*p*exp(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) -
-  clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)**2 + clip*exp(x -
-  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))/(clip*expm1(x - log_ratio(clip, 1 -
-  clip, 2*clip - 1))*sigmoid(-x))` as x -> oo (in hess)
+- zero times infinity: `gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip
+  - 1)))**gamma_neg*(-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip
+  - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))/(p*(clip - 1)*expm1(-x
+  + log_ratio(clip, 1 - clip, 2*clip - 1)))` as x -> -oo (in grad, hess)
+- pole: `1/p` as x -> -oo (in grad, hess)
 - cancellation: `clip*p**2*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) -
   2*clip*p*exp(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) - clip*p*expm1(x -
   log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)**2 + clip*exp(x - log_ratio(clip, 1 -
@@ -409,6 +530,12 @@ reported, not fixed):
   1))*sigmoid(-x)**2` as x -> oo (in hess)
 - zero times infinity: `-2*clip*p*exp(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)` as x -> oo (in hess)
+- zero times infinity: `gamma_neg*(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x))**gamma_neg*(clip*p**2*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) - 2*clip*p*exp(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x) -
+  clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)**2 + clip*exp(x -
+  log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))/(clip*expm1(x - log_ratio(clip, 1 -
+  clip, 2*clip - 1))*sigmoid(-x))` as x -> oo (in hess)
 - zero times infinity: `gamma_neg*p*(clip*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x))**gamma_neg*(-clip*p*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x) + clip*exp(x - log_ratio(clip, 1 - clip, 2*clip -
@@ -425,12 +552,6 @@ reported, not fixed):
   1))*sigmoid(-x))**2/(clip**2*expm1(x - log_ratio(clip, 1 - clip, 2*clip -
   1))**2*sigmoid(-x)**2)` as x -> oo (in hess)
 - pole: `sigmoid(-x)**(-2)` as x -> oo (in hess)
-- zero times infinity: `gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip
-  - 1)))**gamma_neg*(-p**2*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x) - 2*p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
-  1))*sigmoid(-x) + p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip -
-  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)**2)/(p*(clip -
-  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1)))` as x -> -oo (in hess)
 - cancellation: `-p**2*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x) - 2*p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x) + p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip -
@@ -443,6 +564,12 @@ reported, not fixed):
   1))*sigmoid(-x)` as x -> -oo (in hess)
 - zero times infinity: `-2*p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
   1))*sigmoid(-x)` as x -> -oo (in hess)
+- zero times infinity: `gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip
+  - 1)))**gamma_neg*(-p**2*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) - 2*p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip -
+  1))*sigmoid(-x) + p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip -
+  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x)**2)/(p*(clip -
+  1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1)))` as x -> -oo (in hess)
 - zero times infinity: `gamma_neg*(p*(clip - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip
   - 1)))**gamma_neg*(-p*(clip - 1)*exp(-x + log_ratio(clip, 1 - clip, 2*clip - 1)) + p*(clip
   - 1)*expm1(-x + log_ratio(clip, 1 - clip, 2*clip - 1))*sigmoid(-x))*exp(-x +
@@ -546,8 +673,8 @@ def value(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
         _validate(locals())
     x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare((x, y), (gamma_pos, gamma_neg, clip))
     t0 = -x
-    t1 = _sigmoid(x)
-    t2 = _sigmoid(t0)
+    t1 = -np.logaddexp(0, -t0)
+    t2 = _sigmoid(x)
     t3 = -1 + clip
     t4 = (
         np.where(
@@ -557,19 +684,24 @@ def value(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
         )
     )
     t5 = -t4 + x
+    t6 = t2 * t3 * np.expm1(-t5)
+    t7 = x >= t4
+    t8 = _sigmoid(t0)
+    t9 = clip * t8 * np.expm1(t5)
+    t10 = clip * t2 + t8 * (1 + clip)
     loss = (
         -(1 - y)
         * np.where(
-            clip < t1,
-            np.where(
-                t4 <= x,
-                (t1 * t3 * np.expm1(-t5))**gamma_neg,
-                (clip * t2 * np.expm1(t5))**gamma_neg,
-            )
-            * np.log(clip * t1 + t2 * (1 + clip)),
+            clip < t2,
+            np.where(t7, t6**gamma_neg, t9**gamma_neg)
+            * np.where(
+                t10 > 0.5,
+                np.log1p(-np.where(t7, t6, t9)),
+                np.where(clip == 0, t1 + np.log1p(clip), np.log(t10)),
+            ),
             0,
         )
-        - y * np.exp(gamma_pos * (-np.logaddexp(0, -t0))) * (-np.logaddexp(0, -x))
+        - y * np.exp(gamma_pos * t1) * (-np.logaddexp(0, -x))
     )
     return _fit(loss, shape, shape, out)
 
@@ -582,62 +714,63 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare((x, y), (gamma_pos, gamma_neg, clip))
     t0 = -x
     t1 = _sigmoid(t0)
-    t2 = y * np.exp(gamma_pos * (-np.logaddexp(0, -t0)))
-    t3 = _sigmoid(x)
-    t4 = clip * t3
-    t5 = t4 + t1 * (1 + clip)
-    t6 = -1 + clip
-    t7 = (
+    t2 = -np.logaddexp(0, -t0)
+    t3 = y * np.exp(gamma_pos * t2)
+    t4 = _sigmoid(x)
+    t5 = -1 + clip
+    t6 = (
         np.where(
-            ((-t6) == 0) | (clip == 0),
-            np.log(clip) - np.log(-t6),
-            np.log1p((-1 + 2 * clip) / (-t6)),
+            ((-t5) == 0) | (clip == 0),
+            np.log(clip) - np.log(-t5),
+            np.log1p((-1 + 2 * clip) / (-t5)),
         )
     )
-    t8 = -t7 + x
-    t9 = -t8
-    t10 = np.expm1(t9)
-    t11 = t3 * t6
-    t12 = (t10 * t11)**gamma_neg
-    t13 = x >= t7
-    t14 = np.expm1(t8)
+    t7 = -t6 + x
+    t8 = -t7
+    t9 = np.expm1(t8)
+    t10 = t4 * t5
+    t11 = t10 * t9
+    t12 = t11**gamma_neg
+    t13 = x >= t6
+    t14 = np.expm1(t7)
     t15 = clip * t1
-    t16 = (t14 * t15)**gamma_neg
-    t17 = gamma_neg == 0
+    t16 = t14 * t15
+    t17 = t16**gamma_neg
+    t18 = np.where(t13, t11, t16)
+    t19 = -t10 * np.exp(t8) + t1 * t4 * t5 * t9
+    t20 = clip * t4
+    t21 = t15 * np.exp(t7) - t1 * t14 * t20
+    t22 = t20 + t1 * (1 + clip)
+    t23 = t22 > 0.5
+    t24 = clip == 0
+    t25 = np.log1p(-t18)
+    t26 = t2 + np.log1p(clip)
+    t27 = gamma_neg == 0
     d_x = (
-        -t1 * t2
-        + gamma_pos * t2 * t3 * (-np.logaddexp(0, -x))
+        -t1 * t3
+        + gamma_pos * t3 * t4 * (-np.logaddexp(0, -x))
         + np.where(
             y == 1,
             0,
             -(1 - y)
             * np.where(
-                clip < t3,
-                np.where(
-                    t13,
-                    np.where(
-                        t17,
-                        0,
-                        gamma_neg
-                        * t12
-                        * (-t11 * np.exp(t9) + t1 * t10 * t3 * t6)
-                        / t10
-                        / t3
-                        / t6,
-                    ),
-                    np.where(
-                        t17,
-                        0,
-                        gamma_neg
-                        * t16
-                        * (t15 * np.exp(t8) - t1 * t14 * t4)
-                        / clip
-                        / t1
-                        / t14,
-                    ),
+                clip < t4,
+                np.where(t13, t12, t17)
+                * np.where(
+                    t23,
+                    -np.where(t13, t19, t21) / (1 - t18),
+                    np.where(t24, -t4, -t1 * t4 / t22),
                 )
-                * np.log(t5)
-                - t1 * t3 * np.where(t13, t12, t16) / t5,
+                + np.where(
+                    t13,
+                    np.where(t27, 0, gamma_neg * t12 * t19 / t4 / t5 / t9),
+                    np.where(t27, 0, gamma_neg * t17 * t21 / clip / t1 / t14),
+                )
+                * np.where(
+                    t23,
+                    t25,
+                    np.where(t24, t26, np.where(t23, t25, np.where(t24, t26, np.log(t22)))),
+                ),
                 0,
             ),
         )
@@ -653,77 +786,109 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare(
         (x, y), (gamma_pos, gamma_neg, clip), wide=True
     )
-    t0 = -x
-    t1 = y * np.exp(gamma_pos * (-np.logaddexp(0, -t0)))
-    t2 = _sigmoid(t0)
-    t3 = _sigmoid(x)
-    t4 = t2 * t3
-    t5 = t1 * t4
-    t6 = 2 * t2
-    t7 = t3 * t6
+    t0 = _sigmoid(x)
+    t1 = -x
+    t2 = _sigmoid(t1)
+    t3 = t0 * t2
+    t4 = -np.logaddexp(0, -t1)
+    t5 = y * np.exp(gamma_pos * t4)
+    t6 = t3 * t5
+    t7 = gamma_pos * t6
     t8 = -np.logaddexp(0, -x)
-    t9 = t3**2
-    t10 = t2**2
-    t11 = clip * t3 + t2 * (1 + clip)
-    t12 = -1 + clip
-    t13 = (
+    t9 = t0**2
+    t10 = gamma_neg == 0
+    t11 = -1 + clip
+    t12 = (
         np.where(
-            ((-t12) == 0) | (clip == 0),
-            np.log(clip) - np.log(-t12),
-            np.log1p((-1 + 2 * clip) / (-t12)),
+            ((-t11) == 0) | (clip == 0),
+            np.log(clip) - np.log(-t11),
+            np.log1p((-1 + 2 * clip) / (-t11)),
         )
     )
-    t14 = -t13 + x
-    t15 = -t14
-    t16 = np.expm1(t15)
-    t17 = (t12 * t16 * t3)**gamma_neg
-    t18 = x >= t13
-    t19 = np.expm1(t14)
-    t20 = (clip * t19 * t2)**gamma_neg
-    t21 = np.where(t18, t17, t20)
-    t22 = 1 / t11
-    t23 = gamma_neg == 0
-    t24 = np.exp(t15)
-    t25 = -t24 + t16 * t2
-    t26 = gamma_neg * t17
-    t27 = t26 / t16
-    t28 = t25 * t27
-    t29 = np.exp(t14)
-    t30 = t19 * t3
-    t31 = t29 - t30
-    t32 = gamma_neg * t20
-    t33 = t32 / t19
-    t34 = t31 * t33
-    t35 = gamma_neg**2
-    t36 = t35 == 0
-    t37 = 1 / t16**2
-    t38 = 1 / t19**2
+    t13 = -t12 + x
+    t14 = -t13
+    t15 = np.exp(t14)
+    t16 = np.expm1(t14)
+    t17 = -t15 + t16 * t2
+    t18 = t0 * t11
+    t19 = t16 * t18
+    t20 = t19**gamma_neg
+    t21 = gamma_neg * t20
+    t22 = t21 / t16
+    t23 = t17 * t22
+    t24 = x >= t12
+    t25 = np.exp(t13)
+    t26 = np.expm1(t13)
+    t27 = t0 * t26
+    t28 = t25 - t27
+    t29 = clip * t2
+    t30 = t26 * t29
+    t31 = t30**gamma_neg
+    t32 = gamma_neg * t31
+    t33 = t32 / t26
+    t34 = t28 * t33
+    t35 = np.where(t24, t19, t30)
+    t36 = 1 / (1 - t35)
+    t37 = clip * t0 + t2 * (1 + clip)
+    t38 = t37 > 0.5
+    t39 = -t0
+    t40 = clip == 0
+    t41 = t3 / t37
+    t42 = t17**2
+    t43 = t2**2
+    t44 = t28**2
+    t45 = t15 - 2 * t15 * t2 + t16 * t43 - t0 * t16 * t2
+    t46 = t25 - 2 * t0 * t25 - t2 * t27 + t26 * t9
+    t47 = np.log1p(-t35)
+    t48 = t4 + np.log1p(clip)
+    t49 = gamma_neg**2
+    t50 = t49 == 0
+    t51 = 1 / t16**2
+    t52 = 1 / t26**2
     d2_x = (
-        t5
-        + gamma_pos * t1 * t7
-        + gamma_pos * t5 * t8
-        - gamma_pos**2 * t1 * t8 * t9
+        t6
+        + 2 * t7
+        + t7 * t8
+        - gamma_pos**2 * t5 * t8 * t9
         + np.where(
             y == 1,
             0,
             -(1 - y)
             * np.where(
-                clip < t3,
-                np.where(
-                    t18,
-                    np.where(t23, 0, -t2 * t28)
-                    + np.where(t23, 0, t27 * (t24 + t10 * t16 - t24 * t6 - t16 * t2 * t3))
-                    + np.where(t23, 0, t24 * t25 * t26 * t37)
-                    + np.where(t36, 0, t17 * t25**2 * t35 * t37),
-                    np.where(t23, 0, t3 * t34)
-                    + np.where(t23, 0, t33 * (t29 + t19 * t9 - t2 * t30 - 2 * t29 * t3))
-                    + np.where(t23, 0, -t29 * t31 * t32 * t38)
-                    + np.where(t36, 0, t20 * t31**2 * t35 * t38),
+                clip < t0,
+                np.where(t24, t20, t31)
+                * np.where(
+                    t38,
+                    -t36
+                    * (
+                        t36 * np.where(t24, t11**2 * t42 * t9, clip**2 * t43 * t44)
+                        + np.where(t24, t18 * t45, t29 * t46)
+                    ),
+                    np.where(t40, -t3, t41 * (-t2 - t39 - t41)),
                 )
-                * np.log(t11)
-                - t22 * t7 * np.where(t18, np.where(t23, 0, t28), np.where(t23, 0, t34))
-                - t10 * t21 * t9 / t11 / t11
-                + t21 * t22 * t4 * (-t2 + t3),
+                + np.where(
+                    t24,
+                    np.where(t10, 0, -t2 * t23)
+                    + np.where(t10, 0, t22 * t45)
+                    + np.where(t10, 0, t15 * t17 * t21 * t51)
+                    + np.where(t50, 0, t20 * t42 * t49 * t51),
+                    np.where(t10, 0, t0 * t34)
+                    + np.where(t10, 0, t33 * t46)
+                    + np.where(t10, 0, -t25 * t28 * t32 * t52)
+                    + np.where(t50, 0, t31 * t44 * t49 * t52),
+                )
+                * np.where(
+                    t38,
+                    t47,
+                    np.where(t40, t48, np.where(t38, t47, np.where(t40, t48, np.log(t37)))),
+                )
+                + 2
+                * np.where(t24, np.where(t10, 0, t23), np.where(t10, 0, t34))
+                * np.where(
+                    t38,
+                    -t36 * np.where(t24, t17 * t18, t28 * t29),
+                    np.where(t40, t39, -t41),
+                ),
                 0,
             ),
         )

@@ -147,13 +147,15 @@ def hess(pred, target, *, c=1.0, validate=False):
     pred, target, c, shape, out = _prepare(
         (pred, target), (c,), wide=True
     )
-    t0 = c**2
+    t0 = c**2 + target**2
+    t1 = c - target
+    t2 = c + target
     d2_pred = (
-        t0
-        * (c - pred + target)
-        * (c + pred - target)
-        / (pred**2 + t0 + target**2 - 2 * pred * target)
-        / (pred**2 + t0 + target**2 - 2 * pred * target)
+        c**2
+        * (-pred + t2)
+        * (pred + t1)
+        / (pred**2 + t0 - 2 * pred * target)
+        / (pred**2 + t0 - 2 * pred * target)
     )
     return _fit(d2_pred, pred.shape, shape, out)
 
