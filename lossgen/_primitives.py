@@ -275,6 +275,73 @@ class LogRatio(Primitive):
         return sympy.log(b) - sympy.log(a)
 
 
+def _log_quotient_helper(xp: str, log1p: str, extra: str = "") -> str:
+    asarray = "torch.as_tensor" if xp == "torch" else f"{xp}.asarray"
+    return (
+        extra
+        + "def _log_quotient(a, b, d):\n"
+        f"    a, b, d = {asarray}(a), {asarray}(b), {asarray}(d)\n"
+        f"    info = {xp}.finfo((a / b).dtype)\n"
+        "    q = a / b\n"
+        "    normal = (q >= info.tiny) & (q <= info.max)\n"
+        f"    near = {xp}.abs(d) <= 0.5 * b\n"
+        f"    far = {xp}.where(normal, {xp}.log({xp}.where(normal, q, 1)), {xp}.log(a) - {xp}.log(b))\n"
+        f"    return {xp}.where(near, {log1p}(d / b), far)\n"
+    )
+
+
+class LogQuotient(Primitive):
+    """log(A) - log(B) for A, B > 0, given also D = A - B formed symbolically: log1p(D/B)
+    where A/B is within [1/2, 3/2] (there the logs cancel), log(A/B) elsewhere while the
+    quotient is a normal number (its rounding is then small beside |log(A/B)| > 0.4), and the
+    difference of the logs where it is not (their sizes differ too much to cancel)."""
+
+    display = "log_quotient"
+    nargs = 3
+    lowering = {
+        "numpy": "_log_quotient({0}, {1}, {2})",
+        "jax": "_log_quotient({0}, {1}, {2})",
+        "torch": "_log_quotient({0}, {1}, {2})",
+    }
+    helpers = {
+        "numpy": _log_quotient_helper("np", "np.log1p"),
+        "jax": _log_quotient_helper("jnp", "_log1p", JAX_LOG1P + "\n\n"),
+        "torch": _log_quotient_helper("torch", "torch.log1p"),
+    }
+
+    @classmethod
+    def textbook(cls, a, b, d):
+        return sympy.log(a) - sympy.log(b)
+
+    def fdiff(self, argindex=1):
+        if argindex == 1:
+            return 1 / self.args[0]
+        return -1 / self.args[1] if argindex == 2 else sympy.S.Zero
+
+
+class SqrtDifference(Primitive):
+    """sqrt(X) - B for X, B >= 0, given also D = X - B**2 formed symbolically: D/(sqrt(X) + B)
+    keeps the digits where sqrt(X) ~ B (sqrt(1 + u**2) - 1 = u**2/(sqrt(1 + u**2) + 1)).
+    Its derivative is that of the difference, 1/(2 sqrt(X)) in X and -1 in B."""
+
+    display = "sqrt_difference"
+    nargs = 3
+    lowering = {
+        "numpy": "{p2} / (np.sqrt({0}) + {p1})",
+        "jax": "{p2} / (jnp.sqrt({0}) + {p1})",
+        "torch": "{p2} / (torch.sqrt(torch.as_tensor({0})) + {p1})",
+    }
+
+    @classmethod
+    def textbook(cls, x, b, d):
+        return sympy.sqrt(x) - b
+
+    def fdiff(self, argindex=1):
+        if argindex == 1:
+            return 1 / (2 * sympy.sqrt(self.args[0]))
+        return sympy.S.NegativeOne if argindex == 2 else sympy.S.Zero
+
+
 class LogAddExp(Primitive):
     """logaddexp(a, b) = log(exp(a) + exp(b)); its weights are exp(a - lae), exp(b - lae)."""
 
@@ -543,7 +610,7 @@ class ScaledSum(Primitive):
         return sympy.Add(*quads[0::4])
 
 PRIMITIVES: tuple[type[Primitive], ...] = (
-    Sigmoid, LogSigmoid, Softplus, Exp, Expm1, LogRatio, LogAddExp, LogCosh, Erfc, ScaledProduct,
+    Sigmoid, LogSigmoid, Softplus, Exp, Expm1, LogRatio, LogQuotient, SqrtDifference, LogAddExp, LogCosh, Erfc, ScaledProduct,
     ScaledSum, LogSoftplus, LogTanh, ErfcScaled, SoftplusMinusSigmoid,
 )
 

@@ -18,7 +18,7 @@ from sympy.codegen.cfunctions import log1p
 
 from ._primitives import (
     Erfc, Exp, Expm1, LogAddExp, LogCosh, LogRatio, LogSigmoid, Sigmoid, Softplus,
-    SoftplusMinusSigmoid,
+    SoftplusMinusSigmoid, SqrtDifference, LogQuotient,
 )
 from ._signs import NEG, NONNEG, NONPOS, POS, affine, sign
 from ._types import Spec
@@ -238,6 +238,91 @@ _tanh_complement = _complement_of(
 _erf_complement = _complement_of(
     sympy.erf, lambda a, u: a * Erfc(-u), lambda a, u: a * Erfc(u)
 )
+
+
+def _sqrt_difference(expr, ctx):
+    """a*sqrt(X) - a*B -> a*(X - B**2)/(sqrt(X) + B), B >= 0, where X - B**2 loses terms.
+
+    The difference cancels where sqrt(X) is close to B; X - B**2 formed symbolically (1 + u**2
+    - 1 = u**2) does not, and the denominator adds two nonnegative terms.
+    """
+    if not expr.is_Add or not expr.free_symbols & ctx.xs:
+        return None
+    roots = [n for n in expr.atoms(sympy.Pow) if n.exp == sympy.S.Half and n.base.free_symbols & ctx.xs]
+    for node in sorted(roots, key=sympy.default_sort_key):
+        parts = _linear_in(expr, node)
+        if parts is None:
+            continue
+        rest, a = parts
+        b = sympy.cancel(-rest / a)
+        if b == 0 or b.has(node) or sign(b, ctx.spec) not in (POS, NONNEG):
+            continue
+        x = node.base
+        difference = sympy.expand(x - b**2)
+        if len(sympy.Add.make_args(difference)) >= len(sympy.Add.make_args(sympy.expand(x))) + len(
+            sympy.Add.make_args(sympy.expand(b**2))
+        ):
+            continue  # nothing cancels symbolically: the difference is not a near-zero one
+        return a * SqrtDifference(x, b, sympy.factor(difference))
+    return None
+
+
+def _log_argument(term):
+    """(c, A) for a term c*log(A) or c*log1p(a) (A = 1 + a); else None."""
+    c, node = term.as_coeff_Mul()
+    for factor in sympy.Mul.make_args(node):
+        if isinstance(factor, sympy.log):
+            return c * node / factor, factor.args[0]
+        if isinstance(factor, log1p):
+            return c * node / factor, 1 + factor.args[0]
+    return None
+
+
+def _log_difference(expr, ctx):
+    """c*log(A) - c*log(B) -> c*log_quotient(A, B, A - B), where A - B loses terms."""
+    if not expr.is_Add or not expr.free_symbols & ctx.xs:
+        return None
+    logs = [(t, _log_argument(t)) for t in expr.args]
+    logs = [(t, found) for t, found in logs if found is not None]
+    for i, (ta, (ca, a)) in enumerate(logs):
+        for tb, (cb, b) in logs[i + 1:]:
+            if sympy.expand(ca + cb) != 0 or not (a.free_symbols | b.free_symbols) & ctx.xs:
+                continue
+            if sign(a, ctx.spec) != POS or sign(b, ctx.spec) != POS:
+                continue
+            difference = sympy.expand(a - b)
+            if len(sympy.Add.make_args(difference)) >= len(sympy.Add.make_args(sympy.expand(a + b))):
+                continue  # nothing cancels symbolically
+            if ca.could_extract_minus_sign():  # the positive log first: c*log(A/B), c > 0
+                ca, a, b, difference = cb, b, a, -difference
+            rest = expr - ta - tb
+            return rest + ca * LogQuotient(a, b, sympy.factor(difference))
+    return None
+
+
+def _radical_together(expr, ctx):
+    """A sum of terms in powers of sqrt(X) -> one fraction whose numerator has X for
+    sqrt(X)**2: 1/S - u**2/S**3 with S**2 = 1 + u**2 is 1/S**3, where the two terms cancel
+    for large u."""
+    if not expr.is_Add or not expr.free_symbols & ctx.xs:
+        return None
+    roots = [
+        n for n in expr.atoms(sympy.Pow)
+        if n.exp.is_Rational and n.exp.q == 2 and n.base.free_symbols & ctx.xs
+    ]
+    if not roots or expr.atoms(sympy.Function):
+        return None
+    # symbols positive on their domain as positive dummies: no Abs from powers of their squares
+    positive = {
+        s: sympy.Dummy(s.name, positive=True)
+        for s in expr.free_symbols if sign(s, ctx.spec) == POS
+    }
+    numerator, denominator = sympy.fraction(sympy.together(expr.xreplace(positive)))
+    numerator = sympy.expand(numerator)
+    if len(sympy.Add.make_args(numerator)) >= len(expr.args):
+        return None
+    back = {v: k for k, v in positive.items()}
+    return (sympy.factor(numerator) / denominator).xreplace(back)
 
 
 def _nonneg(expr, ctx) -> bool:
@@ -551,6 +636,39 @@ RULES: tuple[Rule, ...] = (
         _rational_factor,
         always=True,
         example=(1 - _u**2 / 4, sympy.factor(1 - _u**2 / 4), {_u: (1.9, 2.1)}),
+    ),
+    Rule(
+        "sqrt_difference",
+        "a*sqrt(X) - a*B -> a*(X - B**2)/(sqrt(X) + B)",
+        "X >= 0, B >= 0",
+        "sqrt(X) - B cancels where X is close to B**2 (sqrt(1 + u**2) - 1 for small u loses every "
+        "digit of u**2/2); X - B**2 is formed symbolically and the denominator does not cancel",
+        _sqrt_difference,
+        always=True,
+        example=(sympy.sqrt(1 + _u**2) - 1, SqrtDifference(1 + _u**2, 1, _u**2), {_u: (-1e-3, 1e-3)}),
+    ),
+    Rule(
+        "log_difference",
+        "c*log(A) - c*log(B) -> c*log_quotient(A, B, A - B): log1p((A - B)/B) near A = B, "
+        "log(A/B) elsewhere",
+        "A, B > 0",
+        "the two logs cancel where A is close to B (log1p(pred) - log1p(target) for "
+        "pred ~ target); A - B formed symbolically keeps the digits",
+        _log_difference,
+        always=True,
+        example=(log1p(_u) - log1p(_a), LogQuotient(1 + _u, 1 + _a, _u - _a),
+                 {_u: (-0.999, 1e6), _a: (-0.999, 1e6)}),
+    ),
+    Rule(
+        "radical_together",
+        "a sum of terms in powers of S = sqrt(X) -> one fraction, S**2 = X in its numerator",
+        "X > 0",
+        "the terms cancel where their leading powers agree (1/S - u**2/S**3 for large u); "
+        "the numerator formed symbolically does not",
+        _radical_together,
+        always=True,
+        example=(1 / sympy.sqrt(1 + _u**2) - _u**2 / (1 + _u**2) ** sympy.Rational(3, 2),
+                 1 / (1 + _u**2) ** sympy.Rational(3, 2), {_u: (1e3, 1e6)}),
     ),
     Rule(
         "erf_complement",

@@ -133,6 +133,33 @@ def _sigmoid_affine_sign(expr: sympy.Expr, spec: Spec) -> str | None:
     return None
 
 
+def _affine_sign(expr: sympy.Expr, symbol: sympy.Symbol, spec: Spec) -> str | None:
+    """The sign of c + k*s over the interval domain of s (1 + pred > 0 for pred > -1)."""
+    if not expr.is_polynomial(symbol) or sympy.degree(expr, symbol) != 1:
+        return None
+    domain = next((i.domain for i in spec.inputs if i.symbol == symbol), None)
+    if domain is None:
+        domain = next((p.domain for p in spec.params if p.symbol == symbol), None)
+    if domain is None or domain.kind != "interval":
+        return None
+    k = expr.coeff(symbol, 1)
+    if not k.is_Number or k == 0:
+        return None
+    ends = [(domain.lo, domain.lo_closed), (domain.hi, domain.hi_closed)]
+    values = [(expr.subs(symbol, end), closed) for end, closed in ends]
+    low = min(values, key=lambda vc: vc[0])
+    if low[0] > 0 or (low[0] == 0 and not low[1]):
+        return POS
+    if low[0] >= 0:
+        return NONNEG
+    high = max(values, key=lambda vc: vc[0])
+    if high[0] < 0 or (high[0] == 0 and not high[1]):
+        return NEG
+    if high[0] <= 0:
+        return NONPOS
+    return None
+
+
 def sign(expr: sympy.Expr, spec: Spec) -> str | None:
     """"pos", "nonneg", "neg", "nonpos", or None when unknown, over the declared domains."""
     if expr.is_Number:
@@ -159,6 +186,10 @@ def sign(expr: sympy.Expr, spec: Spec) -> str | None:
         return _corner_sign(expr, spec)
     if expr.is_Add and expr.has(Sigmoid):
         result = _sigmoid_affine_sign(expr, spec)
+        if result is not None:
+            return result
+    if expr.is_Add and len(expr.free_symbols) == 1:
+        result = _affine_sign(expr, next(iter(expr.free_symbols)), spec)
         if result is not None:
             return result
     if expr.is_Mul or expr.is_Add:

@@ -19,3 +19,22 @@ NAMESPACES = {
 
 def spec_paths() -> list[Path]:
     return sorted((ROOT / "specs").glob("*.yaml"))
+
+
+def beyond_bound(looser: dict, key: tuple, default: float) -> float:
+    """The per-point bound (bits beyond conditioning) for one (loss, backend, dtype) cell.
+
+    ``looser`` holds the cells known to miss the project's bound at a few points, each with the
+    bits it does reach and the measured cause; every other point of such a cell still has to meet
+    the looser figure, and `assert_looser_still_needed` fails once the cell meets the default.
+    """
+    entry = looser.get(key)
+    return default if entry is None else entry[0]
+
+
+def assert_looser_still_needed(looser: dict, key: tuple, default: float, worst: float) -> None:
+    if key in looser:
+        assert worst > default, (
+            f"{key} is now within {default} bits beyond conditioning (worst {worst:.1f}): "
+            "drop it from the test's LOOSER table"
+        )
