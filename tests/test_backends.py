@@ -11,7 +11,7 @@ import sympy
 from lossgen._backends import BACKENDS, UnprintableError, print_expr
 from lossgen._functions import CLASS_FUNCTIONS, SPEC_FUNCTIONS
 from lossgen._primitives import (
-    PRIMITIVES, ErfcScaled, LogRatio, LogTanh, ScaledSum, to_textbook,
+    PRIMITIVES, ErfcScaled, LogQuotient, LogRatio, LogTanh, ScaledSum, SqrtDifference, to_textbook,
 )
 
 from lossgen._accuracy import to_backend, to_numpy
@@ -41,6 +41,8 @@ def _cases():
     # a primitive whose arguments are tied (log_ratio takes b, a and b - a) gets them so
     tied = {
         LogRatio: (x, y, x - y),
+        LogQuotient: (x, y, x - y),
+        SqrtDifference: (x, y, x - y**2),
         ScaledSum: (x, x, 1, 0, y, y, 1, 0),
         ErfcScaled: (x, sympy.Float(-0.7071067811865476), sympy.Float(0.5)),
         LogTanh: (x, sympy.log(x)),

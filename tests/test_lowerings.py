@@ -1,6 +1,6 @@
 """The helpers behind the precision-aware lowerings, in every backend, against mpmath:
 erfc(c*x) with x**2 formed exactly, log(tanh(u)) from log(u), and (JAX) sums whose terms XLA
-on CPU would flush to zero."""
+on CPU would flush to zero; log(A) - log(B) and sqrt(X) - B given their differences.
 
 from __future__ import annotations
 
@@ -140,3 +140,50 @@ def test_large_integers_print_as_floats():
     x = sympy.Symbol("x", real=True)
     assert "5000000000.0" in print_expr(x / 5000000000, "jax")
     assert "/ 3" in print_expr(x / 3, "jax")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_log_quotient_in_each_branch(backend, dtype):
+    """log(A) - log(B) given D = A - B: near A = B (log1p of D/B), far with a normal quotient
+    (log of it) and far with a quotient that overflows or underflows (difference of the logs),
+    each within 2 ulps of the exact value; the plain difference of the logs loses the digits
+    near A = B (in float64: thousands of ulps)."""
+    from lossgen._primitives import LogQuotient
+
+    helper = _helper(LogQuotient, backend, "_log_quotient")
+    big = 1e300 if dtype == "float64" else 1e30
+    pairs = [  # (A, B) exact in the dtype
+        (3 + 3 * 2.0**-20, 3.0), (3.0, 3 + 3 * 2.0**-20), (3.0, 2.0), (2.0**-30, 2.0**-31 * 3),
+        (7.0, 2.0), (2.0, 7.0), (big, 1 / big), (1 / big, big), (2.0**-100, 1.0), (1.0, 2.0**-100),
+    ]
+    a = np.array([p[0] for p in pairs], dtype=dtype)
+    b = np.array([p[1] for p in pairs], dtype=dtype)
+    with mpmath.workdps(60):
+        d = np.array([float(mpmath.mpf(float(x)) - mpmath.mpf(float(y))) for x, y in zip(a, b)], dtype=dtype)
+        truth = [mpmath.log(mpmath.mpf(float(x))) - mpmath.log(mpmath.mpf(float(y))) for x, y in zip(a, b)]
+    with np.errstate(all="ignore"):  # as the generated modules call it: both branches are formed
+        got = _numpy(helper(*(_array(v, backend, dtype) for v in (a, b, d))))
+    assert ulp_distance(got, truth, dtype).max() <= 2, (got, truth)
+    if dtype == "float64":
+        plain = np.log(a[:2]) - np.log(b[:2])
+        assert ulp_distance(plain, truth[:2], dtype).max() > 1000
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sqrt_difference_keeps_small_differences(backend, dtype):
+    """sqrt(1 + u**2) - 1 as printed for each backend, within 2 ulps for u from 2**-60 to 2**60
+    (the plain difference is 0 below u = 2**-27 in float64)."""
+    from lossgen._primitives import SqrtDifference
+
+    u = sympy.Symbol("u", real=True)
+    code = print_expr(SqrtDifference(1 + u**2, 1, u**2), backend)
+    values = np.array([2.0**k for k in range(-60, 61, 6)], dtype=dtype)
+    namespace = _namespace(backend)
+    namespace["u"] = _array(values, backend, dtype)
+    with np.errstate(all="ignore"):
+        got = _numpy(eval(code, namespace))
+    with mpmath.workdps(60):
+        truth = [mpmath.sqrt(1 + mpmath.mpf(float(v)) ** 2) - 1 for v in values]
+    assert ulp_distance(got, truth, dtype).max() <= 2, (code, got)

@@ -56,3 +56,25 @@ def test_rule_names_are_unique_and_documented():
     assert len(names) == len(set(names))
     for rule in RULES:
         assert rule.identity and rule.holds and rule.reason
+
+
+def test_sign_of_an_affine_term_over_its_input_domain():
+    """1 + pred > 0 for pred in (-1, oo) (what lets log_difference fire for msle); 1 + pred
+    on [-1, oo) may be 0, and 2 - pred on (-1, oo) has no sign."""
+    from lossgen._signs import NEG, NONNEG, POS, sign
+
+    pred = sympy.Symbol("pred", real=True)
+
+    def spec(text, lo, hi, lo_closed):
+        domain = Domain(text, "interval", lo, hi, lo_closed, False)
+        return Spec(
+            name="s", summary="", references=(), params=(), define=(), path="<s>", source_hash="",
+            inputs=(Input("pred", "differentiated", domain, "scalar", pred),), loss=pred,
+        )
+
+    open_ = spec("(-1, oo)", sympy.Integer(-1), sympy.oo, False)
+    closed = spec("[-1, oo)", sympy.Integer(-1), sympy.oo, True)
+    assert sign(1 + pred, open_) == POS
+    assert sign(1 + pred, closed) == NONNEG
+    assert sign(-1 - pred, open_) == NEG
+    assert sign(2 - pred, open_) is None

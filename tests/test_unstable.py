@@ -9,17 +9,17 @@ from lossgen import SpecError
 from lossgen._cli import main
 from lossgen._generate import generate
 
-# 1 - exp(-x) cancels as x -> 0 and no rule covers it (it needs expm1); the powers of it in the
-# derivatives have poles there below a value of gamma
+# cosh(x) - 1 cancels as x -> 0 and no rule covers it (it needs 2*sinh(x/2)**2); the powers of
+# it in the derivatives have poles there below a value of gamma
 UNSTABLE = """\
 name: unstable_probe
-summary: A power of sqrt(1 + x) - 1, which cancels at x -> 0 where no rule applies.
+summary: A power of cosh(x) - 1, which cancels at x -> 0 where no rule applies.
 references: ["a deliberately unstabilizable spec for the tests"]
 inputs:
   x: {role: differentiated, domain: "(0, oo)"}
 params:
   gamma: {default: 2, domain: "[0, oo)"}
-loss: (sqrt(1 + x) - 1)**gamma
+loss: (cosh(x) - 1)**gamma
 """
 
 
@@ -44,7 +44,7 @@ def test_error_refuses_to_generate_and_names_term_place_and_condition(tmp_path, 
     messages = [d.message for d in caught.value.diagnostics]
     assert all((d.line, d.col) == (9, 14) for d in caught.value.diagnostics)  # on_unstable: error
     assert any(
-        "cancellation `sqrt(x + 1) - 1` as x -> 0 for every parameter value" in m for m in messages
+        "cancellation `cosh(x) - 1` as x -> 0 for every parameter value" in m for m in messages
     ), messages
     assert all("on_unstable: error" in m for m in messages)
     assert not out.exists(), "a refused spec must not write anything"
@@ -55,7 +55,7 @@ def test_warn_is_the_default_and_generates(tmp_path, cache):
     warnings: list[str] = []
     generate(specs_dir=specs, out_dir=out, cache=cache, log=lambda line: None, warn=warnings.append)
     assert (out / "numpy" / "unstable_probe.py").exists()
-    assert any("warning: no rule stabilizes the cancellation `sqrt(x + 1) - 1`" in w for w in warnings)
+    assert any("warning: no rule stabilizes the cancellation `cosh(x) - 1`" in w for w in warnings)
     assert any("as x -> 0 for every parameter value (in value, grad, hess)" in w for w in warnings)
     # served from the cache, the warnings come again
     again: list[str] = []
