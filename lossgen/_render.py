@@ -319,8 +319,11 @@ def _function_context(d: Derivation, backend: str) -> dict:
     grad = _function(d, "grad", backend, [f"d_{name}" for name in names])
     grad["shapes"] = shapes
     value = _function(d, "value", backend, ["loss"])
+    value_grad = _function(d, "value_grad", backend, ["loss", *(f"d_{name}" for name in names)])
+    value_grad["shapes"] = shapes
     if spec.has_classes:  # one value per row; a (C, C) block per row
         value.update(index="[..., 0]", full="shape[:-1]")
+        value_grad.update(index="[..., 0]", full="shape[:-1]")
         hess.update(
             shapes=[f"{s} + {s}[-1:]" for s in shapes], full="shape + shape[-1:]",
             doc="The Hessian of value(...).sum(), one (C, C) block per row",
@@ -329,9 +332,10 @@ def _function_context(d: Derivation, backend: str) -> dict:
         hvp["directions"] = [f"v_{name}" for name in names]
     else:
         value.update(index="", full="shape")
+        value_grad.update(index="", full="shape")
         hess.update(shapes=shapes, full="shape", doc="The elementwise second derivatives of value(...).sum()")
         hvp = None
-    return {"value": value, "grad": grad, "hess": hess, "hvp": hvp}
+    return {"value": value, "grad": grad, "hess": hess, "hvp": hvp, "value_grad": value_grad}
 
 
 
