@@ -70,11 +70,21 @@ def _helper_lse(backend: str) -> str:
             "    m2 = jnp.where(jnp.isfinite(m2), m2, m)\n"
             "    s2 = jnp.sum(jnp.exp(rest - m2), axis=-1, keepdims=True)\n"
             "    scaled = jnp.exp((m2 - m) + jnp.log(s2))\n"
-            "    direct = jnp.sum(jnp.exp(rest - m), axis=-1, keepdims=True)\n"
-            "    # (the direct sum where no term it flushes can matter: the others' largest is\n"
-            "    # far above the smallest normal number)\n"
+            "    # (s2 rescaled by a product where exp(m2 - m) is far above the smallest normal\n"
+            "    # number: one exp per row, not one per entry)\n"
+            "    direct = s2 * jnp.exp(m2 - m)\n"
             "    s = jnp.where(m2 - m > math.log(jnp.finfo(u.dtype).tiny) + 50, direct, scaled)\n"
             "    return m, s\n"
+        )
+    elif backend == "torch":  # the largest term zeroed in place: no (rows, C) mask
+        parts = (
+            "def _lse_parts(u):\n"
+            "    # the largest entry (the first of equal ones) and the sum of exp(u - max) over the\n"
+            "    # others: logsumexp(u) = max + log1p(s), with s's digits kept\n"
+            f"    m = {amax}\n"
+            "    m = torch.where(torch.isfinite(m), m, 0.0)\n"
+            "    e = (u - m).exp_().scatter_(-1, torch.argmax(u, dim=-1, keepdim=True), 0.0)\n"
+            "    return m, torch.sum(e, dim=-1, keepdim=True)\n"
         )
     else:
         parts = (
@@ -95,7 +105,10 @@ def _helper_lse(backend: str) -> str:
         "\n\n"
         "def _log_softmax(u):\n"
         "    m, s = _lse_parts(u)\n"
-        f"    return (u - m) - {ns}.log1p(s)\n"
+        + (
+            "    return (u - m).sub_(torch.log1p(s))\n" if backend == "torch"
+            else f"    return (u - m) - {ns}.log1p(s)\n"
+        )
     )
 
 
@@ -178,7 +191,9 @@ class OneHot(_ClassPrimitive):
     lowering = {
         "numpy": "(({0}) == np.arange(shape[-1])).astype(out)",
         "jax": "(({0}) == jnp.arange(shape[-1])).astype(out)",
-        "torch": "(({0}) == torch.arange(shape[-1], device={0}.device)).to(out[0])",
+        # (the classes in the index's dtype: an int64 arange would be compared with a float
+        # index through a slow promoting kernel; torch promotes to that dtype anyway)
+        "torch": "(({0}) == torch.arange(shape[-1], device={0}.device, dtype={0}.dtype)).to(out[0])",
     }
 
     def _eval_is_real(self):
