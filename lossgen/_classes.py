@@ -46,6 +46,19 @@ __all__ = [
 _NS = {"numpy": "np", "jax": "jnp", "torch": "torch"}
 
 
+#: jnp.argmax over the class axis, keepdims: XLA's CPU argmax (a reduction over pairs) is
+#: several times slower than a max and a min
+JAX_FIRST_MAX = (
+    "def _first_max(u):\n"
+    "    # the index of the first largest entry (of the first NaN if any), as jnp.argmax,\n"
+    "    # with the class axis kept: one max and one min over it (XLA's argmax is slower)\n"
+    "    i = jnp.arange(u.shape[-1])\n"
+    "    top = jnp.max(u, axis=-1, keepdims=True)\n"
+    "    first = jnp.where((u == top) | jnp.isnan(u), i, u.shape[-1])\n"
+    "    return jnp.min(first, axis=-1, keepdims=True)\n"
+)
+
+
 def _helper_lse(backend: str) -> str:
     ns = _NS[backend]
     if backend == "torch":
@@ -54,7 +67,10 @@ def _helper_lse(backend: str) -> str:
         total = "torch.sum(torch.where(first, 0.0, torch.exp(u - m)), dim=-1, keepdim=True)"
     else:
         amax = f"{ns}.max(u, axis=-1, keepdims=True)"
-        first = f"{ns}.argmax(u, axis=-1)[..., None] == {ns}.arange(u.shape[-1])"
+        first = (
+            "_first_max(u) == jnp.arange(u.shape[-1])" if backend == "jax"
+            else f"{ns}.argmax(u, axis=-1)[..., None] == {ns}.arange(u.shape[-1])"
+        )
         total = f"{ns}.sum({ns}.where(first, 0.0, {ns}.exp(u - m)), axis=-1, keepdims=True)"
     if backend == "jax":  # XLA flushes subnormal terms: they are summed beside the second largest
         parts = (
@@ -97,7 +113,7 @@ def _helper_lse(backend: str) -> str:
             f"    s = {total}\n"
             "    return m, s\n"
         )
-    return parts + (
+    return parts + ("\n\n" + JAX_FIRST_MAX if backend == "jax" else "") + (
         "\n\n"
         "def _logsumexp(u):\n"
         "    m, s = _lse_parts(u)\n"
@@ -276,7 +292,7 @@ def _helper_delta(backend: str) -> str:
         red = "axis=-1, keepdims=True"
         amax = f"{ns}.max"
         take = f"{ns}.take_along_axis({{0}}, r, axis=-1)"
-        argmax = f"{ns}.argmax(u, axis=-1)[..., None]"
+        argmax = "_first_max(u)" if backend == "jax" else f"{ns}.argmax(u, axis=-1)[..., None]"
         inf = f"{ns}.inf"
         cat = f"{ns}.concatenate([{{0}}, {{1}}], axis=-1)"
     return (
@@ -324,7 +340,8 @@ class SoftmaxDelta(Primitive):
     nargs = 3
     lowering = {b: "_softmax_delta({0}, {1}, {2})" for b in _NS}
     helpers = {
-        b: _helper_two_sum(b) + "\n\n" + _helper_delta(b) + ("\n\n" + JAX_LOG1P if b == "jax" else "")
+        b: _helper_two_sum(b) + "\n\n" + _helper_delta(b)
+        + ("\n\n" + JAX_LOG1P + "\n\n" + JAX_FIRST_MAX if b == "jax" else "")
         for b in _NS
     }
 
@@ -341,6 +358,7 @@ def _helper_others(backend: str) -> str:
     )
     argmax = (
         "torch.argmax(x, dim=-1, keepdim=True)" if backend == "torch"
+        else "_first_max(x)" if backend == "jax"
         else f"{ns}.argmax(x, axis=-1)[..., None]"
     )
     amax = "torch.amax" if backend == "torch" else f"{ns}.max"
@@ -381,7 +399,11 @@ class SumOthers(Primitive):
     display = "sum_others"
     nargs = 1
     lowering = {b: "_sum_others({0})" for b in _NS}
-    helpers = {b: _helper_two_sum(b) + "\n\n" + _helper_others(b) for b in _NS}
+    helpers = {
+        b: _helper_two_sum(b) + "\n\n" + _helper_others(b)
+        + ("\n\n" + JAX_FIRST_MAX if b == "jax" else "")
+        for b in _NS
+    }
 
     @classmethod
     def textbook(cls, a):
