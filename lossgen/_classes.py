@@ -46,6 +46,19 @@ __all__ = [
 _NS = {"numpy": "np", "jax": "jnp", "torch": "torch"}
 
 
+#: jnp.argmax over the class axis, keepdims: XLA's CPU argmax (a reduction over pairs) is
+#: several times slower than a max and a min
+JAX_FIRST_MAX = (
+    "def _first_max(u):\n"
+    "    # the index of the first largest entry (of the first NaN if any), as jnp.argmax,\n"
+    "    # with the class axis kept: one max and one min over it (XLA's argmax is slower)\n"
+    "    i = jnp.arange(u.shape[-1])\n"
+    "    top = jnp.max(u, axis=-1, keepdims=True)\n"
+    "    first = jnp.where((u == top) | jnp.isnan(u), i, u.shape[-1])\n"
+    "    return jnp.min(first, axis=-1, keepdims=True)\n"
+)
+
+
 def _helper_lse(backend: str) -> str:
     ns = _NS[backend]
     if backend == "torch":
@@ -54,7 +67,10 @@ def _helper_lse(backend: str) -> str:
         total = "torch.sum(torch.where(first, 0.0, torch.exp(u - m)), dim=-1, keepdim=True)"
     else:
         amax = f"{ns}.max(u, axis=-1, keepdims=True)"
-        first = f"{ns}.argmax(u, axis=-1)[..., None] == {ns}.arange(u.shape[-1])"
+        first = (
+            "_first_max(u) == jnp.arange(u.shape[-1])" if backend == "jax"
+            else f"{ns}.argmax(u, axis=-1)[..., None] == {ns}.arange(u.shape[-1])"
+        )
         total = f"{ns}.sum({ns}.where(first, 0.0, {ns}.exp(u - m)), axis=-1, keepdims=True)"
     if backend == "jax":  # XLA flushes subnormal terms: they are summed beside the second largest
         parts = (
@@ -70,11 +86,21 @@ def _helper_lse(backend: str) -> str:
             "    m2 = jnp.where(jnp.isfinite(m2), m2, m)\n"
             "    s2 = jnp.sum(jnp.exp(rest - m2), axis=-1, keepdims=True)\n"
             "    scaled = jnp.exp((m2 - m) + jnp.log(s2))\n"
-            "    direct = jnp.sum(jnp.exp(rest - m), axis=-1, keepdims=True)\n"
-            "    # (the direct sum where no term it flushes can matter: the others' largest is\n"
-            "    # far above the smallest normal number)\n"
+            "    # (s2 rescaled by a product where exp(m2 - m) is far above the smallest normal\n"
+            "    # number: one exp per row, not one per entry)\n"
+            "    direct = s2 * jnp.exp(m2 - m)\n"
             "    s = jnp.where(m2 - m > math.log(jnp.finfo(u.dtype).tiny) + 50, direct, scaled)\n"
             "    return m, s\n"
+        )
+    elif backend == "torch":  # the largest term zeroed in place: no (rows, C) mask
+        parts = (
+            "def _lse_parts(u):\n"
+            "    # the largest entry (the first of equal ones) and the sum of exp(u - max) over the\n"
+            "    # others: logsumexp(u) = max + log1p(s), with s's digits kept\n"
+            f"    m = {amax}\n"
+            "    m = torch.where(torch.isfinite(m), m, 0.0)\n"
+            "    e = (u - m).exp_().scatter_(-1, torch.argmax(u, dim=-1, keepdim=True), 0.0)\n"
+            "    return m, torch.sum(e, dim=-1, keepdim=True)\n"
         )
     else:
         parts = (
@@ -87,7 +113,7 @@ def _helper_lse(backend: str) -> str:
             f"    s = {total}\n"
             "    return m, s\n"
         )
-    return parts + (
+    return parts + ("\n\n" + JAX_FIRST_MAX if backend == "jax" else "") + (
         "\n\n"
         "def _logsumexp(u):\n"
         "    m, s = _lse_parts(u)\n"
@@ -95,7 +121,10 @@ def _helper_lse(backend: str) -> str:
         "\n\n"
         "def _log_softmax(u):\n"
         "    m, s = _lse_parts(u)\n"
-        f"    return (u - m) - {ns}.log1p(s)\n"
+        + (
+            "    return (u - m).sub_(torch.log1p(s))\n" if backend == "torch"
+            else f"    return (u - m) - {ns}.log1p(s)\n"
+        )
     )
 
 
@@ -178,7 +207,9 @@ class OneHot(_ClassPrimitive):
     lowering = {
         "numpy": "(({0}) == np.arange(shape[-1])).astype(out)",
         "jax": "(({0}) == jnp.arange(shape[-1])).astype(out)",
-        "torch": "(({0}) == torch.arange(shape[-1], device={0}.device)).to(out[0])",
+        # (the classes in the index's dtype: an int64 arange would be compared with a float
+        # index through a slow promoting kernel; torch promotes to that dtype anyway)
+        "torch": "(({0}) == torch.arange(shape[-1], device={0}.device, dtype={0}.dtype)).to(out[0])",
     }
 
     def _eval_is_real(self):
@@ -261,7 +292,7 @@ def _helper_delta(backend: str) -> str:
         red = "axis=-1, keepdims=True"
         amax = f"{ns}.max"
         take = f"{ns}.take_along_axis({{0}}, r, axis=-1)"
-        argmax = f"{ns}.argmax(u, axis=-1)[..., None]"
+        argmax = "_first_max(u)" if backend == "jax" else f"{ns}.argmax(u, axis=-1)[..., None]"
         inf = f"{ns}.inf"
         cat = f"{ns}.concatenate([{{0}}, {{1}}], axis=-1)"
     return (
@@ -309,7 +340,8 @@ class SoftmaxDelta(Primitive):
     nargs = 3
     lowering = {b: "_softmax_delta({0}, {1}, {2})" for b in _NS}
     helpers = {
-        b: _helper_two_sum(b) + "\n\n" + _helper_delta(b) + ("\n\n" + JAX_LOG1P if b == "jax" else "")
+        b: _helper_two_sum(b) + "\n\n" + _helper_delta(b)
+        + ("\n\n" + JAX_LOG1P + "\n\n" + JAX_FIRST_MAX if b == "jax" else "")
         for b in _NS
     }
 
@@ -326,6 +358,7 @@ def _helper_others(backend: str) -> str:
     )
     argmax = (
         "torch.argmax(x, dim=-1, keepdim=True)" if backend == "torch"
+        else "_first_max(x)" if backend == "jax"
         else f"{ns}.argmax(x, axis=-1)[..., None]"
     )
     amax = "torch.amax" if backend == "torch" else f"{ns}.max"
@@ -366,7 +399,11 @@ class SumOthers(Primitive):
     display = "sum_others"
     nargs = 1
     lowering = {b: "_sum_others({0})" for b in _NS}
-    helpers = {b: _helper_two_sum(b) + "\n\n" + _helper_others(b) for b in _NS}
+    helpers = {
+        b: _helper_two_sum(b) + "\n\n" + _helper_others(b)
+        + ("\n\n" + JAX_FIRST_MAX if b == "jax" else "")
+        for b in _NS
+    }
 
     @classmethod
     def textbook(cls, a):

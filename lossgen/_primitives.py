@@ -99,10 +99,11 @@ class Sigmoid(Primitive):
             "    e = np.exp(-np.abs(x))\n"
             "    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))\n"
         ),
+        # the same quotients without a select: exp(min(x, 0)) is 1 or e (torch.where is a
+        # slow, scalar kernel on CPU), and each temporary is reused in place
         "torch": (
             "def _sigmoid(x):\n"
-            "    e = torch.exp(-torch.abs(x))\n"
-            "    return torch.where(x >= 0, 1 / (1 + e), e / (1 + e))\n"
+            "    return torch.clamp_max(x, 0).exp_().div_(torch.abs(x).neg_().exp_().add_(1))\n"
         ),
     }
 
@@ -263,9 +264,10 @@ class LogRatio(Primitive):
     lowering = {
         "numpy": "np.where(({p1} == 0) | ({p0} == 0), np.log({0}) - np.log({1}), np.log1p({p2} / {p1}))",
         "jax": "jnp.where(({p1} == 0) | ({p0} == 0), jnp.log({0}) - jnp.log({1}), _log1p({p2} / {p1}))",
+        # at a zero, log1p(|b / a| - 1) is the same infinity (or NaN) as log(b) - log(a)
+        # (|.|: a may be -0.0), without torch's slow path for the log of 0 on CPU
         "torch": (
-            "torch.where(torch.as_tensor(({p1} == 0) | ({p0} == 0)), torch.log({0}) - torch.log({1}), "
-            "torch.log1p({p2} / {p1}))"
+            "torch.log1p(torch.where(({p1} == 0) | ({p0} == 0), torch.abs({p0} / {p1}) - 1, {p2} / {p1}))"
         ),
     }
     helpers = {"jax": JAX_LOG1P}
@@ -442,9 +444,10 @@ def erfc_scaled(node: Erfc) -> sympy.Expr | None:
 
 class LogCosh(Primitive):
     """log(cosh(x)): cosh overflows for |x| > 710 and log(cosh(x)) loses every digit for tiny x
-    (cosh(x) rounds to 1). Below |x| = 1 it is log1p(2*sinh(|x|/2)**2) (cosh(x) - 1 exactly),
-    above |x| + log1p(exp(-2|x|)) - log(2); the sinh branch sees min(|x|, 1), so neither branch
-    overflows."""
+    (cosh(x) rounds to 1). With b = min(|x|, 20) and m = expm1(b), cosh(b) - 1 = m*m/(2*(1 + m))
+    exactly, so log(cosh(b)) = log1p(m * (m / (2*(1 + m)))) keeps the digits of tiny x; above
+    20, log(cosh(x)) = |x| - log(2) + log1p(exp(-2|x|)) differs from log(cosh(20)) + (|x| - 20)
+    by under exp(-40), far below float64's resolution. One expm1 and one log1p, no select."""
 
     display = "log_cosh"
     nargs = 1
@@ -453,11 +456,23 @@ class LogCosh(Primitive):
         backend: (
             "def _log_cosh(x):\n"
             f"    a = {ns}.abs(x)\n"
-            f"    near = {ns}.log1p(2 * {ns}.sinh({ns}.{minimum}(a, 1.0) / 2) ** 2)\n"
-            f"    far = a + {ns}.log1p({ns}.exp(-2 * a)) - 0.6931471805599453\n"
-            f"    return {ns}.where(a < 1, near, far)\n"
+            f"    b = {ns}.{minimum}(a, 20.0)\n"
+            f"    m = {ns}.expm1(b)\n"
+            f"    return {ns}.log1p(m * (m / (2 * (1 + m)))) + (a - b)\n"
         )
         for backend, (ns, _, minimum) in _ARRAY_API.items()
+        if backend != "torch"
+    } | {
+        # the same, each temporary reused in place
+        "torch": (
+            "def _log_cosh(x):\n"
+            "    a = torch.abs(x)\n"
+            "    b = torch.clamp_max(a, 20.0)\n"
+            "    a.sub_(b)\n"
+            "    m = b.expm1_()\n"
+            "    q = (m + 1).mul_(2)\n"
+            "    return torch.div(m, q, out=q).mul_(m).log1p_().add_(a)\n"
+        ),
     }
 
     @classmethod

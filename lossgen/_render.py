@@ -296,15 +296,28 @@ def _function(d: Derivation, key: str, backend: str, targets: list[str]) -> dict
     block = d.blocks.get(f"{backend}:{key}", d.blocks[key])
     taken = {i.name for i in d.spec.inputs} | {p.name for p in d.spec.params}
     taken |= {str(symbol) for symbol, _ in block.assignments} | set(RESERVED_NAMES)
-    lines: list[str] = []
-    for symbol, expr in block.assignments:
-        lines += _statement(str(symbol), print_expr(expr, backend))
+    statements = [(str(symbol), expr) for symbol, expr in block.assignments]
     names = []
     for target, expr in zip(targets, block.outputs):
         name = _free_name(target, taken)
         taken.add(name)
-        lines += _statement(name, print_expr(expr, backend))
+        statements.append((name, expr))
         names.append(name)
+    # torch (eager) frees each intermediate after its last use: fewer tensors alive at once,
+    # and so fewer fresh pages for the allocator to fault in
+    last = {}
+    if backend == "torch":
+        temporaries = {name for name, _ in statements} - set(names)
+        for i, (_, expr) in enumerate(statements):
+            for symbol in sorted(expr.free_symbols, key=str):
+                if str(symbol) in temporaries:
+                    last[str(symbol)] = i
+    lines: list[str] = []
+    for i, (name, expr) in enumerate(statements):
+        lines += _statement(name, print_expr(expr, backend))
+        dead = [n for n, _ in statements if last.get(n) == i]
+        if dead and i < len(statements) - 1:  # (the return frees the rest)
+            lines.append(f"    del {', '.join(dead)}")
     return {"body": "".join(line + "\n" for line in lines), "outputs": names}
 
 
@@ -319,8 +332,11 @@ def _function_context(d: Derivation, backend: str) -> dict:
     grad = _function(d, "grad", backend, [f"d_{name}" for name in names])
     grad["shapes"] = shapes
     value = _function(d, "value", backend, ["loss"])
+    value_grad = _function(d, "value_grad", backend, ["loss", *(f"d_{name}" for name in names)])
+    value_grad["shapes"] = shapes
     if spec.has_classes:  # one value per row; a (C, C) block per row
         value.update(index="[..., 0]", full="shape[:-1]")
+        value_grad.update(index="[..., 0]", full="shape[:-1]")
         hess.update(
             shapes=[f"{s} + {s}[-1:]" for s in shapes], full="shape + shape[-1:]",
             doc="The Hessian of value(...).sum(), one (C, C) block per row",
@@ -329,9 +345,10 @@ def _function_context(d: Derivation, backend: str) -> dict:
         hvp["directions"] = [f"v_{name}" for name in names]
     else:
         value.update(index="", full="shape")
+        value_grad.update(index="", full="shape")
         hess.update(shapes=shapes, full="shape", doc="The elementwise second derivatives of value(...).sum()")
         hvp = None
-    return {"value": value, "grad": grad, "hess": hess, "hvp": hvp}
+    return {"value": value, "grad": grad, "hess": hess, "hvp": hvp, "value_grad": value_grad}
 
 
 

@@ -355,6 +355,11 @@ def simplify(d: Derivation) -> Derivation:
         "hess": [sympy.factor_terms(collect_sigmoids(h, xs)) for row in d.hess for h in row],
     }
     blocks = {key: _block(d, [exact_squares(e) for e in exprs]) for key, exprs in outputs.items()}
+    # the loss and its gradient from one block, for a training step's forward: what they
+    # share (log-sigmoids, a log-softmax, a one-hot) is computed once
+    blocks["value_grad"] = _block(
+        d, [exact_squares(e) for e in outputs["value"] + outputs["grad"]]
+    )
     if d.spec.has_classes:  # (the log-space forms for JAX are elementwise only, so far)
         blocks["hvp"] = _block(d, list(d.hvp))
         return replace(d, blocks=blocks)

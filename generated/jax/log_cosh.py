@@ -119,9 +119,9 @@ def _like(v, ref):
 
 def _log_cosh(x):
     a = jnp.abs(x)
-    near = jnp.log1p(2 * jnp.sinh(jnp.minimum(a, 1.0) / 2) ** 2)
-    far = a + jnp.log1p(jnp.exp(-2 * a)) - 0.6931471805599453
-    return jnp.where(a < 1, near, far)
+    b = jnp.minimum(a, 20.0)
+    m = jnp.expm1(b)
+    return jnp.log1p(m * (m / (2 * (1 + m)))) + (a - b)
 
 
 def value(pred, target, *, validate=False):

@@ -133,7 +133,7 @@ def _like(v, ref):
 def _centered(b, x, log_p):
     # b - sum(p*b), p = exp(log_p) = softmax(x), relative to b at the largest x (the
     # entry that can hold nearly all of p): no difference of two near-equal sums
-    m = jnp.argmax(x, axis=-1)[..., None]
+    m = _first_max(x)
     rel = b - jnp.take_along_axis(b, m, axis=-1)
     # the terms scaled by the largest p among the others (each can be subnormal,
     # and XLA flushes them, while their sum is not)
@@ -141,6 +141,15 @@ def _centered(b, x, log_p):
     top = jnp.where(jnp.isfinite(top), top, 0.0)
     hi, lo = _two_sum(jnp.where(rel == 0, 0.0, jnp.exp(log_p - top) * rel))
     return (rel - _times_exp(hi, top)) - _times_exp(lo, top)
+
+
+def _first_max(u):
+    # the index of the first largest entry (of the first NaN if any), as jnp.argmax,
+    # with the class axis kept: one max and one min over it (XLA's argmax is slower)
+    i = jnp.arange(u.shape[-1])
+    top = jnp.max(u, axis=-1, keepdims=True)
+    first = jnp.where((u == top) | jnp.isnan(u), i, u.shape[-1])
+    return jnp.min(first, axis=-1, keepdims=True)
 
 
 def _hess_block(d, *pairs):
@@ -174,15 +183,15 @@ def _lse_parts(u):
     # summed relative to the largest of them (XLA flushes subnormal terms to zero)
     m = jnp.max(u, axis=-1, keepdims=True)
     m = jnp.where(jnp.isfinite(m), m, 0.0)
-    first = jnp.argmax(u, axis=-1)[..., None] == jnp.arange(u.shape[-1])
+    first = _first_max(u) == jnp.arange(u.shape[-1])
     rest = jnp.where(first, -jnp.inf, u)
     m2 = jnp.max(rest, axis=-1, keepdims=True)
     m2 = jnp.where(jnp.isfinite(m2), m2, m)
     s2 = jnp.sum(jnp.exp(rest - m2), axis=-1, keepdims=True)
     scaled = jnp.exp((m2 - m) + jnp.log(s2))
-    direct = jnp.sum(jnp.exp(rest - m), axis=-1, keepdims=True)
-    # (the direct sum where no term it flushes can matter: the others' largest is
-    # far above the smallest normal number)
+    # (s2 rescaled by a product where exp(m2 - m) is far above the smallest normal
+    # number: one exp per row, not one per entry)
+    direct = s2 * jnp.exp(m2 - m)
     s = jnp.where(m2 - m > math.log(jnp.finfo(u.dtype).tiny) + 50, direct, scaled)
     return m, s
 

@@ -116,9 +116,9 @@ def _like(v, ref):
 
 def _log_cosh(x):
     a = np.abs(x)
-    near = np.log1p(2 * np.sinh(np.minimum(a, 1.0) / 2) ** 2)
-    far = a + np.log1p(np.exp(-2 * a)) - 0.6931471805599453
-    return np.where(a < 1, near, far)
+    b = np.minimum(a, 20.0)
+    m = np.expm1(b)
+    return np.log1p(m * (m / (2 * (1 + m)))) + (a - b)
 
 
 def _sigmoid(x):

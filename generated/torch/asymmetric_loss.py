@@ -663,8 +663,7 @@ def _like(v, ref):
 
 
 def _sigmoid(x):
-    e = torch.exp(-torch.abs(x))
-    return torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return torch.clamp_max(x, 0).exp_().div_(torch.abs(x).neg_().exp_().add_(1))
 
 
 def value(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
@@ -677,18 +676,25 @@ def value(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t2 = _sigmoid(x)
     t3 = -1 + clip
     t4 = (
-        torch.where(
-            torch.as_tensor(((-t3) == 0) | (clip == 0)),
-            torch.log(clip) - torch.log(-t3),
-            torch.log1p((-1 + 2 * clip) / (-t3)),
+        torch.log1p(
+            torch.where(
+                ((-t3) == 0) | (clip == 0),
+                torch.abs(clip / (-t3)) - 1,
+                (-1 + 2 * clip) / (-t3),
+            ),
         )
     )
     t5 = -t4 + x
     t6 = t2 * t3 * torch.expm1(-t5)
+    del t3
     t7 = x >= t4
+    del t4
     t8 = _sigmoid(t0)
+    del t0
     t9 = clip * t8 * torch.expm1(t5)
+    del t5
     t10 = clip * t2 + t8 * (1 + clip)
+    del t8
     loss = (
         -(1 - y)
         * torch.where(
@@ -718,14 +724,17 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t0 = -x
     t1 = _sigmoid(t0)
     t2 = torch.nn.functional.logsigmoid(t0)
+    del t0
     t3 = y * torch.exp(gamma_pos * t2)
     t4 = _sigmoid(x)
     t5 = -1 + clip
     t6 = (
-        torch.where(
-            torch.as_tensor(((-t5) == 0) | (clip == 0)),
-            torch.log(clip) - torch.log(-t5),
-            torch.log1p((-1 + 2 * clip) / (-t5)),
+        torch.log1p(
+            torch.where(
+                ((-t5) == 0) | (clip == 0),
+                torch.abs(clip / (-t5)) - 1,
+                (-1 + 2 * clip) / (-t5),
+            ),
         )
     )
     t7 = -t6 + x
@@ -735,19 +744,25 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t11 = t10 * t9
     t12 = t11**gamma_neg
     t13 = x >= t6
+    del t6
     t14 = torch.expm1(t7)
     t15 = clip * t1
     t16 = t14 * t15
     t17 = t16**gamma_neg
     t18 = torch.where(torch.as_tensor(t13), t11, t16)
+    del t11, t16
     t19 = -t10 * torch.exp(t8) + t1 * t4 * t5 * t9
+    del t8, t10
     t20 = clip * t4
     t21 = t15 * torch.exp(t7) - t1 * t14 * t20
+    del t7, t15
     t22 = t20 + t1 * (1 + clip)
+    del t20
     t23 = t22 > 0.5
     t24 = clip == 0
     t25 = torch.log1p(-t18)
     t26 = t2 + torch.log1p(clip)
+    del t2
     t27 = gamma_neg == 0
     d_x = (
         -t1 * t3
@@ -809,6 +824,7 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t2 = _sigmoid(t1)
     t3 = t0 * t2
     t4 = torch.nn.functional.logsigmoid(t1)
+    del t1
     t5 = y * torch.exp(gamma_pos * t4)
     t6 = t3 * t5
     t7 = gamma_pos * t6
@@ -817,16 +833,19 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t10 = gamma_neg == 0
     t11 = -1 + clip
     t12 = (
-        torch.where(
-            torch.as_tensor(((-t11) == 0) | (clip == 0)),
-            torch.log(clip) - torch.log(-t11),
-            torch.log1p((-1 + 2 * clip) / (-t11)),
+        torch.log1p(
+            torch.where(
+                ((-t11) == 0) | (clip == 0),
+                torch.abs(clip / (-t11)) - 1,
+                (-1 + 2 * clip) / (-t11),
+            ),
         )
     )
     t13 = -t12 + x
     t14 = -t13
     t15 = torch.exp(t14)
     t16 = torch.expm1(t14)
+    del t14
     t17 = -t15 + t16 * t2
     t18 = t0 * t11
     t19 = t16 * t18
@@ -835,8 +854,10 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t22 = t21 / t16
     t23 = t17 * t22
     t24 = x >= t12
+    del t12
     t25 = torch.exp(t13)
     t26 = torch.expm1(t13)
+    del t13
     t27 = t0 * t26
     t28 = t25 - t27
     t29 = clip * t2
@@ -846,6 +867,7 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t33 = t32 / t26
     t34 = t28 * t33
     t35 = torch.where(torch.as_tensor(t24), t19, t30)
+    del t19, t30
     t36 = 1 / (1 - t35)
     t37 = clip * t0 + t2 * (1 + clip)
     t38 = t37 > 0.5
@@ -857,12 +879,17 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t44 = t28**2
     t45 = t15 - 2 * t15 * t2 + t16 * t43 - t0 * t16 * t2
     t46 = t25 - 2 * t0 * t25 - t2 * t27 + t26 * t9
+    del t27
     t47 = torch.log1p(-t35)
+    del t35
     t48 = t4 + torch.log1p(clip)
+    del t4
     t49 = gamma_neg**2
     t50 = t49 == 0
     t51 = 1 / t16**2
+    del t16
     t52 = 1 / t26**2
+    del t26
     d2_x = (
         t6
         + 2 * t7
@@ -938,6 +965,105 @@ def hvp(x, y, v, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
 
 
 
+def _value_grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
+    """value(...) and the tuple of grad(...) from one pass (a training step's forward)."""
+    x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare((x, y), (gamma_pos, gamma_neg, clip))
+    t0 = -x
+    t1 = torch.nn.functional.logsigmoid(t0)
+    t2 = y * torch.exp(gamma_pos * t1)
+    t3 = t2 * torch.nn.functional.logsigmoid(x)
+    t4 = 1 - y
+    t5 = -1 + clip
+    t6 = (
+        torch.log1p(
+            torch.where(
+                ((-t5) == 0) | (clip == 0),
+                torch.abs(clip / (-t5)) - 1,
+                (-1 + 2 * clip) / (-t5),
+            ),
+        )
+    )
+    t7 = -t6 + x
+    t8 = -t7
+    t9 = torch.expm1(t8)
+    t10 = _sigmoid(x)
+    t11 = t10 * t5
+    t12 = t11 * t9
+    t13 = t12**gamma_neg
+    t14 = x >= t6
+    del t6
+    t15 = torch.expm1(t7)
+    t16 = _sigmoid(t0)
+    del t0
+    t17 = clip * t16
+    t18 = t15 * t17
+    t19 = t18**gamma_neg
+    t20 = torch.where(torch.as_tensor(t14), t13, t19)
+    t21 = torch.where(torch.as_tensor(t14), t12, t18)
+    del t12, t18
+    t22 = torch.log1p(-t21)
+    t23 = clip * t10
+    t24 = t23 + t16 * (1 + clip)
+    t25 = t24 > 0.5
+    t26 = t1 + torch.log1p(clip)
+    del t1
+    t27 = clip == 0
+    t28 = (
+        torch.where(
+            torch.as_tensor(t25),
+            t22,
+            torch.where(torch.as_tensor(t27), t26, torch.log(t24)),
+        )
+    )
+    t29 = clip < t10
+    t30 = -t11 * torch.exp(t8) + t10 * t16 * t5 * t9
+    del t8, t11
+    t31 = t17 * torch.exp(t7) - t15 * t16 * t23
+    del t7, t17, t23
+    t32 = gamma_neg == 0
+    loss = -t3 - t4 * torch.where(torch.as_tensor(t29), t20 * t28, 0)
+    d_x = (
+        -t16 * t2
+        + gamma_pos * t10 * t3
+        + torch.where(
+            torch.as_tensor(y == 1),
+            0,
+            -t4
+            * torch.where(
+                torch.as_tensor(t29),
+                t20
+                * torch.where(
+                    torch.as_tensor(t25),
+                    -torch.where(torch.as_tensor(t14), t30, t31) / (1 - t21),
+                    torch.where(torch.as_tensor(t27), -t10, -t10 * t16 / t24),
+                )
+                + torch.where(
+                    torch.as_tensor(t14),
+                    torch.where(
+                        torch.as_tensor(t32),
+                        0,
+                        gamma_neg * t13 * t30 / t10 / t5 / t9,
+                    ),
+                    torch.where(
+                        torch.as_tensor(t32),
+                        0,
+                        gamma_neg * t19 * t31 / clip / t15 / t16,
+                    ),
+                )
+                * torch.where(
+                    torch.as_tensor(t25),
+                    t22,
+                    torch.where(torch.as_tensor(t27), t26, t28),
+                ),
+                0,
+            ),
+        )
+    )
+    return _fit(loss, shape, shape, out), (
+        _fit(d_x, x.shape, shape, out),
+    )
+
+
 def _call(function, args, *v):
     """``function(*inputs, *v, **params)`` from one flat tuple: the inputs, then the params."""
     n = len(_INPUTS)
@@ -1005,17 +1131,24 @@ def _saved(ctx):
 
 
 class _Value(torch.autograd.Function):
-    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable."""
+    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable.
+
+    When a gradient is wanted the forward computes value and grad in one pass (_value_grad)
+    and keeps the gradient for the backward, which hands it to _Grad instead of recomputing."""
 
     @staticmethod
     def forward(ctx, *args):
         _save(ctx, args)
+        if any(ctx.needs_input_grad[i] for i in _DIFFERENTIATED):
+            loss, ctx.grads = _call(_value_grad, args)
+            return loss
+        ctx.grads = None
         return _call(value, args)
 
     @staticmethod
     def backward(ctx, g):
         args = _saved(ctx)
-        grads = _Grad.apply(*args)
+        grads = _Grad.apply(ctx.grads, *args)
         result = [None] * len(args)
         for i, d in zip(_DIFFERENTIATED, grads):
             if ctx.needs_input_grad[i]:
@@ -1024,11 +1157,14 @@ class _Value(torch.autograd.Function):
 
 
 class _Grad(torch.autograd.Function):
-    """grad(...) per element (the inputs are broadcast); the backward applies hess(...)."""
+    """grad(...) per element (the inputs are broadcast), or ``known``, the same tuple computed
+    already; the backward applies hess(...)."""
 
     @staticmethod
-    def forward(ctx, *args):
+    def forward(ctx, known, *args):
         _save(ctx, args)
+        if known is not None:  # (new tensor objects: each call's outputs get their own history)
+            return tuple(d.detach() for d in known)
         grads = _call(grad, args)
         return grads if isinstance(grads, tuple) else (grads,)
 
@@ -1040,15 +1176,15 @@ class _Grad(torch.autograd.Function):
             products = _call(hvp, args, gs if len(gs) > 1 else gs[0])
             products = products if isinstance(products, tuple) else (products,)
             for j, i in enumerate(_DIFFERENTIATED):
-                if ctx.needs_input_grad[i]:
+                if ctx.needs_input_grad[1 + i]:
                     result[i] = products[j]
-            return tuple(result)
+            return (None, *result)
         blocks = _call(hess, args)
         rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
         for j, i in enumerate(_DIFFERENTIATED):
-            if ctx.needs_input_grad[i]:
+            if ctx.needs_input_grad[1 + i]:
                 result[i] = sum(g * row[j] for g, row in zip(gs, rows))
-        return tuple(result)
+        return (None, *result)
 
 
 def _tensor(a, dtype, device):

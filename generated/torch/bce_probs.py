@@ -193,6 +193,20 @@ def hvp(p, y, v, *, validate=False):
 
 
 
+def _value_grad(p, y, *, validate=False):
+    """value(...) and the tuple of grad(...) from one pass (a training step's forward)."""
+    p, y, shape, out = _prepare((p, y), ())
+    t0 = 1 - y
+    loss = -t0 * torch.log1p(-p) - y * torch.log(p)
+    d_p = (
+        torch.where(torch.as_tensor(y == 0), 0, -y / p)
+        + torch.where(torch.as_tensor(y == 1), 0, t0 / (1 - p))
+    )
+    return _fit(loss, shape, shape, out), (
+        _fit(d_p, p.shape, shape, out),
+    )
+
+
 def _call(function, args, *v):
     """``function(*inputs, *v, **params)`` from one flat tuple: the inputs, then the params."""
     n = len(_INPUTS)
@@ -260,17 +274,24 @@ def _saved(ctx):
 
 
 class _Value(torch.autograd.Function):
-    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable."""
+    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable.
+
+    When a gradient is wanted the forward computes value and grad in one pass (_value_grad)
+    and keeps the gradient for the backward, which hands it to _Grad instead of recomputing."""
 
     @staticmethod
     def forward(ctx, *args):
         _save(ctx, args)
+        if any(ctx.needs_input_grad[i] for i in _DIFFERENTIATED):
+            loss, ctx.grads = _call(_value_grad, args)
+            return loss
+        ctx.grads = None
         return _call(value, args)
 
     @staticmethod
     def backward(ctx, g):
         args = _saved(ctx)
-        grads = _Grad.apply(*args)
+        grads = _Grad.apply(ctx.grads, *args)
         result = [None] * len(args)
         for i, d in zip(_DIFFERENTIATED, grads):
             if ctx.needs_input_grad[i]:
@@ -279,11 +300,14 @@ class _Value(torch.autograd.Function):
 
 
 class _Grad(torch.autograd.Function):
-    """grad(...) per element (the inputs are broadcast); the backward applies hess(...)."""
+    """grad(...) per element (the inputs are broadcast), or ``known``, the same tuple computed
+    already; the backward applies hess(...)."""
 
     @staticmethod
-    def forward(ctx, *args):
+    def forward(ctx, known, *args):
         _save(ctx, args)
+        if known is not None:  # (new tensor objects: each call's outputs get their own history)
+            return tuple(d.detach() for d in known)
         grads = _call(grad, args)
         return grads if isinstance(grads, tuple) else (grads,)
 
@@ -295,15 +319,15 @@ class _Grad(torch.autograd.Function):
             products = _call(hvp, args, gs if len(gs) > 1 else gs[0])
             products = products if isinstance(products, tuple) else (products,)
             for j, i in enumerate(_DIFFERENTIATED):
-                if ctx.needs_input_grad[i]:
+                if ctx.needs_input_grad[1 + i]:
                     result[i] = products[j]
-            return tuple(result)
+            return (None, *result)
         blocks = _call(hess, args)
         rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
         for j, i in enumerate(_DIFFERENTIATED):
-            if ctx.needs_input_grad[i]:
+            if ctx.needs_input_grad[1 + i]:
                 result[i] = sum(g * row[j] for g, row in zip(gs, rows))
-        return tuple(result)
+        return (None, *result)
 
 
 def _tensor(a, dtype, device):

@@ -146,8 +146,7 @@ def _like(v, ref):
 
 
 def _sigmoid(x):
-    e = torch.exp(-torch.abs(x))
-    return torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return torch.clamp_max(x, 0).exp_().div_(torch.abs(x).neg_().exp_().add_(1))
 
 
 def value(x, y, *, pos_weight=1.0, validate=False):
@@ -170,10 +169,12 @@ def grad(x, y, *, pos_weight=1.0, validate=False):
     t0 = -1 + y
     t1 = pos_weight * y
     t2 = (
-        torch.where(
-            torch.as_tensor(((-t0) == 0) | (t1 == 0)),
-            torch.log(t1) - torch.log(-t0),
-            torch.log1p((t0 + t1) / (-t0)),
+        torch.log1p(
+            torch.where(
+                ((-t0) == 0) | (t1 == 0),
+                torch.abs(t1 / (-t0)) - 1,
+                (t0 + t1) / (-t0),
+            ),
         )
     )
     t3 = -t2 + x
@@ -203,6 +204,33 @@ def hvp(x, y, v, *, pos_weight=1.0, validate=False):
     blocks = hess(x, y, pos_weight=pos_weight, validate=validate)
     return blocks * _like(v, blocks)
 
+
+
+def _value_grad(x, y, *, pos_weight=1.0, validate=False):
+    """value(...) and the tuple of grad(...) from one pass (a training step's forward)."""
+    x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
+    t0 = pos_weight * y
+    t1 = -x
+    t2 = -1 + y
+    t3 = -t2
+    t4 = (
+        torch.log1p(
+            torch.where((t3 == 0) | (t0 == 0), torch.abs(t0 / t3) - 1, (t0 + t2) / t3),
+        )
+    )
+    t5 = -t4 + x
+    loss = -t0 * torch.nn.functional.logsigmoid(x) - t3 * torch.nn.functional.logsigmoid(t1)
+    del t3
+    d_x = (
+        torch.where(
+            torch.as_tensor(t4 <= x),
+            t2 * torch.expm1(-t5) * _sigmoid(x),
+            t0 * torch.expm1(t5) * _sigmoid(t1),
+        )
+    )
+    return _fit(loss, shape, shape, out), (
+        _fit(d_x, x.shape, shape, out),
+    )
 
 
 def _call(function, args, *v):
@@ -272,17 +300,24 @@ def _saved(ctx):
 
 
 class _Value(torch.autograd.Function):
-    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable."""
+    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable.
+
+    When a gradient is wanted the forward computes value and grad in one pass (_value_grad)
+    and keeps the gradient for the backward, which hands it to _Grad instead of recomputing."""
 
     @staticmethod
     def forward(ctx, *args):
         _save(ctx, args)
+        if any(ctx.needs_input_grad[i] for i in _DIFFERENTIATED):
+            loss, ctx.grads = _call(_value_grad, args)
+            return loss
+        ctx.grads = None
         return _call(value, args)
 
     @staticmethod
     def backward(ctx, g):
         args = _saved(ctx)
-        grads = _Grad.apply(*args)
+        grads = _Grad.apply(ctx.grads, *args)
         result = [None] * len(args)
         for i, d in zip(_DIFFERENTIATED, grads):
             if ctx.needs_input_grad[i]:
@@ -291,11 +326,14 @@ class _Value(torch.autograd.Function):
 
 
 class _Grad(torch.autograd.Function):
-    """grad(...) per element (the inputs are broadcast); the backward applies hess(...)."""
+    """grad(...) per element (the inputs are broadcast), or ``known``, the same tuple computed
+    already; the backward applies hess(...)."""
 
     @staticmethod
-    def forward(ctx, *args):
+    def forward(ctx, known, *args):
         _save(ctx, args)
+        if known is not None:  # (new tensor objects: each call's outputs get their own history)
+            return tuple(d.detach() for d in known)
         grads = _call(grad, args)
         return grads if isinstance(grads, tuple) else (grads,)
 
@@ -307,15 +345,15 @@ class _Grad(torch.autograd.Function):
             products = _call(hvp, args, gs if len(gs) > 1 else gs[0])
             products = products if isinstance(products, tuple) else (products,)
             for j, i in enumerate(_DIFFERENTIATED):
-                if ctx.needs_input_grad[i]:
+                if ctx.needs_input_grad[1 + i]:
                     result[i] = products[j]
-            return tuple(result)
+            return (None, *result)
         blocks = _call(hess, args)
         rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
         for j, i in enumerate(_DIFFERENTIATED):
-            if ctx.needs_input_grad[i]:
+            if ctx.needs_input_grad[1 + i]:
                 result[i] = sum(g * row[j] for g, row in zip(gs, rows))
-        return tuple(result)
+        return (None, *result)
 
 
 def _tensor(a, dtype, device):

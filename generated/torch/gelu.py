@@ -130,8 +130,7 @@ def _erfc_scaled(x, c, c2):
 
 
 def _sigmoid(x):
-    e = torch.exp(-torch.abs(x))
-    return torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return torch.clamp_max(x, 0).exp_().div_(torch.abs(x).neg_().exp_().add_(1))
 
 
 def value(x, *, approximate='none', validate=False):
@@ -185,6 +184,7 @@ def hess(x, *, approximate='none', validate=False):
     t3 = t2 * x * (200000 + 8943 * t0) / 100000
     t4 = _sigmoid(-t3)
     t5 = _sigmoid(t3)
+    del t3
     t6 = 200000 + 26829 * t0
     t7 = t6**2 * x / 3.141592653589793
     d2_x = (
@@ -205,6 +205,29 @@ def hvp(x, v, *, approximate='none', validate=False):
     blocks = hess(x, approximate=approximate, validate=validate)
     return blocks * _like(v, blocks)
 
+
+
+def _value_grad(x, *, approximate='none', validate=False):
+    """value(...) and the tuple of grad(...) from one pass (a training step's forward)."""
+    x, approximate, shape, out = _prepare((x,), (approximate,))
+    t0 = _erfc_scaled(x, -0.7071067811865476, 0.5) / 2
+    t1 = x**2
+    t2 = 0.7978845608028654
+    t3 = t2 * (200000 + 8943 * t1) / 100000
+    t4 = t3 * x
+    t5 = _sigmoid(t4)
+    t6 = t5 * x
+    loss = (t0 * x if approximate == 'none' else t6)
+    d_x = (
+        (
+            t0 + t2 * x * torch.exp(-t1 / 2) / 2
+            if approximate == 'none'
+            else t5 + t6 * (t3 + 8943 * t1 * t2 / 50000) * _sigmoid(-t4)
+        )
+    )
+    return _fit(loss, shape, shape, out), (
+        _fit(d_x, x.shape, shape, out),
+    )
 
 
 def _call(function, args, *v):
@@ -274,17 +297,24 @@ def _saved(ctx):
 
 
 class _Value(torch.autograd.Function):
-    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable."""
+    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable.
+
+    When a gradient is wanted the forward computes value and grad in one pass (_value_grad)
+    and keeps the gradient for the backward, which hands it to _Grad instead of recomputing."""
 
     @staticmethod
     def forward(ctx, *args):
         _save(ctx, args)
+        if any(ctx.needs_input_grad[i] for i in _DIFFERENTIATED):
+            loss, ctx.grads = _call(_value_grad, args)
+            return loss
+        ctx.grads = None
         return _call(value, args)
 
     @staticmethod
     def backward(ctx, g):
         args = _saved(ctx)
-        grads = _Grad.apply(*args)
+        grads = _Grad.apply(ctx.grads, *args)
         result = [None] * len(args)
         for i, d in zip(_DIFFERENTIATED, grads):
             if ctx.needs_input_grad[i]:
@@ -293,11 +323,14 @@ class _Value(torch.autograd.Function):
 
 
 class _Grad(torch.autograd.Function):
-    """grad(...) per element (the inputs are broadcast); the backward applies hess(...)."""
+    """grad(...) per element (the inputs are broadcast), or ``known``, the same tuple computed
+    already; the backward applies hess(...)."""
 
     @staticmethod
-    def forward(ctx, *args):
+    def forward(ctx, known, *args):
         _save(ctx, args)
+        if known is not None:  # (new tensor objects: each call's outputs get their own history)
+            return tuple(d.detach() for d in known)
         grads = _call(grad, args)
         return grads if isinstance(grads, tuple) else (grads,)
 
@@ -309,15 +342,15 @@ class _Grad(torch.autograd.Function):
             products = _call(hvp, args, gs if len(gs) > 1 else gs[0])
             products = products if isinstance(products, tuple) else (products,)
             for j, i in enumerate(_DIFFERENTIATED):
-                if ctx.needs_input_grad[i]:
+                if ctx.needs_input_grad[1 + i]:
                     result[i] = products[j]
-            return tuple(result)
+            return (None, *result)
         blocks = _call(hess, args)
         rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
         for j, i in enumerate(_DIFFERENTIATED):
-            if ctx.needs_input_grad[i]:
+            if ctx.needs_input_grad[1 + i]:
                 result[i] = sum(g * row[j] for g, row in zip(gs, rows))
-        return tuple(result)
+        return (None, *result)
 
 
 def _tensor(a, dtype, device):

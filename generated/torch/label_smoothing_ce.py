@@ -166,7 +166,7 @@ def _hess_block(d, *pairs):
 
 def _log_softmax(u):
     m, s = _lse_parts(u)
-    return (u - m) - torch.log1p(s)
+    return (u - m).sub_(torch.log1p(s))
 
 
 def _logsumexp(u):
@@ -179,9 +179,8 @@ def _lse_parts(u):
     # others: logsumexp(u) = max + log1p(s), with s's digits kept
     m = torch.amax(u, dim=-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, 0.0)
-    first = torch.argmax(u, dim=-1, keepdim=True) == torch.arange(u.shape[-1], device=u.device)
-    s = torch.sum(torch.where(first, 0.0, torch.exp(u - m)), dim=-1, keepdim=True)
-    return m, s
+    e = (u - m).exp_().scatter_(-1, torch.argmax(u, dim=-1, keepdim=True), 0.0)
+    return m, torch.sum(e, dim=-1, keepdim=True)
 
 
 def _sum_others(a):
@@ -228,7 +227,7 @@ def value(x, k, *, epsilon=0.1, weight=1.0, ignore_index=-100.0, validate=False)
                 * (
                     -epsilon / shape[-1]
                     + (-1 + epsilon)
-                    * ((k) == torch.arange(shape[-1], device=k.device)).to(out[0])
+                    * ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
                 )
                 * _log_softmax(x),
                 dim=-1,
@@ -248,7 +247,7 @@ def grad(x, k, *, epsilon=0.1, weight=1.0, ignore_index=-100.0, validate=False):
     )
     t0 = _log_softmax(x)
     t1 = 1 / shape[-1]
-    t2 = ((k) == torch.arange(shape[-1], device=k.device)).to(out[0])
+    t2 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
     d_x = (
         (
             -torch.exp(t0) * _sum_others(weight * (-epsilon * t1 + t2 * (-1 + epsilon)))
@@ -269,7 +268,7 @@ def hess(x, k, *, epsilon=0.1, weight=1.0, ignore_index=-100.0, validate=False):
     x, k, epsilon, weight, ignore_index, shape, out = _prepare(
         (x, k), (epsilon, weight, ignore_index), wide=True
     )
-    t0 = ((k) == torch.arange(shape[-1], device=k.device)).to(out[0])
+    t0 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
     t1 = epsilon / shape[-1]
     t2 = _log_softmax(x)
     t3 = torch.exp(t2)
@@ -305,7 +304,7 @@ def hvp(x, k, v, *, epsilon=0.1, weight=1.0, ignore_index=-100.0, validate=False
             * (
                 -epsilon / shape[-1]
                 + (-1 + epsilon)
-                * ((k) == torch.arange(shape[-1], device=k.device)).to(out[0])
+                * ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
             ),
             dim=-1,
             keepdim=True,
@@ -313,6 +312,32 @@ def hvp(x, k, v, *, epsilon=0.1, weight=1.0, ignore_index=-100.0, validate=False
     )
     return _fit(hv_x, x.shape, shape, out)
 
+
+
+def _value_grad(x, k, *, epsilon=0.1, weight=1.0, ignore_index=-100.0, validate=False):
+    """value(...) and the tuple of grad(...) from one pass (a training step's forward)."""
+    x, k, epsilon, weight, ignore_index, shape, out = _prepare(
+        (x, k), (epsilon, weight, ignore_index)
+    )
+    t0 = ignore_index == k
+    t1 = _log_softmax(x)
+    t2 = 1 / shape[-1]
+    t3 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
+    t4 = weight * (-epsilon * t2 + t3 * (-1 + epsilon))
+    loss = torch.where(torch.as_tensor(t0), 0, torch.sum(t1 * t4, dim=-1, keepdim=True))
+    d_x = (
+        (
+            -torch.exp(t1) * _sum_others(t4)
+            - t2
+            * weight
+            * (-epsilon - t3 * shape[-1] + epsilon * t3 * shape[-1])
+            * torch.expm1(t1)
+        )
+        * torch.where(torch.as_tensor(t0), 0, 1)
+    )
+    return _fit(loss[..., 0], shape[:-1], shape[:-1], out), (
+        _fit(d_x, x.shape, shape, out),
+    )
 
 
 def _call(function, args, *v):
@@ -382,17 +407,24 @@ def _saved(ctx):
 
 
 class _Value(torch.autograd.Function):
-    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable."""
+    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable.
+
+    When a gradient is wanted the forward computes value and grad in one pass (_value_grad)
+    and keeps the gradient for the backward, which hands it to _Grad instead of recomputing."""
 
     @staticmethod
     def forward(ctx, *args):
         _save(ctx, args)
+        if any(ctx.needs_input_grad[i] for i in _DIFFERENTIATED):
+            loss, ctx.grads = _call(_value_grad, args)
+            return loss
+        ctx.grads = None
         return _call(value, args)
 
     @staticmethod
     def backward(ctx, g):
         args = _saved(ctx)
-        grads = _Grad.apply(*args)
+        grads = _Grad.apply(ctx.grads, *args)
         result = [None] * len(args)
         for i, d in zip(_DIFFERENTIATED, grads):
             if ctx.needs_input_grad[i]:
@@ -401,11 +433,14 @@ class _Value(torch.autograd.Function):
 
 
 class _Grad(torch.autograd.Function):
-    """grad(...) per element (the inputs are broadcast); the backward applies hess(...)."""
+    """grad(...) per element (the inputs are broadcast), or ``known``, the same tuple computed
+    already; the backward applies hess(...)."""
 
     @staticmethod
-    def forward(ctx, *args):
+    def forward(ctx, known, *args):
         _save(ctx, args)
+        if known is not None:  # (new tensor objects: each call's outputs get their own history)
+            return tuple(d.detach() for d in known)
         grads = _call(grad, args)
         return grads if isinstance(grads, tuple) else (grads,)
 
@@ -417,15 +452,15 @@ class _Grad(torch.autograd.Function):
             products = _call(hvp, args, gs if len(gs) > 1 else gs[0])
             products = products if isinstance(products, tuple) else (products,)
             for j, i in enumerate(_DIFFERENTIATED):
-                if ctx.needs_input_grad[i]:
+                if ctx.needs_input_grad[1 + i]:
                     result[i] = products[j]
-            return tuple(result)
+            return (None, *result)
         blocks = _call(hess, args)
         rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
         for j, i in enumerate(_DIFFERENTIATED):
-            if ctx.needs_input_grad[i]:
+            if ctx.needs_input_grad[1 + i]:
                 result[i] = sum(g * row[j] for g, row in zip(gs, rows))
-        return tuple(result)
+        return (None, *result)
 
 
 def _tensor(a, dtype, device):

@@ -117,14 +117,15 @@ def _like(v, ref):
 
 def _log_cosh(x):
     a = torch.abs(x)
-    near = torch.log1p(2 * torch.sinh(torch.clamp_max(a, 1.0) / 2) ** 2)
-    far = a + torch.log1p(torch.exp(-2 * a)) - 0.6931471805599453
-    return torch.where(a < 1, near, far)
+    b = torch.clamp_max(a, 20.0)
+    a.sub_(b)
+    m = b.expm1_()
+    q = (m + 1).mul_(2)
+    return torch.div(m, q, out=q).mul_(m).log1p_().add_(a)
 
 
 def _sigmoid(x):
-    e = torch.exp(-torch.abs(x))
-    return torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return torch.clamp_max(x, 0).exp_().div_(torch.abs(x).neg_().exp_().add_(1))
 
 
 def value(pred, target, *, validate=False):
@@ -162,6 +163,17 @@ def hvp(pred, target, v, *, validate=False):
     blocks = hess(pred, target, validate=validate)
     return blocks * _like(v, blocks)
 
+
+
+def _value_grad(pred, target, *, validate=False):
+    """value(...) and the tuple of grad(...) from one pass (a training step's forward)."""
+    pred, target, shape, out = _prepare((pred, target), ())
+    t0 = pred - target
+    loss = _log_cosh(t0)
+    d_pred = torch.tanh(t0)
+    return _fit(loss, shape, shape, out), (
+        _fit(d_pred, pred.shape, shape, out),
+    )
 
 
 def _call(function, args, *v):
@@ -231,17 +243,24 @@ def _saved(ctx):
 
 
 class _Value(torch.autograd.Function):
-    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable."""
+    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable.
+
+    When a gradient is wanted the forward computes value and grad in one pass (_value_grad)
+    and keeps the gradient for the backward, which hands it to _Grad instead of recomputing."""
 
     @staticmethod
     def forward(ctx, *args):
         _save(ctx, args)
+        if any(ctx.needs_input_grad[i] for i in _DIFFERENTIATED):
+            loss, ctx.grads = _call(_value_grad, args)
+            return loss
+        ctx.grads = None
         return _call(value, args)
 
     @staticmethod
     def backward(ctx, g):
         args = _saved(ctx)
-        grads = _Grad.apply(*args)
+        grads = _Grad.apply(ctx.grads, *args)
         result = [None] * len(args)
         for i, d in zip(_DIFFERENTIATED, grads):
             if ctx.needs_input_grad[i]:
@@ -250,11 +269,14 @@ class _Value(torch.autograd.Function):
 
 
 class _Grad(torch.autograd.Function):
-    """grad(...) per element (the inputs are broadcast); the backward applies hess(...)."""
+    """grad(...) per element (the inputs are broadcast), or ``known``, the same tuple computed
+    already; the backward applies hess(...)."""
 
     @staticmethod
-    def forward(ctx, *args):
+    def forward(ctx, known, *args):
         _save(ctx, args)
+        if known is not None:  # (new tensor objects: each call's outputs get their own history)
+            return tuple(d.detach() for d in known)
         grads = _call(grad, args)
         return grads if isinstance(grads, tuple) else (grads,)
 
@@ -266,15 +288,15 @@ class _Grad(torch.autograd.Function):
             products = _call(hvp, args, gs if len(gs) > 1 else gs[0])
             products = products if isinstance(products, tuple) else (products,)
             for j, i in enumerate(_DIFFERENTIATED):
-                if ctx.needs_input_grad[i]:
+                if ctx.needs_input_grad[1 + i]:
                     result[i] = products[j]
-            return tuple(result)
+            return (None, *result)
         blocks = _call(hess, args)
         rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
         for j, i in enumerate(_DIFFERENTIATED):
-            if ctx.needs_input_grad[i]:
+            if ctx.needs_input_grad[1 + i]:
                 result[i] = sum(g * row[j] for g, row in zip(gs, rows))
-        return tuple(result)
+        return (None, *result)
 
 
 def _tensor(a, dtype, device):

@@ -143,7 +143,7 @@ def value(x, k, *, margin=1.0, validate=False):
     if validate:
         _validate(locals())
     x, k, margin, shape, out = _prepare((x, k), (margin,))
-    t0 = ((k) == torch.arange(shape[-1], device=k.device)).to(out[0])
+    t0 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
     loss = (
         torch.sum(
             (1 - t0)
@@ -161,7 +161,7 @@ def grad(x, k, *, margin=1.0, validate=False):
     if validate:
         _validate(locals())
     x, k, margin, shape, out = _prepare((x, k), (margin,))
-    t0 = ((k) == torch.arange(shape[-1], device=k.device)).to(out[0])
+    t0 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
     t1 = (
         (1 - t0)
         * torch.sign(torch.relu(margin + x - torch.sum(t0 * x, dim=-1, keepdim=True)))
@@ -193,6 +193,22 @@ def hvp(x, k, v, *, margin=1.0, validate=False):
     hv_x = 0
     return _fit(hv_x, x.shape, shape, out)
 
+
+
+def _value_grad(x, k, *, margin=1.0, validate=False):
+    """value(...) and the tuple of grad(...) from one pass (a training step's forward)."""
+    x, k, margin, shape, out = _prepare((x, k), (margin,))
+    t0 = 1 / shape[-1]
+    t1 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
+    t2 = 1 - t1
+    t3 = margin + x - torch.sum(t1 * x, dim=-1, keepdim=True)
+    t4 = t2 * torch.sign(torch.relu(t3))
+    loss = t0 * torch.sum(t2 * torch.clamp(t3, min=0), dim=-1, keepdim=True)
+    del t2, t3
+    d_x = t0 * (t4 - t1 * torch.sum(t4, dim=-1, keepdim=True))
+    return _fit(loss[..., 0], shape[:-1], shape[:-1], out), (
+        _fit(d_x, x.shape, shape, out),
+    )
 
 
 def _call(function, args, *v):
@@ -262,17 +278,24 @@ def _saved(ctx):
 
 
 class _Value(torch.autograd.Function):
-    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable."""
+    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable.
+
+    When a gradient is wanted the forward computes value and grad in one pass (_value_grad)
+    and keeps the gradient for the backward, which hands it to _Grad instead of recomputing."""
 
     @staticmethod
     def forward(ctx, *args):
         _save(ctx, args)
+        if any(ctx.needs_input_grad[i] for i in _DIFFERENTIATED):
+            loss, ctx.grads = _call(_value_grad, args)
+            return loss
+        ctx.grads = None
         return _call(value, args)
 
     @staticmethod
     def backward(ctx, g):
         args = _saved(ctx)
-        grads = _Grad.apply(*args)
+        grads = _Grad.apply(ctx.grads, *args)
         result = [None] * len(args)
         for i, d in zip(_DIFFERENTIATED, grads):
             if ctx.needs_input_grad[i]:
@@ -281,11 +304,14 @@ class _Value(torch.autograd.Function):
 
 
 class _Grad(torch.autograd.Function):
-    """grad(...) per element (the inputs are broadcast); the backward applies hess(...)."""
+    """grad(...) per element (the inputs are broadcast), or ``known``, the same tuple computed
+    already; the backward applies hess(...)."""
 
     @staticmethod
-    def forward(ctx, *args):
+    def forward(ctx, known, *args):
         _save(ctx, args)
+        if known is not None:  # (new tensor objects: each call's outputs get their own history)
+            return tuple(d.detach() for d in known)
         grads = _call(grad, args)
         return grads if isinstance(grads, tuple) else (grads,)
 
@@ -297,15 +323,15 @@ class _Grad(torch.autograd.Function):
             products = _call(hvp, args, gs if len(gs) > 1 else gs[0])
             products = products if isinstance(products, tuple) else (products,)
             for j, i in enumerate(_DIFFERENTIATED):
-                if ctx.needs_input_grad[i]:
+                if ctx.needs_input_grad[1 + i]:
                     result[i] = products[j]
-            return tuple(result)
+            return (None, *result)
         blocks = _call(hess, args)
         rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
         for j, i in enumerate(_DIFFERENTIATED):
-            if ctx.needs_input_grad[i]:
+            if ctx.needs_input_grad[1 + i]:
                 result[i] = sum(g * row[j] for g, row in zip(gs, rows))
-        return tuple(result)
+        return (None, *result)
 
 
 def _tensor(a, dtype, device):

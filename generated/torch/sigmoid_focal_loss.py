@@ -223,8 +223,7 @@ def _like(v, ref):
 
 
 def _sigmoid(x):
-    e = torch.exp(-torch.abs(x))
-    return torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return torch.clamp_max(x, 0).exp_().div_(torch.abs(x).neg_().exp_().add_(1))
 
 
 def value(x, y, *, alpha=0.25, gamma=2.0, validate=False):
@@ -252,22 +251,22 @@ def grad(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     t1 = -1 + y
     t2 = -t1
     t3 = (
-        torch.where(
-            torch.as_tensor((t2 == 0) | (y == 0)),
-            torch.log(y) - torch.log(t2),
-            torch.log1p((-1 + 2 * y) / t2),
+        torch.log1p(
+            torch.where((t2 == 0) | (y == 0), torch.abs(y / t2) - 1, (-1 + 2 * y) / t2),
         )
     )
     t4 = -t3 + x
     t5 = -x
     t6 = _sigmoid(t5)
     t7 = torch.nn.functional.logsigmoid(t5)
+    del t5
     t8 = t7 + torch.log(y)
     t9 = torch.nn.functional.logsigmoid(x)
     t10 = t9 + torch.log1p(-y)
     t11 = torch.logaddexp(t8, t10)
     t12 = (alpha * y + t2 * (1 - alpha)) * torch.exp(gamma * t11)
     t13 = -t11
+    del t11
     d_x = (
         t12
         * torch.where(
@@ -300,17 +299,19 @@ def hess(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     t7 = torch.logaddexp(t4, t6)
     t8 = _sigmoid(x)
     t9 = _sigmoid(t2)
+    del t2
     t10 = t1 * t3 + t5 * y
+    del t3, t5
     t11 = -t7
     t12 = torch.exp(t11 + t4)
+    del t4
     t13 = t12 * t8
     t14 = torch.exp(t11 + t6)
+    del t6, t11
     t15 = -t13 + t14 * t9
     t16 = (
-        torch.where(
-            torch.as_tensor((t1 == 0) | (y == 0)),
-            torch.log(y) - torch.log(t1),
-            torch.log1p((-1 + 2 * y) / t1),
+        torch.log1p(
+            torch.where((t1 == 0) | (y == 0), torch.abs(y / t1) - 1, (-1 + 2 * y) / t1),
         )
     )
     t17 = -t16 + x
@@ -340,6 +341,47 @@ def hvp(x, y, v, *, alpha=0.25, gamma=2.0, validate=False):
     blocks = hess(x, y, alpha=alpha, gamma=gamma, validate=validate)
     return blocks * _like(v, blocks)
 
+
+
+def _value_grad(x, y, *, alpha=0.25, gamma=2.0, validate=False):
+    """value(...) and the tuple of grad(...) from one pass (a training step's forward)."""
+    x, y, alpha, gamma, shape, out = _prepare((x, y), (alpha, gamma))
+    t0 = torch.nn.functional.logsigmoid(x)
+    t1 = -x
+    t2 = torch.nn.functional.logsigmoid(t1)
+    t3 = -1 + y
+    t4 = -t3
+    t5 = t2 + torch.log(y)
+    t6 = t0 + torch.log1p(-y)
+    t7 = torch.logaddexp(t5, t6)
+    t8 = (alpha * y + t4 * (1 - alpha)) * torch.exp(gamma * t7)
+    t9 = t8 * (-t0 * y - t2 * t4)
+    del t0, t2
+    t10 = _sigmoid(x)
+    t11 = (
+        torch.log1p(
+            torch.where((t4 == 0) | (y == 0), torch.abs(y / t4) - 1, (-1 + 2 * y) / t4),
+        )
+    )
+    del t4
+    t12 = -t11 + x
+    t13 = _sigmoid(t1)
+    del t1
+    t14 = -t7
+    del t7
+    loss = t9
+    d_x = (
+        t8
+        * torch.where(
+            torch.as_tensor(t11 <= x),
+            t10 * t3 * torch.expm1(-t12),
+            t13 * y * torch.expm1(t12),
+        )
+        + gamma * t9 * (-t10 * torch.exp(t14 + t5) + t13 * torch.exp(t14 + t6))
+    )
+    return _fit(loss, shape, shape, out), (
+        _fit(d_x, x.shape, shape, out),
+    )
 
 
 def _call(function, args, *v):
@@ -409,17 +451,24 @@ def _saved(ctx):
 
 
 class _Value(torch.autograd.Function):
-    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable."""
+    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable.
+
+    When a gradient is wanted the forward computes value and grad in one pass (_value_grad)
+    and keeps the gradient for the backward, which hands it to _Grad instead of recomputing."""
 
     @staticmethod
     def forward(ctx, *args):
         _save(ctx, args)
+        if any(ctx.needs_input_grad[i] for i in _DIFFERENTIATED):
+            loss, ctx.grads = _call(_value_grad, args)
+            return loss
+        ctx.grads = None
         return _call(value, args)
 
     @staticmethod
     def backward(ctx, g):
         args = _saved(ctx)
-        grads = _Grad.apply(*args)
+        grads = _Grad.apply(ctx.grads, *args)
         result = [None] * len(args)
         for i, d in zip(_DIFFERENTIATED, grads):
             if ctx.needs_input_grad[i]:
@@ -428,11 +477,14 @@ class _Value(torch.autograd.Function):
 
 
 class _Grad(torch.autograd.Function):
-    """grad(...) per element (the inputs are broadcast); the backward applies hess(...)."""
+    """grad(...) per element (the inputs are broadcast), or ``known``, the same tuple computed
+    already; the backward applies hess(...)."""
 
     @staticmethod
-    def forward(ctx, *args):
+    def forward(ctx, known, *args):
         _save(ctx, args)
+        if known is not None:  # (new tensor objects: each call's outputs get their own history)
+            return tuple(d.detach() for d in known)
         grads = _call(grad, args)
         return grads if isinstance(grads, tuple) else (grads,)
 
@@ -444,15 +496,15 @@ class _Grad(torch.autograd.Function):
             products = _call(hvp, args, gs if len(gs) > 1 else gs[0])
             products = products if isinstance(products, tuple) else (products,)
             for j, i in enumerate(_DIFFERENTIATED):
-                if ctx.needs_input_grad[i]:
+                if ctx.needs_input_grad[1 + i]:
                     result[i] = products[j]
-            return tuple(result)
+            return (None, *result)
         blocks = _call(hess, args)
         rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
         for j, i in enumerate(_DIFFERENTIATED):
-            if ctx.needs_input_grad[i]:
+            if ctx.needs_input_grad[1 + i]:
                 result[i] = sum(g * row[j] for g, row in zip(gs, rows))
-        return tuple(result)
+        return (None, *result)
 
 
 def _tensor(a, dtype, device):

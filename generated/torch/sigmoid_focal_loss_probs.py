@@ -337,6 +337,7 @@ def hess(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     t11 = t4**(-2 + gamma) * (t0 * torch.log1p(-p) + y * torch.log(p))
     t12 = gamma**2
     t13 = -t8
+    del t8
     t14 = t13**2
     d2_p = (
         torch.where(
@@ -376,6 +377,38 @@ def hvp(p, y, v, *, alpha=0.25, gamma=2.0, validate=False):
     blocks = hess(p, y, alpha=alpha, gamma=gamma, validate=validate)
     return blocks * _like(v, blocks)
 
+
+
+def _value_grad(p, y, *, alpha=0.25, gamma=2.0, validate=False):
+    """value(...) and the tuple of grad(...) from one pass (a training step's forward)."""
+    p, y, alpha, gamma, shape, out = _prepare((p, y), (alpha, gamma))
+    t0 = 1 - y
+    t1 = -t0 * torch.log1p(-p) - y * torch.log(p)
+    t2 = 1 - p
+    t3 = p * t0 + t2 * y
+    t4 = alpha * y + t0 * (1 - alpha)
+    t5 = t3**gamma * t4
+    t6 = t4 == 0
+    loss = t1 * t5
+    d_p = (
+        torch.where(
+            torch.as_tensor(t6),
+            0,
+            t5
+            * (
+                torch.where(torch.as_tensor(y == 0), 0, -y / p)
+                + torch.where(torch.as_tensor(y == 1), 0, t0 / t2)
+            ),
+        )
+        + torch.where(
+            torch.as_tensor((gamma == 0) | (t6) | (y == 0.5)),
+            0,
+            gamma * t1 * t3**(-1 + gamma) * t4 * (1 - 2 * y),
+        )
+    )
+    return _fit(loss, shape, shape, out), (
+        _fit(d_p, p.shape, shape, out),
+    )
 
 
 def _call(function, args, *v):
@@ -445,17 +478,24 @@ def _saved(ctx):
 
 
 class _Value(torch.autograd.Function):
-    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable."""
+    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable.
+
+    When a gradient is wanted the forward computes value and grad in one pass (_value_grad)
+    and keeps the gradient for the backward, which hands it to _Grad instead of recomputing."""
 
     @staticmethod
     def forward(ctx, *args):
         _save(ctx, args)
+        if any(ctx.needs_input_grad[i] for i in _DIFFERENTIATED):
+            loss, ctx.grads = _call(_value_grad, args)
+            return loss
+        ctx.grads = None
         return _call(value, args)
 
     @staticmethod
     def backward(ctx, g):
         args = _saved(ctx)
-        grads = _Grad.apply(*args)
+        grads = _Grad.apply(ctx.grads, *args)
         result = [None] * len(args)
         for i, d in zip(_DIFFERENTIATED, grads):
             if ctx.needs_input_grad[i]:
@@ -464,11 +504,14 @@ class _Value(torch.autograd.Function):
 
 
 class _Grad(torch.autograd.Function):
-    """grad(...) per element (the inputs are broadcast); the backward applies hess(...)."""
+    """grad(...) per element (the inputs are broadcast), or ``known``, the same tuple computed
+    already; the backward applies hess(...)."""
 
     @staticmethod
-    def forward(ctx, *args):
+    def forward(ctx, known, *args):
         _save(ctx, args)
+        if known is not None:  # (new tensor objects: each call's outputs get their own history)
+            return tuple(d.detach() for d in known)
         grads = _call(grad, args)
         return grads if isinstance(grads, tuple) else (grads,)
 
@@ -480,15 +523,15 @@ class _Grad(torch.autograd.Function):
             products = _call(hvp, args, gs if len(gs) > 1 else gs[0])
             products = products if isinstance(products, tuple) else (products,)
             for j, i in enumerate(_DIFFERENTIATED):
-                if ctx.needs_input_grad[i]:
+                if ctx.needs_input_grad[1 + i]:
                     result[i] = products[j]
-            return tuple(result)
+            return (None, *result)
         blocks = _call(hess, args)
         rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
         for j, i in enumerate(_DIFFERENTIATED):
-            if ctx.needs_input_grad[i]:
+            if ctx.needs_input_grad[1 + i]:
                 result[i] = sum(g * row[j] for g, row in zip(gs, rows))
-        return tuple(result)
+        return (None, *result)
 
 
 def _tensor(a, dtype, device):

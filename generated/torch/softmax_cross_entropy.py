@@ -154,7 +154,7 @@ def _hess_block(d, *pairs):
 
 def _log_softmax(u):
     m, s = _lse_parts(u)
-    return (u - m) - torch.log1p(s)
+    return (u - m).sub_(torch.log1p(s))
 
 
 def _logsumexp(u):
@@ -167,9 +167,8 @@ def _lse_parts(u):
     # others: logsumexp(u) = max + log1p(s), with s's digits kept
     m = torch.amax(u, dim=-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, 0.0)
-    first = torch.argmax(u, dim=-1, keepdim=True) == torch.arange(u.shape[-1], device=u.device)
-    s = torch.sum(torch.where(first, 0.0, torch.exp(u - m)), dim=-1, keepdim=True)
-    return m, s
+    e = (u - m).exp_().scatter_(-1, torch.argmax(u, dim=-1, keepdim=True), 0.0)
+    return m, torch.sum(e, dim=-1, keepdim=True)
 
 
 def _softmax_delta(x, a, plain):
@@ -283,6 +282,18 @@ def hvp(x, t, v, *, weight=1.0, validate=False):
 
 
 
+def _value_grad(x, t, *, weight=1.0, validate=False):
+    """value(...) and the tuple of grad(...) from one pass (a training step's forward)."""
+    x, t, weight, shape, out = _prepare((x, t), (weight,))
+    t0 = _log_softmax(x)
+    t1 = t * weight
+    loss = -torch.sum(t0 * t1, dim=-1, keepdim=True)
+    d_x = _softmax_delta(x, t1, t1 * torch.expm1(t0) + torch.exp(t0) * _sum_others(t1))
+    return _fit(loss[..., 0], shape[:-1], shape[:-1], out), (
+        _fit(d_x, x.shape, shape, out),
+    )
+
+
 def _call(function, args, *v):
     """``function(*inputs, *v, **params)`` from one flat tuple: the inputs, then the params."""
     n = len(_INPUTS)
@@ -350,17 +361,24 @@ def _saved(ctx):
 
 
 class _Value(torch.autograd.Function):
-    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable."""
+    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable.
+
+    When a gradient is wanted the forward computes value and grad in one pass (_value_grad)
+    and keeps the gradient for the backward, which hands it to _Grad instead of recomputing."""
 
     @staticmethod
     def forward(ctx, *args):
         _save(ctx, args)
+        if any(ctx.needs_input_grad[i] for i in _DIFFERENTIATED):
+            loss, ctx.grads = _call(_value_grad, args)
+            return loss
+        ctx.grads = None
         return _call(value, args)
 
     @staticmethod
     def backward(ctx, g):
         args = _saved(ctx)
-        grads = _Grad.apply(*args)
+        grads = _Grad.apply(ctx.grads, *args)
         result = [None] * len(args)
         for i, d in zip(_DIFFERENTIATED, grads):
             if ctx.needs_input_grad[i]:
@@ -369,11 +387,14 @@ class _Value(torch.autograd.Function):
 
 
 class _Grad(torch.autograd.Function):
-    """grad(...) per element (the inputs are broadcast); the backward applies hess(...)."""
+    """grad(...) per element (the inputs are broadcast), or ``known``, the same tuple computed
+    already; the backward applies hess(...)."""
 
     @staticmethod
-    def forward(ctx, *args):
+    def forward(ctx, known, *args):
         _save(ctx, args)
+        if known is not None:  # (new tensor objects: each call's outputs get their own history)
+            return tuple(d.detach() for d in known)
         grads = _call(grad, args)
         return grads if isinstance(grads, tuple) else (grads,)
 
@@ -385,15 +406,15 @@ class _Grad(torch.autograd.Function):
             products = _call(hvp, args, gs if len(gs) > 1 else gs[0])
             products = products if isinstance(products, tuple) else (products,)
             for j, i in enumerate(_DIFFERENTIATED):
-                if ctx.needs_input_grad[i]:
+                if ctx.needs_input_grad[1 + i]:
                     result[i] = products[j]
-            return tuple(result)
+            return (None, *result)
         blocks = _call(hess, args)
         rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
         for j, i in enumerate(_DIFFERENTIATED):
-            if ctx.needs_input_grad[i]:
+            if ctx.needs_input_grad[1 + i]:
                 result[i] = sum(g * row[j] for g, row in zip(gs, rows))
-        return tuple(result)
+        return (None, *result)
 
 
 def _tensor(a, dtype, device):
