@@ -25,6 +25,13 @@ rounded numbers near 20 has no correct digit). ``complements`` then finds, in th
 sums, the softmax Jacobian's two shapes and gives each a form without cancellation:
 p*sum(a) - a (``SoftmaxDelta``, or a*expm1(log p) + p*others(a)) and b - sum(p*b)
 (``Centered``); a Hessian block's diagonal p*(1 - p) is -p*expm1(log p) (``HessBlock``).
+
+A picked probability p_k = pick(softmax(b), k) is taken in log space before the derivation
+(``picked_forms``): log(p_k) is pick(log_softmax(b), k), and 1 - p_k is exp(L) with L =
+``LogSoftmaxComplement(b, onehot(k))``, a reduction whose derivative is a product of
+exponentials in every entry (so the focal loss's (1 - p_t)**gamma is exp(gamma*L), finite and
+differentiable where 1 - p_k rounds to 0). The Hessian diagonal of such a loss is read off its
+Hessian-vector product at v = e_c (``diagonal_from_hvp``), whose forms are already stable.
 """
 
 from __future__ import annotations
@@ -37,10 +44,10 @@ import sympy
 from ._primitives import JAX_LOG1P, Primitive
 
 __all__ = [
-    "CLASS_FORMS", "Centered", "ClassSum", "HessBlock", "LogSoftmax", "LogSumExp", "NumClasses",
-    "OneHot", "REDUCTIONS", "SoftmaxDelta", "SumOthers", "class_gradient", "class_hess",
-    "class_hvp", "complements", "expand", "is_reduction", "log_softmax_forms", "merge_sums",
-    "one_minus_exp",
+    "CLASS_FORMS", "Centered", "ClassSum", "HessBlock", "LogNotPicked", "LogSoftmax",
+    "LogSoftmaxComplement", "LogSumExp", "NumClasses", "OneHot", "REDUCTIONS", "SoftmaxDelta",
+    "SumOthers", "class_gradient", "class_hess", "class_hvp", "complements", "diagonal_from_hvp",
+    "expand", "is_reduction", "log_softmax_forms", "merge_sums", "one_minus_exp", "picked_forms",
 ]
 
 _NS = {"numpy": "np", "jax": "jnp", "torch": "torch"}
@@ -214,6 +221,74 @@ class OneHot(_ClassPrimitive):
 
     def _eval_is_real(self):
         return True
+
+
+def _helper_complement(backend: str) -> str:
+    """log(1 - softmax(u)_k) for a one-hot a at k."""
+    ns = _NS[backend]
+    log1p = "_log1p" if backend == "jax" else f"{ns}.log1p"
+    if backend == "torch":
+        red, amax = "dim=-1, keepdim=True", "torch.amax"
+    else:
+        red, amax = "axis=-1, keepdims=True", f"{ns}.max"
+    return (
+        "def _log_softmax_complement(u, a):\n"
+        "    # log(1 - p_k), p = softmax(u), a one-hot at k: where p_k < 1/2, log1p(-p_k) from\n"
+        "    # log p_k; else log(s) - log1p(s) with s = sum(exp(u - u_k)) over the others (x_k is\n"
+        "    # the largest: no term overflows, and the two logs have one sign), log(s) taken as\n"
+        "    # (the others' max - u_k) + log(their sum relative to it) where s underflows\n"
+        "    picked = a > 0\n"
+        "    # (no class picked, as for an ignored label: p_k = 0 and the result is 0)\n"
+        f"    r = {ns}.sum(a * _log_softmax(u), {red})\n"
+        f"    r = {ns}.where({ns}.any(picked, {red}), r, -{ns}.inf)\n"
+        f"    u_k = {ns}.sum(a * u, {red})\n"
+        f"    rest = {ns}.where(picked, -{ns}.inf, u)\n"
+        f"    s = {ns}.sum({ns}.exp(rest - u_k), {red})\n"
+        f"    m = {amax}(rest, {red})\n"
+        f"    m = {ns}.where({ns}.isfinite(m), m, 0.0)\n"
+        f"    far_log = (m - u_k) + {ns}.log({ns}.sum({ns}.exp(rest - m), {red}))\n"
+        f"    log_s = {ns}.where(s >= {ns}.finfo(s.dtype).tiny, {ns}.log(s), far_log)\n"
+        f"    near = {log1p}(-{ns}.exp(r))\n"
+        f"    return {ns}.where(r < -0.6931471805599453, near, log_s - {log1p}(s))\n"
+    )
+
+
+class LogNotPicked(_ClassPrimitive):
+    """log(1 - a) for a one-hot a: 0 off the picked entry, -inf on it, so that exp(u +
+    log_not_picked(a)) is 0 there even where exp(u) overflows (SymPy would take the log out of
+    the exponential as a factor 1 - a, and 0*inf is NaN)."""
+
+    display = "log_not_picked"
+    nargs = 1
+    lowering = {"numpy": "np.log1p(-{0})", "jax": "jnp.log1p(-{0})", "torch": "torch.log1p(-{0})"}
+
+    @classmethod
+    def textbook(cls, a):
+        return sympy.log(1 - a)
+
+    def _eval_is_real(self):
+        return None
+
+
+class LogSoftmaxComplement(_ClassPrimitive):
+    """log(1 - pick(softmax(b), k)), one number per row, given b and a = onehot(k): the log of
+    the softmax mass outside the picked class. It is a reduction: its derivative in entry j of b
+    is exp(log_softmax(b)_j + r - L + log(1 - a_j)) - a_j*exp(r), r = pick(log_softmax(b), k) and L
+    itself, a product of exponentials in every term (at b = (1e4, 0, 0), k = 0, L = log 2 - 1e4
+    and the others' derivatives are 1/2, where 1 - p_k rounds to 0)."""
+
+    display = "log_softmax_complement"
+    nargs = 2
+    lowering = {b: "_log_softmax_complement({0}, {1})" for b in _NS}
+    helpers = {
+        b: _helper_lse(b) + "\n\n" + _helper_complement(b)
+        + ("\n\n" + JAX_LOG1P if b == "jax" else "")
+        for b in _NS
+    }
+
+    @classmethod
+    def textbook(cls, b, a):
+        return sympy.log(1 - ClassSum(a * sympy.exp(b - LogSumExp(b))))
 
 
 class HessBlock(_ClassPrimitive):
@@ -432,7 +507,7 @@ class Centered(Primitive):
         return b - ClassSum(sympy.exp(x - LogSumExp(x)) * b)
 
 
-REDUCTIONS = (ClassSum, LogSumExp)
+REDUCTIONS = (ClassSum, LogSumExp, LogSoftmaxComplement)
 
 #: the stable forms of the class-axis derivation, as ``explain`` lists them:
 #: (primitive, rule, before, after, reason)
@@ -446,6 +521,12 @@ CLASS_FORMS = (
      "relative to b at the largest x, the sum compensated: no difference of near-equal sums"),
     (SumOthers, "sum_others", "sum(a) - a", "sum_others(a)",
      "the row's sum as hi + lo: exact where a is most of it"),
+    (LogSoftmaxComplement, "softmax_complement",
+     "1 - pick(softmax(b), k); log(pick(softmax(b), k))",
+     "exp(log_softmax_complement(b, onehot(k))); pick(log_softmax(b), k)",
+     "the complement's log is log1p(-p_k) where p_k < 1/2, else taken from the other entries "
+     "relative to b_k: finite where 1 - p_k rounds to 0, and its derivatives are products of "
+     "exponentials (picked_forms)"),
     (HessBlock, "hess_block", "diag(d) + sum_k u_k w_k^T", "hess_block(d, u, w, ...)",
      "the diagonal whole (p*(1 - p) as -p*expm1(log p)), not p - p*p"),
 )
@@ -481,6 +562,11 @@ def _weight(node: sympy.Expr) -> sympy.Expr:
     """How each entry of the body counts in the reduction's derivative."""
     if isinstance(node, LogSumExp):
         return sympy.exp(node.args[0] - node)
+    if isinstance(node, LogSoftmaxComplement):
+        b, a = node.args
+        log_p = b - LogSumExp(b)
+        r = ClassSum(a * log_p)
+        return sympy.exp(log_p + r - node + LogNotPicked(a)) - a * sympy.exp(r)
     return sympy.S.One
 
 
@@ -540,6 +626,111 @@ def class_hess(entry: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
             pairs += [u, w]
             diagonal += u * w
     return HessBlock(sympy.factor_terms(diagonal), *pairs)
+
+
+def _picked_softmax(node: sympy.Expr):
+    """(b, a) where node is pick(softmax(b), k) = sum(a*exp(b - logsumexp(b))), a = onehot(k)."""
+    if not isinstance(node, ClassSum):
+        return None
+    factors = sympy.Mul.make_args(node.args[0])
+    hot = [f for f in factors if isinstance(f, OneHot)]
+    exps = [f for f in factors if isinstance(f, sympy.exp)]
+    if len(hot) != 1 or len(exps) != 1 or len(factors) != 2:
+        return None
+    u = exps[0].args[0]
+    for lse in u.atoms(LogSumExp):
+        b = lse.args[0]
+        if sympy.expand(u - (b - lse)) == 0:
+            return b, hot[0]
+    return None
+
+
+def picked_forms(expr: sympy.Expr) -> sympy.Expr:
+    """The probability p_k = pick(softmax(b), k) of one class, in log space: log(p_k) ->
+    pick(log_softmax(b), k), 1 - p_k -> exp(log_softmax_complement(b, onehot(k))) and a power
+    of that exponential -> the exponential of a multiple. (1 - p_k)**gamma at b_k = 1e4 is
+    then exp(gamma*(log 2 - 1e4)), not 0**gamma, and its derivatives are products of
+    exponentials, not 0*inf.)"""
+
+    def visit(node):
+        if node.is_Atom or not node.args:
+            return node
+        node = node.func(*(visit(a) for a in node.args))
+        if isinstance(node, sympy.log):
+            found = _picked_softmax(node.args[0])
+            if found is not None:
+                b, a = found
+                return ClassSum(a * (b - LogSumExp(b)))
+        if node.is_Add:
+            for term in node.args:
+                found = _picked_softmax(-term)
+                if found is not None and sympy.expand(node - term) == 1:
+                    return sympy.exp(LogSoftmaxComplement(*found))
+        if node.is_Pow and isinstance(node.base, sympy.exp):
+            return sympy.exp(node.exp * node.base.args[0])
+        return node
+
+    return visit(expr)
+
+
+def diagonal_from_hvp(hvp: sympy.Expr, v: sympy.Symbol) -> sympy.Expr | None:
+    """The diagonal H_cc of a Hessian block from its product with v (entry c of the product at
+    v = e_c): v itself is 1, sum(f*v) is f_c, centered(v, b, log_p) is 1 - p_c =
+    -expm1(log_p_c), sum(f*centered(v, b, log_p)) is f_c - p_c*sum(f) = -(f_c*expm1(log_p_c) +
+    p_c*(sum(f) - f_c)) and sum_others(v) is 0. The stable forms of the product carry over, where
+    the diagonal formed as d/dx_c of the gradient entry sums terms that cancel. None where v
+    appears otherwise (inside a nested sum, or in another primitive)."""
+    from sympy.codegen.cfunctions import expm1
+
+    class Unsupported(Exception):
+        pass
+
+    def visit(node):
+        if not node.has(v):
+            return node
+        if node == v:
+            return sympy.S.One
+        if isinstance(node, ClassSum):
+            # body = sum over the pieces A that carry v of f_A*A: v itself (f_c), a sum inside
+            # (sum(f)*its entry c), centered(v, b, log_p) (f_c - p_c*sum(f), as the
+            # cross-entropy gradient's complement form)
+            pieces = [a for a in sympy.preorder_traversal(node.args[0]) if (
+                isinstance(a, (ClassSum, Centered)) and a.has(v))]
+            outer = [a for a in pieces if not any(a != b and b.has(a) for b in pieces)]
+            markers = {a: sympy.Dummy("piece") for a in outer}
+            body = node.args[0].xreplace(markers)
+            outer.append(v)
+            markers[v] = v
+            total, rest = sympy.S.Zero, body
+            for a in outer:
+                f = sympy.diff(body, markers[a])
+                if f.has(v, *markers.values()):
+                    raise Unsupported
+                rest = rest.xreplace({markers[a]: sympy.S.Zero})
+                if a == v:
+                    total += f
+                elif isinstance(a, ClassSum):
+                    total += ClassSum(f) * visit(a)
+                elif a.args[0] == v:
+                    log_p = a.args[2]
+                    total += -(f * expm1(log_p) + sympy.exp(log_p) * _others(f))
+                else:
+                    raise Unsupported
+            if sympy.expand(rest) != 0:
+                raise Unsupported
+            return total
+        if isinstance(node, Centered) and node.args[0] == v:
+            return -expm1(node.args[2])
+        if isinstance(node, SumOthers) and node.args[0] == v:
+            return sympy.S.Zero
+        if isinstance(node, Primitive) or node.is_Atom or not node.args:
+            raise Unsupported
+        return node.func(*(visit(a) for a in node.args))
+
+    try:
+        return visit(hvp)
+    except Unsupported:
+        return None
 
 
 def log_softmax_forms(expr: sympy.Expr) -> sympy.Expr:
@@ -741,6 +932,8 @@ def expand(expr: sympy.Expr, entries: dict, index: dict | None = None) -> sympy.
         if isinstance(node, LogSoftmax):
             body = node.args[0]
             return at(body, c) - sympy.log(sympy.Add(*(sympy.exp(at(body, j)) for j in range(n))))
+        if isinstance(node, LogSoftmaxComplement):
+            return at(LogSoftmaxComplement.textbook(*node.args), c)
         if isinstance(node, OneHot):
             return index[node.args[0]][c]
         if isinstance(node, NumClasses):

@@ -15,8 +15,8 @@ import sympy
 
 from ._analyse import Analysis
 from ._classes import (
-    HessBlock, LogSoftmax, class_gradient, class_hess, class_hvp, complements, log_softmax_forms,
-    CLASS_FORMS, merge_sums, one_minus_exp,
+    HessBlock, LogSoftmax, LogSoftmaxComplement, class_gradient, class_hess, class_hvp, complements,
+    diagonal_from_hvp, log_softmax_forms, CLASS_FORMS, merge_sums, one_minus_exp, picked_forms,
 )
 from ._ir import Derivation, Rewrite
 from ._rewrite import rewrite_expression
@@ -31,8 +31,10 @@ def _no_delta(e: sympy.Expr) -> sympy.Expr:
 
 def _derive_classes(d: Derivation) -> Derivation:
     """A loss over a class axis: derivatives by the chain rule over its reductions
-    (lossgen._classes), each output then with b - logsumexp(b) as LogSoftmax(b)."""
-    expr = merge_sums(d.textbook.replace(LogSoftmax, lambda b: LogSoftmax.textbook(b)))
+    (lossgen._classes), a picked probability first in log space (``picked_forms``), each
+    output then with b - logsumexp(b) as LogSoftmax(b)."""
+    expr = picked_forms(d.textbook).replace(LogSoftmax, lambda b: LogSoftmax.textbook(b))
+    expr = merge_sums(expr)
     xs = [inp.symbol for inp in d.spec.differentiated]
 
     raw = [_no_delta(class_gradient(expr, x)) for x in xs]
@@ -45,17 +47,30 @@ def _derive_classes(d: Derivation) -> Derivation:
         and item.domain.kind == "interval" and item.domain.lo >= 0
     )
 
-    def stable(e):
-        return complements(log_softmax_forms(e), nonneg)
+    def joined(e):  # exp(a)*exp(b) -> exp(a + b) where a factor can overflow while the
+        # product does not (exp(-L) of a log_softmax_complement L)
+        return sympy.powsimp(e, combine="exp", deep=True) if expr.has(LogSoftmaxComplement) else e
 
-    def block(h):  # the diagonal factored: p - p**2 -> p*(1 - p) -> -p*expm1(log p)
+    def stable(e):
+        return complements(log_softmax_forms(joined(e)), nonneg)
+
+    def block(h, g, x):  # the diagonal factored: p - p**2 -> p*(1 - p) -> -p*expm1(log p)
         diagonal, *pairs = h.args
-        diagonal = log_softmax_forms(diagonal)
         pairs = [stable(a) for a in pairs]
         kept = [a for u, w in zip(pairs[0::2], pairs[1::2]) if u != 0 and w != 0 for a in (u, w)]
+        if expr.has(LogSoftmaxComplement):
+            # (a sum of products of exponentials that cancel: the diagonal is taken from the
+            # Hessian-vector product's stable form instead, at v = e_c)
+            along = stable(_no_delta(class_hvp(g, {x: directions[x]})))
+            unit = diagonal_from_hvp(along, directions[x])
+            if unit is not None:
+                from_hvp.append(True)
+                return HessBlock(unit, *kept)
+        diagonal = log_softmax_forms(diagonal)
         return HessBlock(one_minus_exp(sympy.factor(diagonal)), *kept)
 
-    hess = tuple(tuple(block(_no_delta(class_hess(g, x))) for x in xs) for g in raw)
+    from_hvp: list[bool] = []
+    hess = tuple(tuple(block(_no_delta(class_hess(g, x)), g, x) for x in xs) for g in raw)
     value = log_softmax_forms(expr)
     grad = tuple(stable(g) for g in raw)
     hvp = tuple(stable(_no_delta(class_hvp(g, directions))) for g in raw)
@@ -65,6 +80,12 @@ def _derive_classes(d: Derivation) -> Derivation:
         for cls, rule, before, after, reason in CLASS_FORMS
         if any(e.has(cls) for e in emitted)
     ]
+    if from_hvp:
+        records.append(Rewrite(
+            "hess_diagonal_from_hvp", "d/dx_c of the gradient entry c", "hvp(..., e_c) entry c",
+            "the Hessian-vector product's stable forms at v = e_c (diagonal_from_hvp): the "
+            "diagonal differentiated directly sums products of exponentials that cancel",
+        ))
     return replace(
         d, value=value, grad=grad, hess=hess, hvp=hvp, rewrites=d.rewrites + tuple(records)
     )

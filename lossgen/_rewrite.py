@@ -15,7 +15,7 @@ from dataclasses import replace
 import sympy
 
 from ._analyse import Analysis, display
-from ._classes import log_softmax_forms
+from ._classes import log_softmax_forms, picked_forms
 from ._ir import Derivation, Finding, Rewrite
 from ._rules import RULES, Context, Rule
 
@@ -123,6 +123,6 @@ def rewrite_expression(
 
 def rewrite(d: Derivation) -> Derivation:
     if d.spec.has_classes:
-        return replace(d, stable=log_softmax_forms(d.textbook))
+        return replace(d, stable=log_softmax_forms(picked_forms(d.textbook)))
     stable, records = rewrite_expression(d)
     return replace(d, stable=stable, rewrites=tuple(records))

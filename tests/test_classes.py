@@ -439,3 +439,104 @@ def test_multi_margin_matches_torch(backend):
         np.testing.assert_allclose(to_numpy(module.grad(*args, margin=margin)), g.numpy(), rtol=1e-13, atol=1e-15)
         assert not np.any(to_numpy(module.hess(*args, margin=margin)))
         assert not np.any(to_numpy(module.hvp(*args, args[0], margin=margin)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_log_softmax_complement_against_mpmath(backend):
+    """log(1 - softmax(u)_k), the log of the mass outside the picked class, against mpmath at
+    50 digits: where p_k rounds to 1 (u_k = 1e4, 745 or 40 above the others: log 2 - 1e4, not
+    -inf), near 1/2 on both sides of the switch, tied, small and underflowing p_k; and 0 where
+    no class is picked (an ignored label)."""
+    import mpmath
+
+    from lossgen._accuracy import to_backend, to_numpy
+    from lossgen._classes import LogSoftmax, LogSoftmaxComplement
+
+    from _support import NAMESPACES
+
+    namespace: dict = {}
+    exec(NAMESPACES[backend], namespace)
+    for primitive in (LogSoftmax, LogSoftmaxComplement):
+        exec(primitive.helpers[backend], namespace)
+    u = np.array([
+        [1e4, 0.0, 0.0, -3.0], [745.0, 0.0, 0.0, 0.0], [40.0, 0.0, 1.0, -1.0],
+        [1.0, 0.0, 0.0, -30.0], [1.0986, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0],
+        [-2.0, 1.0, 0.5, 0.0], [-1e4, 0.0, 0.0, 0.0], [20.0, 20.0, 0.0, 0.0],
+    ])
+    k = np.array([0, 0, 0, 0, 0, 1, 0, 0, 1])
+    a = np.eye(4)[k]
+    a[-1] = 0.0  # no class picked
+    with np.errstate(all="ignore"):
+        got = to_numpy(namespace["_log_softmax_complement"](
+            to_backend(u, backend, "float64"), to_backend(a, backend, "float64")
+        ))[..., 0]
+    eps = np.finfo(float).eps
+    with mpmath.workdps(50):
+        for r in range(u.shape[0]):
+            row = [mpmath.mpf(v) for v in u[r]]
+            total = sum(mpmath.exp(v) for v in row)
+            picked = sum(mpmath.mpf(a[r, c]) * mpmath.exp(row[c]) for c in range(4))
+            want = mpmath.log(1 - picked / total)
+            assert np.isfinite(got[r]), r
+            assert abs(mpmath.mpf(float(got[r])) - want) <= 4 * eps * abs(want) + 1e-300, (r, got[r], want)
+
+
+def test_picked_forms_rewrites_a_picked_probability():
+    """log(pick(softmax(b), k)) is pick(log_softmax(b), k); 1 - pick(softmax(b), k) is
+    exp(log_softmax_complement(b, onehot(k))) and its power the exponential of a multiple;
+    the rewritten loss equals the textbook one (written out for 3 classes) at sample points."""
+    import sympy
+
+    from lossgen._classes import (
+        ClassSum, LogSoftmaxComplement, LogSumExp, OneHot, expand, picked_forms,
+    )
+
+    x, gamma = sympy.Symbol("x", real=True), sympy.Symbol("gamma", positive=True)
+    k = sympy.Symbol("k", integer=True)
+    p = ClassSum(OneHot(k) * sympy.exp(x - LogSumExp(x)))
+    assert picked_forms(sympy.log(p)) == ClassSum(OneHot(k) * (x - LogSumExp(x)))
+    stable = picked_forms(-(1 - p) ** gamma * sympy.log(p))
+    assert stable.has(LogSoftmaxComplement) and not stable.has(sympy.Pow)
+    entries = {x: sympy.symbols("x0:3", real=True)}
+    for label in range(3):
+        index = {k: [sympy.Integer(int(c == label)) for c in range(3)]}
+        textbook = expand(-(1 - p) ** gamma * sympy.log(p), entries, index)
+        rewritten = expand(stable, entries, index)
+        at = dict(zip(entries[x], (2.5, -1.0, 0.25))) | {gamma: 1.5}
+        assert abs(float(textbook.evalf(30, subs=at)) - float(rewritten.evalf(30, subs=at))) < 1e-14
+
+
+def test_diagonal_from_hvp_is_the_hessian_diagonal():
+    """The Hessian diagonal read off the Hessian-vector product at v = e_c (v -> 1, sum(f*v) ->
+    f_c, a sum inside a sum -> its entry c times the outer coefficient's sum) equals the one
+    differentiated directly, for the softmax focal loss at C = 3 (written out, each entry c
+    picked by a second one-hot)."""
+    import sympy
+
+    from lossgen._classes import (
+        ClassSum, LogSumExp, OneHot, class_gradient, class_hess, class_hvp, diagonal_from_hvp,
+        expand, picked_forms,
+    )
+    from lossgen._primitives import to_textbook
+
+    x, k = sympy.Symbol("x", real=True), sympy.Symbol("k", integer=True)
+    gamma = sympy.Symbol("gamma", positive=True)
+    p = ClassSum(OneHot(k) * sympy.exp(x - LogSumExp(x)))
+    expr = picked_forms(-(1 - p) ** gamma * sympy.log(p))
+    v = sympy.Symbol("v_x", real=True)
+    g = class_gradient(expr, x)
+    unit = diagonal_from_hvp(class_hvp(g, {x: v}), v)
+    assert unit is not None and not unit.has(v)
+    direct = class_hess(g, x).args[0]
+    j = sympy.Symbol("j", integer=True)
+    entries = {x: sympy.symbols("x0:3", real=True)}
+    at = dict(zip(entries[x], (1.5, -0.5, 3.0))) | {gamma: 1.5}
+    for label in range(3):
+        for c in range(3):
+            index = {k: [sympy.Integer(int(e == label)) for e in range(3)],
+                     j: [sympy.Integer(int(e == c)) for e in range(3)]}
+            a, b = (
+                expand(ClassSum(OneHot(j) * to_textbook(e)), entries, index).evalf(30, subs=at)
+                for e in (unit, direct)
+            )
+            assert abs(float(a - b)) <= 1e-14 * max(1.0, abs(float(b))), (label, c, a, b)
