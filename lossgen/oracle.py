@@ -25,7 +25,7 @@ import mpmath
 import sympy
 
 from ._primitives import to_textbook
-from ._types import Spec
+from ._types import AXIS_SHAPES, Spec
 
 __all__ = ["AGREE_DIGITS", "Evaluation", "Oracle", "OracleError", "Quantity"]
 
@@ -39,6 +39,19 @@ VERSION = "3"
 ZERO_DIGITS = 800
 #: below this magnitude a value rounds to 0 in every floating format lossgen checks
 _NEGLIGIBLE = mpmath.mpf(10) ** -340
+
+
+def _zero_at_coincidence(e: sympy.Expr) -> sympy.Expr:
+    """0 where a sum of squares in a denominator of ``e`` is 0, else ``e``."""
+    sums = {
+        node.base for node in e.atoms(sympy.Pow)
+        if node.exp.is_negative and node.base.is_Add
+        and all(t.is_Pow and t.exp.is_even for t in node.base.args)
+    }
+    if not sums:
+        return e
+    zero = sympy.Or(*(sympy.Eq(s, 0) for s in sorted(sums, key=sympy.default_sort_key)))
+    return sympy.Piecewise((0, zero), (e, True))
 
 
 class OracleError(ArithmeticError):
@@ -120,7 +133,7 @@ class Oracle:
             raise ValueError(f"{spec.name}: a loss over a class axis needs the number of classes")
         entries, inputs = {}, []
         for inp in spec.inputs:
-            if inp.shape == "classes":
+            if inp.shape in AXIS_SHAPES:
                 entries[inp.symbol] = [sympy.Symbol(f"{inp.name}[{c}]", real=True) for c in range(n)]
                 inputs += entries[inp.symbol]
             else:
@@ -193,14 +206,33 @@ class Oracle:
             out = []
             try:
                 values = self._fn(*exact)
-            except ZeroDivisionError:  # 0/0 in the textbook form: no truth at this point
-                return [mpmath.nan] * len(self._flat)
+            except ZeroDivisionError:  # 0/0 in the textbook form: the convention, or no truth
+                guarded = self._guarded()
+                if guarded is None:
+                    return [mpmath.nan] * len(self._flat)
+                try:
+                    values = guarded(*exact)
+                except ZeroDivisionError:
+                    return [mpmath.nan] * len(self._flat)
             for v in values:
                 try:
                     out.append(mpmath.mpf(v))
                 except TypeError:  # a complex result: outside the real domain
                     out.append(mpmath.nan)
             return out
+
+    def _guarded(self):
+        """The quantities with each derivative 0 where a sum of squares that it divides by is 0
+        (a distance at coincident points: the 0 subgradient, and 0 for the undefined second
+        derivative), as the generated code; None when there is no such sum."""
+        if not hasattr(self, "_guarded_fn"):
+            flat = [_zero_at_coincidence(e) for e in self._flat]
+            self._guarded_fn = None
+            if flat != self._flat:
+                self._guarded_fn = sympy.lambdify(
+                    self.inputs + self.params, flat, modules=[_CONVENTIONS, "mpmath"], cse=False
+                )
+        return self._guarded_fn
 
     @staticmethod
     def _start_digits(args: list) -> int:
