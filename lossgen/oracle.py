@@ -41,17 +41,13 @@ ZERO_DIGITS = 800
 _NEGLIGIBLE = mpmath.mpf(10) ** -340
 
 
-def _zero_at_coincidence(e: sympy.Expr) -> sympy.Expr:
-    """0 where a sum of squares in a denominator of ``e`` is 0, else ``e``."""
-    sums = {
+def _squares_divided_by(e: sympy.Expr) -> set:
+    """The sums of squares that ``e`` divides by (0 at a distance's coincident points)."""
+    return {
         node.base for node in e.atoms(sympy.Pow)
         if node.exp.is_negative and node.base.is_Add
         and all(t.is_Pow and t.exp.is_even for t in node.base.args)
     }
-    if not sums:
-        return e
-    zero = sympy.Or(*(sympy.Eq(s, 0) for s in sorted(sums, key=sympy.default_sort_key)))
-    return sympy.Piecewise((0, zero), (e, True))
 
 
 class OracleError(ArithmeticError):
@@ -222,16 +218,32 @@ class Oracle:
             return out
 
     def _guarded(self):
-        """The quantities with each derivative 0 where a sum of squares that it divides by is 0
-        (a distance at coincident points: the 0 subgradient, and 0 for the undefined second
-        derivative), as the generated code; None when there is no such sum."""
+        """A function of the point giving each quantity, with each derivative 0 where a sum of
+        squares that it divides by is 0 (a distance at coincident points: the 0 subgradient,
+        and 0 for the undefined second derivative), as the generated code; None when no
+        expression divides by such a sum."""
         if not hasattr(self, "_guarded_fn"):
-            flat = [_zero_at_coincidence(e) for e in self._flat]
             self._guarded_fn = None
-            if flat != self._flat:
-                self._guarded_fn = sympy.lambdify(
-                    self.inputs + self.params, flat, modules=[_CONVENTIONS, "mpmath"], cse=False
-                )
+            per = [_squares_divided_by(e) for e in self._flat]
+            sums = sorted(set().union(*per), key=sympy.default_sort_key)
+            if sums:
+                args = self.inputs + self.params
+                totals = sympy.lambdify(args, sums, modules=[_CONVENTIONS, "mpmath"])
+                compiled: dict = {}
+
+                def guarded(*point):
+                    zero = {s for s, t in zip(sums, totals(*point)) if t == 0}
+                    keep = tuple(i for i, depends in enumerate(per) if not depends & zero)
+                    if keep not in compiled:
+                        compiled[keep] = sympy.lambdify(
+                            args, [self._flat[i] for i in keep], modules=[_CONVENTIONS, "mpmath"], cse=True
+                        )
+                    out = [mpmath.mpf(0)] * len(self._flat)
+                    for i, v in zip(keep, compiled[keep](*point)):
+                        out[i] = v
+                    return out
+
+                self._guarded_fn = guarded
         return self._guarded_fn
 
     @staticmethod
