@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from . import metrics
-from ._types import Spec
+from ._types import AXIS_SHAPES, Spec
 
 __all__ = [
     "Grade",
@@ -81,7 +81,7 @@ def class_outputs(spec: Spec, module, backend: str) -> Implementation:
 
     def run(columns: Mapping[str, np.ndarray], dtype: str) -> Outputs:
         inputs = [
-            to_backend(_stack(columns, i.name) if i.shape == "classes" else columns[i.name], backend, dtype)
+            to_backend(_stack(columns, i.name) if i.shape in AXIS_SHAPES else columns[i.name], backend, dtype)
             for i in spec.inputs
         ]
         params = {

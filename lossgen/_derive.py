@@ -15,9 +15,11 @@ import sympy
 
 from ._analyse import Analysis
 from ._classes import (
-    HessBlock, LogSoftmax, LogSoftmaxComplement, class_gradient, class_hess, class_hvp, complements,
-    diagonal_from_hvp, log_softmax_forms, CLASS_FORMS, merge_sums, one_minus_exp, picked_forms,
+    ClassSum, HessBlock, LogSoftmax, LogSoftmaxComplement, LogSumExp, SumOthers, class_gradient,
+    class_hess, class_hvp, complements, diagonal_from_hvp, log_softmax_forms, CLASS_FORMS,
+    merge_sums, one_minus_exp, picked_forms,
 )
+from ._primitives import Exp
 from ._ir import Derivation, Rewrite
 from ._rewrite import rewrite_expression
 
@@ -27,6 +29,53 @@ __all__ = ["derive"]
 def _no_delta(e: sympy.Expr) -> sympy.Expr:
     """At a kink the derivative of a step is undefined: the 0 subgradient (as the oracle)."""
     return e.replace(sympy.DiracDelta, lambda *args: sympy.S.Zero)
+
+
+def _coincident_guard(e: sympy.Expr) -> sympy.Expr:
+    """0 where a sum of squares in a denominator is 0 (a distance's derivatives at coincident
+    points: the 0 subgradient, and 0 for the undefined second derivative), never 0/0."""
+    sums = sorted(
+        {
+            node.base for node in e.atoms(sympy.Pow)
+            if isinstance(node.base, ClassSum) and node.exp.is_negative
+            and node.base.args[0].is_Pow and node.base.args[0].exp.is_even
+        },
+        key=sympy.default_sort_key,
+    )
+    if not sums or e.is_zero:
+        return e
+    return sympy.Piecewise((0, sympy.Or(*(sympy.Eq(s, 0) for s in sums))), (e, True))
+
+
+def _sum_minus_entry(expr: sympy.Expr) -> sympy.Expr | None:
+    """(c1*sum(f1) + c2*sum(f2) + r)/den with c1*f1 + c2*f2 + r losing terms per entry ->
+    (c1*sum_others(f1) + c2*sum_others(f2) + (c1*f1 + c2*f2 + r))/den, each f as written in
+    its sum. The entry's own part of each sum cancels symbolically: a distance's Hessian
+    diagonal (|u|**2 - u_i**2)/|u|**3, and its Hessian-vector product
+    (|u|**2 w_i - u_i (u.w))/|u|**3, cancel where u_i is most of |u|; what is left cancels only
+    as far as the data do (the wedge u_j w_i - u_i w_j)."""
+    if expr.has(LogSoftmax, LogSumExp, Exp, sympy.exp):
+        return None  # the softmax forms have their own (lossgen._classes.complements)
+    numerator, denominator = sympy.fraction(sympy.together(expr))
+    sums = sorted(numerator.atoms(ClassSum), key=sympy.default_sort_key)
+    if not sums:
+        return None
+    totals = [sympy.Dummy(f"total{k}") for k in range(len(sums))]
+    held = numerator.xreplace(dict(zip(sums, totals)))
+    if not held.is_polynomial(*totals) or sympy.Poly(held, *totals).total_degree() != 1:
+        return None
+    flat = sympy.expand(held)
+    coeffs = [flat.coeff(t) for t in totals]
+    if any(c.has(*totals) for c in coeffs):
+        return None
+    rest = sympy.expand(
+        flat - sum(c * t for c, t in zip(coeffs, totals)) + sum(c * s.args[0] for c, s in zip(coeffs, sums))
+    )
+    before = sympy.expand(flat - sum(c * t for c, t in zip(coeffs, totals)))
+    if len(sympy.Add.make_args(rest)) >= len(sympy.Add.make_args(before)) + len(sums):
+        return None  # the entries' own parts do not cancel
+    out = sum(c * SumOthers(s.args[0]) for c, s in zip(coeffs, sums) if c != 0) + sympy.factor(rest)
+    return out / denominator
 
 
 def _derive_classes(d: Derivation) -> Derivation:
@@ -67,13 +116,19 @@ def _derive_classes(d: Derivation) -> Derivation:
                 from_hvp.append(True)
                 return HessBlock(unit, *kept)
         diagonal = log_softmax_forms(diagonal)
-        return HessBlock(one_minus_exp(sympy.factor(diagonal)), *kept)
+        others = _sum_minus_entry(diagonal)
+        diagonal = others if others is not None else one_minus_exp(sympy.factor(diagonal))
+        return HessBlock(_coincident_guard(diagonal), *(_coincident_guard(a) for a in kept))
 
     from_hvp: list[bool] = []
     hess = tuple(tuple(block(_no_delta(class_hess(g, x)), g, x) for x in xs) for g in raw)
     value = log_softmax_forms(expr)
-    grad = tuple(stable(g) for g in raw)
-    hvp = tuple(stable(_no_delta(class_hvp(g, directions))) for g in raw)
+    grad = tuple(_coincident_guard(stable(g)) for g in raw)
+    def entrywise(e):
+        others = _sum_minus_entry(e)
+        return e if others is None else others
+
+    hvp = tuple(_coincident_guard(entrywise(stable(_no_delta(class_hvp(g, directions))))) for g in raw)
     emitted = [value, *grad, *hvp, *(h for row in hess for h in row)]
     records = [
         Rewrite(rule, before, after, reason)

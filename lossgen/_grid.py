@@ -11,7 +11,7 @@ from fractions import Fraction
 
 import sympy
 
-from ._types import Domain, Spec
+from ._types import AXIS_SHAPES, Domain, Spec
 
 __all__ = ["CLASS_GRIDS", "GRIDS", "grid", "grid_names"]
 
@@ -260,7 +260,7 @@ def classes(spec: Spec, n: int) -> dict[str, list[float]]:
                 continue
             if inp.domain.kind == "index":
                 options = [{inp.name: float(k)} for k in (0, n - 1, -100)]
-            elif inp.shape == "classes":
+            elif inp.shape in AXIS_SHAPES:
                 options = [
                     {f"{inp.name}[{c}]": t[c] for c in range(n)} for t in _target_rows(n)
                 ]

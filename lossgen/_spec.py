@@ -54,7 +54,7 @@ from ruamel.yaml.scalarstring import (
 from ._domain import parse_domain
 from ._expr import ExprError, free_names, parse_expression
 from ._functions import SPEC_FUNCTIONS
-from ._types import ON_UNSTABLE, RESERVED_NAMES, ROLES, SHAPES, Diagnostic, Domain, Input, Param, Spec, SpecError
+from ._types import AXIS_SHAPES, ON_UNSTABLE, RESERVED_NAMES, ROLES, SHAPES, Diagnostic, Domain, Input, Param, Spec, SpecError
 
 __all__ = ["load_spec", "parse_spec_text"]
 
@@ -826,7 +826,7 @@ class _Reader:
         the class functions need a classes input."""
         from ._classes import REDUCTIONS, OneHot
 
-        classes = [i for i in inputs if i.shape == "classes"]
+        classes = [i for i in inputs if i.shape in AXIS_SHAPES]
         at = _value_position(data, "loss")
         if not classes:
             if expr.has(*REDUCTIONS, OneHot):
@@ -850,8 +850,8 @@ class _Reader:
                 f"input '{name}' has a class axis: the loss must reduce it to one number per "
                 f"row, with sum(...), logsumexp(...) or pick({name}, k)",
             )
-        if any(i.shape not in ("scalar", "classes") for i in inputs):
-            self.error(at, "shapes vector, set and batch are not generated yet; use scalar or classes")
+        if any(i.shape not in ("scalar", *AXIS_SHAPES) for i in inputs):
+            self.error(at, "shapes set and batch are not generated yet; use scalar, classes or vector")
 
     def usage(
         self,

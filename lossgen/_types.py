@@ -21,6 +21,8 @@ __all__ = [
 
 ROLES = ("differentiated", "constant")
 SHAPES = ("scalar", "classes", "vector", "set", "batch")
+#: shapes with a last axis that the loss reduces (class probabilities, embedding coordinates)
+AXIS_SHAPES = ("classes", "vector")
 #: what generation does when the passes leave a term unstabilized (the spec's ``on_unstable``)
 ON_UNSTABLE = ("warn", "error")
 #: names the generated modules use themselves (modules, arguments, builtins): a spec symbol of
@@ -161,8 +163,9 @@ class Spec:
 
     @property
     def has_classes(self) -> bool:
-        """Whether the loss reduces over a class axis (an input of shape ``classes``)."""
-        return any(i.shape == "classes" for i in self.inputs)
+        """Whether the loss reduces over a last axis (an input of shape ``classes`` or
+        ``vector``): both are derived by the chain rule over reductions (``_classes``)."""
+        return any(i.shape in AXIS_SHAPES for i in self.inputs)
 
     @property
     def differentiated(self) -> tuple[Input, ...]:

@@ -25,7 +25,7 @@ import mpmath
 import sympy
 
 from ._primitives import to_textbook
-from ._types import Spec
+from ._types import AXIS_SHAPES, Spec
 
 __all__ = ["AGREE_DIGITS", "Evaluation", "Oracle", "OracleError", "Quantity"]
 
@@ -39,6 +39,15 @@ VERSION = "3"
 ZERO_DIGITS = 800
 #: below this magnitude a value rounds to 0 in every floating format lossgen checks
 _NEGLIGIBLE = mpmath.mpf(10) ** -340
+
+
+def _squares_divided_by(e: sympy.Expr) -> set:
+    """The sums of squares that ``e`` divides by (0 at a distance's coincident points)."""
+    return {
+        node.base for node in e.atoms(sympy.Pow)
+        if node.exp.is_negative and node.base.is_Add
+        and all(t.is_Pow and t.exp.is_even for t in node.base.args)
+    }
 
 
 class OracleError(ArithmeticError):
@@ -120,7 +129,7 @@ class Oracle:
             raise ValueError(f"{spec.name}: a loss over a class axis needs the number of classes")
         entries, inputs = {}, []
         for inp in spec.inputs:
-            if inp.shape == "classes":
+            if inp.shape in AXIS_SHAPES:
                 entries[inp.symbol] = [sympy.Symbol(f"{inp.name}[{c}]", real=True) for c in range(n)]
                 inputs += entries[inp.symbol]
             else:
@@ -193,14 +202,49 @@ class Oracle:
             out = []
             try:
                 values = self._fn(*exact)
-            except ZeroDivisionError:  # 0/0 in the textbook form: no truth at this point
-                return [mpmath.nan] * len(self._flat)
+            except ZeroDivisionError:  # 0/0 in the textbook form: the convention, or no truth
+                guarded = self._guarded()
+                if guarded is None:
+                    return [mpmath.nan] * len(self._flat)
+                try:
+                    values = guarded(*exact)
+                except ZeroDivisionError:
+                    return [mpmath.nan] * len(self._flat)
             for v in values:
                 try:
                     out.append(mpmath.mpf(v))
                 except TypeError:  # a complex result: outside the real domain
                     out.append(mpmath.nan)
             return out
+
+    def _guarded(self):
+        """A function of the point giving each quantity, with each derivative 0 where a sum of
+        squares that it divides by is 0 (a distance at coincident points: the 0 subgradient,
+        and 0 for the undefined second derivative), as the generated code; None when no
+        expression divides by such a sum."""
+        if not hasattr(self, "_guarded_fn"):
+            self._guarded_fn = None
+            per = [_squares_divided_by(e) for e in self._flat]
+            sums = sorted(set().union(*per), key=sympy.default_sort_key)
+            if sums:
+                args = self.inputs + self.params
+                totals = sympy.lambdify(args, sums, modules=[_CONVENTIONS, "mpmath"])
+                compiled: dict = {}
+
+                def guarded(*point):
+                    zero = {s for s, t in zip(sums, totals(*point)) if t == 0}
+                    keep = tuple(i for i, depends in enumerate(per) if not depends & zero)
+                    if keep not in compiled:
+                        compiled[keep] = sympy.lambdify(
+                            args, [self._flat[i] for i in keep], modules=[_CONVENTIONS, "mpmath"], cse=True
+                        )
+                    out = [mpmath.mpf(0)] * len(self._flat)
+                    for i, v in zip(keep, compiled[keep](*point)):
+                        out[i] = v
+                    return out
+
+                self._guarded_fn = guarded
+        return self._guarded_fn
 
     @staticmethod
     def _start_digits(args: list) -> int:

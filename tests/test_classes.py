@@ -17,6 +17,7 @@ import lossgen
 from lossgen._accuracy import grade, generated_outputs
 from lossgen._fixtures import load_fixture
 from lossgen._grid import CLASS_GRIDS
+from lossgen._types import AXIS_SHAPES
 
 from _support import BACKENDS, DTYPES, FIXTURES, spec_paths
 
@@ -153,7 +154,7 @@ def test_shapes(spec, backend):
     rows, c = (2, 3), 5
     args = []
     for inp in spec.inputs:
-        if inp.shape == "classes":
+        if inp.shape in AXIS_SHAPES:
             a = rng.normal(size=(*rows, c)) if inp.role == "differentiated" else rng.dirichlet(np.ones(c), rows)
         else:
             a = rng.integers(0, c, size=rows).astype(float)
@@ -540,3 +541,41 @@ def test_diagonal_from_hvp_is_the_hessian_diagonal():
                 for e in (unit, direct)
             )
             assert abs(float(a - b)) <= 1e-14 * max(1.0, abs(float(b))), (label, c, a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_euclidean_distance_matches_torch_and_is_zero_at_coincident_points(backend):
+    """value, both gradients and the Hessian-vector product against
+    F.pairwise_distance(p=2, eps=0) and torch autograd on distinct points; at coincident
+    points the distance is 0, its gradients the 0 subgradient and hess/hvp 0, with no NaN and
+    no eps bias (torch's default eps = 1e-6 gives 1.73e-6 for 3 coordinates there)."""
+    import torch
+    import torch.nn.functional as F
+
+    from lossgen._accuracy import to_backend, to_numpy
+
+    rng = np.random.default_rng(11)
+    x, y = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
+    v = rng.normal(size=(6, 3))
+    module = lossgen.load("euclidean_distance", backend)
+    xt, yt = torch.tensor(x, requires_grad=True), torch.tensor(y, requires_grad=True)
+    ref = F.pairwise_distance(xt, yt, p=2, eps=0)
+    gx, gy = torch.autograd.grad(ref.sum(), (xt, yt), create_graph=True)
+    hvp_x = torch.autograd.grad((gx * torch.tensor(v)).sum(), xt, retain_graph=True)[0]
+    args = [to_backend(a, backend, "float64") for a in (x, y)]
+    np.testing.assert_allclose(to_numpy(module.value(*args)), ref.detach().numpy(), rtol=1e-14)
+    got_x, got_y = module.grad(*args)
+    np.testing.assert_allclose(to_numpy(got_x), gx.detach().numpy(), rtol=1e-13)
+    np.testing.assert_allclose(to_numpy(got_y), gy.detach().numpy(), rtol=1e-13)
+    zero = to_backend(np.zeros_like(v), backend, "float64")
+    hv_x, _ = module.hvp(*args, (to_backend(v, backend, "float64"), zero))
+    np.testing.assert_allclose(to_numpy(hv_x), hvp_x.numpy(), rtol=1e-12, atol=1e-14)
+
+    same = [to_backend(x, backend, "float64")] * 2
+    assert not np.any(to_numpy(module.value(*same)))
+    assert all(not np.any(to_numpy(g)) for g in module.grad(*same))
+    assert all(not np.any(to_numpy(h)) for row in module.hess(*same) for h in row)
+    vs = [to_backend(v, backend, "float64")] * 2
+    assert all(not np.any(to_numpy(h)) for h in module.hvp(*same, tuple(vs)))
+    biased = F.pairwise_distance(torch.tensor(x), torch.tensor(x)).numpy()
+    assert np.all(biased > 1e-6)
