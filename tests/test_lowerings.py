@@ -1,6 +1,6 @@
 """The helpers behind the precision-aware lowerings, in every backend, against mpmath:
 erfc(c*x) with x**2 formed exactly, log(tanh(u)) from log(u), and (JAX) sums whose terms XLA
-on CPU would flush to zero; log(A) - log(B) and sqrt(X) - B given their differences.
+on CPU would flush to zero; log(A) - log(B) and sqrt(X) - B given their differences."""
 
 from __future__ import annotations
 
