@@ -21,6 +21,7 @@ __all__ = [
     "Expm1",
     "LogAddExp",
     "LogCosh",
+    "LogQuotient",
     "LogSoftplus",
     "LogTanh",
     "ScaledProduct",
@@ -31,6 +32,7 @@ __all__ = [
     "Sigmoid",
     "Softplus",
     "SoftplusMinusSigmoid",
+    "SqrtDifference",
     "erfc_scaled",
     "to_textbook",
 ]
@@ -625,8 +627,8 @@ class ScaledSum(Primitive):
         return sympy.Add(*quads[0::4])
 
 PRIMITIVES: tuple[type[Primitive], ...] = (
-    Sigmoid, LogSigmoid, Softplus, Exp, Expm1, LogRatio, LogQuotient, SqrtDifference, LogAddExp, LogCosh, Erfc, ScaledProduct,
-    ScaledSum, LogSoftplus, LogTanh, ErfcScaled, SoftplusMinusSigmoid,
+    Sigmoid, LogSigmoid, Softplus, Exp, Expm1, LogRatio, LogQuotient, SqrtDifference, LogAddExp,
+    LogCosh, Erfc, ScaledProduct, ScaledSum, LogSoftplus, LogTanh, ErfcScaled, SoftplusMinusSigmoid,
 )
 
 

@@ -9,6 +9,7 @@ and ``tests/test_reference.py`` fails when the committed page is stale.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -107,12 +108,32 @@ def _section(spec: Spec, result: Built) -> list[str]:
     return lines
 
 
-def _api(sources: Mapping[str, str]) -> list[tuple[str, list[str], str]]:
-    """The public functions and classes of the generated modules, read from their source:
-    (signature, the backends that have it, the first line of its docstring), in module order."""
+def _headers(source: str) -> str:
+    """The module's top-level public classes, and its public functions cut after their
+    docstring: all that `_api` reads, without parsing the (long) bodies."""
+    blocks, current = [], None
+    for line in source.splitlines():
+        if line and not line[0].isspace() and not line.startswith(("@", ")", "]")):
+            current = None
+            if line.startswith(("def ", "class ")) and not line.split()[1].startswith("_"):
+                current = [line, line.startswith("def "), 0]
+                blocks.append(current)
+            continue
+        if current is None or current[2] == 2:
+            continue
+        current[0] += "\n" + line
+        if current[1]:  # a function: stop at the end of its docstring (whole if it has none)
+            current[2] = min(2, current[2] + line.count('"""'))
+    return "\n\n".join(
+        text + ("\n    pass" if is_def and closed == 2 else "") for text, is_def, closed in blocks
+    ) + "\n"
+
+
+@functools.lru_cache(maxsize=None)
+def _api_of(sources: tuple[tuple[str, str], ...]) -> tuple[tuple[str, tuple[str, ...], str], ...]:
     found: dict[str, tuple[list[str], str]] = {}
-    for backend in BACKENDS:
-        for node in ast.parse(sources[backend]).body:
+    for backend, source in sources:
+        for node in ast.parse(_headers(source)).body:
             if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or node.name.startswith("_"):
                 continue
             if isinstance(node, ast.FunctionDef):
@@ -125,7 +146,14 @@ def _api(sources: Mapping[str, str]) -> list[tuple[str, list[str], str]]:
                     signature += f"({_without_self(call)})"
             doc = (ast.get_docstring(node) or "").strip().split("\n")[0]
             found.setdefault(signature, ([], doc))[0].append(backend)
-    return [(signature, backends, doc) for signature, (backends, doc) in found.items()]
+    return tuple((signature, tuple(backends), doc) for signature, (backends, doc) in found.items())
+
+
+def _api(sources: Mapping[str, str]) -> list[tuple[str, list[str], str]]:
+    """The public functions and classes of the generated modules, read from their source:
+    (signature, the backends that have it, the first line of its docstring), in module order."""
+    api = _api_of(tuple((backend, sources[backend]) for backend in BACKENDS))
+    return [(signature, list(backends), doc) for signature, backends, doc in api]
 
 
 def _without_self(node: ast.FunctionDef | None) -> str:

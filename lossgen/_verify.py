@@ -22,7 +22,7 @@ def verify(d: Derivation) -> Derivation:
     if d.spec.has_classes:
         return d
     emitted = {"value": [d.value], "grad": list(d.grad), "hess": [h for row in d.hess for h in row]}
-    analysis = analyse_quantities(d.spec, emitted)
+    analysis = analyse_quantities(d.spec, emitted, wholes=False)
     return replace(d, unanswered=tuple(analysis.findings))
 
 
