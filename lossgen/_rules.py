@@ -240,6 +240,15 @@ _erf_complement = _complement_of(
 )
 
 
+def _half_powers(expr, ctx) -> list[sympy.Expr]:
+    """The powers X**(k/2), k odd, of a base X that depends on a differentiated input."""
+    nodes = [
+        n for n in expr.atoms(sympy.Pow)
+        if n.exp.is_Rational and n.exp.q == 2 and n.base.free_symbols & ctx.xs
+    ]
+    return sorted(nodes, key=sympy.default_sort_key)
+
+
 def _sqrt_difference(expr, ctx):
     """a*sqrt(X) - a*B -> a*(X - B**2)/(sqrt(X) + B), B >= 0, where X - B**2 loses terms.
 
@@ -248,8 +257,7 @@ def _sqrt_difference(expr, ctx):
     """
     if not expr.is_Add or not expr.free_symbols & ctx.xs:
         return None
-    roots = [n for n in expr.atoms(sympy.Pow) if n.exp == sympy.S.Half and n.base.free_symbols & ctx.xs]
-    for node in sorted(roots, key=sympy.default_sort_key):
+    for node in (n for n in _half_powers(expr, ctx) if n.exp == sympy.S.Half):
         parts = _linear_in(expr, node)
         if parts is None:
             continue
@@ -306,11 +314,7 @@ def _radical_together(expr, ctx):
     for large u."""
     if not expr.is_Add or not expr.free_symbols & ctx.xs:
         return None
-    roots = [
-        n for n in expr.atoms(sympy.Pow)
-        if n.exp.is_Rational and n.exp.q == 2 and n.base.free_symbols & ctx.xs
-    ]
-    if not roots or expr.atoms(sympy.Function):
+    if not _half_powers(expr, ctx) or expr.atoms(sympy.Function):
         return None
     # symbols positive on their domain as positive dummies: no Abs from powers of their squares
     positive = {

@@ -77,13 +77,16 @@ def _corner_sign(expr: sympy.Expr, spec: Spec) -> str | None:
     return None
 
 
-def _symbol_sign(symbol: sympy.Symbol, spec: Spec) -> str | None:
+def _domain_of(symbol: sympy.Symbol, spec: Spec):
+    """The declared domain of an input or parameter symbol (None for a categorical one)."""
     for inp in spec.inputs:
         if inp.symbol == symbol:
-            domain = inp.domain
-            break
-    else:
-        domain = next((p.domain for p in spec.params if p.symbol == symbol), None)
+            return inp.domain
+    return next((p.domain for p in spec.params if p.symbol == symbol), None)
+
+
+def _symbol_sign(symbol: sympy.Symbol, spec: Spec) -> str | None:
+    domain = _domain_of(symbol, spec)
     if domain is None or domain.kind == "index":
         return None
     if domain.kind == "set":
@@ -137,9 +140,7 @@ def _affine_sign(expr: sympy.Expr, symbol: sympy.Symbol, spec: Spec) -> str | No
     """The sign of c + k*s over the interval domain of s (1 + pred > 0 for pred > -1)."""
     if not expr.is_polynomial(symbol) or sympy.degree(expr, symbol) != 1:
         return None
-    domain = next((i.domain for i in spec.inputs if i.symbol == symbol), None)
-    if domain is None:
-        domain = next((p.domain for p in spec.params if p.symbol == symbol), None)
+    domain = _domain_of(symbol, spec)
     if domain is None or domain.kind != "interval":
         return None
     k = expr.coeff(symbol, 1)
