@@ -35,6 +35,9 @@ AGREE_DIGITS = 30
 MAX_DIGITS = 40_000
 #: bump when the oracle's method changes, so that committed fixtures are recomputed
 VERSION = "3"
+#: losses over a class axis with this many classes or more are differentiated by Taylor
+#: arithmetic at each point, not symbolically (whose cost grows as C**4)
+JETS_FROM = 4
 #: an exact 0 is trusted only from this many digits on: below it, 1 + erf(-12) is 0 too
 ZERO_DIGITS = 800
 #: below this magnitude a value rounds to 0 in every floating format lossgen checks
@@ -98,10 +101,14 @@ class Evaluation:
 class Oracle:
     """Evaluate a spec's loss, gradient and Hessian exactly at points given as floats."""
 
-    def __init__(self, spec: Spec, classes: int | None = None):
+    def __init__(self, spec: Spec, classes: int | None = None, *, method: str = "auto"):
+        """``method``: how the derivatives of a loss over a class axis are taken: "symbolic"
+        (SymPy differentiates the written-out expression), "jets" (Taylor arithmetic at each
+        point, see lossgen._jets) or "auto" (symbolic up to JETS_FROM - 1 classes, where the
+        Hessian's entries are quantities too, jets from JETS_FROM on)."""
         self.spec = spec
         if spec.has_classes:
-            self._classes(spec, classes)
+            self._classes(spec, classes, method)
             return
         expr = to_textbook(spec.expression())
         xs = [inp.symbol for inp in spec.differentiated]
@@ -118,7 +125,7 @@ class Oracle:
         ]
         self._setup(expr, xs, quantities)
 
-    def _classes(self, spec: Spec, n: int | None) -> None:
+    def _classes(self, spec: Spec, n: int | None, method: str) -> None:
         """A loss over a class axis, written out for ``n`` classes: one scalar input per entry
         (``x[0]``, ...), the directions ``v[0]``, ... of the Hessian-vector product, and the
         quantities value, grad[c] and hvp[c] (and hess[c][d] for n <= 3); with several
@@ -160,6 +167,15 @@ class Oracle:
                 break
             self._guards.append((sympy.lambdify(inputs + self.params, condition, "mpmath"), first))
             expr = sympy.Piecewise(*rest) if len(rest) > 1 or rest[0][1] is not sympy.true else rest[0][0]
+        jets = method == "jets" or (method == "auto" and n >= JETS_FROM)
+        self._written = (expr, xs, vs, tags, n <= 3 and not several and not jets)
+        if jets:
+            self._setup_jets(expr, xs, vs, tags)
+        else:
+            self._setup(expr, xs, self._symbolic_quantities())
+
+    def _symbolic_quantities(self) -> list:
+        expr, xs, vs, tags, with_hess = self._written
         grad = [sympy.diff(expr, xi) for xi in xs]
         hess = [[sympy.diff(g, xj) for xj in xs] for g in grad]
         hvp = [sympy.Add(*(h * v for h, v in zip(row, vs))) for row in hess]
@@ -168,13 +184,40 @@ class Oracle:
         quantities += [
             Quantity(f"hvp{tag}", h, tuple(sympy.diff(h, xj) for xj in xs)) for tag, h in zip(tags, hvp)
         ]
-        if n <= 3 and not several:
+        if with_hess:
             quantities += [
                 Quantity(f"hess[{i}][{j}]", h, tuple(sympy.diff(h, xk) for xk in xs))
                 for i, row in enumerate(hess)
                 for j, h in enumerate(row)
             ]
-        self._setup(expr, xs, quantities)
+        return quantities
+
+    def _setup_jets(self, expr: sympy.Expr, xs: list, vs: list, tags: list) -> None:
+        """Quantities evaluated by Taylor arithmetic: value, grad and hvp, each with its
+        derivatives in xs (for kappa), in the order the symbolic quantities have."""
+        from . import _jets
+
+        slopes = (None,) * len(xs)
+        labels = ["value"] + [f"grad{tag}" for tag in tags] + [f"hvp{tag}" for tag in tags]
+        self.quantities = tuple(Quantity(label, None, slopes) for label in labels)
+        self.xs = xs
+        self._flat = [None] * (len(labels) * (1 + len(xs)))
+        self._trust_zero = [i % (1 + len(xs)) != 0 for i in range(len(self._flat))]
+        symbols = self.inputs + self.params
+        n = len(xs)
+
+        def taylor(*point):
+            values = dict(zip(symbols, point))
+            jet = _jets.evaluate(expr, values, xs, [values[v] for v in vs])
+            (f, g, h), (_, hv, tv) = jet.p, jet.q
+            out = [f, *g]
+            for i in range(n):
+                out += [g[i], *h[i]]
+            for i in range(n):
+                out += [hv[i], *tv[i]]
+            return out
+
+        self._fn = taylor
 
     def _setup(self, expr: sympy.Expr, xs: list, quantities: list) -> None:
         self.quantities = tuple(quantities)
@@ -224,6 +267,8 @@ class Oracle:
         expression divides by such a sum."""
         if not hasattr(self, "_guarded_fn"):
             self._guarded_fn = None
+            if self._flat[0] is None:  # (jets: the written-out derivatives, made only here)
+                self._flat = [e for q in self._symbolic_quantities() for e in (q.expr, *q.slopes)]
             per = [_squares_divided_by(e) for e in self._flat]
             sums = sorted(set().union(*per), key=sympy.default_sort_key)
             if sums:

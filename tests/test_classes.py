@@ -38,6 +38,49 @@ _XLA_ROUNDING = (
     "XLA's exp and log1p (an ulp or two from correctly rounded, where numpy and torch "
     "are within half an ulp) leave it just over the bound (4.0 to 4.1 bits)"
 )
+_SUBNORMAL_PICK = (
+    "JAX float64 only: the picked class's probability p_k is subnormal (x_k 709 below another "
+    "logit, p_k = e**-709) and XLA flushes it to 0, where the Hessian's terms it enters "
+    "(times log p_k = -709) are normal (up to 46 bits beyond conditioning)"
+)
+
+
+def _subnormal_pick(row: dict, n: int) -> bool:
+    """A row whose picked class has a probability below the smallest normal float64."""
+    k = int(row.get("k", -100))
+    if not 0 <= k < n:
+        return False
+    x = np.array([row[f"x[{c}]"] for c in range(n)])
+    m = x.max()
+    log_p = x[k] - m - np.log(np.exp(x - m).sum())
+    return bool(-745.2 < log_p < np.log(np.finfo(float).tiny))
+
+
+_FOCAL_FACTOR = (
+    "numpy and torch float64, 16 classes or more: at the picked entry the Hessian-vector "
+    "product of -(1 - p)**gamma*log(p) is p*c_k*(1 - p)**(gamma - 1)*B with B = "
+    "-gamma**2*p*log(p) + gamma*(1 - p)*log(p) + (2*gamma + 1)*(1 - p), which has a root near "
+    "p = 0.06 for gamma = 1 and 2: at near-uniform logits over 16 or 17 classes its terms "
+    "cancel 8- to 270-fold and the rounding of log(p) is amplified as much (4.1 to 8.0 bits "
+    "beyond conditioning; the logits near 0 give kappa near 0). Keeping those digits needs "
+    "log(p) to more than working precision"
+)
+
+
+def _focal_factor_cancels(row: dict, n: int) -> bool:
+    """A row whose picked-entry factor B (see _FOCAL_FACTOR) cancels eightfold or more."""
+    k = int(row.get("k", -100))
+    if not 0 <= k < n:
+        return False
+    gamma = row["gamma"]
+    x = np.array([row[f"x[{c}]"] for c in range(n)])
+    m = x.max()
+    log_p = x[k] - m - np.log(np.exp(x - m).sum())
+    p, q = np.exp(log_p), -np.expm1(log_p)
+    terms = np.array([-gamma**2 * p * log_p, gamma * q * log_p, (2 * gamma + 1) * q])
+    return bool(np.abs(terms).sum() >= 8 * abs(terms.sum()))
+
+
 def _soft_target_met(row: dict, n: int) -> bool:
     """A soft-target row where p_c is within 1/8 of t_c at some entry c > 0 that is not the
     only target (p - t cancels eightfold or more there)."""
@@ -65,6 +108,10 @@ KNOWN_GAPS = [
      _SOFT_TARGET_MET),
     (tuple(s.name for s in SPECS), ("jax",), ("float64",), ("hvp",), _flat_logits,
      _XLA_ROUNDING),
+    (("softmax_focal_loss",), ("jax",), ("float64",), ("hvp", "hess"), _subnormal_pick,
+     _SUBNORMAL_PICK),
+    (("softmax_focal_loss",), ("numpy", "torch"), ("float64",), ("hvp",), _focal_factor_cancels,
+     _FOCAL_FACTOR),
 ]
 
 
@@ -319,8 +366,10 @@ def test_torch_autograd_through_the_wrapper():
     t = torch.tensor(rng.dirichlet(np.ones(5), 4))
     index = lossgen.load("softmax_cross_entropy_index", "torch")
     soft = lossgen.load("softmax_cross_entropy", "torch")
+    focal = lossgen.load("softmax_focal_loss", "torch")
     for f in (lambda z: index.softmax_cross_entropy_index(z, k, reduction="sum"),
-              lambda z: soft.softmax_cross_entropy(z, t, reduction="mean")):
+              lambda z: soft.softmax_cross_entropy(z, t, reduction="mean"),
+              lambda z: focal.softmax_focal_loss(z, k, gamma=1.5, reduction="sum")):
         assert torch.autograd.gradcheck(f, (x,))
         assert torch.autograd.gradgradcheck(f, (x,))
 
@@ -440,6 +489,37 @@ def test_multi_margin_matches_torch(backend):
         np.testing.assert_allclose(to_numpy(module.grad(*args, margin=margin)), g.numpy(), rtol=1e-13, atol=1e-15)
         assert not np.any(to_numpy(module.hess(*args, margin=margin)))
         assert not np.any(to_numpy(module.hvp(*args, args[0], margin=margin)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_softmax_focal_loss_matches_torch_formula(backend):
+    """value, grad and hvp against the multi-class focal loss as written with PyTorch
+    (ce = F.cross_entropy(x, k); p_t = exp(-ce); (1 - p_t)**gamma * ce) and its autograd, for
+    gamma 0 (then F.cross_entropy itself), 0.5, 1 and 2, with an ignored label at gamma = 2 (below
+    1, autograd of (1 - p_t)**gamma is 0 * inf there)."""
+    import torch
+    import torch.nn.functional as F
+
+    from lossgen._accuracy import to_backend, to_numpy
+
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(8, 5)) * 2
+    module = lossgen.load("softmax_focal_loss", backend)
+    v = np.linspace(-1, 1, x.size).reshape(x.shape)
+    for gamma in (0.0, 0.5, 1.0, 2.0):
+        k = rng.integers(0, 5, size=8)
+        if gamma == 2.0:
+            k[3] = -100
+        xt = torch.tensor(x, requires_grad=True)
+        ce = F.cross_entropy(xt, torch.tensor(k), reduction="none")
+        ref = (1 - torch.exp(-ce)) ** gamma * ce
+        (g,) = torch.autograd.grad(ref.sum(), xt, create_graph=True)
+        (hv,) = torch.autograd.grad((g * torch.tensor(v)).sum(), xt)
+        args = [to_backend(x, backend, "float64"), to_backend(k.astype(float), backend, "float64")]
+        np.testing.assert_allclose(to_numpy(module.value(*args, gamma=gamma)), ref.detach().numpy(), rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(to_numpy(module.grad(*args, gamma=gamma)), g.detach().numpy(), rtol=1e-12, atol=1e-15)
+        hvp = to_numpy(module.hvp(*args, to_backend(v, backend, "float64"), gamma=gamma))
+        np.testing.assert_allclose(hvp, hv.numpy(), rtol=1e-11, atol=1e-14)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
