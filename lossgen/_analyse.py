@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 import sympy
 
 from ._asymptotics import Boundary, Scenario, boundaries, leading, scenarios
+from ._classes import entrywise_of
 from ._ir import Derivation, Finding
 from ._primitives import Primitive
 from ._types import Spec
@@ -182,7 +183,9 @@ class _Analyser:
                         self.add("divergence", quantity, boundary, scenario, cond, found_in,
                                  result="the result itself diverges")
                 for node in _candidates(quantity, self.xs, self.wholes):
-                    if node is quantity:
+                    # (the quantity as a whole is looked at above, but a product evaluated at
+                    # an end of the domain itself is 0*inf there even where its limit is not)
+                    if node is quantity and not (boundary.attained and node.is_Mul):
                         continue
                     self._node(node, boundary, scenario, found_in)
 
@@ -239,7 +242,7 @@ class _Analyser:
             factors = [leading(f, boundary, scenario) for f in node.args]
             if any(f is None for f in factors):
                 return
-            grows = [_condition(f.diverges(), spec) for f in factors]
+            grows_any = [_condition(f.diverges(), spec) for f in factors]
             shrinks = [_condition(f.vanishes(), spec) for f in factors]
             # log growth (|x| at an infinite end) stays finite in floating point; only a
             # power-law blow-up (exp(k|x|), 1/p**k) multiplies a vanishing factor into 0*inf
@@ -249,6 +252,8 @@ class _Analyser:
                 if f.coeff != 0 and (infinite_end or _computed(arg, self.xs)) else None
                 for f, arg in zip(factors, node.args)
             ]
+            if boundary.attained:  # at the end itself log(0) is -inf: any divergence is inf
+                grows = [c if c is not None else g for c, g in zip(grows, grows_any)]
             big = [c for c in grows if c is not None]
             if big and any(c is not None for c in shrinks) and _condition(here.diverges(), spec) is None:
                 self.add("zero times infinity", node, boundary, scenario, big[0], found_in)
@@ -276,7 +281,13 @@ def naive_quantities(expr: sympy.Expr, spec: Spec) -> dict[str, list[sympy.Expr]
 
 
 def analyse(d: Derivation) -> Derivation:
-    if d.spec.has_classes:  # reductions over the class axis: see _classes (no series analysis)
-        return d
-    analysis = analyse_quantities(d.spec, naive_quantities(d.textbook, d.spec))
+    expr = d.textbook
+    if d.spec.has_classes:
+        # reductions over the class axis: see _classes (no series analysis), unless the loss is
+        # a sum of an elementwise term over the axis (analysed as the term of one entry)
+        split = entrywise_of(d.spec, expr)
+        if split is None:
+            return d
+        expr = split[1]
+    analysis = analyse_quantities(d.spec, naive_quantities(expr, d.spec))
     return replace(d, findings=tuple(analysis.findings), analysis=analysis)

@@ -31,6 +31,9 @@ class Boundary:
     input: Input
     label: str
     value: sympy.Expr
+    #: a finite end inside the domain (closed): the input takes that value exactly, where a
+    #: log that only tends to -oo on the way is -inf
+    attained: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,11 +56,11 @@ def boundaries(spec: Spec) -> list[Boundary]:
         if d.hi is sympy.oo:
             out.append(Boundary(inp, f"{x} -> oo", -sympy.log(T) if d.lo is -sympy.oo else 1 / T))
         elif d.hi.is_finite:
-            out.append(Boundary(inp, f"{x} -> {d.hi}", d.hi - T))
+            out.append(Boundary(inp, f"{x} -> {d.hi}", d.hi - T, d.hi_closed))
         if d.lo is -sympy.oo:
             out.append(Boundary(inp, f"{x} -> -oo", sympy.log(T)))
         elif d.lo.is_finite:
-            out.append(Boundary(inp, f"{x} -> {d.lo}", d.lo + T))
+            out.append(Boundary(inp, f"{x} -> {d.lo}", d.lo + T, d.lo_closed))
     return out
 
 
@@ -102,8 +105,27 @@ class Behaviour:
         return sympy.Or(self.exponent < 0, sympy.And(sympy.Eq(self.exponent, 0), self.logs > 0))
 
 
+def _top_log(factor: sympy.Expr) -> sympy.Expr:
+    """A sum of terms c*log(T)**k (c free of log(T)) -> its terms of the largest k, which lead
+    as T -> 0 (log(T) - x: log(T)); any other factor as it is."""
+    if not factor.is_Add or not factor.has(_LOG_T):
+        return factor
+    powers = []
+    for term in factor.args:
+        k = sum(
+            int(e) for b, e in (f.as_base_exp() for f in sympy.Mul.make_args(term)) if b == _LOG_T
+            and e.is_Integer
+        )
+        if (term / _LOG_T**k).has(_LOG_T):
+            return factor
+        powers.append(k)
+    top = max(powers)
+    return sympy.Add(*(t for t, k in zip(factor.args, powers) if k == top))
+
+
 def _parse_leading(term: sympy.Expr) -> Behaviour | None:
-    term = sympy.powsimp(sympy.factor(term.subs(sympy.log(T), _LOG_T)), force=True)
+    term = sympy.Mul(*(_top_log(f) for f in sympy.Mul.make_args(term.subs(sympy.log(T), _LOG_T))))
+    term = sympy.powsimp(sympy.factor(term), force=True)
     coeff, exponent = term.as_coeff_exponent(T)
     if coeff.has(T):
         return None

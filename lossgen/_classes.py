@@ -47,7 +47,7 @@ __all__ = [
     "CLASS_FORMS", "Centered", "ClassSum", "HessBlock", "LogNotPicked", "LogSoftmax",
     "LogSoftmaxComplement", "LogSumExp", "NumClasses", "OneHot", "REDUCTIONS", "SoftmaxDelta",
     "SumOthers", "class_gradient", "class_hess", "class_hvp", "complements", "diagonal_from_hvp",
-    "expand", "is_reduction", "log_softmax_forms", "merge_sums", "one_minus_exp", "picked_forms",
+    "entrywise_of", "entrywise_sum", "expand", "is_reduction", "log_softmax_forms", "merge_sums", "one_minus_exp", "picked_forms",
 ]
 
 _NS = {"numpy": "np", "jax": "jnp", "torch": "torch"}
@@ -536,6 +536,39 @@ def is_reduction(node: sympy.Basic) -> bool:
     return isinstance(node, REDUCTIONS)
 
 
+def entrywise_of(spec, expr: sympy.Expr | None) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """``entrywise_sum`` of a spec's expression (None for None)."""
+    from ._types import AXIS_SHAPES
+
+    if expr is None:
+        return None
+    return entrywise_sum(expr, frozenset(i.symbol for i in spec.inputs if i.shape in AXIS_SHAPES))
+
+
+def entrywise_sum(expr: sympy.Expr, entries: frozenset) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """(c, b) where ``expr`` is c*sum(b) with b an expression of the entries alone (no reduction,
+    no class index) and c free of the entries: a sum over the class axis of an elementwise loss.
+    Its gradient is b's derivative entry by entry and its Hessian block is diagonal, so it goes
+    through the elementwise passes (series analysis, the rule base) with the entries as
+    scalars, and only the sum is added around the result. ``entries``: the symbols of the
+    inputs shaped along the class axis."""
+    if isinstance(expr, ClassSum):
+        coeff, total = sympy.S.One, expr
+    elif expr.is_Mul:
+        sums = [a for a in expr.args if isinstance(a, ClassSum)]
+        if len(sums) != 1:
+            return None
+        total = sums[0]
+        coeff = sympy.Mul(*(a for a in expr.args if a is not total))
+    else:
+        return None
+    body = total.args[0]
+    inner = (*REDUCTIONS, OneHot, NumClasses, LogSoftmax)
+    if body.has(*inner) or coeff.has(*inner) or coeff.free_symbols & entries:
+        return None
+    return coeff, body
+
+
 def _hide(expr: sympy.Expr) -> tuple[sympy.Expr, dict]:
     """``expr`` with each outermost reduction replaced by a symbol, and symbol -> reduction."""
     table: dict[sympy.Symbol, sympy.Expr] = {}
@@ -923,8 +956,17 @@ def expand(expr: sympy.Expr, entries: dict, index: dict | None = None) -> sympy.
     one-hot list (for the oracle)."""
     n = len(next(iter(entries.values())))
     index = index or {}
+    memo: dict = {}
 
     def at(node, c):
+        # a reduction is one number per row, whichever entry it is read from: written out
+        # once (each entry of a hinge holds pick(x, k), a sum over the C entries)
+        key = (node, None if isinstance(node, REDUCTIONS) else c)
+        if key not in memo:
+            memo[key] = written(node, c)
+        return memo[key]
+
+    def written(node, c):
         if isinstance(node, ClassSum):
             return sympy.Add(*(at(node.args[0], j) for j in range(n)))
         if isinstance(node, LogSumExp):
@@ -944,6 +986,11 @@ def expand(expr: sympy.Expr, entries: dict, index: dict | None = None) -> sympy.
             return entries[node][c]
         if node.is_Atom or not node.args:
             return node
-        return node.func(*(at(a, c) for a in node.args))
+        args = (at(a, c) for a in node.args)
+        if isinstance(node, (sympy.Max, sympy.Min)):
+            # (SymPy orders a Max's arguments by asking which is larger: over a sum of C
+            # terms that takes a second per entry)
+            return node.func(*args, evaluate=False)
+        return node.func(*args)
 
     return at(expr, None)

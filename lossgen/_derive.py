@@ -16,7 +16,7 @@ import sympy
 from ._analyse import Analysis
 from ._classes import (
     ClassSum, HessBlock, LogSoftmax, LogSoftmaxComplement, LogSumExp, SumOthers, class_gradient,
-    class_hess, class_hvp, complements, diagonal_from_hvp, log_softmax_forms, CLASS_FORMS,
+    class_hess, class_hvp, complements, diagonal_from_hvp, entrywise_of, log_softmax_forms, CLASS_FORMS,
     merge_sums, one_minus_exp, picked_forms,
 )
 from ._primitives import Exp
@@ -148,8 +148,42 @@ def _derive_classes(d: Derivation) -> Derivation:
 
 def derive(d: Derivation) -> Derivation:
     if d.spec.has_classes:
-        return _derive_classes(d)
+        split = entrywise_of(d.spec, d.stable)
+        if split is None:
+            return _derive_classes(d)
+        return _derive_entrywise(d, *split)
     expr = d.stable if d.stable is not None else d.textbook
+    return replace(d, **_elementwise(d, expr))
+
+
+def _derive_entrywise(d: Derivation, coeff: sympy.Expr, body: sympy.Expr) -> Derivation:
+    """c*sum(b), b elementwise: b's derivatives entry by entry, a diagonal Hessian block, and
+    the Hessian-vector product as the diagonal times v (no C*C work anywhere)."""
+    parts = _elementwise(d, body)
+    xs = [inp.symbol for inp in d.spec.differentiated]
+    directions = [sympy.Symbol(f"v_{x.name}", real=True) for x in xs]
+
+    def block(h):
+        if h.is_zero or h.free_symbols & set(xs):
+            return HessBlock(coeff * h)
+        # a constant diagonal (-1: the cross block of t*x) takes the block's shape from the
+        # entries, through an off-diagonal pair 0 * x^T
+        return HessBlock(coeff * h, sympy.S.Zero, xs[0])
+
+    return replace(
+        d,
+        value=coeff * ClassSum(parts["value"]),
+        grad=tuple(coeff * g for g in parts["grad"]),
+        hess=tuple(tuple(block(h) for h in row) for row in parts["hess"]),
+        hvp=tuple(
+            coeff * sympy.Add(*(h * v for h, v in zip(row, directions))) for row in parts["hess"]
+        ),
+        rewrites=parts["rewrites"],
+    )
+
+
+def _elementwise(d: Derivation, expr: sympy.Expr) -> dict:
+    """value, grad, hess (and the rewrites so far) of an elementwise expression."""
     xs = [inp.symbol for inp in d.spec.differentiated]
     records = list(d.rewrites)
 
@@ -166,4 +200,4 @@ def derive(d: Derivation) -> Derivation:
     hess = tuple(
         tuple(restabilize(sympy.diff(g, x), "hess") for x in xs) for g in raw_grad
     )
-    return replace(d, value=expr, grad=grad, hess=hess, rewrites=tuple(records))
+    return {"value": expr, "grad": grad, "hess": hess, "rewrites": tuple(records)}

@@ -18,7 +18,7 @@ from pathlib import Path
 import sympy
 
 from . import oracle as _oracle
-from ._grid import CLASS_GRIDS, grid, grid_names
+from ._grid import CLASS_GRIDS, NORMWISE_FROM, grid, grid_names
 from ._types import Spec
 
 __all__ = ["fixture_key", "fixture_path", "load_fixture", "update_fixtures"]
@@ -53,6 +53,8 @@ _WORKER: dict = {}
 
 def _init_worker(spec: Spec, classes: int | None = None) -> None:
     _WORKER["oracle"] = _oracle.Oracle(spec, classes)
+    # graded norm-wise (many classes): 20 digits are plenty, and keep the file small
+    _WORKER["digits"] = 20 if classes is not None and classes >= NORMWISE_FROM else 40
 
 
 def _evaluate_chunk(points: list[dict[str, float]]) -> list[tuple]:
@@ -66,7 +68,7 @@ def _evaluate_chunk(points: list[dict[str, float]]) -> list[tuple]:
             continue
         out.append(
             (
-                {k: _oracle.format_mpf(v) for k, v in e.values.items()},
+                {k: _oracle.format_mpf(v, _WORKER["digits"]) for k, v in e.values.items()},
                 {k: _oracle.format_mpf(v, 6) for k, v in e.kappas.items()},
                 list(e.digits),
             )

@@ -222,6 +222,22 @@ def _logit_rows(n: int) -> list[list[float]]:
     return rows
 
 
+def _few_logit_rows(n: int) -> list[list[float]]:
+    """A handful of rows for many classes (graded norm-wise): zeros, a ramp, one entry at 1e4
+    above the rest, two tied at 1e4, alternating +-1e4, and a seeded normal draw of scale 10."""
+    import numpy as np
+
+    rng = np.random.default_rng(n)
+    return [
+        [0.0] * n,
+        [_float32(-2 + 4 * c / (n - 1)) for c in range(n)],
+        [1e4 if c == 0 else 0.0 for c in range(n)],
+        [1e4 if c < 2 else float(c % 2) for c in range(n)],
+        [1e4 * (1 if c % 2 == 0 else -1) for c in range(n)],
+        [_float32(v) for v in rng.normal(0, 10, n)],
+    ]
+
+
 def _target_rows(n: int) -> list[list[float]]:
     """Distributions over n classes, exact in float32: one-hot at the first and at the last
     class, half and half with zeros elsewhere, and halving weights 1/2, 1/4, ... (the rest
@@ -242,36 +258,43 @@ def classes(spec: Spec, n: int) -> dict[str, list[float]]:
     for the Hessian-vector product (alternating signs, magnitudes 1/(c + 2)), and the parameters at their defaults
     (a second value for every other row, where the domain has one). Columns ``x[c]`` hold
     entry c of input x."""
-    logits = _logit_rows(n)
+    logits = _logit_rows(n) if n < NORMWISE_FROM else _few_logit_rows(n)
     # a fixed direction with both signs and no exact cancellation over any run of entries
     v = [_float32((-1) ** c / (c + 2)) for c in range(n)]
     differentiated = list(spec.differentiated)
     several = len(differentiated) > 1
+    # a differentiated input within [0, 1] (a target distribution) takes the target rows, as
+    # a constant one does; the others take logit rows
+    bounded = {
+        inp.name for inp in differentiated
+        if inp.domain.kind == "interval" and inp.domain.lo >= 0 and inp.domain.hi <= 1
+    }
+    free = [inp for inp in differentiated if inp.name not in bounded]
     rows: list[dict[str, float]] = []
     # a second differentiated input (a teacher's logits) takes each row once equal to the
     # first (the optimum of a divergence) and once another row
     pairs = [(r, r) for r in logits]
-    if several:
+    if len(free) > 1:
         pairs += [(r, logits[(k + 5) % len(logits)]) for k, r in enumerate(logits)]
     for logit_row, other_row in pairs:
         choices: list[dict[str, float]] = [{}]
         for inp in spec.inputs:
-            if inp.role == "differentiated":
+            if inp.role == "differentiated" and inp.name not in bounded:
                 continue
             if inp.domain.kind == "index":
                 options = [{inp.name: float(k)} for k in (0, n - 1, -100)]
             elif inp.shape in AXIS_SHAPES:
-                options = [
-                    {f"{inp.name}[{c}]": t[c] for c in range(n)} for t in _target_rows(n)
-                ]
+                targets = _target_rows(n) if n < NORMWISE_FROM else _target_rows(n)[1::2]
+                options = [{f"{inp.name}[{c}]": t[c] for c in range(n)} for t in targets]
             else:
                 options = [{inp.name: float(v0)} for v0 in _constant(inp.domain)[:3]]
             choices = [{**a, **b} for a in choices for b in options]
         for choice in choices:
             row = dict(choice)
             for k, inp in enumerate(differentiated):
-                values = logit_row if k == 0 else other_row
-                row.update({f"{inp.name}[{c}]": values[c] for c in range(n)})
+                if inp.name not in bounded:
+                    values = logit_row if inp is free[0] else other_row
+                    row.update({f"{inp.name}[{c}]": values[c] for c in range(n)})
                 prefix = f"v{k}" if several else "v"
                 w = v if k == 0 else v[::-1]
                 row.update({f"{prefix}[{c}]": w[c] for c in range(n)})
@@ -289,7 +312,10 @@ def classes(spec: Spec, n: int) -> dict[str, list[float]]:
 #: grid name -> builder; each grid has its own committed fixture file per spec
 GRIDS = {"moderate": moderate, "extreme": extreme, "random": random}
 #: the grids of a loss over a class axis: one per number of classes
-CLASS_GRIDS = {f"c{n}": n for n in (2, 3, 16, 17)}
+CLASS_GRIDS = {f"c{n}": n for n in (2, 3, 16, 17, 1000)}
+#: from this many classes on a grid has a few rows, graded norm-wise (lossgen.oracle computes
+#: no condition numbers there)
+NORMWISE_FROM = 64
 
 
 def grid_names(spec: Spec) -> list[str]:

@@ -12,7 +12,8 @@ on truncated Taylor polynomials instead: every node carries
 that is the value f, gradient g and Hessian H of the node (P) and those of its derivative in
 the direction v, g.v, H v and T v (Q; T the third derivative). Each operation is the exact
 chain rule on these coefficients, in mpmath at the working precision: nothing is differenced
-numerically, and the cost is O(C**2) per node.
+numerically, and the cost is O(C**2) per node. For many classes a first-order Jet (P and Q
+linear: value, gradient, g.v and H v) costs O(C) per node.
 
 Conventions are the oracle's (sign(0) = Heaviside(0) = 0, DiracDelta = 0): a Max or Min whose
 leading arguments tie, and Abs at 0, have the 0 derivative.
@@ -27,15 +28,48 @@ import mpmath
 import numpy as np
 import sympy
 
-__all__ = ["Jet", "evaluate"]
+from ._conventions import CONVENTIONS
+
+__all__ = ["Jet", "SparseJet", "evaluate"]
 
 
-def _quadratic_product(a, b):
+def _times0(a, b):
+    """a*b, with 0*inf = 0: a coefficient that is exactly 0 is a derivative that is exactly 0
+    (a node that does not depend on that entry), whatever it is multiplied by (the infinite
+    derivative of t*log(t) at t = 0, lossgen._conventions)."""
+    return mpmath.mpf(0) if a == 0 or b == 0 else a * b
+
+
+_TIMES0 = np.frompyfunc(_times0, 2, 1)
+
+
+def _infinite(a) -> bool:
+    if isinstance(a, np.ndarray):
+        return any(mpmath.isinf(e) for e in a.flat)
+    return mpmath.isinf(a)
+
+
+def _scale(c, a):
+    """c*a for a scalar c and an array (or scalar) a, with 0*inf = 0."""
+    if _infinite(c) or (c == 0 and _infinite(a)):
+        return _TIMES0(c, a) if isinstance(a, np.ndarray) else _times0(c, a)
+    return c * a
+
+
+def _outer(a, b):
+    return _TIMES0.outer(a, b) if _infinite(a) or _infinite(b) else np.outer(a, b)
+
+
+def _product(a, b):
     """The product of two quadratic Taylor polynomials (value, gradient, Hessian), truncated."""
     a0, a1, a2 = a
     b0, b1, b2 = b
-    outer = np.outer(a1, b1)
-    return a0 * b0, a0 * b1 + b0 * a1, a0 * b2 + b0 * a2 + outer + outer.T
+    outer = _outer(a1, b1)
+    return (
+        _scale(a0, b0),
+        _scale(a0, b1) + _scale(b0, a1),
+        _scale(a0, b2) + _scale(b0, a2) + outer + outer.T,
+    )
 
 
 class Jet:
@@ -49,10 +83,11 @@ class Jet:
     @classmethod
     def variable(cls, value, i: int, direction) -> "Jet":
         n = len(direction)
-        g = np.array([mpmath.mpf(0)] * n, dtype=object)
+        zero = mpmath.mpf(0)
+        g = np.array([zero] * n, dtype=object)
         g[i] = mpmath.mpf(1)
-        zero_h = np.full((n, n), mpmath.mpf(0), dtype=object)
-        zero_g = np.array([mpmath.mpf(0)] * n, dtype=object)
+        zero_g = np.array([zero] * n, dtype=object)
+        zero_h = np.full((n, n), zero, dtype=object)
         return cls((value, g, zero_h), (direction[i], zero_g, zero_h))
 
     @property
@@ -60,7 +95,7 @@ class Jet:
         return self.p[0]
 
     def scaled(self, c) -> "Jet":
-        return Jet(tuple(c * x for x in self.p), tuple(c * x for x in self.q))
+        return Jet(tuple(_scale(c, x) for x in self.p), tuple(_scale(c, x) for x in self.q))
 
     def shifted(self, c) -> "Jet":
         return Jet((self.p[0] + c, *self.p[1:]), self.q)
@@ -72,50 +107,163 @@ class Jet:
         )
 
     def times(self, other: "Jet") -> "Jet":
-        p = _quadratic_product(self.p, other.p)
-        q = [
-            x + y
-            for x, y in zip(_quadratic_product(self.p, other.q), _quadratic_product(self.q, other.p))
-        ]
+        p = _product(self.p, other.p)
+        q = [x + y for x, y in zip(_product(self.p, other.q), _product(self.q, other.p))]
         return Jet(p, tuple(q))
 
     def through(self, d0, d1, d2, d3) -> "Jet":
         """phi(self), for phi with derivatives d0..d3 at self's value."""
         _, p1, p2 = self.p
-        square = np.outer(p1, p1)
-        p = (d0, d1 * p1, d1 * p2 + d2 * square)
-        slope = (d1, d2 * p1, d2 * p2 + d3 * square)
-        return Jet(p, _quadratic_product(slope, self.q))
+        square = _outer(p1, p1)
+        p = (d0, _scale(d1, p1), _scale(d1, p2) + _scale(d2, square))
+        slope = (d1, _scale(d2, p1), _scale(d2, p2) + _scale(d3, square))
+        return Jet(p, _product(slope, self.q))
 
     def constant(self) -> "Jet":
         """The value alone, with every derivative 0."""
         zero = mpmath.mpf(0)
-        return Jet(
-            (self.p[0], self.p[1] * zero, self.p[2] * zero),
-            (zero, self.q[1] * zero, self.q[2] * zero),
+        return Jet((self.p[0], *(a * zero for a in self.p[1:])), (zero, *(a * zero for a in self.q[1:])))
+
+
+class _Vec:
+    """A vector as a lazy linear combination: a unit vector (``index``), or sum c_k*v_k over
+    other _Vec (``terms``). Every gradient is a linear combination of the unit vectors of the
+    entries, and many nodes share one (the softmax denominator's, in each of C terms): a dict
+    per node would cost C per node and C**2 per sum over the classes; this costs the number of
+    terms, and ``dense`` adds it up once, from the root down (as reverse mode does)."""
+
+    __slots__ = ("index", "terms")
+
+    def __init__(self, index=None, terms=()):
+        self.index, self.terms = index, terms
+
+    def dense(self, n: int) -> list:
+        order, seen, stack = [], set(), [(self, False)]
+        while stack:  # a topological order, by an iterative depth-first search
+            node, done = stack.pop()
+            if done:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for _, child in node.terms)
+        weight = {id(self): mpmath.mpf(1)}
+        out = [mpmath.mpf(0)] * n
+        for node in reversed(order):
+            w = weight.pop(id(node), None)
+            if w is None:
+                continue
+            if node.index is not None:
+                out[node.index] += w
+            for c, child in node.terms:
+                weight[id(child)] = weight[id(child)] + w * c if id(child) in weight else w * c
+        return out
+
+
+def _combined(*terms):
+    """sum of c*v over the (c, v) pairs (v a _Vec, or None for 0), or None for 0."""
+    kept = tuple((c, v) for c, v in terms if v is not None and c != 0)
+    if not kept:
+        return None
+    if len(kept) == 1 and kept[0][0] == 1:
+        return kept[0][1]
+    return _Vec(terms=kept)
+
+
+def _scaled(v, c):
+    return _combined((c, v))
+
+
+class SparseJet:
+    """A first-order Jet whose vectors are lazy linear combinations (_Vec): with many classes a
+    dense vector per node would make a sum over the classes cost C**2. p = (f, g), q = (g.v,
+    H v)."""
+
+    __slots__ = ("p", "q")
+
+    def __init__(self, p, q):
+        self.p, self.q = p, q
+
+    @classmethod
+    def variable(cls, value, i: int, direction) -> "SparseJet":
+        return cls((value, _Vec(index=i)), (direction[i], None))
+
+    @property
+    def value(self):
+        return self.p[0]
+
+    def scaled(self, c) -> "SparseJet":
+        return SparseJet(
+            (c * self.p[0], _scaled(self.p[1], c)), (c * self.q[0], _scaled(self.q[1], c))
         )
+
+    def shifted(self, c) -> "SparseJet":
+        return SparseJet((self.p[0] + c, self.p[1]), self.q)
+
+    def plus(self, other: "SparseJet") -> "SparseJet":
+        return SparseJet.total([self, other])
+
+    @staticmethod
+    def total(jets: list) -> "SparseJet":
+        one = mpmath.mpf(1)
+        return SparseJet(
+            (mpmath.fsum(j.p[0] for j in jets), _combined(*((one, j.p[1]) for j in jets))),
+            (mpmath.fsum(j.q[0] for j in jets), _combined(*((one, j.q[1]) for j in jets))),
+        )
+
+    def times(self, other: "SparseJet") -> "SparseJet":
+        (a0, a1), (c0, c1) = self.p, self.q
+        (b0, b1), (d0, d1) = other.p, other.q
+        # (a + t c)(b + t d) = ab + t (a d + c b), each truncated to first order in x
+        return SparseJet(
+            (a0 * b0, _combined((a0, b1), (b0, a1))),
+            (a0 * d0 + c0 * b0, _combined((a0, d1), (d0, a1), (c0, b1), (b0, c1))),
+        )
+
+    def through(self, d0, d1, d2, d3) -> "SparseJet":
+        (_, p1), (q0, q1) = self.p, self.q
+        # phi'(P)*Q with phi'(P) = (d1, d2*p1)
+        return SparseJet((d0, _scaled(p1, d1)), (d1 * q0, _combined((d1, q1), (d2 * q0, p1))))
+
+    def constant(self) -> "SparseJet":
+        return SparseJet((self.p[0], None), (mpmath.mpf(0), None))
+
+    def dense(self, n: int) -> tuple:
+        """(f, g, g.v, H v) with the vectors as lists of n entries."""
+        def vector(v):
+            return [mpmath.mpf(0)] * n if v is None else v.dense(n)
+
+        return self.p[0], vector(self.p[1]), self.q[0], vector(self.q[1])
 
 
 def _value(x):
-    return x.value if isinstance(x, Jet) else x
+    return x.value if isinstance(x, _JETS) else x
+
+
+_JETS = (Jet, SparseJet)
 
 
 def _add(a, b):
-    if isinstance(a, Jet):
-        return a.plus(b) if isinstance(b, Jet) else a.shifted(b)
-    return b.shifted(a) if isinstance(b, Jet) else a + b
+    if isinstance(a, _JETS):
+        return a.plus(b) if isinstance(b, _JETS) else a.shifted(b)
+    return b.shifted(a) if isinstance(b, _JETS) else a + b
 
 
 def _mul(a, b):
-    if isinstance(a, Jet):
-        return a.times(b) if isinstance(b, Jet) else a.scaled(b)
-    return b.scaled(a) if isinstance(b, Jet) else a * b
+    # an exact 0 factor (a one-hot entry away from the label) removes the term, derivatives too
+    if (not isinstance(a, _JETS) and a == 0) or (not isinstance(b, _JETS) and b == 0):
+        return mpmath.mpf(0)
+    if isinstance(a, _JETS):
+        return a.times(b) if isinstance(b, _JETS) else a.scaled(b)
+    return b.scaled(a) if isinstance(b, _JETS) else a * b
 
 
 def _power(base, exponent):
-    if isinstance(exponent, Jet):
+    if isinstance(exponent, _JETS):
         return _exp(_mul(exponent, _log(base)))
-    if not isinstance(base, Jet):
+    if not isinstance(base, _JETS):
         return base**exponent
     u, c = base.value, exponent
     derivatives, coefficient = [], mpmath.mpf(1)
@@ -127,14 +275,14 @@ def _power(base, exponent):
 
 
 def _exp(u):
-    if not isinstance(u, Jet):
+    if not isinstance(u, _JETS):
         return mpmath.exp(u)
     e = mpmath.exp(u.value)
     return u.through(e, e, e, e)
 
 
 def _log(u):
-    if not isinstance(u, Jet):
+    if not isinstance(u, _JETS):
         return mpmath.log(u)
     r = 1 / u.value
     return u.through(mpmath.log(u.value), r, -r * r, 2 * r * r * r)
@@ -145,7 +293,7 @@ def _sign(x):
 
 
 def _abs(u):
-    if not isinstance(u, Jet):
+    if not isinstance(u, _JETS):
         return abs(u)
     return _mul(_sign(u.value), u)
 
@@ -159,7 +307,7 @@ def _extreme(args, better):
             best, tied = a, False
         elif _value(a) == _value(best):
             tied = True
-    if tied and isinstance(best, Jet):
+    if tied and isinstance(best, _JETS):
         return best.constant()
     return best
 
@@ -183,6 +331,7 @@ _CONVENTIONS = {
     "Heaviside": _heaviside,
     "sign": _sign,
     "DiracDelta": lambda *a: mpmath.mpf(0),
+    **CONVENTIONS,
 }
 
 _RELATIONS = {
@@ -192,7 +341,8 @@ _RELATIONS = {
 
 
 class _Evaluator:
-    def __init__(self, values: dict, variables: dict, direction):
+    def __init__(self, values: dict, variables: dict, direction, order: int):
+        self.order = order
         self.values = values  # symbol -> mpf, the constants
         self.variables = variables  # symbol -> index among the differentiated entries
         self.direction = direction
@@ -211,6 +361,8 @@ class _Evaluator:
         if node.is_Symbol:
             if node in self.variables:
                 i = self.variables[node]
+                if self.order == 1:
+                    return SparseJet.variable(self.values[node], i, self.direction)
                 return Jet.variable(self.values[node], i, self.direction)
             return self.values[node]
         if node.is_Integer:
@@ -220,7 +372,12 @@ class _Evaluator:
         if node.is_Number or node.is_NumberSymbol:
             return mpmath.mpf(str(node.evalf(mpmath.mp.dps + 10)))
         if node.is_Add:
-            return functools.reduce(_add, (self(a) for a in node.args))
+            terms = [self(a) for a in node.args]
+            jets = [t for t in terms if isinstance(t, SparseJet)]
+            if len(jets) > 2:  # one pass over the sparse vectors, not a sum of partial sums
+                rest = [t for t in terms if not isinstance(t, SparseJet)]
+                return SparseJet.total(jets).shifted(mpmath.fsum(rest)) if rest else SparseJet.total(jets)
+            return functools.reduce(_add, terms)
         if node.is_Mul:
             return functools.reduce(_mul, (self(a) for a in node.args))
         if node.is_Pow:
@@ -250,7 +407,7 @@ class _Evaluator:
         if isinstance(node, sympy.Function) and len(node.args) == 1:
             u = self(node.args[0])
             f = _unary_derivatives(node.func)
-            if not isinstance(u, Jet):
+            if not isinstance(u, _JETS):
                 return f(u)[0]
             return u.through(*f(u.value))
         raise TypeError(f"no Taylor arithmetic for {type(node).__name__}: {node}")
@@ -272,12 +429,16 @@ class _Evaluator:
         raise TypeError(f"no truth value for {condition}")
 
 
-def evaluate(expr: sympy.Expr, values: dict, xs: list, direction: list) -> Jet:
+def evaluate(expr: sympy.Expr, values: dict, xs: list, direction: list, order: int = 2):
     """The Jet of ``expr`` at ``values`` (symbol -> mpf) in the variables ``xs``, with the
-    Hessian-vector product along ``direction`` (one mpf per variable)."""
-    direction = np.array(direction, dtype=object)
-    evaluator = _Evaluator(values, {x: i for i, x in enumerate(xs)}, direction)
+    Hessian-vector product along ``direction`` (one mpf per variable); for ``order=1`` a
+    SparseJet (no Hessian, no third derivative)."""
+    direction = np.array(direction, dtype=object) if order == 2 else list(direction)
+    evaluator = _Evaluator(values, {x: i for i, x in enumerate(xs)}, direction, order)
     result = evaluator(expr)
-    if not isinstance(result, Jet):  # the expression does not depend on xs at this point
-        result = Jet.variable(mpmath.mpf(0), 0, direction).scaled(mpmath.mpf(0)).shifted(result)
+    if not isinstance(result, _JETS):  # the expression does not depend on xs at this point
+        if order == 1:
+            return SparseJet((result, None), (mpmath.mpf(0), None))
+        zero = Jet.variable(mpmath.mpf(0), 0, direction).scaled(mpmath.mpf(0))
+        result = zero.shifted(result)
     return result

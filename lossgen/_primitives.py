@@ -26,6 +26,7 @@ __all__ = [
     "LogTanh",
     "ScaledProduct",
     "ScaledSum",
+    "XLogY",
     "LogRatio",
     "LogSigmoid",
     "Primitive",
@@ -321,6 +322,38 @@ class LogQuotient(Primitive):
         if argindex == 1:
             return 1 / self.args[0]
         return -1 / self.args[1] if argindex == 2 else sympy.S.Zero
+
+
+def _xlogy_helper(ns: str) -> str:
+    return (
+        "def _xlogy(a, b):\n"
+        "    # a*log(b), 0 where a = 0 (also where b = 0: 0*log(0) = 0, its limit)\n"
+        f"    zero = a == 0\n"
+        f"    return {ns}.where(zero, 0.0, a * {ns}.log({ns}.where(zero, 1.0, b)))\n"
+    )
+
+
+class XLogY(Primitive):
+    """a*log(b) with 0 where a = 0 (scipy's xlogy): a product that is 0*(-inf) = NaN at
+    a = b = 0, where its limit (t*log(t) as t -> 0) is 0. Its derivatives are log(b) in a and
+    a/b in b, so that of xlogy(t, t) is log(t) + 1: -inf at t = 0, the true derivative."""
+
+    display = "xlogy"
+    nargs = 2
+    lowering = {
+        "numpy": "_xlogy({0}, {1})",
+        "jax": "_xlogy({0}, {1})",
+        "torch": "torch.xlogy({0}, {1})",
+    }
+    helpers = {"numpy": _xlogy_helper("np"), "jax": _xlogy_helper("jnp")}
+
+    @classmethod
+    def textbook(cls, a, b):
+        return a * sympy.log(b)
+
+    def fdiff(self, argindex=1):
+        a, b = self.args
+        return sympy.log(b) if argindex == 1 else a / b
 
 
 class SqrtDifference(Primitive):
@@ -627,8 +660,8 @@ class ScaledSum(Primitive):
         return sympy.Add(*quads[0::4])
 
 PRIMITIVES: tuple[type[Primitive], ...] = (
-    Sigmoid, LogSigmoid, Softplus, Exp, Expm1, LogRatio, LogQuotient, SqrtDifference, LogAddExp,
-    LogCosh, Erfc, ScaledProduct, ScaledSum, LogSoftplus, LogTanh, ErfcScaled, SoftplusMinusSigmoid,
+    Sigmoid, LogSigmoid, Softplus, Exp, Expm1, LogRatio, LogQuotient, SqrtDifference, XLogY,
+    LogAddExp, LogCosh, Erfc, ScaledProduct, ScaledSum, LogSoftplus, LogTanh, ErfcScaled, SoftplusMinusSigmoid,
 )
 
 

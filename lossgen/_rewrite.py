@@ -15,7 +15,7 @@ from dataclasses import replace
 import sympy
 
 from ._analyse import Analysis, display
-from ._classes import log_softmax_forms, picked_forms
+from ._classes import ClassSum, entrywise_of, log_softmax_forms, picked_forms
 from ._ir import Derivation, Finding, Rewrite
 from ._rules import RULES, Context, Rule
 
@@ -123,6 +123,11 @@ def rewrite_expression(
 
 def rewrite(d: Derivation) -> Derivation:
     if d.spec.has_classes:
-        return replace(d, stable=log_softmax_forms(picked_forms(d.textbook)))
+        split = entrywise_of(d.spec, d.textbook)
+        if split is None:
+            return replace(d, stable=log_softmax_forms(picked_forms(d.textbook)))
+        coeff, body = split  # a sum of an elementwise term: the term goes through the rule base
+        stable, records = rewrite_expression(d, body)
+        return replace(d, stable=coeff * ClassSum(stable), rewrites=tuple(records))
     stable, records = rewrite_expression(d)
     return replace(d, stable=stable, rewrites=tuple(records))

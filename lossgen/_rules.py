@@ -18,7 +18,7 @@ from sympy.codegen.cfunctions import log1p
 
 from ._primitives import (
     Erfc, Exp, Expm1, LogAddExp, LogCosh, LogRatio, LogSigmoid, Sigmoid, Softplus,
-    SoftplusMinusSigmoid, SqrtDifference, LogQuotient,
+    SoftplusMinusSigmoid, SqrtDifference, LogQuotient, XLogY,
 )
 from ._signs import NEG, NONNEG, NONPOS, POS, affine, sign
 from ._types import Spec
@@ -521,6 +521,31 @@ def _softplus_sigmoid(expr, ctx):
     return sympy.Add(*rest)
 
 
+def _xlogy(expr, ctx):
+    """a*(... + c*log(b) + ...) -> ... + c*xlogy(a, b) + ..., where a >= 0 is a differentiated
+    input's expression that can be 0 (the entries of a target distribution): there log(b) is
+    -inf and the product NaN, where its value is 0."""
+    if not expr.is_Mul or not expr.has(sympy.log):
+        return None
+    logs = {node.args[0] for node in expr.atoms(sympy.log)}
+    for a in expr.args:
+        # a factor that is also a log's argument: t*log(t), t*(log(t) - x)
+        if a not in logs or not a.free_symbols & ctx.xs or sign(a, ctx.spec) != NONNEG:
+            continue
+        rest = sympy.expand_mul(expr / a)
+        out, changed = [], False
+        for term in sympy.Add.make_args(rest):
+            logs = [f for f in sympy.Mul.make_args(term) if isinstance(f, sympy.log)]
+            if len(logs) == 1 and logs[0].args[0].free_symbols & ctx.xs:
+                out.append(term / logs[0] * XLogY(a, logs[0].args[0]))
+                changed = True
+            else:
+                out.append(a * term)
+        if changed:
+            return sympy.Add(*out)
+    return None
+
+
 def _zero_guard(expr, ctx):
     """c * f -> (0 where c = 0, else c * f) when f has a pole and c (free of the inputs) can be 0:
     at c = 0 the product is 0, but 0 * inf is NaN once f overflows."""
@@ -546,6 +571,16 @@ def _zero_guard(expr, ctx):
 _c = LogRatio(1 - _y, _y, 1 - 2 * _y)
 
 RULES: tuple[Rule, ...] = (
+    Rule(
+        "xlogy",
+        "a*(c*log(b) + r) -> c*xlogy(a, b) + a*r: xlogy(a, b) = a*log(b), 0 where a = 0",
+        "a >= 0 (a differentiated input's expression that can be 0)",
+        "at a = b = 0 the product is 0*(-inf) = NaN where its value (the limit of t*log(t)) "
+        "is 0, as in a KL divergence's zero target entries",
+        _xlogy,
+        always=True,
+        example=(_p * (sympy.log(_p) - _y), XLogY(_p, _p) - _p * _y, {_p: (0, 1), _y: (-5, 5)}),
+    ),
     Rule(
         "complement_partition",
         "a0 + a1*s -> (a0 + a1)*s + a0*(1 - s), s = sigmoid(u) (1 - s = sigmoid(-u)) or a "

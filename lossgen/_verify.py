@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ._analyse import analyse_quantities
+from ._classes import entrywise_of
 from ._ir import Derivation, Finding
 
 __all__ = ["stability_problems", "unstable", "verify"]
@@ -20,8 +21,17 @@ __all__ = ["stability_problems", "unstable", "verify"]
 
 def verify(d: Derivation) -> Derivation:
     if d.spec.has_classes:
-        return d
-    emitted = {"value": [d.value], "grad": list(d.grad), "hess": [h for row in d.hess for h in row]}
+        split = entrywise_of(d.spec, d.value)
+        if split is None:
+            return d
+        coeff, body = split  # a sum of an elementwise term: its entry's forms are verified
+        emitted = {
+            "value": [body],
+            "grad": [g / coeff for g in d.grad],
+            "hess": [block.args[0] / coeff for row in d.hess for block in row],
+        }
+    else:
+        emitted = {"value": [d.value], "grad": list(d.grad), "hess": [h for row in d.hess for h in row]}
     analysis = analyse_quantities(d.spec, emitted, wholes=False)
     return replace(d, unanswered=tuple(analysis.findings))
 

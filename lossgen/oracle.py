@@ -24,6 +24,8 @@ from typing import Mapping
 import mpmath
 import sympy
 
+from ._grid import NORMWISE_FROM  # from there on: value, grad and hvp only, no kappa
+from ._conventions import CONVENTIONS, zero_log_zero
 from ._primitives import to_textbook
 from ._types import AXIS_SHAPES, Spec
 
@@ -75,7 +77,17 @@ def _kronecker(a, b):
 
 _CONVENTIONS = {
     "Heaviside": _heaviside, "sign": _sign, "DiracDelta": _dirac, "KroneckerDelta": _kronecker,
+    **CONVENTIONS,
 }
+
+
+def _can_be_zero(spec: Spec) -> set:
+    """The differentiated inputs whose domain has 0 as a (closed) end: t*log(t) is 0 there."""
+    return {
+        inp.symbol for inp in spec.differentiated
+        if inp.domain.kind == "interval"
+        and ((inp.domain.lo == 0 and inp.domain.lo_closed) or (inp.domain.hi == 0 and inp.domain.hi_closed))
+    }
 
 
 @dataclass(frozen=True)
@@ -110,7 +122,7 @@ class Oracle:
         if spec.has_classes:
             self._classes(spec, classes, method)
             return
-        expr = to_textbook(spec.expression())
+        expr = zero_log_zero(to_textbook(spec.expression()), _can_be_zero(spec))
         xs = [inp.symbol for inp in spec.differentiated]
         self.inputs = [inp.symbol for inp in spec.inputs]
         self.params = [p.symbol for p in spec.params if p.choices is None]
@@ -158,6 +170,7 @@ class Oracle:
         self.inputs = inputs + vs
         self.params = [p.symbol for p in spec.params if p.choices is None]
         expr = expand(to_textbook(spec.expression()), entries, index)
+        expr = zero_log_zero(expr, [e for s in _can_be_zero(spec) for e in entries.get(s, [s])])
         # a leading conditional on the constant inputs alone (k == ignore_index: 0) is decided
         # per point, before the derivatives of the other branch are evaluated
         self._guards, self._guard_inputs = [], len(inputs)
@@ -170,7 +183,7 @@ class Oracle:
         jets = method == "jets" or (method == "auto" and n >= JETS_FROM)
         self._written = (expr, xs, vs, tags, n <= 3 and not several and not jets)
         if jets:
-            self._setup_jets(expr, xs, vs, tags)
+            self._setup_jets(expr, xs, vs, tags, 1 if n >= NORMWISE_FROM else 2)
         else:
             self._setup(expr, xs, self._symbolic_quantities())
 
@@ -192,23 +205,27 @@ class Oracle:
             ]
         return quantities
 
-    def _setup_jets(self, expr: sympy.Expr, xs: list, vs: list, tags: list) -> None:
+    def _setup_jets(self, expr: sympy.Expr, xs: list, vs: list, tags: list, order: int) -> None:
         """Quantities evaluated by Taylor arithmetic: value, grad and hvp, each with its
-        derivatives in xs (for kappa), in the order the symbolic quantities have."""
+        derivatives in xs (for kappa), in the order the symbolic quantities have; with
+        ``order=1`` without those derivatives (kappa is then not computed: reported as 0)."""
         from . import _jets
 
-        slopes = (None,) * len(xs)
+        slopes = (None,) * len(xs) if order == 2 else ()
         labels = ["value"] + [f"grad{tag}" for tag in tags] + [f"hvp{tag}" for tag in tags]
         self.quantities = tuple(Quantity(label, None, slopes) for label in labels)
         self.xs = xs
-        self._flat = [None] * (len(labels) * (1 + len(xs)))
-        self._trust_zero = [i % (1 + len(xs)) != 0 for i in range(len(self._flat))]
+        self._flat = [None] * (len(labels) * (1 + len(slopes)))
+        self._trust_zero = [i % (1 + len(slopes)) != 0 for i in range(len(self._flat))]
         symbols = self.inputs + self.params
         n = len(xs)
 
         def taylor(*point):
             values = dict(zip(symbols, point))
-            jet = _jets.evaluate(expr, values, xs, [values[v] for v in vs])
+            jet = _jets.evaluate(expr, values, xs, [values[v] for v in vs], order)
+            if order == 1:
+                f, g, _, hv = jet.dense(n)
+                return [f, *g, *hv]
             (f, g, h), (_, hv, tv) = jet.p, jet.q
             out = [f, *g]
             for i in range(n):
@@ -267,6 +284,8 @@ class Oracle:
         expression divides by such a sum."""
         if not hasattr(self, "_guarded_fn"):
             self._guarded_fn = None
+            if self._flat[0] is None and not self.quantities[0].slopes:
+                return None  # (first-order jets: too many classes to write the derivatives out)
             if self._flat[0] is None:  # (jets: the written-out derivatives, made only here)
                 self._flat = [e for q in self._symbolic_quantities() for e in (q.expr, *q.slopes)]
             per = [_squares_divided_by(e) for e in self._flat]

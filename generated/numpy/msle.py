@@ -33,7 +33,11 @@ Every function takes validate=False; validate=True raises ValueError naming the 
 Numerics
 --------
 Findings on the textbook expression and its naive derivatives:
+- divergence: `(2*log(pred + 1) - 2*log(target + 1))/(pred + 1)` as pred -> -1 (generic) (in
+  grad); the result itself diverges
 - pole: `1/(pred + 1)` as pred -> -1 (in grad)
+- divergence: `(-2*log(pred + 1) + 2*log(target + 1))/(pred + 1)**2 + 2/(pred + 1)**2` as
+  pred -> -1 (generic) (in hess); the result itself diverges
 - pole: `(pred + 1)**(-2)` as pred -> -1 (in hess)
 Rewrites applied (rule: before -> after, reason):
 - log_one_plus: `log(target + 1)` -> `log1p(target)` (1 + u rounds to 1 for |u| < eps/2:
@@ -45,7 +49,11 @@ Rewrites applied (rule: before -> after, reason):
   pred ~ target); A - B formed symbolically keeps the digits)
 Found again in the emitted forms (a divergence of the result itself is
 reported, not fixed):
+- divergence: `2*log_quotient(pred + 1, target + 1, pred - target)/(pred + 1)` as pred -> -1
+  (generic) (in grad); the result itself diverges
 - pole: `1/(pred + 1)` as pred -> -1 (in grad)
+- divergence: `-2*log_quotient(pred + 1, target + 1, pred - target)/(pred + 1)**2 + 2/(pred
+  + 1)**2` as pred -> -1 (generic) (in hess); the result itself diverges
 - pole: `(pred + 1)**(-2)` as pred -> -1 (in hess)
 
 References
