@@ -38,16 +38,18 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import textwrap
 
 import sympy
 
 from ._primitives import JAX_LOG1P, Primitive
 
 __all__ = [
-    "CLASS_FORMS", "Centered", "ClassSum", "HessBlock", "LogNotPicked", "LogSoftmax",
+    "CLASS_FORMS", "Centered", "CenteredDiff", "ClassSum", "HessBlock", "LogNotPicked", "LogSoftmax",
     "LogSoftmaxComplement", "LogSumExp", "NumClasses", "OneHot", "REDUCTIONS", "SoftmaxDelta",
-    "SumOthers", "class_gradient", "class_hess", "class_hvp", "complements", "diagonal_from_hvp",
-    "entrywise_of", "entrywise_sum", "expand", "is_reduction", "log_softmax_forms", "merge_sums", "one_minus_exp", "picked_forms",
+    "SoftmaxDiff", "SoftmaxDiffJvp", "SoftmaxKL", "SumOthers", "class_gradient", "class_hess", "class_hvp", "complements", "diagonal_from_hvp",
+    "entrywise_of", "entrywise_sum", "expand", "is_reduction", "log_softmax_forms", "merge_sums", "one_minus_exp", "picked_forms", "ratio_complement",
+    "relative_entropy_forms",
 ]
 
 _NS = {"numpy": "np", "jax": "jnp", "torch": "torch"}
@@ -439,23 +441,45 @@ def _helper_others(backend: str) -> str:
     amax = "torch.amax" if backend == "torch" else f"{ns}.max"
     red = "dim=-1, keepdim=True" if backend == "torch" else "axis=-1, keepdims=True"
     inf = f"{ns}.inf"
+    log1p = "_log1p" if backend == "jax" else f"{ns}.log1p"
     return (
         "def _sum_others(a):\n"
         "    # sum(a) - a with the sum as hi + lo: hi - a is exact where a is most of it\n"
         "    hi, lo = _two_sum(a)\n"
         "    return (hi - a) + lo\n"
         "\n\n"
-        "def _centered(b, x, log_p):\n"
+        "def _centered(b, x, log_p, c=None):\n"
         "    # b - sum(p*b), p = exp(log_p) = softmax(x), relative to b at the largest x (the\n"
         "    # entry that can hold nearly all of p): no difference of two near-equal sums\n"
         f"    m = {argmax}\n"
-        f"    rel = b - {take}\n"
+        "    if c is None:\n"
+        f"        rel = b - {take}\n"
+        "    else:\n"
+        "        # (of b - c: as (b - c) - (b_m - c_m) or as (b - b_m) - (c - c_m), whichever has\n"
+        "        # the smaller rounding errors, b - c exact near c = b, b - b_m where c is far)\n"
+        f"        d = b - c\n"
+        f"        d_m = {take.replace('(b,', '(d,')}\n"
+        f"        own_b = b - {take}\n"
+        f"        own_c = c - {take.replace('(b,', '(c,')}\n"
+        f"        first = {ns}.abs(d) + {ns}.abs(d_m) <= {ns}.abs(own_b) + {ns}.abs(own_c)\n"
+        f"        rel = {ns}.where(first, d - d_m, own_b - own_c)\n"
         "    # the terms scaled by the largest p among the others (each can be subnormal,\n"
         "    # and XLA flushes them, while their sum is not)\n"
         f"    top = {amax}({ns}.where(rel == 0, -{inf}, log_p), {red})\n"
         f"    top = {ns}.where({ns}.isfinite(top), top, 0.0)\n"
         f"    hi, lo = _two_sum({ns}.where(rel == 0, 0.0, {ns}.exp(log_p - top) * rel))\n"
-        "    return (rel - _times_exp(hi, top)) - _times_exp(lo, top)\n"
+        "    peaked = (rel - _times_exp(hi, top)) - _times_exp(lo, top)\n"
+        "    # rows of logits within 1/2 of each other: p = exp(d)/C with d = x - log(mean(exp(x)))\n"
+        "    # (relative to the largest), so sum(p*rel) = mean(rel) + sum(expm1(d)*rel)/C, the\n"
+        "    # second part small: no rounded p near 1/C times rel, where the result is driven by\n"
+        "    # the small differences of p\n"
+        f"    xr = x - {take.replace('(b,', '(x,')}\n"
+        f"    flat = {amax}(-xr, {red}) < 0.5\n"
+        f"    xr = {ns}.where(flat, xr, 0.0)\n"
+        f"    e = {ns}.expm1(xr - {log1p}({ns}.mean({ns}.expm1(xr), {red})))\n"
+        f"    uniform = rel - {ns}.mean(rel, {red})\n"
+        f"    uniform = uniform - {ns}.mean(e * rel, {red})\n"
+        f"    return {ns}.where(flat, uniform, peaked)\n"
         "\n\n"
         "def _times_exp(a, e):\n"
         "    # a * exp(e), where exp(e) alone may be subnormal (and flushed) while the product\n"
@@ -476,7 +500,7 @@ class SumOthers(Primitive):
     lowering = {b: "_sum_others({0})" for b in _NS}
     helpers = {
         b: _helper_two_sum(b) + "\n\n" + _helper_others(b)
-        + ("\n\n" + JAX_FIRST_MAX if b == "jax" else "")
+        + ("\n\n" + JAX_FIRST_MAX + "\n\n" + JAX_LOG1P if b == "jax" else "")
         for b in _NS
     }
 
@@ -507,6 +531,177 @@ class Centered(Primitive):
         return b - ClassSum(sympy.exp(x - LogSumExp(x)) * b)
 
 
+class CenteredDiff(Primitive):
+    """(a - c) - sum(softmax(x)*(a - c)) per entry, the argument a difference of two inputs'
+    terms (a student's and a teacher's logits): relative to the largest x as (a - c) - (a_m -
+    c_m) or (a - a_m) - (c - c_m), whichever rounds less, so that a - c keeps its digits both
+    near c = a and where a and c are far apart but each is near its value at m (a teacher's
+    tied logits at 1e4)."""
+
+    display = "centered_diff"
+    nargs = 4
+    lowering = {b: "_centered({0}, {2}, {3}, {1})" for b in _NS}
+    helpers = SumOthers.helpers
+
+    @classmethod
+    def textbook(cls, a, c, x, log_p):
+        return Centered.textbook(a - c, x, log_p)
+
+
+#: g(u) = u*exp(u) - expm1(u) = sum over n >= 2 of (n - 1)*u**n/n!: the coefficients of u**n
+#: from n = 2 (enough for |u| < 1 to the last bit of float64)
+_RELENT_SERIES = tuple(
+    sympy.Rational(n - 1, sympy.factorial(n)) for n in range(2, 21)
+)
+
+
+def _helper_log_ratio(backend: str) -> str:
+    ns = _NS[backend]
+    log1p = "_log1p" if backend == "jax" else f"{ns}.log1p"
+    red = "dim=-1, keepdim=True" if backend == "torch" else "axis=-1, keepdims=True"
+    return (
+        "def _log_ratio(a, b):\n"
+        "    # log_softmax(a) - log_softmax(b) with its digits where the two are near: (a - b) - D,\n"
+        "    # D = logsumexp(a) - logsumexp(b) = log1p(sum(p*expm1(a - b))), p = softmax(b),\n"
+        "    # where that sum is small (the difference of two rounded logsumexps has no digit\n"
+        "    # there); also the two log-softmaxes\n"
+        "    lq, lp = _log_softmax(a), _log_softmax(b)\n"
+        "    d = a - b\n"
+        f"    p = {ns}.exp(lp)\n"
+        "    big = d > 1\n"
+        f"    above = {ns}.exp(lp + {ns}.where(big, d, 0.0)) - p\n"
+        f"    w = {ns}.where(big, above, p * {ns}.expm1({ns}.where(big, 0.0, d)))\n"
+        f"    s = {ns}.sum(w, {red})\n"
+        "    near = (s > -0.5) & (s < 1.0)\n"
+        f"    D = {ns}.where(near, {log1p}({ns}.where(near, s, 0.0)), _logsumexp(a) - _logsumexp(b))\n"
+        "    # (each form has the rounding errors of its two terms: the one with the smaller)\n"
+        f"    by_logits = {ns}.abs(d) + {ns}.abs(D) <= {ns}.abs(lq) + {ns}.abs(lp)\n"
+        f"    return {ns}.where(by_logits, d - D, lq - lp), lq, lp\n"
+    )
+
+
+def _helper_softmax_kl(backend: str) -> str:
+    ns = _NS[backend]
+    red = "dim=-1, keepdim=True" if backend == "torch" else "axis=-1, keepdims=True"
+    coefficients = ", ".join(repr(float(c)) for c in _RELENT_SERIES)
+    table = "\n".join(
+        textwrap.wrap(coefficients, 92, initial_indent="        ", subsequent_indent="        ")
+    )
+    return (
+        "def _softmax_kl(a, b):\n"
+        "    # sum(q*(log q - log p)), q = softmax(a), p = softmax(b), as sum(p*g(u)) with\n"
+        "    # u = log q - log p and g(u) = u*exp(u) - expm1(u) >= 0 (q and p each sum to 1):\n"
+        "    # terms of one sign, so no cancellation where q is near p; g by its series where\n"
+        "    # |u| < 1 (u*exp(u) and expm1(u) cancel there)\n"
+        "    # (g's series: the coefficients of u**n from n = 2 on, (n - 1)/n!)\n"
+        f"    relent = (\n{table}\n    )\n"
+        "    u, lq, lp = _log_ratio(a, b)\n"
+        f"    small = {ns}.abs(u) < 1\n"
+        f"    us = {ns}.where(small, u, 0.0)\n"
+        "    series = 0.0 * us\n"
+        "    for c in reversed(relent):\n"
+        "        series = c + us * series\n"
+        "    series = us * us * series\n"
+        f"    far = {ns}.exp(lq) * (u - 1) + {ns}.exp(lp)\n"
+        f"    term = {ns}.where(small, {ns}.exp(lp) * series, far)\n"
+        f"    return {ns}.sum(term, {red})\n"
+    )
+
+
+def _helper_softmax_diff(backend: str) -> str:
+    ns = _NS[backend]
+    return (
+        "def _softmax_diff(b, a):\n"
+        "    # softmax(b) - softmax(a) = -p*expm1(log q - log p), p = softmax(b), q = softmax(a),\n"
+        "    # where they are within a factor of 1.6 of each other (their difference has no\n"
+        "    # digit there when formed from the rounded probabilities); plainly elsewhere\n"
+        "    u, lq, lp = _log_ratio(a, b)\n"
+        f"    p = {ns}.exp(lp)\n"
+        f"    near = {ns}.abs(u) < 0.5\n"
+        f"    return {ns}.where(near, -p * {ns}.expm1({ns}.where(near, u, 0.0)), p - {ns}.exp(lq))\n"
+    )
+
+
+def _ratio_helpers(backend: str, *more) -> str:
+    return "\n\n".join(
+        [_helper_lse(backend), _helper_log_ratio(backend), *(f(backend) for f in more)]
+        + ([JAX_LOG1P] if backend == "jax" else [])
+    )
+
+
+class SoftmaxDiff(_ClassPrimitive):
+    """softmax(b) - softmax(a) per entry, as -p*expm1(log q - log p) where p and q are near
+    (that log-ratio from b - a and log1p of the logsumexps' difference): the gradient of a
+    divergence of two softmaxes keeps its digits near its optimum, where the difference of two
+    rounded probabilities has none."""
+
+    display = "softmax_diff"
+    nargs = 2
+    lowering = {b: "_softmax_diff({0}, {1})" for b in _NS}
+    helpers = {b: _ratio_helpers(b, _helper_softmax_diff) for b in _NS}
+
+    @classmethod
+    def textbook(cls, b, a):
+        return sympy.exp(LogSoftmax.textbook(b)) - sympy.exp(LogSoftmax.textbook(a))
+
+
+def _helper_softmax_diff_jvp(backend: str) -> str:
+    ns = _NS[backend]
+    red = "dim=-1, keepdim=True" if backend == "torch" else "axis=-1, keepdims=True"
+    return (
+        "def _softmax_diff_jvp(b, a, db, da):\n"
+        "    # d(softmax(b) - softmax(a)) along (db, da): where p and q are near, from their\n"
+        "    # difference D (each product alone is of the size of p, and they cancel):\n"
+        "    # D*centered_p(db) + q*(centered_q(db - da) - sum(D*db)); else dp - dq\n"
+        "    u, lq, lp = _log_ratio(a, b)\n"
+        f"    p, q = {ns}.exp(lp), {ns}.exp(lq)\n"
+        f"    near = {ns}.abs(u) < 0.5\n"
+        f"    D = {ns}.where(near, -p * {ns}.expm1({ns}.where(near, u, 0.0)), p - q)\n"
+        "    by_difference = D * _centered(db, b, lp) + q * (\n"
+        f"        _centered(db - da, a, lq) - {ns}.sum(D * db, {red})\n"
+        "    )\n"
+        f"    return {ns}.where(near, by_difference, p * _centered(db, b, lp) - q * _centered(da, a, lq))\n"
+    )
+
+
+class SoftmaxDiffJvp(_ClassPrimitive):
+    """The derivative of softmax(b) - softmax(a) along (db, da), per entry: where the two are
+    near, in terms of their difference (``SoftmaxDiff``), so that the Hessian-vector product of
+    a divergence keeps its digits near the optimum; elsewhere the two Jacobian-vector
+    products."""
+
+    display = "softmax_diff_jvp"
+    nargs = 4
+    lowering = {b: "_softmax_diff_jvp({0}, {1}, {2}, {3})" for b in _NS}
+    helpers = {
+        b: _ratio_helpers(b, _helper_softmax_diff_jvp) + "\n\n" + Centered.helpers[b] for b in _NS
+    }
+
+    @classmethod
+    def textbook(cls, b, a, db, da):
+        p, q = sympy.exp(LogSoftmax.textbook(b)), sympy.exp(LogSoftmax.textbook(a))
+        return p * (db - ClassSum(p * db)) - q * (da - ClassSum(q * da))
+
+
+class SoftmaxKL(_ClassPrimitive):
+    """sum(softmax(a)*(log_softmax(a) - log_softmax(b))), one number per row: the KL divergence
+    of softmax(b) from softmax(a) as a sum of terms >= 0, p*g(u) with u = log(q/p) and
+    g(u) = u*exp(u) - expm1(u) (the two distributions each sum to 1), u from the difference of
+    the logits and log1p of the logsumexps' difference. Near q = p, where the divergence is of
+    the order of the square of log(q/p), no digit is lost to the terms' signs."""
+
+    display = "softmax_kl"
+    nargs = 2
+    lowering = {b: "_softmax_kl({0}, {1})" for b in _NS}
+    helpers = {b: _ratio_helpers(b, _helper_softmax_kl) for b in _NS}
+
+    @classmethod
+    def textbook(cls, a, b):
+        return ClassSum(
+            sympy.exp(LogSoftmax.textbook(a)) * (LogSoftmax.textbook(a) - LogSoftmax.textbook(b))
+        )
+
+
 REDUCTIONS = (ClassSum, LogSumExp, LogSoftmaxComplement)
 
 #: the stable forms of the class-axis derivation, as ``explain`` lists them:
@@ -519,6 +714,17 @@ CLASS_FORMS = (
      "relative to the best-matched target: exact where p = a (soft labels at their optimum)"),
     (Centered, "centered", "b - sum(softmax(x)*b)", "centered(b, x, log_softmax(x))",
      "relative to b at the largest x, the sum compensated: no difference of near-equal sums"),
+    (SoftmaxDiff, "softmax_diff", "softmax(b) - softmax(a)", "softmax_diff(b, a)",
+     "-p*expm1(log q - log p) where p and q are near, the log-ratio from b - a and log1p of the "
+     "logsumexps' difference: no difference of two rounded probabilities"),
+    (SoftmaxDiffJvp, "softmax_diff_jvp", "d(softmax(b) - softmax(a))",
+     "softmax_diff_jvp(b, a, db, da)",
+     "where p and q are near, D*centered_p(db) + q*(centered_q(db - da) - sum(D*db)) with D = "
+     "softmax_diff(b, a): no difference of two Jacobian-vector products of the size of p"),
+    (CenteredDiff, "centered_diff", "(a - c) - sum(softmax(x)*(a - c))",
+     "centered_diff(a, c, x, log_softmax(x))",
+     "relative to the largest x as (a - c) - (a_m - c_m) or (a - a_m) - (c - c_m), whichever "
+     "rounds less: exact near c = a, and where c is tied at the top far from a"),
     (SumOthers, "sum_others", "sum(a) - a", "sum_others(a)",
      "the row's sum as hi + lo: exact where a is most of it"),
     (LogSoftmaxComplement, "softmax_complement",
@@ -527,6 +733,10 @@ CLASS_FORMS = (
      "the complement's log is log1p(-p_k) where p_k < 1/2, else taken from the other entries "
      "relative to b_k: finite where 1 - p_k rounds to 0, and its derivatives are products of "
      "exponentials (picked_forms)"),
+    (SoftmaxKL, "softmax_kl", "sum(softmax(a)*(log_softmax(a) - log_softmax(b)))",
+     "softmax_kl(a, b)",
+     "sum(p*g(log(q/p))), g(u) = u*exp(u) - expm1(u) >= 0 (q and p each sum to 1): terms of "
+     "one sign, log(q/p) from a - b and log1p of the logsumexps' difference (relative_entropy_forms)"),
     (HessBlock, "hess_block", "diag(d) + sum_k u_k w_k^T", "hess_block(d, u, w, ...)",
      "the diagonal whole (p*(1 - p) as -p*expm1(log p)), not p - p*p"),
 )
@@ -569,13 +779,15 @@ def entrywise_sum(expr: sympy.Expr, entries: frozenset) -> tuple[sympy.Expr, sym
     return coeff, body
 
 
-def _hide(expr: sympy.Expr) -> tuple[sympy.Expr, dict]:
-    """``expr`` with each outermost reduction replaced by a symbol, and symbol -> reduction."""
+def _hide(expr: sympy.Expr, entry_forms: bool = False) -> tuple[sympy.Expr, dict]:
+    """``expr`` with each outermost reduction (and with ``entry_forms`` each stable form of
+    the entries with a derivative rule, ``_ENTRY_JVP``) replaced by a symbol, and symbol ->
+    node."""
     table: dict[sympy.Symbol, sympy.Expr] = {}
     names: dict[sympy.Expr, sympy.Symbol] = {}
 
     def visit(node):
-        if is_reduction(node):
+        if is_reduction(node) or entry_forms and isinstance(node, tuple(_ENTRY_JVP)):
             if node not in names:
                 names[node] = sympy.Dummy(f"R{len(names)}", real=True)
                 table[names[node]] = node
@@ -629,14 +841,53 @@ def class_gradient(expr: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
 
 
 def class_hvp(expr: sympy.Expr, directions: dict) -> sympy.Expr:
-    """The derivative of an entry (or row) expression along ``directions`` (x -> v_x)."""
-    e, table = _hide(expr)
+    """The derivative of an entry (or row) expression along ``directions`` (x -> v_x). The
+    stable forms of the entries with a rule of their own (``_ENTRY_JVP``) are differentiated
+    by it, so a derivative of a stable gradient is built of stable forms again."""
+    e, table = _hide(expr, entry_forms=True)
     out = sum((_restore(sympy.diff(e, x), table) * v for x, v in directions.items()), sympy.S.Zero)
+    along = tuple(directions.items())
     for symbol, node in table.items():
         coef = sympy.diff(e, symbol)
         if coef != 0:
-            out += _restore(coef, table) * _reduction_hvp(node, tuple(directions.items()))
+            inner = _reduction_hvp(node, along) if is_reduction(node) else _entry_jvp(node, along)
+            out += _restore(coef, table) * inner
     return out
+
+
+def _jvp_log_softmax(node, d):
+    (z,) = node.args
+    return Centered(d(z), z, node)
+
+
+def _jvp_centered(node, d):
+    # d(b - sum(p*b)) = (db - sum(p*db)) - sum(dp*b), dp = p*centered(dz), and sum(dp*b) is
+    # sum(dp*centered(b)) (dp sums to 0)
+    b, z, log_p = node.args
+    return Centered(d(b), z, log_p) - ClassSum(
+        sympy.exp(log_p) * Centered(d(z), z, log_p) * node
+    )
+
+
+def _jvp_centered_diff(node, d):
+    a, c, z, log_p = node.args
+    return Centered(d(a) - d(c), z, log_p) - ClassSum(
+        sympy.exp(log_p) * Centered(d(z), z, log_p) * node
+    )
+
+
+def _jvp_softmax_diff(node, d):
+    b, a = node.args
+    return SoftmaxDiffJvp(b, a, d(b), d(a))
+
+
+def _jvp_sum_others(node, d):
+    return SumOthers(d(node.args[0]))
+
+
+def _entry_jvp(node: sympy.Expr, directions: tuple) -> sympy.Expr:
+    rule = next(r for cls, r in _ENTRY_JVP.items() if isinstance(node, cls))
+    return rule(node, lambda e: class_hvp(e, dict(directions)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -790,6 +1041,32 @@ def log_softmax_forms(expr: sympy.Expr) -> sympy.Expr:
     return visit(expr)
 
 
+def relative_entropy_forms(expr: sympy.Expr) -> sympy.Expr:
+    """sum(exp(A)*(A - B)) with A, B log-softmaxes of a and b -> SoftmaxKL(a, b): a
+    divergence of two softmax distributions, summed as terms of one sign (the form of
+    ``log_softmax_forms``'s output)."""
+
+    def match(body):
+        for factor in sympy.Mul.make_args(body):
+            if isinstance(factor, sympy.exp) and isinstance(factor.args[0], LogSoftmax):
+                a = factor.args[0]
+                for b in body.atoms(LogSoftmax):
+                    if b != a and sympy.expand(body - factor * (a - b)) == 0:
+                        return SoftmaxKL(a.args[0], b.args[0])
+        return None
+
+    def visit(node):
+        if node.is_Atom or not node.args:
+            return node
+        if isinstance(node, ClassSum):
+            found = match(node.args[0])
+            if found is not None:
+                return found
+        return node.func(*(visit(a) for a in node.args))
+
+    return visit(expr)
+
+
 def one_minus_exp(expr: sympy.Expr) -> sympy.Expr:
     """1 - exp(u) -> -expm1(u), and exp(u) - 1 -> expm1(u), anywhere in ``expr``."""
     from sympy.codegen.cfunctions import expm1
@@ -816,6 +1093,45 @@ def _others(f: sympy.Expr) -> sympy.Expr:
     return SumOthers(f)
 
 
+def _two_inputs(g: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """(a, c) with g = a - c, each of a and c a term in one input along the axis (a different
+    one), where the row shift left such a difference (x/T - t/T)."""
+    entries = _ENTRIES.get()
+    terms = sympy.Add.make_args(g)
+    if not entries or len(terms) != 2:
+        return None
+    inputs = [t.free_symbols & entries for t in terms]
+    if any(len(i) != 1 for i in inputs) or inputs[0] == inputs[1]:
+        return None
+    return terms[0], -terms[1]
+
+
+def _row_shifted(g: sympy.Expr) -> sympy.Expr:
+    """g less what is one number per row: b - sum(p*b) is the same for b + c, c constant along
+    the row (p sums to 1). So log_softmax(z) is z there (a difference of two log-softmaxes is
+    the difference of their arguments, with no rounded logsumexp in it), and terms free of the
+    entries go."""
+    if not g.has(LogSoftmax):
+        return g
+    shifted = sympy.expand(g.replace(LogSoftmax, lambda z: z))
+    entries = _ENTRIES.get()
+    if not entries:
+        return g
+
+    def per_entry(term):
+        # a symbol of the entries outside every reduction
+        plain = term.replace(lambda n: is_reduction(n), lambda n: sympy.S.One)
+        return bool(plain.free_symbols & entries)
+
+    kept = [t for t in sympy.Add.make_args(shifted) if per_entry(t)]
+    if not kept:
+        return g
+    shifts = _SHIFTS.get()
+    if shifts is not None:
+        shifts.append(g)
+    return sympy.Add(*kept)
+
+
 def _centered(lone: sympy.Expr, mu: sympy.Expr, f: sympy.Expr) -> sympy.Expr | None:
     """lam*g + mu*sum(p*g) with mu = -lam and p = exp(LogSoftmax(b)): lam*Centered(g, b)."""
     for factor in sympy.Mul.make_args(f):
@@ -832,7 +1148,11 @@ def _centered(lone: sympy.Expr, mu: sympy.Expr, f: sympy.Expr) -> sympy.Expr | N
                 if sympy.expand(lam + mu, deep=True) != 0:
                     continue
             log_p = factor.args[0]
-            return lam * Centered(g, log_p.args[0], log_p)
+            shifted = _row_shifted(g)
+            split = _two_inputs(shifted)
+            if split is not None:
+                return lam * CenteredDiff(*split, log_p.args[0], log_p)
+            return lam * Centered(shifted, log_p.args[0], log_p)
     return None
 
 
@@ -841,7 +1161,8 @@ def _nonnegative(f: sympy.Expr, nonneg: frozenset) -> bool:
     symbol whose domain is >= 0, a one-hot entry, the number of classes."""
     for factor in sympy.Mul.make_args(f):
         base, power = factor.as_base_exp()
-        if not power.is_real:
+        # (is_real is None for t/T: a parameter is real, and its domain keeps it from 0)
+        if power.is_real is False:
             return False
         if isinstance(factor, sympy.exp) or isinstance(base, (OneHot, NumClasses)):
             continue
@@ -866,15 +1187,25 @@ def _softmax_delta(lone: sympy.Expr, mu: sympy.Expr, f: sympy.Expr) -> sympy.Exp
     from sympy.codegen.cfunctions import expm1
 
     b = p.args[0].args[0]
+    if isinstance(f, sympy.exp) and isinstance(f.args[0], LogSoftmax):
+        # the targets are a softmax too (they sum to 1): p - q from the two logits
+        return -lam * SoftmaxDiff(b, f.args[0].args[0])
     plain = f * expm1(p.args[0]) + p * SumOthers(f)
     return -lam * SoftmaxDelta(b, f, plain)
 
 
 #: the symbols (inputs, parameters) whose domain is >= 0, for the spec being derived
 _NONNEG: contextvars.ContextVar[frozenset] = contextvars.ContextVar("nonneg", default=frozenset())
+#: the symbols of the inputs along the class axis, for the spec being derived
+_ENTRIES: contextvars.ContextVar[frozenset] = contextvars.ContextVar("entries", default=frozenset())
+#: where a caller asks: the arguments of b - sum(p*b) that ``_row_shifted`` changed
+_SHIFTS: contextvars.ContextVar[list | None] = contextvars.ContextVar("shifts", default=None)
 
 
-def complements(expr: sympy.Expr, nonneg: frozenset = frozenset()) -> sympy.Expr:
+def complements(
+    expr: sympy.Expr, nonneg: frozenset = frozenset(), entries: frozenset = frozenset(),
+    shifts: list | None = None,
+) -> sympy.Expr:
     """A term lam*e beside mu*sum(f), where e*(lam + mu*f/e) has a factor 1 - exp(u): the
     entry's own term of the sum joins it, lam*e + mu*sum(f) = (lam*e + mu*f) + mu*others(f),
     and 1 - exp(u) becomes -expm1(u). So softmax's p_c*A - a_c is a_c*(-expm1(log p_c))
@@ -918,11 +1249,15 @@ def complements(expr: sympy.Expr, nonneg: frozenset = frozenset()) -> sympy.Expr
                     return visit(sympy.Add(*rest, stable, mu * _others(f)))
         return node
 
-    token = _NONNEG.set(frozenset(nonneg))
+    tokens = (
+        (_NONNEG, _NONNEG.set(frozenset(nonneg))), (_ENTRIES, _ENTRIES.set(frozenset(entries))),
+        (_SHIFTS, _SHIFTS.set(shifts)),
+    )
     try:
         return visit(expr)
     finally:
-        _NONNEG.reset(token)
+        for var, token in tokens:
+            var.reset(token)
 
 
 def merge_sums(expr: sympy.Expr) -> sympy.Expr:
@@ -948,6 +1283,47 @@ def merge_sums(expr: sympy.Expr) -> sympy.Expr:
         return sympy.Add(*outside, ClassSum(sympy.factor_terms(sympy.Add(*inside))))
 
     return visit(expr)
+
+
+def ratio_complement(expr: sympy.Expr, constants: frozenset) -> sympy.Expr:
+    """c - N/D with N and D sums over the axis -> (c*D - N)/D, the numerator merged into one
+    sum, and its body, where it is affine in a constant input y with values in [0, 1]
+    (a0 + a1*y), as a0*(1 - y) + (a0 + a1)*y, 1 - sigmoid(x) as sigmoid(-x): terms of one sign
+    where the ratio is near c (soft Dice's 1 - (2*sum(p*y) + s)/(sum(p) + sum(y) + s) is
+    sum(p*(1 - y) + (1 - p)*y)/(sum(p) + sum(y) + s), no difference of two numbers near 1)."""
+    from ._primitives import Sigmoid
+
+    if expr.is_Atom or not expr.args:
+        return expr
+    expr = expr.func(*(ratio_complement(a, constants) for a in expr.args))
+    if not (expr.is_Add and len(expr.args) == 2 and any(a.is_Number for a in expr.args)):
+        return expr
+    numerator, denominator = sympy.fraction(sympy.together(expr))
+    if not denominator.has(ClassSum):
+        return expr
+    merged = merge_sums(sympy.expand(numerator))
+    sums = [t for t in sympy.Add.make_args(merged) if isinstance(t, ClassSum)]
+    if len(sums) != 1:
+        return expr
+    body = sympy.expand(sums[0].args[0])
+    for y in sorted(body.free_symbols & constants, key=str):
+        if sympy.degree(body, y) != 1 or not body.is_polynomial(y):
+            continue
+        a1, a0 = body.coeff(y, 1), body.coeff(y, 0)
+        both = sympy.expand(a0 + a1).replace(
+            lambda n: n.is_Add, lambda n: _one_minus_sigmoid(n, Sigmoid)
+        )
+        body = a0 * (1 - y) + both * y
+        break
+    return merged.xreplace({sums[0]: ClassSum(body)}) / denominator
+
+
+def _one_minus_sigmoid(node: sympy.Expr, sigmoid) -> sympy.Expr:
+    """1 - sigmoid(x) -> sigmoid(-x)."""
+    for term in node.args:
+        if isinstance(-term, sigmoid) and sympy.expand(node - 1 + (-term)) == 0:
+            return sigmoid(-(-term).args[0])
+    return node
 
 
 def expand(expr: sympy.Expr, entries: dict, index: dict | None = None) -> sympy.Expr:
@@ -994,3 +1370,14 @@ def expand(expr: sympy.Expr, entries: dict, index: dict | None = None) -> sympy.
         return node.func(*args)
 
     return at(expr, None)
+
+
+#: the stable forms of the entries that class_hvp differentiates by a rule of their own:
+#: each rule takes the node and d (the derivative of an argument along the directions)
+_ENTRY_JVP = {
+    LogSoftmax: _jvp_log_softmax,
+    Centered: _jvp_centered,
+    CenteredDiff: _jvp_centered_diff,
+    SoftmaxDiff: _jvp_softmax_diff,
+    SumOthers: _jvp_sum_others,
+}

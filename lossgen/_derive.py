@@ -15,10 +15,12 @@ import sympy
 
 from ._analyse import Analysis
 from ._classes import (
+    REDUCTIONS,
     ClassSum, HessBlock, LogSoftmax, LogSoftmaxComplement, LogSumExp, SumOthers, class_gradient,
     class_hess, class_hvp, complements, diagonal_from_hvp, entrywise_of, log_softmax_forms, CLASS_FORMS,
-    merge_sums, one_minus_exp, picked_forms,
+    merge_sums, one_minus_exp, picked_forms, ratio_complement, relative_entropy_forms,
 )
+from ._norms import NORM_FORMS, norm_gap_forms
 from ._primitives import Exp
 from ._ir import Derivation, Rewrite
 from ._rewrite import rewrite_expression
@@ -33,7 +35,19 @@ def _no_delta(e: sympy.Expr) -> sympy.Expr:
 
 def _coincident_guard(e: sympy.Expr) -> sympy.Expr:
     """0 where a sum of squares in a denominator is 0 (a distance's derivatives at coincident
-    points: the 0 subgradient, and 0 for the undefined second derivative), never 0/0."""
+    points: the 0 subgradient, and 0 for the undefined second derivative), never 0/0. Term
+    by term where the terms have different such sums: the derivative of |a - x| + |x - b| at
+    a = x is the second distance's (the first's subgradient is 0)."""
+    if e.is_Add:
+        guarded = [_guard_one(t) for t in e.args]
+        if any(isinstance(t, sympy.Piecewise) for t in guarded):
+            conditions = {t.args[0].cond for t in guarded if isinstance(t, sympy.Piecewise)}
+            if len(conditions) > 1 or not all(isinstance(t, sympy.Piecewise) for t in guarded):
+                return sympy.Add(*guarded)
+    return _guard_one(e)
+
+
+def _guard_one(e: sympy.Expr) -> sympy.Expr:
     sums = sorted(
         {
             node.base for node in e.atoms(sympy.Pow)
@@ -78,12 +92,37 @@ def _sum_minus_entry(expr: sympy.Expr) -> sympy.Expr | None:
     return out / denominator
 
 
+def _entry_rules(d: Derivation, expr: sympy.Expr) -> tuple[sympy.Expr, list[Rewrite]]:
+    """The rule base applied to the bodies of the sums that hold no reduction (an
+    elementwise term summed over the axis, beside other reductions: the cross-entropy of
+    dice_bce), as the elementwise passes apply it to a whole loss."""
+    from ._rewrite import rewrite_expression
+
+    records: list[Rewrite] = []
+
+    def body(node):
+        inner = node.args[0]
+        if any(isinstance(n, REDUCTIONS) for n in sympy.preorder_traversal(inner)):
+            return node
+        # (a rational function of stable primitives has nothing for the rules to answer)
+        if not inner.has(sympy.log, sympy.exp) and not any(
+            not p.exp.is_Integer for p in inner.atoms(sympy.Pow)
+        ):
+            return node
+        stable, done = rewrite_expression(d, inner, Analysis())
+        records.extend(replace(r, reason=f"{r.reason} [in a sum's term]") for r in done)
+        return ClassSum(stable)
+
+    out = expr.replace(lambda n: isinstance(n, ClassSum), body)
+    return out, records
+
+
 def _derive_classes(d: Derivation) -> Derivation:
     """A loss over a class axis: derivatives by the chain rule over its reductions
     (lossgen._classes), a picked probability first in log space (``picked_forms``), each
     output then with b - logsumexp(b) as LogSoftmax(b)."""
     expr = picked_forms(d.textbook).replace(LogSoftmax, lambda b: LogSoftmax.textbook(b))
-    expr = merge_sums(expr)
+    expr, entry_records = _entry_rules(d, merge_sums(expr))
     xs = [inp.symbol for inp in d.spec.differentiated]
 
     raw = [_no_delta(class_gradient(expr, x)) for x in xs]
@@ -96,12 +135,16 @@ def _derive_classes(d: Derivation) -> Derivation:
         and item.domain.kind == "interval" and item.domain.lo >= 0
     )
 
+    from ._types import AXIS_SHAPES
+
+    entries = frozenset(i.symbol for i in d.spec.inputs if i.shape in AXIS_SHAPES)
+
     def joined(e):  # exp(a)*exp(b) -> exp(a + b) where a factor can overflow while the
         # product does not (exp(-L) of a log_softmax_complement L)
         return sympy.powsimp(e, combine="exp", deep=True) if expr.has(LogSoftmaxComplement) else e
 
     def stable(e):
-        return complements(log_softmax_forms(joined(e)), nonneg)
+        return complements(log_softmax_forms(joined(e)), nonneg, entries)
 
     def block(h, g, x):  # the diagonal factored: p - p**2 -> p*(1 - p) -> -p*expm1(log p)
         diagonal, *pairs = h.args
@@ -120,21 +163,53 @@ def _derive_classes(d: Derivation) -> Derivation:
         diagonal = others if others is not None else one_minus_exp(sympy.factor(diagonal))
         return HessBlock(_coincident_guard(diagonal), *(_coincident_guard(a) for a in kept))
 
+    # where b - sum(p*b) dropped what is one number per row (a difference of two
+    # log-softmaxes is the difference of their arguments there), the Hessian-vector product
+    # is the derivative of the stable gradient, by the stable forms' own rules: it has no such
+    # difference either
+    shifts: list = []
+    for g in raw:
+        complements(log_softmax_forms(joined(g)), nonneg, entries, shifts)
+    along_stable = bool(shifts)
     from_hvp: list[bool] = []
+    extra_records: list[Rewrite] = []
     hess = tuple(tuple(block(_no_delta(class_hess(g, x)), g, x) for x in xs) for g in raw)
-    value = log_softmax_forms(expr)
+    constants = frozenset(
+        i.symbol for i in d.spec.inputs
+        if i.role == "constant" and i.domain.kind == "interval" and i.domain.lo >= 0 and i.domain.hi <= 1
+    )
+    value = norm_gap_forms(relative_entropy_forms(log_softmax_forms(expr)))
+    complemented = ratio_complement(value, constants)
+    if complemented != value:
+        value = complemented
+        extra_records.append(Rewrite(
+            "ratio_complement", "c - N/D", "(c*D - N)/D, one sum",
+            "the numerator merged into one sum over the axis, its body affine in a target y in "
+            "[0, 1] as a0*(1 - y) + (a0 + a1)*y: terms of one sign, no difference of two "
+            "numbers near c where the ratio is near it",
+        ))
     grad = tuple(_coincident_guard(stable(g)) for g in raw)
     def entrywise(e):
         others = _sum_minus_entry(e)
         return e if others is None else others
 
-    hvp = tuple(_coincident_guard(entrywise(stable(_no_delta(class_hvp(g, directions))))) for g in raw)
+    sources = grad if along_stable else raw
+    hvp = tuple(
+        _coincident_guard(entrywise(stable(_no_delta(class_hvp(g, directions))))) for g in sources
+    )
     emitted = [value, *grad, *hvp, *(h for row in hess for h in row)]
     records = [
         Rewrite(rule, before, after, reason)
-        for cls, rule, before, after, reason in CLASS_FORMS
+        for cls, rule, before, after, reason in (*CLASS_FORMS, *NORM_FORMS)
         if any(e.has(cls) for e in emitted)
     ]
+    records += extra_records + entry_records
+    if d.spec.loss.has(sympy.Abs) and not d.textbook.has(sympy.Abs):
+        records.insert(0, Rewrite(
+            "triangle_abs", "abs(|u| + |v| - |u + v|)", "|u| + |v| - |u + v|",
+            "the triangle inequality: the slack is >= 0 on every input, so abs is the identity "
+            "and the derivatives are the slack's, also where it is 0 (lossgen._norms.drop_abs)",
+        ))
     if from_hvp:
         records.append(Rewrite(
             "hess_diagonal_from_hvp", "d/dx_c of the gradient entry c", "hvp(..., e_c) entry c",

@@ -49,15 +49,60 @@ def _infinite(a) -> bool:
     return mpmath.isinf(a)
 
 
+#: arrays known to be all 0, by identity (a node linear in the entries has a zero Hessian, and
+#: an entry's gradient has one nonzero): operations on them are skipped, so that the cost of a
+#: node follows what it depends on, not the square of the number of entries
+_ZERO_IDS: set[int] = set()
+_ZERO_ARRAYS: dict[tuple, np.ndarray] = {}
+
+
+def _zeros(shape: tuple) -> np.ndarray:
+    if shape not in _ZERO_ARRAYS:
+        z = np.full(shape, mpmath.mpf(0), dtype=object)
+        z.flags.writeable = False
+        _ZERO_ARRAYS[shape] = z
+        _ZERO_IDS.add(id(z))
+    return _ZERO_ARRAYS[shape]
+
+
+def _is_zero(a) -> bool:
+    return isinstance(a, np.ndarray) and id(a) in _ZERO_IDS
+
+
 def _scale(c, a):
     """c*a for a scalar c and an array (or scalar) a, with 0*inf = 0."""
+    if _is_zero(a):
+        return a
     if _infinite(c) or (c == 0 and _infinite(a)):
         return _TIMES0(c, a) if isinstance(a, np.ndarray) else _times0(c, a)
     return c * a
 
 
+def _sum(*arrays):
+    """The sum of arrays, skipping the known zeros."""
+    kept = [a for a in arrays if not _is_zero(a)]
+    if not kept:
+        return arrays[0]
+    return functools.reduce(operator.add, kept)
+
+
+def _support(a) -> np.ndarray:
+    return np.array([i for i, e in enumerate(a) if e != 0], dtype=int)
+
+
 def _outer(a, b):
-    return _TIMES0.outer(a, b) if _infinite(a) or _infinite(b) else np.outer(a, b)
+    if _is_zero(a) or _is_zero(b):
+        return _zeros((len(a), len(b)))
+    ia, ib = _support(a), _support(b)
+    if len(ia) == 0 or len(ib) == 0:
+        return _zeros((len(a), len(b)))
+    sa, sb = a[ia], b[ib]
+    block = _TIMES0.outer(sa, sb) if _infinite(sa) or _infinite(sb) else np.outer(sa, sb)
+    if len(ia) == len(a) and len(ib) == len(b):
+        return block
+    out = np.full((len(a), len(b)), mpmath.mpf(0), dtype=object)
+    out[np.ix_(ia, ib)] = block
+    return out
 
 
 def _product(a, b):
@@ -67,8 +112,8 @@ def _product(a, b):
     outer = _outer(a1, b1)
     return (
         _scale(a0, b0),
-        _scale(a0, b1) + _scale(b0, a1),
-        _scale(a0, b2) + _scale(b0, a2) + outer + outer.T,
+        _sum(_scale(a0, b1), _scale(b0, a1)),
+        _sum(_scale(a0, b2), _scale(b0, a2), outer, outer if _is_zero(outer) else outer.T),
     )
 
 
@@ -86,8 +131,7 @@ class Jet:
         zero = mpmath.mpf(0)
         g = np.array([zero] * n, dtype=object)
         g[i] = mpmath.mpf(1)
-        zero_g = np.array([zero] * n, dtype=object)
-        zero_h = np.full((n, n), zero, dtype=object)
+        zero_g, zero_h = _zeros((n,)), _zeros((n, n))
         return cls((value, g, zero_h), (direction[i], zero_g, zero_h))
 
     @property
@@ -102,27 +146,30 @@ class Jet:
 
     def plus(self, other: "Jet") -> "Jet":
         return Jet(
-            tuple(x + y for x, y in zip(self.p, other.p)),
-            tuple(x + y for x, y in zip(self.q, other.q)),
+            tuple(_sum(x, y) for x, y in zip(self.p, other.p)),
+            tuple(_sum(x, y) for x, y in zip(self.q, other.q)),
         )
 
     def times(self, other: "Jet") -> "Jet":
         p = _product(self.p, other.p)
-        q = [x + y for x, y in zip(_product(self.p, other.q), _product(self.q, other.p))]
+        q = [_sum(x, y) for x, y in zip(_product(self.p, other.q), _product(self.q, other.p))]
         return Jet(p, tuple(q))
 
     def through(self, d0, d1, d2, d3) -> "Jet":
         """phi(self), for phi with derivatives d0..d3 at self's value."""
         _, p1, p2 = self.p
         square = _outer(p1, p1)
-        p = (d0, _scale(d1, p1), _scale(d1, p2) + _scale(d2, square))
-        slope = (d1, _scale(d2, p1), _scale(d2, p2) + _scale(d3, square))
+        p = (d0, _scale(d1, p1), _sum(_scale(d1, p2), _scale(d2, square)))
+        slope = (d1, _scale(d2, p1), _sum(_scale(d2, p2), _scale(d3, square)))
         return Jet(p, _product(slope, self.q))
 
     def constant(self) -> "Jet":
         """The value alone, with every derivative 0."""
         zero = mpmath.mpf(0)
-        return Jet((self.p[0], *(a * zero for a in self.p[1:])), (zero, *(a * zero for a in self.q[1:])))
+        return Jet(
+            (self.p[0], *(_zeros(a.shape) for a in self.p[1:])),
+            (zero, *(_zeros(a.shape) for a in self.q[1:])),
+        )
 
 
 class _Vec:

@@ -168,6 +168,14 @@ def render_docstring(d: Derivation) -> str:
         "float16 and bfloat16 are computed in float32 and returned in the input dtype.",
         indent="",
     )
+    if any(i.shape == "set" for i in spec.inputs):
+        lines += _wrap(
+            "Every function takes axes=None: the axes of the set the loss reduces over (by "
+            "default every axis but the first, the batch; of a 1-d input its only axis). value "
+            "has the other axes; grad and hvp have the inputs' shapes; hess gives one (N, N) "
+            "block per set, N the number of its elements in C order of the axes.",
+            indent="",
+        )
     lines.append(f"{_camel(spec.name)}(*, <params>, reduction='mean') : torch.nn.Module of it.")
     lines.append("value_and_grad(...) : numpy, the reduced loss and its gradient.")
     lines += [""]
@@ -409,7 +417,10 @@ def _signature(spec: Spec) -> dict:
         "elements of the broadcast shape, and so do the gradients. validate=True checks the "
         "constant inputs and the parameters against their domains (eager mode only)."
     )
+    is_set = any(i.shape == "set" for i in spec.inputs)
+    axes = ["axes=None"] if is_set else []
     return {
+        "set": is_set,
         "name": spec.name,
         "wrapper_doc": "\n".join(textwrap.wrap(doc, 96, initial_indent="    ", subsequent_indent="    ")),
         "camel": _camel(spec.name),
@@ -420,8 +431,8 @@ def _signature(spec: Spec) -> dict:
         "params_named": ", ".join(f"{p}={p}" for p in names),
         "categorical": [len(inputs) + k for k, p in enumerate(spec.params) if p.choices],
         "domains": _domains(spec),
-        "module_args": ", ".join(["*", *params, 'reduction="mean"']),
-        "wrapper_args": ", ".join(inputs + ["*"] + params + ['reduction="mean"', "validate=False"]),
+        "module_args": ", ".join(["*", *params, *axes, 'reduction="mean"']),
+        "wrapper_args": ", ".join(inputs + ["*"] + params + axes + ['reduction="mean"', "validate=False"]),
         "inputs": inputs,
         "params": [p.name for p in spec.params],
         "differentiated": [i.name for i in spec.differentiated],
@@ -432,8 +443,8 @@ def _signature(spec: Spec) -> dict:
         "classes": spec.has_classes,
         "unpack": ", ".join(inputs + [p.name for p in spec.params] + ["shape", "out"]),
         "prepare_args": f"{_tuple(inputs)}, {_tuple([p.name for p in spec.params])}",
-        "def_args": ", ".join(inputs + ["*"] + params + ["validate=False"]),
-        "def_args_v": ", ".join(inputs + ["v", "*"] + params + ["validate=False"]),
+        "def_args": ", ".join(inputs + ["*"] + params + axes + ["validate=False"]),
+        "def_args_v": ", ".join(inputs + ["v", "*"] + params + axes + ["validate=False"]),
         "call_args": ", ".join(inputs + [f"{p.name}={p.name}" for p in spec.params]),
     }
 

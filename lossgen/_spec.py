@@ -851,7 +851,7 @@ class _Reader:
                 f"row, with sum(...), logsumexp(...) or pick({name}, k)",
             )
         if any(i.shape not in ("scalar", *AXIS_SHAPES) for i in inputs):
-            self.error(at, "shapes set and batch are not generated yet; use scalar, classes or vector")
+            self.error(at, "shape batch is not generated yet; use scalar, classes, vector or set")
 
     def usage(
         self,

@@ -22,7 +22,7 @@ __all__ = [
 ROLES = ("differentiated", "constant")
 SHAPES = ("scalar", "classes", "vector", "set", "batch")
 #: shapes with a last axis that the loss reduces (class probabilities, embedding coordinates)
-AXIS_SHAPES = ("classes", "vector")
+AXIS_SHAPES = ("classes", "vector", "set")
 #: what generation does when the passes leave a term unstabilized (the spec's ``on_unstable``)
 ON_UNSTABLE = ("warn", "error")
 #: names the generated modules use themselves (modules, arguments, builtins): a spec symbol of
@@ -189,4 +189,10 @@ class Spec:
         for symbol, definition in reversed(self.define):
             expr = expr.subs(symbol, definition)
         chosen = {p.name: str(p.default) for p in self.categorical} | dict(choices or {})
-        return specialize(expr, chosen) if chosen else expr
+        expr = specialize(expr, chosen) if chosen else expr
+        if self.has_classes and expr.has(sympy.Abs):
+            from ._norms import drop_abs
+
+            # abs of the triangle inequality's slack is the slack: its derivatives there
+            expr = drop_abs(expr)
+        return expr

@@ -139,6 +139,88 @@ def _flat_logits(row: dict, n: int) -> bool:
     return n >= 16 and max(rest) - min(rest) <= 2.0**-9
 
 
+_XLA_SUBNORMAL_SOFTMAX = (
+    "JAX only: an entry of softmax(t/T) or softmax(x/T) is below the smallest normal number of "
+    "the dtype (its log-probability between -745 and -708 in float64, -104 and -87 in "
+    "float32) and XLA flushes it to 0, where the gradient and Hessian entries it multiplies "
+    "(by a logit difference of hundreds) are normal: 0 instead of about 1e-305 (46 bits) or "
+    "1e-36 (19 bits)"
+)
+
+
+def _log_softmax_rows(row: dict, n: int):
+    T = row.get("T", 1.0)
+    for name in ("x", "t"):
+        z = np.array([row[f"{name}[{c}]"] for c in range(n)]) / T
+        m = z.max()
+        yield z - m - np.log(np.exp(z - m).sum())
+
+
+def _subnormal_softmax_float64(row: dict, n: int) -> bool:
+    return any(np.any((lp > -745.2) & (lp < -708.3)) for lp in _log_softmax_rows(row, n))
+
+
+def _subnormal_softmax_float32(row: dict, n: int) -> bool:
+    return any(np.any((lp > -103.3) & (lp < -87.3)) for lp in _log_softmax_rows(row, n))
+
+
+_FLAT_TEACHER = (
+    "the teacher's block of the Hessian-vector product where the student's logits are "
+    "+-1e4 apart and the teacher's within 2**-9 of each other (two classes): the entry is q*"
+    "centered(c*centered(v)) with c = (x - t)/T - sum(q*(x - t)/T) of size 1e4 and q near "
+    "uniform, so it is driven by q_1 - q_0 times 1e4 and the rounded products cancel "
+    "(7.6 bits beyond conditioning, which counts the student's logits as barely moving it)"
+)
+
+
+def _flat_teacher(row: dict, n: int) -> bool:
+    T = row.get("T", 1.0)
+    x = np.array([row[f"x[{c}]"] for c in range(n)]) / T
+    t = np.array([row[f"t[{c}]"] for c in range(n)]) / T
+    return np.ptp(x) >= 1e3 and np.ptp(t) <= 2.0**-8
+
+
+_DIRECTION_CANCELS = (
+    "numpy and torch float64 (and JAX), 17 classes, logits/T of both rows within 2.5 of each other "
+    "(zeros, one entry at -1): the Hessian-vector product's b - sum(p*b) for the grid's "
+    "directions (v and v reversed, T = 1/2 doubling them) cancels 30-fold at the middle "
+    "entries, and the rounding of p is amplified as much (4.2 to 5.2 bits beyond "
+    "conditioning; within 1/2 of each other the form relative to the mean holds it)"
+)
+
+
+def _near_flat_rows(row: dict, n: int) -> bool:
+    T = row.get("T", 1.0)
+    return n >= 16 and all(
+        np.ptp([row[f"{name}[{c}]"] / T for c in range(n)]) <= 2.5 for name in ("x", "t")
+    )
+
+
+_RATIO_SECOND_DERIVATIVES = (
+    "dice and dice_bce, hvp and hess: the second derivatives of the ratio (2*I + s)/D hold "
+    "brackets such as D - 2*N and N - 2*y_i*D (N = s + 2*sum(y*p), D = s + sum(y + p)) that the "
+    "passes do not yet merge into sums of one sign, as ratio_complement does for the value: "
+    "they cancel where targets are soft or logits are far out (up to 8.8 bits beyond "
+    "conditioning for hvp at 16 and 17 elements; up to 56 bits for Hessian entries whose "
+    "truth is near 0, as 4e-18 at x = (-40, 0, 0), y = (1/2, 1/2, 0))"
+)
+
+
+def _any_row(row: dict, n: int) -> bool:
+    return True
+
+
+_XLA_SIGMOID_FLUSH = (
+    "JAX float32 only: a logit at -86 or below, where sigmoid(x)*sigmoid(-x) is below the "
+    "smallest normal float32 and XLA flushes it to 0 while the gradient entry it scales is "
+    "normal (8.8 to 14.6 bits)"
+)
+
+
+def _far_negative_logit(row: dict, n: int) -> bool:
+    return min(row[f"x[{c}]"] for c in range(n)) <= -80
+
+
 #: gaps known not to hold yet: (specs, backends, dtypes, outputs, which rows, cause). A row of
 #: a graded cell that fails and matches a gap is not a failure; test_known_gaps_still_fail
 #: fails once a gap holds everywhere (then remove it)
@@ -155,6 +237,17 @@ KNOWN_GAPS = [
      _XLA_EXP_UNDERFLOW),
     (("multilabel_focal",), ("jax",), ("float64",), ("grad",), _soft_label_met, _SOFT_LABEL_MET),
     (("multilabel_focal",), BACKENDS, ("float64",), ("grad",), _small_soft_label, _SMALL_SOFT_LABEL),
+    (("distillation_kl", "kl_divergence_logits"), ("jax",), ("float64",), ("grad", "hvp", "hess"),
+     _subnormal_softmax_float64, _XLA_SUBNORMAL_SOFTMAX),
+    (("distillation_kl", "kl_divergence_logits"), ("jax",), ("float32",), ("grad", "hvp", "hess"),
+     _subnormal_softmax_float32, _XLA_SUBNORMAL_SOFTMAX),
+    (("distillation_kl", "kl_divergence_logits"), BACKENDS, ("float64",), ("hvp",), _flat_teacher,
+     _FLAT_TEACHER),
+    (("distillation_kl", "kl_divergence_logits"), BACKENDS, ("float64",), ("hvp",), _near_flat_rows,
+     _DIRECTION_CANCELS),
+    (("dice", "dice_bce"), BACKENDS, DTYPES, ("hvp", "hess"), _any_row, _RATIO_SECOND_DERIVATIVES),
+    (("dice", "dice_bce"), ("jax",), ("float32",), ("grad",), _far_negative_logit,
+     _XLA_SIGMOID_FLUSH),
 ]
 #: float64 mean bounds met only with more room: (spec, backend, output) -> (bits, cause)
 MEAN_LOOSER = {
@@ -330,13 +423,15 @@ def test_shapes(spec, backend):
             a = rng.integers(0, c, size=rows).astype(float)
         args.append(to_backend(a, backend, "float64"))
     module = lossgen.load(spec.name, backend)
+    # (a loss over a set of axes, given the last: test_dice_axes has the others)
+    kw = {"axes": -1} if any(i.shape == "set" for i in spec.inputs) else {}
     n = len(spec.differentiated)
     vs = [rng.normal(size=(*rows, c)) for _ in range(n)]
     v = tuple(to_backend(w, backend, "float64") for w in vs)
-    assert to_numpy(module.value(*args)).shape == rows
-    grads = to_numpy(module.grad(*args))
-    hvps = to_numpy(module.hvp(*args, v if n > 1 else v[0]))
-    blocks = to_numpy(module.hess(*args))
+    assert to_numpy(module.value(*args, **kw)).shape == rows
+    grads = to_numpy(module.grad(*args, **kw))
+    hvps = to_numpy(module.hvp(*args, v if n > 1 else v[0], **kw))
+    blocks = to_numpy(module.hess(*args, **kw))
     grads, hvps = (grads, hvps) if n > 1 else ((grads,), (hvps,))
     blocks = blocks if n > 1 else ((blocks,),)
     for g, h in zip(grads, hvps):
@@ -436,29 +531,17 @@ def test_matches_optax():
     )
 
 
-_KL_LOGITS = """
-name: kl_logits
-summary: KL(softmax(t) || softmax(x)), both rows of logits differentiated.
-references: ["PyTorch F.kl_div with log_target=True"]
-inputs:
-  x: {role: differentiated, domain: "(-oo, oo)", shape: classes}
-  t: {role: differentiated, domain: "(-oo, oo)", shape: classes}
-loss: sum(softmax(t) * (log_softmax(t) - log_softmax(x)))
-"""
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_two_differentiated_class_inputs_match_torch(backend):
-    """The chain rule over reductions with two differentiated rows (a KL divergence between
-    logits, built in memory): value, both gradients and the hvp against
-    F.kl_div(log_softmax(x), log_softmax(t), log_target=True) and double backward; the
-    blocks of hess are those of the hvp."""
+def test_kl_divergence_logits_matches_torch(backend):
+    """kl_divergence_logits, two differentiated rows of logits: value, both gradients and the
+    hvp against F.kl_div(log_softmax(x), log_softmax(t), log_target=True) and double
+    backward; the blocks of hess are those of the hvp."""
     import torch
     import torch.nn.functional as F
 
     from lossgen._accuracy import to_backend, to_numpy
 
-    module = lossgen.build(_KL_LOGITS, backend=backend)
+    module = lossgen.load("kl_divergence_logits", backend)
     rng = np.random.default_rng(11)
     x, t = rng.normal(size=(5, 6)) * 3, rng.normal(size=(5, 6)) * 3
     v = (rng.normal(size=x.shape), rng.normal(size=t.shape))
@@ -478,6 +561,81 @@ def test_two_differentiated_class_inputs_match_torch(backend):
     for i in range(2):
         want = sum(np.einsum("...ij,...j->...i", blocks[i][j], v[j]) for j in range(2))
         np.testing.assert_allclose(hv[i], want, rtol=1e-11, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_distillation_kl_matches_the_torch_formula(backend):
+    """distillation_kl against F.kl_div(log_softmax(x/T), log_softmax(t/T), log_target=True)
+    summed over the classes times T**2 (Hinton et al.'s soft-target term) and its double
+    backward, at T = 2 and 0.5; and against optax.kl_divergence(log_softmax(x/T),
+    softmax(t/T)) * T**2."""
+    import jax
+    import optax
+    import torch
+    import torch.nn.functional as F
+
+    from lossgen._accuracy import to_backend, to_numpy
+
+    module = lossgen.load("distillation_kl", backend)
+    rng = np.random.default_rng(19)
+    x, t = rng.normal(size=(4, 7)) * 4, rng.normal(size=(4, 7)) * 4
+    v = (rng.normal(size=x.shape), rng.normal(size=t.shape))
+    for T in (2.0, 0.5):
+        xt, tt = torch.tensor(x, requires_grad=True), torch.tensor(t, requires_grad=True)
+        ref = F.kl_div(
+            F.log_softmax(xt / T, -1), F.log_softmax(tt / T, -1), log_target=True, reduction="none"
+        ).sum(-1) * T**2
+        gx, gt = torch.autograd.grad(ref.sum(), (xt, tt), create_graph=True)
+        hx, ht = torch.autograd.grad(
+            (gx * torch.tensor(v[0])).sum() + (gt * torch.tensor(v[1])).sum(), (xt, tt)
+        )
+        args = [to_backend(a, backend, "float64") for a in (x, t)]
+        value = to_numpy(module.value(*args, T=T))
+        np.testing.assert_allclose(value, ref.detach().numpy(), rtol=1e-12, atol=1e-14)
+        by_optax = optax.kl_divergence(
+            jax.nn.log_softmax(x / T, axis=-1), jax.nn.softmax(t / T, axis=-1)
+        ) * T**2
+        np.testing.assert_allclose(value, np.asarray(by_optax), rtol=1e-12, atol=1e-14)
+        got = to_numpy(module.grad(*args, T=T))
+        np.testing.assert_allclose(got[0], gx.detach().numpy(), rtol=1e-11, atol=1e-14)
+        np.testing.assert_allclose(got[1], gt.detach().numpy(), rtol=1e-11, atol=1e-14)
+        vb = tuple(to_backend(w, backend, "float64") for w in v)
+        hv = to_numpy(module.hvp(*args, vb, T=T))
+        np.testing.assert_allclose(hv[0], hx.numpy(), rtol=1e-11, atol=1e-14)
+        np.testing.assert_allclose(hv[1], ht.numpy(), rtol=1e-11, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_divergence_of_logits_near_the_optimum(backend):
+    """Near t = x, where KL(softmax(t) || softmax(x)) is of the order of the square of the
+    move, value and gradients keep their digits (the textbook sum of q*(log q - log p) and p
+    - q from rounded probabilities have none left at a move of 1e-9): against mpmath at
+    50 digits."""
+    import mpmath
+
+    from lossgen._accuracy import to_backend, to_numpy
+
+    mp = mpmath.mp.clone()
+    mp.dps = 50
+    x = np.array([[0.5, -1.25, 2.0, 0.0, 0.75]])
+    move = np.array([[3.0, -1.0, 2.0, -4.0, 0.0]]) * 2.0**-30
+    t = x + move
+    module = lossgen.load("kl_divergence_logits", backend)
+    args = [to_backend(a, backend, "float64") for a in (x, t)]
+    X, Tt = [mp.mpf(float(a)) for a in x[0]], [mp.mpf(float(a)) for a in t[0]]
+    lx = [a - mp.log(sum(mp.exp(b) for b in X)) for a in X]
+    lt = [a - mp.log(sum(mp.exp(b) for b in Tt)) for a in Tt]
+    q, p = [mp.exp(a) for a in lt], [mp.exp(a) for a in lx]
+    kl = sum(qi * (a - b) for qi, a, b in zip(q, lt, lx))
+    mean = sum(qi * (a - b) for qi, a, b in zip(q, lt, lx))
+    want_gx = [pi - qi for pi, qi in zip(p, q)]
+    want_gt = [qi * ((a - b) - mean) for qi, a, b in zip(q, lt, lx)]
+    value = float(to_numpy(module.value(*args))[0])
+    gx, gt = (to_numpy(g)[0] for g in module.grad(*args))
+    assert abs(value - float(kl)) <= 4 * 2.0**-52 * float(kl)
+    for got, want in ((gx, want_gx), (gt, want_gt)):
+        for g, w in zip(got, want):
+            assert abs(g - float(w)) <= 2.0**-40 * abs(float(w)), (g, w)
 
 
 def test_torch_autograd_through_the_wrapper():
@@ -868,3 +1026,166 @@ def test_euclidean_distance_matches_torch_and_is_zero_at_coincident_points(backe
     assert all(not np.any(to_numpy(h)) for h in module.hvp(*same, tuple(vs)))
     biased = F.pairwise_distance(torch.tensor(x), torch.tensor(x)).numpy()
     assert np.all(biased > 1e-6)
+
+
+#: |a - x| + |x - b| - |a - b|, built in memory: its value and its derivatives on a line and at
+#: coincident points hold, its gradients near a line do not yet (the differences of unit
+#: vectors lose 26 to 34 bits beyond conditioning 2**-20 off the segment), so it is not in
+#: the catalog
+_COLLINEARITY = """
+name: collinearity
+summary: How far x is off the segment from a to b, |a - x| + |x - b| - |a - b| (0 exactly on it), on embedding vectors over the last axis.
+references:
+  - "The triangle inequality: |u| + |v| >= |u + v|, with equality exactly where u and v point the same way"
+  - "J.-L. Lagrange's identity: |u|**2*|v|**2 - (u.v)**2 = sum over i < j of (u_i*v_j - u_j*v_i)**2"
+notes: >-
+  All three points are differentiated. The absolute value is the identity here (the triangle
+  inequality makes the inner expression >= 0), so on the segment, where the loss is 0, the
+  gradient and the Hessian are the inner expression's, not 0. Where two points coincide, that
+  distance's gradient is the 0 subgradient and its second derivative is taken as 0; the other
+  distances keep theirs. Never NaN, and no epsilon inside the square roots.
+inputs:
+  a: {role: differentiated, domain: "(-oo, oo)", shape: vector}
+  x: {role: differentiated, domain: "(-oo, oo)", shape: vector}
+  b: {role: differentiated, domain: "(-oo, oo)", shape: vector}
+loss: abs(sqrt(sum((a - x)**2)) + sqrt(sum((x - b)**2)) - sqrt(sum((a - b)**2)))
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_collinearity_matches_torch_and_keeps_its_digits_near_a_line(backend):
+    """collinearity: value, the three gradients and the Hessian-vector product against
+    |a - x| + |x - b| - |a - b| with torch.linalg.vector_norm and double backward on points
+    apart; where a and x coincide the gradient in a is the other distance's alone (the 0
+    subgradient of |a - x|), never NaN; near a line (x moved 1e-9 off the segment's middle)
+    the value against mpmath at 60 digits within 2**-20 relative, where the textbook
+    difference of norms has no correct digit; on the segment, the Hessian is the inner
+    expression's, not abs's 0."""
+    import mpmath
+    import torch
+
+    from lossgen._accuracy import to_backend, to_numpy
+
+    module = lossgen.build(_COLLINEARITY, backend=backend)
+    rng = np.random.default_rng(29)
+    a, x, b = (rng.normal(size=(5, 4)) for _ in range(3))
+    v = tuple(rng.normal(size=(5, 4)) for _ in range(3))
+    ts = [torch.tensor(w, requires_grad=True) for w in (a, x, b)]
+    norm = torch.linalg.vector_norm
+    ref = (norm(ts[0] - ts[1], dim=-1) + norm(ts[1] - ts[2], dim=-1) - norm(ts[0] - ts[2], dim=-1)).abs()
+    grads = torch.autograd.grad(ref.sum(), ts, create_graph=True)
+    hv_ref = torch.autograd.grad(sum((g * torch.tensor(w)).sum() for g, w in zip(grads, v)), ts)
+    args = [to_backend(w, backend, "float64") for w in (a, x, b)]
+    np.testing.assert_allclose(to_numpy(module.value(*args)), ref.detach().numpy(), rtol=1e-12)
+    for got, want in zip(module.grad(*args), grads):
+        np.testing.assert_allclose(to_numpy(got), want.detach().numpy(), rtol=1e-12, atol=1e-14)
+    hv = module.hvp(*args, tuple(to_backend(w, backend, "float64") for w in v))
+    for got, want in zip(hv, hv_ref):
+        np.testing.assert_allclose(to_numpy(got), want.numpy(), rtol=1e-10, atol=1e-13)
+
+    # a = x: the gradient in a is -(a - b)/|a - b|, from the one distance that is not 0
+    same = [to_backend(w, backend, "float64") for w in (a, a, b)]
+    ga, gx, gb = (to_numpy(g) for g in module.grad(*same))
+    unit = (a - b) / np.linalg.norm(a - b, axis=-1, keepdims=True)
+    np.testing.assert_allclose(ga, -unit, rtol=1e-13)
+    np.testing.assert_allclose(gb, np.zeros_like(gb), atol=1e-15)
+    assert np.all(np.isfinite(gx))
+
+    # near a line, and on it
+    mp = mpmath.mp.clone()
+    mp.dps = 60
+    a1, b1 = rng.normal(size=6), rng.normal(size=6)
+    off = rng.normal(size=6) * 1e-9
+    x1 = (a1 + b1) / 2 + off
+    A, X, B = ([mp.mpf(float(z)) for z in w] for w in (a1, x1, b1))
+
+    def dist(p, q):
+        return mp.sqrt(sum((s - t) ** 2 for s, t in zip(p, q)))
+
+    truth = float(dist(A, X) + dist(X, B) - dist(A, B))
+    got = float(to_numpy(module.value(*(to_backend(w, backend, "float64") for w in (a1, x1, b1)))))
+    textbook = np.linalg.norm(a1 - x1) + np.linalg.norm(x1 - b1) - np.linalg.norm(a1 - b1)
+    assert abs(got - truth) <= 2.0**-20 * truth
+    assert abs(textbook - truth) > 0.5 * truth
+    a2, b2 = np.array([0.0, 0.0, 0.0]), np.array([4.0, 2.0, -2.0])
+    on = [to_backend(w, backend, "float64") for w in (a2, (a2 + b2) / 2, b2)]
+    blocks = to_numpy(module.hess(*on))
+    # d2/dx2 of |x - a| + |x - b| at the middle: (I - uu^T)(1/|u| + 1/|v|), u the unit direction
+    u = (b2 - a2) / np.linalg.norm(b2 - a2)
+    want = (np.eye(3) - np.outer(u, u)) * 2 * (2 / np.linalg.norm(b2 - a2))
+    np.testing.assert_allclose(blocks[1][1], want, rtol=1e-13, atol=1e-15)
+
+
+def _dice_reference(torch, x, y, axes, s=1.0, lambda_dice=1.0, lambda_bce=None):
+    """The soft Dice loss as written with PyTorch (and, with lambda_bce, plus the mean of
+    F.binary_cross_entropy_with_logits over the set), unreduced over the kept axes."""
+    import torch.nn.functional as F
+
+    p = torch.sigmoid(x)
+    dice = 1 - (2 * (p * y).sum(axes) + s) / (p.sum(axes) + y.sum(axes) + s)
+    if lambda_bce is None:
+        return dice
+    bce = F.binary_cross_entropy_with_logits(x, y, reduction="none").mean(axes)
+    return lambda_dice * dice + lambda_bce * bce
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["dice", "dice_bce"])
+def test_dice_axes(name, backend):
+    """dice and dice_bce over a set of axes: value (the kept axes' shape), gradient and
+    Hessian-vector product (the input's shape) against the PyTorch formula and double
+    backward, for the default axes (all but the first), axes=(1, 2), axes=-1, axes=(0, 2) and
+    every axis; the training wrapper with axes and reduction='none'."""
+    import torch
+
+    from lossgen._accuracy import to_backend, to_numpy
+
+    module = lossgen.load(name, backend)
+    rng = np.random.default_rng(31)
+    x = rng.normal(size=(3, 4, 5)) * 3
+    y = (rng.random((3, 4, 5)) < 0.4).astype(float)
+    y[0, 0, :2] = 0.25  # soft targets too
+    v = rng.normal(size=x.shape)
+    params = {} if name == "dice" else {"lambda_dice": 0.75, "lambda_bce": 1.5}
+    for axes in (None, (1, 2), -1, (0, 2), (0, 1, 2)):
+        reduced = (1, 2) if axes is None else axes
+        xt = torch.tensor(x, requires_grad=True)
+        ref = _dice_reference(torch, xt, torch.tensor(y), reduced, **params)
+        (g_ref,) = torch.autograd.grad(ref.sum(), xt, create_graph=True)
+        (hv_ref,) = torch.autograd.grad((g_ref * torch.tensor(v)).sum(), xt)
+        args = [to_backend(a, backend, "float64") for a in (x, y)]
+        got = to_numpy(module.value(*args, axes=axes, **params))
+        assert got.shape == tuple(ref.shape)
+        np.testing.assert_allclose(got, ref.detach().numpy(), rtol=1e-12, atol=1e-15)
+        grad = to_numpy(module.grad(*args, axes=axes, **params))
+        assert grad.shape == x.shape
+        np.testing.assert_allclose(grad, g_ref.detach().numpy(), rtol=1e-11, atol=1e-15)
+        hv = to_numpy(module.hvp(*args, to_backend(v, backend, "float64"), axes=axes, **params))
+        np.testing.assert_allclose(hv, hv_ref.numpy(), rtol=1e-10, atol=1e-14)
+        wrapped = to_numpy(getattr(module, name)(*args, axes=axes, reduction="none", **params))
+        np.testing.assert_allclose(wrapped, ref.detach().numpy(), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dice_near_a_perfect_prediction(backend):
+    """Where the prediction matches the targets (logits +-36 on targets 1 and 0), soft Dice is
+    about 1e-16, and 1 - (2*I + s)/(P + Y + s) is a difference of two numbers near 1 with no
+    correct digit; the generated form, sum(p*(1 - y) + (1 - p)*y)/(P + Y + s), is within a few
+    ulps of mpmath."""
+    import mpmath
+
+    from lossgen._accuracy import to_backend, to_numpy
+
+    mp = mpmath.mp.clone()
+    mp.dps = 50
+    y = np.array([[1.0, 0.0, 1.0, 0.0, 0.0, 1.0]])
+    x = np.where(y > 0, 36.0, -36.0) + np.array([[0.5, -1.0, 0.25, 2.0, 0.0, -0.75]])
+    p = [1 / (1 + mp.exp(-mp.mpf(float(a)))) for a in x[0]]
+    Y = [mp.mpf(float(b)) for b in y[0]]
+    truth = 1 - (2 * sum(a * b for a, b in zip(p, Y)) + 1) / (sum(p) + sum(Y) + 1)
+    module = lossgen.load("dice", backend)
+    got = float(to_numpy(module.value(*(to_backend(a, backend, "float64") for a in (x, y))))[0])
+    assert abs(got - float(truth)) <= 8 * 2.0**-52 * float(truth)
+    s = 1 / (1 + np.exp(-x))
+    textbook = 1 - (2 * (s * y).sum() + 1) / (s.sum() + y.sum() + 1)
+    assert abs(textbook - float(truth)) > 0.25 * float(truth)

@@ -54,13 +54,16 @@ def test_signature(name, backend):
         positional = [p.name for p in params.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
         keyword = {p.name: p.default for p in params.values() if p.kind is p.KEYWORD_ONLY}
         assert positional == [i.name for i in spec.inputs]
-        assert keyword == {**{p.name: p.default for p in spec.params}, "validate": False}
+        # (a loss over a set of axes takes axes=None too: by default every axis but the first)
+        axes = {"axes": None} if any(i.shape == "set" for i in spec.inputs) else {}
+        assert keyword == {**{p.name: p.default for p in spec.params}, **axes, "validate": False}
     wrapper = inspect.signature(getattr(module, name)).parameters
     assert [p.name for p in wrapper.values() if p.kind is p.POSITIONAL_OR_KEYWORD] == [
         i.name for i in spec.inputs
     ]
     assert {p.name: p.default for p in wrapper.values() if p.kind is p.KEYWORD_ONLY} == {
         **{p.name: p.default for p in spec.params},
+        **axes,
         "reduction": "mean",
         "validate": False,
     }

@@ -130,17 +130,38 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
-def _centered(b, x, log_p):
+def _centered(b, x, log_p, c=None):
     # b - sum(p*b), p = exp(log_p) = softmax(x), relative to b at the largest x (the
     # entry that can hold nearly all of p): no difference of two near-equal sums
     m = _first_max(x)
-    rel = b - jnp.take_along_axis(b, m, axis=-1)
+    if c is None:
+        rel = b - jnp.take_along_axis(b, m, axis=-1)
+    else:
+        # (of b - c: as (b - c) - (b_m - c_m) or as (b - b_m) - (c - c_m), whichever has
+        # the smaller rounding errors, b - c exact near c = b, b - b_m where c is far)
+        d = b - c
+        d_m = jnp.take_along_axis(d, m, axis=-1)
+        own_b = b - jnp.take_along_axis(b, m, axis=-1)
+        own_c = c - jnp.take_along_axis(c, m, axis=-1)
+        first = jnp.abs(d) + jnp.abs(d_m) <= jnp.abs(own_b) + jnp.abs(own_c)
+        rel = jnp.where(first, d - d_m, own_b - own_c)
     # the terms scaled by the largest p among the others (each can be subnormal,
     # and XLA flushes them, while their sum is not)
     top = jnp.max(jnp.where(rel == 0, -jnp.inf, log_p), axis=-1, keepdims=True)
     top = jnp.where(jnp.isfinite(top), top, 0.0)
     hi, lo = _two_sum(jnp.where(rel == 0, 0.0, jnp.exp(log_p - top) * rel))
-    return (rel - _times_exp(hi, top)) - _times_exp(lo, top)
+    peaked = (rel - _times_exp(hi, top)) - _times_exp(lo, top)
+    # rows of logits within 1/2 of each other: p = exp(d)/C with d = x - log(mean(exp(x)))
+    # (relative to the largest), so sum(p*rel) = mean(rel) + sum(expm1(d)*rel)/C, the
+    # second part small: no rounded p near 1/C times rel, where the result is driven by
+    # the small differences of p
+    xr = x - jnp.take_along_axis(x, m, axis=-1)
+    flat = jnp.max(-xr, axis=-1, keepdims=True) < 0.5
+    xr = jnp.where(flat, xr, 0.0)
+    e = jnp.expm1(xr - _log1p(jnp.mean(jnp.expm1(xr), axis=-1, keepdims=True)))
+    uniform = rel - jnp.mean(rel, axis=-1, keepdims=True)
+    uniform = uniform - jnp.mean(e * rel, axis=-1, keepdims=True)
+    return jnp.where(flat, uniform, peaked)
 
 
 def _first_max(u):
@@ -165,6 +186,12 @@ def _hess_block(d, *pairs):
     for u, w in zip(pairs[0::2], pairs[1::2]):
         h = h + (u + ref)[..., :, None] * (w + ref)[..., None, :]
     return jnp.where(eye, d[..., :, None], h)
+
+
+def _log1p(x):
+    bad = (x > -0.4375) & (x < -0.34375)
+    u = jnp.where(bad, 1 + x, 0.5)
+    return jnp.where(bad, x * jnp.log(u) / (u - 1), jnp.log1p(x))
 
 
 def _log_softmax(u):
@@ -295,10 +322,10 @@ def hvp(x, k, v, *, weight=1.0, ignore_index=-100.0, validate=False):
 
 
 
-def _call(function, args, *v):
+def _call(function, args, *v, **extra):
     """``function(*inputs, *v, **params)`` from one flat tuple: the inputs, then the params."""
     n = len(_INPUTS)
-    return function(*args[:n], *v, **dict(zip(_PARAMS, args[n:])))
+    return function(*args[:n], *v, **dict(zip(_PARAMS, args[n:])), **extra)
 
 
 def _reduce(loss, reduction):

@@ -167,10 +167,10 @@ def hvp(pred, target, v, *, c=1.0, validate=False):
 
 
 
-def _call(function, args, *v):
+def _call(function, args, *v, **extra):
     """``function(*inputs, *v, **params)`` from one flat tuple: the inputs, then the params."""
     n = len(_INPUTS)
-    return function(*args[:n], *v, **dict(zip(_PARAMS, args[n:])))
+    return function(*args[:n], *v, **dict(zip(_PARAMS, args[n:])), **extra)
 
 
 def _reduce(loss, reduction):

@@ -137,17 +137,38 @@ def _like(v, ref):
     return np.asarray(v, dtype=ref.dtype)
 
 
-def _centered(b, x, log_p):
+def _centered(b, x, log_p, c=None):
     # b - sum(p*b), p = exp(log_p) = softmax(x), relative to b at the largest x (the
     # entry that can hold nearly all of p): no difference of two near-equal sums
     m = np.argmax(x, axis=-1)[..., None]
-    rel = b - np.take_along_axis(b, m, axis=-1)
+    if c is None:
+        rel = b - np.take_along_axis(b, m, axis=-1)
+    else:
+        # (of b - c: as (b - c) - (b_m - c_m) or as (b - b_m) - (c - c_m), whichever has
+        # the smaller rounding errors, b - c exact near c = b, b - b_m where c is far)
+        d = b - c
+        d_m = np.take_along_axis(d, m, axis=-1)
+        own_b = b - np.take_along_axis(b, m, axis=-1)
+        own_c = c - np.take_along_axis(c, m, axis=-1)
+        first = np.abs(d) + np.abs(d_m) <= np.abs(own_b) + np.abs(own_c)
+        rel = np.where(first, d - d_m, own_b - own_c)
     # the terms scaled by the largest p among the others (each can be subnormal,
     # and XLA flushes them, while their sum is not)
     top = np.max(np.where(rel == 0, -np.inf, log_p), axis=-1, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
     hi, lo = _two_sum(np.where(rel == 0, 0.0, np.exp(log_p - top) * rel))
-    return (rel - _times_exp(hi, top)) - _times_exp(lo, top)
+    peaked = (rel - _times_exp(hi, top)) - _times_exp(lo, top)
+    # rows of logits within 1/2 of each other: p = exp(d)/C with d = x - log(mean(exp(x)))
+    # (relative to the largest), so sum(p*rel) = mean(rel) + sum(expm1(d)*rel)/C, the
+    # second part small: no rounded p near 1/C times rel, where the result is driven by
+    # the small differences of p
+    xr = x - np.take_along_axis(x, m, axis=-1)
+    flat = np.max(-xr, axis=-1, keepdims=True) < 0.5
+    xr = np.where(flat, xr, 0.0)
+    e = np.expm1(xr - np.log1p(np.mean(np.expm1(xr), axis=-1, keepdims=True)))
+    uniform = rel - np.mean(rel, axis=-1, keepdims=True)
+    uniform = uniform - np.mean(e * rel, axis=-1, keepdims=True)
+    return np.where(flat, uniform, peaked)
 
 
 def _hess_block(d, *pairs):
@@ -342,10 +363,10 @@ def hvp(x, k, v, *, gamma=2.0, ignore_index=-100.0, validate=False):
 
 
 
-def _call(function, args, *v):
+def _call(function, args, *v, **extra):
     """``function(*inputs, *v, **params)`` from one flat tuple: the inputs, then the params."""
     n = len(_INPUTS)
-    return function(*args[:n], *v, **dict(zip(_PARAMS, args[n:])))
+    return function(*args[:n], *v, **dict(zip(_PARAMS, args[n:])), **extra)
 
 
 def _reduce(loss, reduction):

@@ -172,10 +172,10 @@ def _value_grad(x, y, *, validate=False):
     )
 
 
-def _call(function, args, *v):
+def _call(function, args, *v, **extra):
     """``function(*inputs, *v, **params)`` from one flat tuple: the inputs, then the params."""
     n = len(_INPUTS)
-    return function(*args[:n], *v, **dict(zip(_PARAMS, args[n:])))
+    return function(*args[:n], *v, **dict(zip(_PARAMS, args[n:])), **extra)
 
 
 def _reduce(loss, reduction):

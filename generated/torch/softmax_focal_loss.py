@@ -138,17 +138,38 @@ def _like(v, ref):
     return torch.as_tensor(v, dtype=ref.dtype, device=ref.device)
 
 
-def _centered(b, x, log_p):
+def _centered(b, x, log_p, c=None):
     # b - sum(p*b), p = exp(log_p) = softmax(x), relative to b at the largest x (the
     # entry that can hold nearly all of p): no difference of two near-equal sums
     m = torch.argmax(x, dim=-1, keepdim=True)
-    rel = b - torch.take_along_dim(b, m, dim=-1)
+    if c is None:
+        rel = b - torch.take_along_dim(b, m, dim=-1)
+    else:
+        # (of b - c: as (b - c) - (b_m - c_m) or as (b - b_m) - (c - c_m), whichever has
+        # the smaller rounding errors, b - c exact near c = b, b - b_m where c is far)
+        d = b - c
+        d_m = torch.take_along_dim(d, m, dim=-1)
+        own_b = b - torch.take_along_dim(b, m, dim=-1)
+        own_c = c - torch.take_along_dim(c, m, dim=-1)
+        first = torch.abs(d) + torch.abs(d_m) <= torch.abs(own_b) + torch.abs(own_c)
+        rel = torch.where(first, d - d_m, own_b - own_c)
     # the terms scaled by the largest p among the others (each can be subnormal,
     # and XLA flushes them, while their sum is not)
     top = torch.amax(torch.where(rel == 0, -torch.inf, log_p), dim=-1, keepdim=True)
     top = torch.where(torch.isfinite(top), top, 0.0)
     hi, lo = _two_sum(torch.where(rel == 0, 0.0, torch.exp(log_p - top) * rel))
-    return (rel - _times_exp(hi, top)) - _times_exp(lo, top)
+    peaked = (rel - _times_exp(hi, top)) - _times_exp(lo, top)
+    # rows of logits within 1/2 of each other: p = exp(d)/C with d = x - log(mean(exp(x)))
+    # (relative to the largest), so sum(p*rel) = mean(rel) + sum(expm1(d)*rel)/C, the
+    # second part small: no rounded p near 1/C times rel, where the result is driven by
+    # the small differences of p
+    xr = x - torch.take_along_dim(x, m, dim=-1)
+    flat = torch.amax(-xr, dim=-1, keepdim=True) < 0.5
+    xr = torch.where(flat, xr, 0.0)
+    e = torch.expm1(xr - torch.log1p(torch.mean(torch.expm1(xr), dim=-1, keepdim=True)))
+    uniform = rel - torch.mean(rel, dim=-1, keepdim=True)
+    uniform = uniform - torch.mean(e * rel, dim=-1, keepdim=True)
+    return torch.where(flat, uniform, peaked)
 
 
 def _hess_block(d, *pairs):
@@ -375,10 +396,10 @@ def _value_grad(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     )
 
 
-def _call(function, args, *v):
+def _call(function, args, *v, **extra):
     """``function(*inputs, *v, **params)`` from one flat tuple: the inputs, then the params."""
     n = len(_INPUTS)
-    return function(*args[:n], *v, **dict(zip(_PARAMS, args[n:])))
+    return function(*args[:n], *v, **dict(zip(_PARAMS, args[n:])), **extra)
 
 
 def _reduce(loss, reduction):
