@@ -143,8 +143,8 @@ def _derive_classes(d: Derivation) -> Derivation:
         # product does not (exp(-L) of a log_softmax_complement L)
         return sympy.powsimp(e, combine="exp", deep=True) if expr.has(LogSoftmaxComplement) else e
 
-    def stable(e):
-        return complements(log_softmax_forms(joined(e)), nonneg, entries)
+    def stable(e, shifts=None):
+        return complements(log_softmax_forms(joined(e)), nonneg, entries, shifts)
 
     def block(h, g, x):  # the diagonal factored: p - p**2 -> p*(1 - p) -> -p*expm1(log p)
         diagonal, *pairs = h.args
@@ -163,14 +163,8 @@ def _derive_classes(d: Derivation) -> Derivation:
         diagonal = others if others is not None else one_minus_exp(sympy.factor(diagonal))
         return HessBlock(_coincident_guard(diagonal), *(_coincident_guard(a) for a in kept))
 
-    # where b - sum(p*b) dropped what is one number per row (a difference of two
-    # log-softmaxes is the difference of their arguments there), the Hessian-vector product
-    # is the derivative of the stable gradient, by the stable forms' own rules: it has no such
-    # difference either
     shifts: list = []
-    for g in raw:
-        complements(log_softmax_forms(joined(g)), nonneg, entries, shifts)
-    along_stable = bool(shifts)
+    grad = tuple(_coincident_guard(stable(g, shifts)) for g in raw)
     from_hvp: list[bool] = []
     extra_records: list[Rewrite] = []
     hess = tuple(tuple(block(_no_delta(class_hess(g, x)), g, x) for x in xs) for g in raw)
@@ -188,12 +182,15 @@ def _derive_classes(d: Derivation) -> Derivation:
             "[0, 1] as a0*(1 - y) + (a0 + a1)*y: terms of one sign, no difference of two "
             "numbers near c where the ratio is near it",
         ))
-    grad = tuple(_coincident_guard(stable(g)) for g in raw)
     def entrywise(e):
         others = _sum_minus_entry(e)
         return e if others is None else others
 
-    sources = grad if along_stable else raw
+    # where b - sum(p*b) dropped what is one number per row (a difference of two
+    # log-softmaxes is the difference of their arguments there), the Hessian-vector product
+    # is the derivative of the stable gradient, by the stable forms' own rules: it has no such
+    # difference either
+    sources = grad if shifts else raw
     hvp = tuple(
         _coincident_guard(entrywise(stable(_no_delta(class_hvp(g, directions))))) for g in sources
     )
