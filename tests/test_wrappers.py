@@ -40,11 +40,13 @@ def _module(name, backend):
         pytest.skip(f"generated/{backend}/{name}.py is missing (run `make generate`)")
 
 
-def _elementwise(name):
-    spec = SPECS[name]
-    if any(i.shape != "scalar" for i in spec.inputs):
-        pytest.skip("the sampler here draws elementwise inputs only")
-    return spec
+def _spec(name):
+    return SPECS[name]
+
+
+def _axis(spec):
+    """Whether the loss reduces over an axis (classes, a vector, a set): hess gives blocks."""
+    return any(i.shape != "scalar" for i in spec.inputs)
 
 
 def _inside(domain, rng, shape):
@@ -63,9 +65,26 @@ def _inside(domain, rng, shape):
     return float(lo) + (float(hi) - float(lo)) * rng.uniform(0.1, 0.9, shape)
 
 
+#: rows and axis length of the inputs of a loss over an axis
+_ROWS, _C = 3, 4
+
+
 def _sample(spec, shape=(5,), seed=0):
+    """Points inside the domains: elementwise inputs of ``shape``; for a loss over an axis,
+    (3, 4) arrays (a distribution along the axis for a constant input on [0, 1]) and one
+    class index per row."""
     rng = np.random.default_rng(seed)
-    return {i.name: _inside(i.domain, rng, shape) for i in spec.inputs}
+    if not _axis(spec):
+        return {i.name: _inside(i.domain, rng, shape) for i in spec.inputs}
+    out = {}
+    for i in spec.inputs:
+        if i.shape == "scalar":
+            out[i.name] = _inside(i.domain, rng, (_ROWS,))
+        elif i.role == "constant" and i.domain.kind == "interval" and i.domain.hi == 1:
+            out[i.name] = rng.dirichlet(np.ones(_C), _ROWS)
+        else:
+            out[i.name] = _inside(i.domain, rng, (_ROWS, _C))
+    return out
 
 
 def _param_sets(spec):
@@ -85,7 +104,7 @@ def _tuple(g):
 
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_torch_gradcheck_and_gradgradcheck(name):
-    spec = _elementwise(name)
+    spec = _spec(name)
     module = _module(name, "torch")
     wrapper = getattr(module, name)
     values = _sample(spec)
@@ -102,20 +121,29 @@ def test_torch_gradcheck_and_gradgradcheck(name):
         assert torch.autograd.gradgradcheck(f, leaves)
 
 
+def _diagonal_blocks(full, n_rows):
+    """The (row, C, C) blocks on the diagonal of the Hessian of a sum over rows."""
+    return np.stack([np.asarray(full)[r, :, r, :] for r in range(n_rows)])
+
+
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_torch_autodiff_uses_generated_grad_and_hess(name):
-    """backward gives grad(...); double backward and autograd.functional.hessian give hess."""
-    spec = _elementwise(name)
+    """backward gives grad(...); double backward gives hvp(...) and, by
+    autograd.functional.hessian, hess (elementwise, or one block per row over an axis)."""
+    spec = _spec(name)
     module = _module(name, "torch")
     wrapper = getattr(module, name)
     values = _sample(spec, seed=1)
     diff = [i.name for i in spec.differentiated]
     n = len(diff)
+    rng = np.random.default_rng(11)
     for params in _param_sets(spec):
         args = {k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()}
         plain = [args[i.name] for i in spec.inputs]
         want_g = _tuple(module.grad(*plain, **params))
         want_h = _blocks(module.hess(*plain, **params), n)
+        vs = [torch.tensor(rng.normal(size=args[k].shape)) for k in diff]
+        want_hv = _tuple(module.hvp(*plain, tuple(vs) if n > 1 else vs[0], **params))
 
         def f(*xs, params=params):
             merged = dict(args, **dict(zip(diff, xs)))
@@ -125,27 +153,45 @@ def test_torch_autodiff_uses_generated_grad_and_hess(name):
         got_g = torch.autograd.grad(f(*leaves), leaves, create_graph=True)
         for got, want in zip(got_g, want_g):
             torch.testing.assert_close(got, want, **TIGHT)
-        for i in range(n):
-            row = torch.autograd.grad(got_g[i].sum(), leaves, retain_graph=True, allow_unused=True)
-            for j in range(n):
-                torch.testing.assert_close(row[j], want_h[i][j], **TIGHT)
+        inner = sum((g * v).sum() for g, v in zip(got_g, vs))
+        got_hv = torch.autograd.grad(inner, leaves, retain_graph=True, allow_unused=True)
+        for got, want in zip(got_hv, want_hv):
+            torch.testing.assert_close(got, want, **TIGHT)
+        if not _axis(spec):
+            for i in range(n):
+                row = torch.autograd.grad(
+                    got_g[i].sum(), leaves, retain_graph=True, allow_unused=True
+                )
+                for j in range(n):
+                    torch.testing.assert_close(row[j], want_h[i][j], **TIGHT)
         if n == 1:
             full = torch.autograd.functional.hessian(f, leaves[0].detach())
-            torch.testing.assert_close(full.diagonal(), want_h[0][0], **TIGHT)
+            if not _axis(spec):
+                torch.testing.assert_close(full.diagonal(), want_h[0][0], **TIGHT)
+            else:
+                # double backward runs hvp, hess its own formula: a few ulps of the block
+                want = want_h[0][0]
+                atol = 16 * np.finfo(np.float64).eps * float(want.abs().max())
+                got = torch.as_tensor(_diagonal_blocks(full, _ROWS))
+                torch.testing.assert_close(got, want, rtol=TIGHT["rtol"], atol=atol)
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_jax_grad_and_hessian_are_the_generated_ones(name):
-    spec = _elementwise(name)
+    """jax.grad is grad(...); jax.hessian is hess(...); jax.jvp of jax.grad is hvp(...)."""
+    spec = _spec(name)
     module = _module(name, "jax")
     wrapper = getattr(module, name)
     values = _sample(spec, seed=2)
     diff = [spec.inputs.index(i) for i in spec.differentiated]
     n = len(diff)
+    rng = np.random.default_rng(12)
     for params in _param_sets(spec):
         args = [jnp.asarray(values[i.name]) for i in spec.inputs]
         want_g = _tuple(module.grad(*args, **params))
         want_h = _blocks(module.hess(*args, **params), n)
+        vs = [jnp.asarray(rng.normal(size=args[k].shape)) for k in diff]
+        want_hv = _tuple(module.hvp(*args, tuple(vs) if n > 1 else vs[0], **params))
 
         def f(*a, params=params):
             return wrapper(*a, **params, reduction="sum")
@@ -154,15 +200,36 @@ def test_jax_grad_and_hessian_are_the_generated_ones(name):
         got_g = jax.jit(jax.grad(f, argnums=argnums))(*args)
         for got, want in zip(got_g, want_g):
             _close_jit(got, want)
-        # per element: vmap over the points of the Hessian of the scalar loss
-        got_h = jax.jit(jax.vmap(jax.hessian(f, argnums=argnums)))(*args)
-        for i in range(n):
-            for j in range(n):
-                _close_jit(got_h[i][j], want_h[i][j])
+        if _axis(spec):
+            # rows do not couple: the blocks on the diagonal of the full Hessian
+            full = jax.jit(jax.hessian(f, argnums=argnums))(*args)
+            for i in range(n):
+                for j in range(n):
+                    _close_jit(_diagonal_blocks(full[i][j], _ROWS), want_h[i][j])
+        else:
+            # per element: vmap over the points of the Hessian of the scalar loss
+            got_h = jax.jit(jax.vmap(jax.hessian(f, argnums=argnums)))(*args)
+            for i in range(n):
+                for j in range(n):
+                    _close_jit(got_h[i][j], want_h[i][j])
+
+        # forward over reverse: jax.jvp of jax.grad is the generated hvp
+        def g(*xs, args=args, f=f, argnums=argnums):
+            merged = list(args)
+            for k, x in zip(diff, xs):
+                merged[k] = x
+            return jax.grad(f, argnums=argnums)(*merged)
+
+        _, got_hv = jax.jvp(g, [args[k] for k in diff], vs)
+        for got, want in zip(got_hv, want_hv):
+            _close_jit(got, want)
         # forward mode: the same grad
         tangents = [jnp.ones_like(a) if k in diff else jnp.zeros_like(a) for k, a in enumerate(args)]
         _, jvp = jax.jvp(f, args, tangents)
-        _close_jit(jvp, sum(g.sum() for g in want_g))
+        # (a softmax gradient sums to 0 along its row: a few ulps of the terms' sizes)
+        scale = float(sum(np.abs(g).sum() for g in want_g))
+        want = float(sum(g.sum() for g in want_g))
+        assert abs(float(jvp) - want) <= 64 * np.finfo(np.float64).eps * scale
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5])
