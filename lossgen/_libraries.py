@@ -44,6 +44,15 @@ def _torch_bce():
     return "F.binary_cross_entropy_with_logits", "torch", bce
 
 
+def _torch_weighted_bce():
+    import torch.nn.functional as F
+
+    def bce(x, y, w):
+        return F.binary_cross_entropy_with_logits(x, y, weight=w, reduction="none")
+
+    return "F.binary_cross_entropy_with_logits(weight=)", "torch", bce
+
+
 def _torch_mse():
     import torch.nn.functional as F
 
@@ -240,6 +249,7 @@ def _jax_softplus():
 LIBRARIES: dict[str, list[Callable]] = {
     "sigmoid_focal_loss": [_torchvision_focal, _optax_focal],
     "bce_with_logits": [_torch_bce],
+    "ghm_c": [_torch_weighted_bce],
     "bce_probs": [_torch_bce_probs],
     "mse": [_torch_mse, _optax_mse],
     "mae": [_torch_l1],

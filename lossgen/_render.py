@@ -178,6 +178,15 @@ def render_docstring(d: Derivation) -> str:
         )
     lines.append(f"{_camel(spec.name)}(*, <params>, reduction='mean') : torch.nn.Module of it.")
     lines.append("value_and_grad(...) : numpy, the reduced loss and its gradient.")
+    if "grad_norm" in spec.exports:
+        lines.append(f"grad_norm(...) : |grad(...)|, the gradient norm per element of {wrt}.")
+    if "GHMWeights" in spec.exports:
+        lines += _wrap(
+            "GHMWeights(bins=10, momentum=0.0) : weights from the density of gradient norms "
+            "(GHM-C), called with g = grad_norm(...) at a weight of 1; in torch a Module "
+            "with the running counts as a buffer, in jax with a pure apply(counts, g, valid).",
+            indent="",
+        )
     lines += [""]
     lines += _wrap(
         "Every function takes validate=False; validate=True raises ValueError naming the "
@@ -421,6 +430,7 @@ def _signature(spec: Spec) -> dict:
     axes = ["axes=None"] if is_set else []
     return {
         "set": is_set,
+        "exports": list(spec.exports),
         "name": spec.name,
         "wrapper_doc": "\n".join(textwrap.wrap(doc, 96, initial_indent="    ", subsequent_indent="    ")),
         "camel": _camel(spec.name),

@@ -23,7 +23,9 @@ The checks, in the order the file is read:
    earlier defines, no categorical parameter;
 7. usage: every input and param reaches the loss through the defines, and some input is
    differentiated;
-8. ``on_unstable``, when present, is ``warn`` or ``error``.
+8. ``on_unstable``, when present, is ``warn`` or ``error``;
+9. ``exports``, when present, lists known extra functions (``grad_norm``, ``GHMWeights``),
+   each once, that the spec's inputs allow (one differentiated input, elementwise).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from ruamel.yaml.scalarstring import (
 from ._domain import parse_domain
 from ._expr import ExprError, free_names, parse_expression
 from ._functions import SPEC_FUNCTIONS
-from ._types import AXIS_SHAPES, ON_UNSTABLE, RESERVED_NAMES, ROLES, SHAPES, Diagnostic, Domain, Input, Param, Spec, SpecError
+from ._types import AXIS_SHAPES, EXPORTS, ON_UNSTABLE, RESERVED_NAMES, ROLES, SHAPES, Diagnostic, Domain, Input, Param, Spec, SpecError
 
 __all__ = ["load_spec", "parse_spec_text"]
 
@@ -69,6 +71,7 @@ _TOP_FIELDS: dict[str, tuple[bool, str]] = {
     "loss": (True, "loss: <expression over the inputs>"),
     "on_unstable": (False, ""),
     "notes": (False, ""),
+    "exports": (False, ""),
 }
 _INPUT_FIELDS: dict[str, tuple[bool, str]] = {
     "role": (True, f"role: {' or '.join(ROLES)}"),
@@ -216,8 +219,11 @@ class _Reader:
             on_unstable_at = (line + 1, col + 1)
 
         notes = self.notes(data) if "notes" in top else ""
+        exports = self.exports(data, inputs) if "exports" in top else ()
 
-        if self.diagnostics or None in (name, summary, references, inputs, loss, on_unstable, notes):
+        if self.diagnostics or None in (
+            name, summary, references, inputs, loss, on_unstable, notes, exports
+        ):
             return None
         return Spec(
             name=name,
@@ -233,6 +239,7 @@ class _Reader:
             on_unstable=on_unstable,
             on_unstable_at=on_unstable_at,
             notes=notes,
+            exports=exports,
         )
 
     def load_yaml(self) -> Any:
@@ -403,6 +410,37 @@ class _Reader:
             )
             return None
         return " ".join(notes.split())
+
+    def exports(
+        self, data: CommentedMap, inputs: tuple[Input, ...] | None
+    ) -> tuple[str, ...] | None:
+        names, where = data["exports"], _value_position(data, "exports")
+        example = f"e.g. exports: [{EXPORTS[0]}]"
+        if not isinstance(names, CommentedSeq):
+            self.error(where, f"exports must be a list of names, found {_describe(names)}; {example}")
+            return None
+        good = True
+        for index, name in enumerate(names):
+            at = _item_position(names, index)
+            if not isinstance(name, str) or name not in EXPORTS:
+                suggestion = _did_you_mean(name, EXPORTS) if isinstance(name, str) else None
+                fix = f"; did you mean '{suggestion}'?" if suggestion else ""
+                shown = repr(name) if isinstance(name, str) else _describe(name)
+                self.error(at, f"exports has {shown}, which is not one of {', '.join(EXPORTS)}{fix}")
+                good = False
+            elif name in names[:index]:
+                self.error(at, f"exports lists {name!r} twice")
+                good = False
+        if good and names and inputs is not None:
+            differentiated = [i for i in inputs if i.role == "differentiated"]
+            if len(differentiated) != 1 or any(i.shape != "scalar" for i in inputs):
+                self.error(
+                    where,
+                    f"exports {', '.join(names)} need an elementwise loss (every input of shape "
+                    "scalar) with one differentiated input",
+                )
+                good = False
+        return tuple(names) if good else None
 
     def references(self, data: CommentedMap) -> tuple[str, ...] | None:
         refs, where = data["references"], _value_position(data, "references")

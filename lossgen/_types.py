@@ -25,6 +25,10 @@ SHAPES = ("scalar", "classes", "vector", "set", "batch")
 AXIS_SHAPES = ("classes", "vector", "set")
 #: what generation does when the passes leave a term unstabilized (the spec's ``on_unstable``)
 ON_UNSTABLE = ("warn", "error")
+#: extra functions a spec may ask its generated modules for (the spec's ``exports``):
+#: ``grad_norm``, |d loss / d x| from the derived gradient (one differentiated elementwise
+#: input); ``GHMWeights``, gradient-harmonizing weights from binned gradient norms
+EXPORTS = ("grad_norm", "GHMWeights")
 #: names the generated modules use themselves (modules, arguments, builtins): a spec symbol of
 #: that name would shadow them. Private helpers start with "_", which symbol names cannot.
 RESERVED_NAMES = frozenset(
@@ -160,6 +164,8 @@ class Spec:
     on_unstable_at: tuple[int, int] = (0, 0)
     #: conventions the generated code follows (subgradients at kinks, ...), in the docstring
     notes: str = ""
+    #: extra functions of the generated modules, from :data:`EXPORTS`
+    exports: tuple[str, ...] = ()
 
     @property
     def has_classes(self) -> bool:

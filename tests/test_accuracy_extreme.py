@@ -48,6 +48,8 @@ KNOWN = {
     ("generalized_ce", "jax", "float32"): _FTZ_PRODUCT,
     ("asymmetric_loss", "jax", "float32"): _FTZ_PRODUCT,
     ("asymmetric_loss", "jax", "float64"): _FTZ_PRODUCT,
+    ("ghm_c", "jax", "float32"): _FTZ_PRODUCT,
+    ("ghm_c", "jax", "float64"): _FTZ_PRODUCT,
 }
 #: (loss, backend, dtype): (bits beyond conditioning the cell reaches, cause)
 LOOSER = {

@@ -68,6 +68,7 @@ def test_signature(name, backend):
         "validate": False,
     }
     extra = {"numpy": ["value_and_grad"], "jax": [], "torch": [_camel(name)]}[backend]
+    extra += list(spec.exports)  # (grad_norm, GHMWeights: tests/test_ghm.py)
     assert sorted(module.__all__) == sorted(["value", "grad", "hess", "hvp", name, *extra])
     hvp = inspect.signature(module.hvp).parameters
     assert [p.name for p in hvp.values() if p.kind is p.POSITIONAL_OR_KEYWORD][-1] == "v"

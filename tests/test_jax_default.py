@@ -57,6 +57,7 @@ KNOWN = {
     ),
     "asymmetric_loss": _FTZ,
     "generalized_ce": _FTZ,
+    "ghm_c": _FTZ,
 }
 
 
