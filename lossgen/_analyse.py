@@ -104,9 +104,40 @@ def display(expr: sympy.Expr, spec: Spec) -> str:
     return sympy.sstr(expr)
 
 
-def _candidates(expr: sympy.Expr, xs: set, wholes: bool = True) -> list[sympy.Expr]:
+def _chosen_at(cond, boundary, scenario) -> bool | None:
+    """Whether the condition ``x >= c`` (or <=, >, <) of a conditional holds as x tends to an
+    infinite end of its domain, c free of x: True or False where it is decided there, None
+    where it is not (a finite end, another form, or c may be infinite in the scenario)."""
+    if cond is sympy.true:
+        return True
+    x = boundary.input.symbol if boundary is not None else None
+    if boundary is None or boundary.label not in (f"{x} -> oo", f"{x} -> -oo"):
+        return None
+    if not isinstance(cond, (sympy.GreaterThan, sympy.StrictGreaterThan, sympy.LessThan,
+                             sympy.StrictLessThan)):
+        return None
+    gap = cond.lhs - cond.rhs
+    for sign in (1, -1):
+        rest = gap - sign * x
+        if x not in rest.free_symbols:
+            break
+    else:
+        return None
+    # c is the generic value of interior constants, or finite where the scenario sets them
+    fixed = {symbol for symbol, _ in scenario.values} if scenario is not None else set()
+    if rest.free_symbols & fixed and rest.subs(dict(scenario.values)).is_finite is not True:
+        return None
+    grows = sign * (1 if boundary.label == f"{x} -> oo" else -1) > 0
+    return grows == isinstance(cond, (sympy.GreaterThan, sympy.StrictGreaterThan))
+
+
+def _candidates(
+    expr: sympy.Expr, xs: set, wholes: bool = True, boundary=None, scenario=None
+) -> list[sympy.Expr]:
     """Subterms worth a look: they depend on a differentiated input; primitives are atoms.
-    ``wholes=False`` leaves out terms that hold a conditional (each branch is looked at)."""
+    ``wholes=False`` (the emitted forms) leaves out terms that hold a conditional: each branch
+    is looked at, and at an infinite end of the domain only the branch chosen there (the
+    other, NaN or not, is discarded by the select)."""
     seen, out = set(), []
 
     def visit(node):
@@ -114,8 +145,13 @@ def _candidates(expr: sympy.Expr, xs: set, wholes: bool = True) -> list[sympy.Ex
             return
         seen.add(node)
         if isinstance(node, sympy.Piecewise):
-            for branch, _ in node.args:  # each branch is used on its own side only
+            for branch, cond in node.args:  # each branch is used on its own side only
+                chosen = None if wholes else _chosen_at(cond, boundary, scenario)
+                if chosen is False:
+                    continue
                 visit(branch)
+                if chosen:
+                    break
             return
         if wholes or not node.has(sympy.Piecewise):
             out.append(node)
@@ -182,7 +218,7 @@ class _Analyser:
                     if cond is not None:
                         self.add("divergence", quantity, boundary, scenario, cond, found_in,
                                  result="the result itself diverges")
-                for node in _candidates(quantity, self.xs, self.wholes):
+                for node in _candidates(quantity, self.xs, self.wholes, boundary, scenario):
                     # (the quantity as a whole is looked at above, but a product evaluated at
                     # an end of the domain itself is 0*inf there even where its limit is not)
                     if node is quantity and not (boundary.attained and node.is_Mul):

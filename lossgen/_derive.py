@@ -20,7 +20,7 @@ from ._classes import (
     class_hess, class_hvp, complements, diagonal_from_hvp, entrywise_of, log_softmax_forms, CLASS_FORMS,
     merge_sums, one_minus_exp, picked_forms, ratio_complement, relative_entropy_forms,
 )
-from ._norms import NORM_FORMS, norm_gap_forms
+from ._norms import NORM_FORMS, norm_gap_forms, unit_differences
 from ._primitives import Exp
 from ._ir import Derivation, Rewrite
 from ._rewrite import rewrite_expression
@@ -164,7 +164,10 @@ def _derive_classes(d: Derivation) -> Derivation:
         return HessBlock(_coincident_guard(diagonal), *(_coincident_guard(a) for a in kept))
 
     shifts: list = []
-    grad = tuple(_coincident_guard(stable(g, shifts)) for g in raw)
+    # (a difference of two unit vectors, the gradient of a difference of distances: as one
+    # form that keeps its digits near a line, with the 0 subgradient built in)
+    paired = tuple(unit_differences(g) for g in raw)
+    grad = tuple(_coincident_guard(stable(g, shifts)) for g in paired)
     from_hvp: list[bool] = []
     extra_records: list[Rewrite] = []
     hess = tuple(tuple(block(_no_delta(class_hess(g, x)), g, x) for x in xs) for g in raw)
@@ -190,7 +193,7 @@ def _derive_classes(d: Derivation) -> Derivation:
     # log-softmaxes is the difference of their arguments there), the Hessian-vector product
     # is the derivative of the stable gradient, by the stable forms' own rules: it has no such
     # difference either
-    sources = grad if shifts else raw
+    sources = grad if shifts or paired != tuple(raw) else raw
     hvp = tuple(
         _coincident_guard(entrywise(stable(_no_delta(class_hvp(g, directions))))) for g in sources
     )

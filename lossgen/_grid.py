@@ -252,6 +252,29 @@ def _target_rows(n: int) -> list[list[float]]:
     ]
 
 
+def _three_points(rows: list[list[float]]) -> list[tuple[list[float], ...]]:
+    """Triples (a, x, b) of vectors for a loss of three points: apart; two of them
+    coincident, and all three; x halfway between a and b (on a line), and moved off it by a
+    few 2**-20 per entry (near a line, where differences of distances cancel)."""
+    k = len(rows)
+    triples = []
+    # (every third row: the oracle's derivatives in three points cost the square of their
+    # number of coordinates)
+    for i, r in list(enumerate(rows))[::3]:
+        o1, o2 = rows[(i + 5) % k], rows[(i + 11) % k]
+        triples += [(r, o1, o2), (r, r, o2), (r, o1, o1)]
+    near = [r for r in rows if max(abs(a) for a in r) <= 4]
+    for i, a in enumerate(near):
+        b = near[(i + 2) % len(near)]
+        if a == b:
+            continue
+        mid = [_float32((p + q) / 2) for p, q in zip(a, b)]
+        off = [_float32(m + 2.0 ** -20 * ((c * 5) % 7 - 3)) for c, m in enumerate(mid)]
+        far = [_float32(p + 1000.0) for p in a], [_float32(m + 1000.0) for m in off], [_float32(q + 1000.0) for q in b]
+        triples += [(a, a, a), (a, mid, b), (a, off, b), far]
+    return triples
+
+
 def classes(spec: Spec, n: int) -> dict[str, list[float]]:
     """Rows for a loss over a class axis with n classes: each logit row with each target row
     (or class index: the first class, the last, and -100 for an ignored row), a direction v
@@ -274,7 +297,9 @@ def classes(spec: Spec, n: int) -> dict[str, list[float]]:
     # a second differentiated input (a teacher's logits) takes each row once equal to the
     # first (the optimum of a divergence) and once another row
     pairs = [(r, r) for r in logits]
-    if len(free) > 1:
+    if len(free) > 2:
+        pairs = _three_points(logits)
+    elif len(free) > 1:
         pairs += [(r, logits[(k + 5) % len(logits)]) for k, r in enumerate(logits)]
         # and near the optimum: moderate rows with the other moved by a few 2**-20 per entry,
         # where a divergence is of the order of the square of that move
@@ -283,7 +308,8 @@ def classes(spec: Spec, n: int) -> dict[str, list[float]]:
             (r, [_float32(a + 2.0 ** -20 * ((c * 5) % 7 - 3)) for c, a in enumerate(r)])
             for r in near
         ]
-    for logit_row, other_row in pairs:
+    for points in pairs:
+        logit_row, other_row = points[0], points[-1]
         choices: list[dict[str, float]] = [{}]
         for inp in spec.inputs:
             if inp.role == "differentiated" and inp.name not in bounded:
@@ -300,10 +326,13 @@ def classes(spec: Spec, n: int) -> dict[str, list[float]]:
             row = dict(choice)
             for k, inp in enumerate(differentiated):
                 if inp.name not in bounded:
-                    values = logit_row if inp is free[0] else other_row
+                    if len(free) > 2:
+                        values = points[free.index(inp)]
+                    else:
+                        values = logit_row if inp is free[0] else other_row
                     row.update({f"{inp.name}[{c}]": values[c] for c in range(n)})
                 prefix = f"v{k}" if several else "v"
-                w = v if k == 0 else v[::-1]
+                w = v if k == 0 else v[::-1] if k == 1 else v[k:] + v[:k]
                 row.update({f"{prefix}[{c}]": w[c] for c in range(n)})
             rows.append(row)
     for k, row in enumerate(rows):

@@ -19,9 +19,12 @@ import itertools
 
 import sympy
 
-from ._classes import _NS, ClassSum, _ClassPrimitive
+from ._classes import _ENTRY_JVP, _NS, ClassSum, SumOthers, _ClassPrimitive
 
-__all__ = ["NORM_FORMS", "NormGap", "drop_abs", "norm_gap_forms", "triangle"]
+__all__ = [
+    "NORM_FORMS", "NormGap", "UnitDiff", "UnitDiffJvp", "drop_abs", "norm_gap_forms", "triangle",
+    "unit_differences",
+]
 
 
 def _norm(term: sympy.Expr) -> tuple[int, sympy.Expr] | None:
@@ -130,9 +133,168 @@ class NormGap(_ClassPrimitive):
         return norm(u) + norm(v) - norm(u + v)
 
 
+def _helper_unit_diff(backend: str) -> str:
+    ns = _NS[backend]
+    red = "dim=-1, keepdim=True" if backend == "torch" else "axis=-1, keepdims=True"
+    return (
+        "def _unit_diff(p, q):\n"
+        "    # p/|p| - q/|q| over the last axis (a zero vector's unit vector is 0, the norm's\n"
+        "    # subgradient). Entry i where p_i and q_i have one sign: |p_i|/|p| - |q_i|/|q| is\n"
+        "    # (p_i**2 |q|**2 - q_i**2 |p|**2)/(|p||q|(|p_i||q| + |q_i||p|)), the numerator\n"
+        "    # ((p_i**2 - q_i**2)(S_p + S_q) + (p_i**2 + q_i**2)(S_q - S_p))/2 with S the sums of\n"
+        "    # squares over the other entries and each difference of squares a product\n"
+        "    # (p - q)(p + q): no difference of two near-equal unit vectors near a line\n"
+        f"    n_p = {ns}.sqrt({ns}.sum(p * p, {red}))\n"
+        f"    n_q = {ns}.sqrt({ns}.sum(q * q, {red}))\n"
+        "    # (both scaled by the power of two of the larger norm: exact; no overflow in the\n"
+        "    # fourth powers)\n"
+        f"    scale = {ns}.exp2(-{ns}.frexp({ns}.maximum(n_p, n_q))[1].astype(p.dtype))\n"
+        .replace(".astype(p.dtype)", ".to(p.dtype)" if backend == "torch" else ".astype(p.dtype)")
+        + "    p, q, n_p, n_q = p * scale, q * scale, n_p * scale, n_q * scale\n"
+        f"    p_hat = p / {ns}.where(n_p > 0, n_p, 1.0)\n"
+        f"    q_hat = q / {ns}.where(n_q > 0, n_q, 1.0)\n"
+        "    # (or p_i**2 S_q - q_i**2 S_p as it stands, whichever has the smaller terms: the\n"
+        "    # products keep the digits where p and q are near, not where their sizes differ)\n"
+        "    squares = (p - q) * (p + q)\n"
+        "    s_p, s_q, s_d = _sum_others(p * p), _sum_others(q * q), _sum_others(squares)\n"
+        "    plain_a, plain_b = p * p * s_q, q * q * s_p\n"
+        "    near_a, near_b = squares * (s_p + s_q), (p * p + q * q) * s_d\n"
+        f"    by_products = {ns}.abs(near_a) + {ns}.abs(near_b) < plain_a + plain_b\n"
+        f"    num = {ns}.where(by_products, (near_a - near_b) / 2, plain_a - plain_b)\n"
+        f"    den = n_p * n_q * ({ns}.abs(p) * n_q + {ns}.abs(q) * n_p)\n"
+        "    same = p * q > 0\n"
+        f"    near = {ns}.sign(p) * num / {ns}.where(same, den, 1.0)\n"
+        f"    return {ns}.where(same, near, p_hat - q_hat)\n"
+    )
+
+
+def _helper_unit_diff_jvp(backend: str) -> str:
+    ns = _NS[backend]
+    red = "dim=-1, keepdim=True" if backend == "torch" else "axis=-1, keepdims=True"
+    to = ".to(p.dtype)" if backend == "torch" else ".astype(p.dtype)"
+    return (
+        "def _unit_jvp(p, dp):\n"
+        "    # d(p/|p|) along dp = (dp - (p.dp/|p|**2) p)/|p|, entry i as\n"
+        "    # (dp_i S_i - p_i T_i)/|p|**3 with S_i, T_i the sums of p_j**2 and p_j dp_j over the\n"
+        "    # other entries: no p_i**2 dp_i to cancel where p lies along an axis (0 for p = 0;\n"
+        "    # p scaled by the power of two of its norm: exact, and |p|**3 does not overflow)\n"
+        f"    n = {ns}.sqrt({ns}.sum(p * p, {red}))\n"
+        f"    scale = {ns}.exp2(-{ns}.frexp(n)[1]{to})\n"
+        "    p, n = p * scale, n * scale\n"
+        "    across = dp * _sum_others(p * p) - p * _sum_others(p * dp)\n"
+        f"    return {ns}.where(n > 0, across / {ns}.where(n > 0, n * n * n, 1.0) * scale, 0.0)\n"
+        "\n\n"
+        "def _unit_diff_jvp(p, q, dp, dq):\n"
+        "    # the derivative of p/|p| - q/|q| along (dp, dq); where p = q (two of the points\n"
+        "    # coincide) it is that of p/|p| along dp - dq, without two equal parts to cancel\n"
+        f"    same = {ns}.all(p == q, {red})\n"
+        f"    return {ns}.where(same, _unit_jvp(p, dp - dq), _unit_jvp(p, dp) - _unit_jvp(q, dq))\n"
+    )
+
+
+class UnitDiff(_ClassPrimitive):
+    """p/|p| - q/|q| over the last axis, per entry: where p_i and q_i have one sign, as
+    (p_i**2 |q|**2 - q_i**2 |p|**2)/(|p||q|(|p_i||q| + |q_i||p|)) with the numerator from
+    products (p - q)(p + q) and sums over the other entries, so two near-equal unit vectors
+    are not subtracted (the gradient of a difference of distances near a line). A zero
+    vector's unit vector is 0 (the norm's subgradient there)."""
+
+    display = "unit_diff"
+    nargs = 2
+    lowering = {b: "_unit_diff({0}, {1})" for b in _NS}
+    helpers = {b: _helper_unit_diff(b) + "\n\n" + SumOthers.helpers[b] for b in _NS}
+
+    @classmethod
+    def textbook(cls, p, q):
+        def unit(w):
+            return w / sympy.sqrt(ClassSum(w**2))
+
+        return unit(p) - unit(q)
+
+
+class UnitDiffJvp(_ClassPrimitive):
+    """The derivative of UnitDiff(p, q) along (dp, dq): each direction's part across its
+    vector over the vector's norm, entry i as (dp_i S_i - p_i T_i)/|p|**3 with S_i and T_i
+    sums over the other entries (no p_i**2 dp_i to cancel where p lies along an axis)."""
+
+    display = "unit_diff_jvp"
+    nargs = 4
+    lowering = {b: "_unit_diff_jvp({0}, {1}, {2}, {3})" for b in _NS}
+    helpers = {b: _helper_unit_diff_jvp(b) + "\n\n" + SumOthers.helpers[b] for b in _NS}
+
+    @classmethod
+    def textbook(cls, p, q, dp, dq):
+        def d_unit(w, dw):
+            n = sympy.sqrt(ClassSum(w**2))
+            return dw / n - w * ClassSum(w * dw) / n**3
+
+        return d_unit(p, dp) - d_unit(q, dq)
+
+
+def _jvp_unit_diff(node, d):
+    p, q = node.args
+    return UnitDiffJvp(p, q, d(p), d(q))
+
+
+#: the Hessian-vector product of a stable gradient differentiates unit_diff by its own rule
+_ENTRY_JVP[UnitDiff] = _jvp_unit_diff
+
+
+def _unit_vector(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """(k, p) where ``term`` is k*p/sqrt(sum(p**2)), k a number, p free of reductions."""
+    factors = sympy.Mul.make_args(term)
+    norms = [
+        f for f in factors
+        if f.is_Pow and f.exp == -sympy.S.Half and isinstance(f.base, ClassSum)
+        and f.base.args[0].is_Pow and f.base.args[0].exp == 2
+    ]
+    if len(norms) != 1:
+        return None
+    p = norms[0].base.args[0].base
+    if p.has(ClassSum):
+        return None
+    rest = sympy.Mul(*(f for f in factors if f is not norms[0]))
+    k = sympy.simplify(rest / p)
+    if not k.is_Number:
+        return None
+    return k, p
+
+
+def unit_differences(expr: sympy.Expr) -> sympy.Expr:
+    """k*p/|p| - k*q/|q| -> k*UnitDiff(p, q) among the terms of a sum (the gradient of a sum
+    of distances: d/dx of |x - a| + |x - b| - ... is a sum of unit vectors, and near a line
+    two of them nearly cancel)."""
+    terms = list(sympy.Add.make_args(expr))
+    units = [(i, _unit_vector(t)) for i, t in enumerate(terms)]
+    units = [(i, u) for i, u in units if u is not None]
+    used: set[int] = set()
+    out = []
+    for i, (k, p) in units:
+        if i in used:
+            continue
+        for j, (m, q) in units:
+            if j in used or j == i or m != -k:
+                continue
+            used |= {i, j}
+            out.append(k * UnitDiff(p, q) if k > 0 else m * UnitDiff(q, p))
+            break
+    if not out:
+        return expr
+    return sympy.Add(*out, *(t for n, t in enumerate(terms) if n not in used))
+
+
 #: (primitive, rule, before, after, reason), as lossgen._classes.CLASS_FORMS
 NORM_FORMS = (
     (NormGap, "norm_gap", "|u| + |v| - |u + v|", "norm_gap(u, v)",
      "2*|u^v|**2/((|u||v| + u.v)(|u| + |v| + |u + v|)) where u.v > 0 (Lagrange's identity), "
      "|u^v| from the part of v across u: terms of one sign, no difference of near-equal norms"),
+    (UnitDiff, "unit_diff", "p/|p| - q/|q|", "unit_diff(p, q)",
+     "entry i, where p_i and q_i have one sign: (p_i**2 |q|**2 - q_i**2 |p|**2)/(|p||q|(|p_i||q| "
+     "+ |q_i||p|)), the numerator from (p - q)(p + q) and sums over the other entries: the "
+     "gradient of a difference of distances near a line without subtracting two near-equal "
+     "unit vectors"),
+    (UnitDiffJvp, "unit_diff_jvp", "d(p/|p| - q/|q|)", "unit_diff_jvp(p, q, dp, dq)",
+     "entry i of each direction's part across its vector as (dp_i S_i - p_i T_i)/|p|**3, S_i "
+     "and T_i sums over the other entries (the derivative of unit_diff, for the "
+     "Hessian-vector product of the stable gradient)"),
 )

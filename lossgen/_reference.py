@@ -165,9 +165,12 @@ def _without_self(node: ast.FunctionDef | None) -> str:
 
 def _formula(spec: Spec) -> list[tuple[str, str]]:
     """The defines and the loss as the spec's author wrote them (whitespace normalised)."""
-    data = YAML(typ="safe", pure=True).load(spec.source_text)
-    pairs = [(name, text) for name, text in (data.get("define") or {}).items()]
-    pairs.append(("loss", data["loss"]))
+    if spec.formula_text:
+        pairs = list(spec.formula_text)
+    else:  # (a Spec built by hand)
+        data = YAML(typ="safe", pure=True).load(spec.source_text)
+        pairs = [(name, text) for name, text in (data.get("define") or {}).items()]
+        pairs.append(("loss", data["loss"]))
     return [(str(name), " ".join(str(text).split())) for name, text in pairs]
 
 

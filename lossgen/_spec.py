@@ -240,6 +240,10 @@ class _Reader:
             on_unstable_at=on_unstable_at,
             notes=notes,
             exports=exports,
+            formula_text=(
+                *((str(k), str(v)) for k, v in (data.get("define") or {}).items()),
+                ("loss", str(data["loss"])),
+            ),
         )
 
     def load_yaml(self) -> Any:
@@ -247,14 +251,16 @@ class _Reader:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 # compose first: tags are checked on the node tree, before any construction
-                node = _yaml().compose(self.text)
+                # (then built from that tree: the text is parsed once)
+                yaml = _yaml()
+                node = yaml.compose(self.text)
                 if node is None:
                     self.error(
                         (0, 0), "the spec is empty; start from an existing spec under specs/"
                     )
                     return None
                 self.check_tags(node)
-                return _yaml().load(self.text)
+                return yaml.constructor.construct_document(node)
         except DuplicateKeyError as error:
             found = re.search(r'duplicate key "([^"]*)"', str(error.problem))
             key = f" '{found.group(1)}'" if found else ""

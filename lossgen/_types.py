@@ -166,6 +166,8 @@ class Spec:
     notes: str = ""
     #: extra functions of the generated modules, from :data:`EXPORTS`
     exports: tuple[str, ...] = ()
+    #: the defines and the loss as the file writes them: (name, text) pairs, "loss" last
+    formula_text: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @property
     def has_classes(self) -> bool:

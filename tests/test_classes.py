@@ -221,6 +221,23 @@ def _far_negative_logit(row: dict, n: int) -> bool:
     return min(row[f"x[{c}]"] for c in range(n)) <= -80
 
 
+_NEAR_PARALLEL_SPOKES = (
+    "collinearity, hvp in b: where a - b and x - b are nearly parallel but not equal (1 - cos "
+    "below 1e-3: a at (1, -1, -1), x at (40, 0, 0), b at (1e4, 0, 0)), the derivative of their "
+    "unit vectors' difference takes unit_jvp of each apart, (I - ww^T/|w|**2)/|w| dw minus the "
+    "same in v, and at entries where the grid's directions are equal the 1/|w| and 1/|v| parts "
+    "cancel (4.1 to 6.8 bits beyond conditioning, C = 3 and 17; 1/|w| - 1/|v| as "
+    "(v - w).(v + w)/(|v||w|(|v| + |w|)) is not taken yet)"
+)
+
+
+def _near_parallel_spokes(row: dict, n: int) -> bool:
+    a, x, b = (np.array([row[f"{p}[{c}]"] for c in range(n)]) for p in "axb")
+    w, v = a - b, x - b
+    cos = w @ v / (np.linalg.norm(w) * np.linalg.norm(v))
+    return bool(np.any(w != v) and 1 - cos < 1e-3)
+
+
 #: gaps known not to hold yet: (specs, backends, dtypes, outputs, which rows, cause). A row of
 #: a graded cell that fails and matches a gap is not a failure; test_known_gaps_still_fail
 #: fails once a gap holds everywhere (then remove it)
@@ -248,9 +265,24 @@ KNOWN_GAPS = [
     (("dice", "dice_bce"), BACKENDS, DTYPES, ("hvp", "hess"), _any_row, _RATIO_SECOND_DERIVATIVES),
     (("dice", "dice_bce"), ("jax",), ("float32",), ("grad",), _far_negative_logit,
      _XLA_SIGMOID_FLUSH),
+    (("collinearity",), BACKENDS, ("float64",), ("hvp",), _near_parallel_spokes,
+     _NEAR_PARALLEL_SPOKES),
 ]
+_ILL_CONDITIONED_GRID = (
+    "collinearity's three-point grid is mostly ill-conditioned: near a line the value is a "
+    "difference of near-equal distances, and the inputs' own rounding moves the value and its "
+    "derivatives by a large factor (points a few 2**-20 off a segment, coordinates 1e4 apart), "
+    "so the raw bits follow the conditioning (value 6.7 to 9.9 bits, grad 8.8 to 12.6, hvp 6.1 "
+    "to 14.4); the mean of the bits beyond conditioning is 0.00 to 0.06 (numpy, c2 to c17)"
+)
+#: collinearity's float64 raw-bit means, the largest over c2, c3, c16 and c17, per output
+_COLLINEARITY_MEANS = {"value": 10.0, "grad": 12.8, "hvp": 14.5}
 #: float64 mean bounds met only with more room: (spec, backend, output) -> (bits, cause)
 MEAN_LOOSER = {
+    **{
+        ("collinearity", backend, output): (bits, _ILL_CONDITIONED_GRID)
+        for backend in BACKENDS for output, bits in _COLLINEARITY_MEANS.items()
+    },
     ("multilabel_focal", "jax", "value"): (
         1.1, "XLA's exp and log (an ulp or two from correctly rounded) in each of the 16 or 17 "
         "summed focal terms: 1.04 bits measured on c16/c17 (numpy and torch within 1)"
@@ -1032,26 +1064,6 @@ def test_euclidean_distance_matches_torch_and_is_zero_at_coincident_points(backe
 #: coincident points hold, its gradients near a line do not yet (the differences of unit
 #: vectors lose 26 to 34 bits beyond conditioning 2**-20 off the segment), so it is not in
 #: the catalog
-_COLLINEARITY = """
-name: collinearity
-summary: How far x is off the segment from a to b, |a - x| + |x - b| - |a - b| (0 exactly on it), on embedding vectors over the last axis.
-references:
-  - "The triangle inequality: |u| + |v| >= |u + v|, with equality exactly where u and v point the same way"
-  - "J.-L. Lagrange's identity: |u|**2*|v|**2 - (u.v)**2 = sum over i < j of (u_i*v_j - u_j*v_i)**2"
-notes: >-
-  All three points are differentiated. The absolute value is the identity here (the triangle
-  inequality makes the inner expression >= 0), so on the segment, where the loss is 0, the
-  gradient and the Hessian are the inner expression's, not 0. Where two points coincide, that
-  distance's gradient is the 0 subgradient and its second derivative is taken as 0; the other
-  distances keep theirs. Never NaN, and no epsilon inside the square roots.
-inputs:
-  a: {role: differentiated, domain: "(-oo, oo)", shape: vector}
-  x: {role: differentiated, domain: "(-oo, oo)", shape: vector}
-  b: {role: differentiated, domain: "(-oo, oo)", shape: vector}
-loss: abs(sqrt(sum((a - x)**2)) + sqrt(sum((x - b)**2)) - sqrt(sum((a - b)**2)))
-"""
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_collinearity_matches_torch_and_keeps_its_digits_near_a_line(backend):
     """collinearity: value, the three gradients and the Hessian-vector product against
@@ -1059,14 +1071,15 @@ def test_collinearity_matches_torch_and_keeps_its_digits_near_a_line(backend):
     apart; where a and x coincide the gradient in a is the other distance's alone (the 0
     subgradient of |a - x|), never NaN; near a line (x moved 1e-9 off the segment's middle)
     the value against mpmath at 60 digits within 2**-20 relative, where the textbook
-    difference of norms has no correct digit; on the segment, the Hessian is the inner
-    expression's, not abs's 0."""
+    difference of norms has no correct digit, and near a line along an axis every gradient
+    entry within 2 ulps (unit_diff); on the segment, the Hessian is the inner expression's,
+    not abs's 0."""
     import mpmath
     import torch
 
     from lossgen._accuracy import to_backend, to_numpy
 
-    module = lossgen.build(_COLLINEARITY, backend=backend)
+    module = lossgen.load("collinearity", backend)
     rng = np.random.default_rng(29)
     a, x, b = (rng.normal(size=(5, 4)) for _ in range(3))
     v = tuple(rng.normal(size=(5, 4)) for _ in range(3))
@@ -1107,6 +1120,25 @@ def test_collinearity_matches_torch_and_keeps_its_digits_near_a_line(backend):
     textbook = np.linalg.norm(a1 - x1) + np.linalg.norm(x1 - b1) - np.linalg.norm(a1 - b1)
     assert abs(got - truth) <= 2.0**-20 * truth
     assert abs(textbook - truth) > 0.5 * truth
+    # along an axis, x 3*2**-20 from the middle and 2**-19 off the line: each entry of the
+    # three gradients within 2 ulps of mpmath, where the textbook difference of unit vectors
+    # gets the first entry of x's gradient wrong in every digit (and a's and b's in 17 bits)
+    a3, b3 = np.array([-1.0, 0.0, 0.0]), np.zeros(3)
+    x3 = np.array([-0.5 - 3 * 2.0**-20, 2.0**-19, 0.0])
+    A, X, B = ([mp.mpf(float(z)) for z in w] for w in (a3, x3, b3))
+
+    def unit(p, q):
+        d = [s - t for s, t in zip(p, q)]
+        r = mp.sqrt(sum(z * z for z in d))
+        return [z / r for z in d]
+
+    ua, ub, uab = unit(A, X), unit(X, B), unit(A, B)
+    truths = ([p - q for p, q in zip(ua, uab)], [q - p for p, q in zip(ua, ub)],
+              [q - p for p, q in zip(ub, uab)])
+    grads = module.grad(*(to_backend(w, backend, "float64") for w in (a3, x3, b3)))
+    for got, truth in zip(grads, truths):
+        for g, t in zip(to_numpy(got), truth):
+            assert abs(g - float(t)) <= 2 * np.finfo(np.float64).eps * abs(float(t)), (g, t)
     a2, b2 = np.array([0.0, 0.0, 0.0]), np.array([4.0, 2.0, -2.0])
     on = [to_backend(w, backend, "float64") for w in (a2, (a2 + b2) / 2, b2)]
     blocks = to_numpy(module.hess(*on))

@@ -80,3 +80,30 @@ def test_cli_exit_status_and_streams(tmp_path, cache, capsys):
     err = capsys.readouterr().err
     assert f"{specs / 'unstable_probe.yaml'}:9:14: no rule stabilizes" in err
     assert "Traceback" not in err
+
+
+def test_a_branch_not_chosen_at_an_end_is_not_reported():
+    """The stable gradient of BCE on soft labels selects between two expm1 forms at
+    x = log(y/(1 - y)); as x -> oo only the first is chosen, so the second's exp(x)*0 there
+    (discarded by the select) is not a term left unstabilized, and generation warns of
+    nothing. A conditional whose choice is not decided at an end keeps both branches."""
+    import sympy
+
+    import lossgen
+    from lossgen._analyse import _chosen_at
+    from lossgen._asymptotics import boundaries, scenarios
+    from lossgen._verify import unstable
+
+    from _support import spec_paths
+
+    spec = next(s for s in lossgen.load_specs(spec_paths()) if s.name == "bce_with_logits")
+    d = lossgen.run(spec)
+    assert d.grad[0].has(sympy.Piecewise)
+    assert unstable(d) == ()
+    x, y = (sympy.Symbol(n, real=True) for n in ("x", "y"))
+    ends = {b.label: b for b in boundaries(spec)}
+    generic = scenarios(spec)[0]
+    assert _chosen_at(x >= sympy.log(y), ends["x -> oo"], generic) is True
+    assert _chosen_at(x >= sympy.log(y), ends["x -> -oo"], generic) is False
+    assert _chosen_at(-x > y, ends["x -> -oo"], generic) is True
+    assert _chosen_at(x**2 >= y, ends["x -> oo"], generic) is None

@@ -63,12 +63,6 @@ Rewrites applied (rule: before -> after, reason):
   log_ratio(pos_weight*y, 1 - y, pos_weight*y + y - 1)), (pos_weight*y*expm1(x -
   log_ratio(pos_weight*y, 1 - y, pos_weight*y + y - 1))*sigmoid(-x), True))` (the two terms
   cancel at u = log(B/A); expm1 of a difference keeps the digits there [in grad])
-Found again in the emitted forms (a divergence of the result itself is
-reported, not fixed):
-- zero times infinity: `pos_weight*y*expm1(x - log_ratio(pos_weight*y, 1 - y, pos_weight*y +
-  y - 1))*sigmoid(-x)` as x -> oo (generic) (in grad)
-- zero times infinity: `p*(y - 1)*expm1(-x + log_ratio(pos_weight*y, 1 - y, pos_weight*y + y
-  - 1))` as x -> -oo (generic) (in grad)
 
 References
 ----------

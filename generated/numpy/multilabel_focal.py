@@ -144,12 +144,6 @@ Rewrites applied (rule: before -> after, reason):
   log_ratio(y, 1 - y, 2*y - 1))*sigmoid(x), x >= log_ratio(y, 1 - y, 2*y - 1)), (y*expm1(x -
   log_ratio(y, 1 - y, 2*y - 1))*sigmoid(-x), True))` (the two terms cancel at u = log(B/A);
   expm1 of a difference keeps the digits there [in hess])
-Found again in the emitted forms (a divergence of the result itself is
-reported, not fixed):
-- zero times infinity: `y*expm1(x - log_ratio(y, 1 - y, 2*y - 1))*sigmoid(-x)` as x -> oo
-  (generic) (in grad, hess)
-- zero times infinity: `p*(y - 1)*expm1(-x + log_ratio(y, 1 - y, 2*y - 1))` as x -> -oo
-  (generic) (in grad, hess)
 
 References
 ----------

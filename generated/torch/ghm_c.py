@@ -77,12 +77,6 @@ Rewrites applied (rule: before -> after, reason):
   log_ratio(y, 1 - y, 2*y - 1))*sigmoid(x), x >= log_ratio(y, 1 - y, 2*y - 1)), (y*expm1(x -
   log_ratio(y, 1 - y, 2*y - 1))*sigmoid(-x), True))` (the two terms cancel at u = log(B/A);
   expm1 of a difference keeps the digits there [in grad])
-Found again in the emitted forms (a divergence of the result itself is
-reported, not fixed):
-- zero times infinity: `y*expm1(x - log_ratio(y, 1 - y, 2*y - 1))*sigmoid(-x)` as x -> oo
-  (generic; w = 0) (in grad)
-- zero times infinity: `p*(y - 1)*expm1(-x + log_ratio(y, 1 - y, 2*y - 1))` as x -> -oo
-  (generic; w = 0) (in grad)
 
 References
 ----------
@@ -449,18 +443,20 @@ class GhmC(torch.nn.Module):
 
 
 def grad_norm(x, y, w, *, validate=False):
-    """|d value(...) / d x| per element, from grad(...): how far each prediction is
-    from its target, which GHMWeights bins."""
+    """|d value(...) / d x| per element, from grad(...).
+
+    How far each prediction is from its target: the gradient norm GHMWeights bins."""
     return torch.abs(grad(x, y, w, validate=validate))
 
 
 class GHMWeights(torch.nn.Module):
-    """Weights that harmonize the gradient density (GHM-C): each element's weight is
-    ``total / (bins_filled * count)``, with ``count`` the number of elements whose gradient
-    norm ``g`` (grad_norm(...) with a weight of 1) falls in the same of ``bins`` equal bins
-    of [0, 1], ``total`` the number of valid elements and ``bins_filled`` the number of
-    non-empty bins. With ``momentum`` > 0 the counts are a running average kept between
-    calls (each non-empty bin: ``momentum * kept + (1 - momentum) * count``).
+    """Weights that harmonize the gradient density (GHM-C), from binned gradient norms.
+
+    Each element's weight is ``total / (bins_filled * count)``: ``count`` is the number of
+    elements whose gradient norm ``g`` (grad_norm(...) with a weight of 1) falls in the same
+    of ``bins`` equal bins of [0, 1], ``total`` the number of valid elements, ``bins_filled``
+    the number of non-empty bins. With ``momentum`` > 0 the counts are a running average kept
+    between calls (each non-empty bin: ``momentum * kept + (1 - momentum) * count``).
 
     Call it with ``g`` and an optional boolean ``valid`` (elements with False get weight 0
     and are not counted; so do gradient norms outside [0, 1]); pass the weights as the
