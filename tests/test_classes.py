@@ -1122,7 +1122,7 @@ def test_collinearity_matches_torch_and_keeps_its_digits_near_a_line(backend):
     assert abs(textbook - truth) > 0.5 * truth
     # along an axis, x 3*2**-20 from the middle and 2**-19 off the line: each entry of the
     # three gradients within 2 ulps of mpmath, where the textbook difference of unit vectors
-    # gets the first entry of x's gradient wrong in every digit (and a's and b's in 17 bits)
+    # gets the first entry of x's gradient wrong in every digit (a's and b's keep 16 bits)
     a3, b3 = np.array([-1.0, 0.0, 0.0]), np.zeros(3)
     x3 = np.array([-0.5 - 3 * 2.0**-20, 2.0**-19, 0.0])
     A, X, B = ([mp.mpf(float(z)) for z in w] for w in (a3, x3, b3))
