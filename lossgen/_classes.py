@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 _NS = {"numpy": "np", "jax": "jnp", "torch": "torch"}
+#: the keyword arguments of a reduction over the last axis that keeps it, per backend
+_LAST_AXIS = {b: "dim=-1, keepdim=True" if b == "torch" else "axis=-1, keepdims=True" for b in _NS}
 
 
 #: jnp.argmax over the class axis, keepdims: XLA's CPU argmax (a reduction over pairs) is
@@ -439,7 +441,7 @@ def _helper_others(backend: str) -> str:
         else f"{ns}.argmax(x, axis=-1)[..., None]"
     )
     amax = "torch.amax" if backend == "torch" else f"{ns}.max"
-    red = "dim=-1, keepdim=True" if backend == "torch" else "axis=-1, keepdims=True"
+    red = _LAST_AXIS[backend]
     inf = f"{ns}.inf"
     log1p = "_log1p" if backend == "jax" else f"{ns}.log1p"
     return (
@@ -558,7 +560,7 @@ _RELENT_SERIES = tuple(
 def _helper_log_ratio(backend: str) -> str:
     ns = _NS[backend]
     log1p = "_log1p" if backend == "jax" else f"{ns}.log1p"
-    red = "dim=-1, keepdim=True" if backend == "torch" else "axis=-1, keepdims=True"
+    red = _LAST_AXIS[backend]
     return (
         "def _log_ratio(a, b):\n"
         "    # log_softmax(a) - log_softmax(b) with its digits where the two are near: (a - b) - D,\n"
@@ -582,7 +584,7 @@ def _helper_log_ratio(backend: str) -> str:
 
 def _helper_softmax_kl(backend: str) -> str:
     ns = _NS[backend]
-    red = "dim=-1, keepdim=True" if backend == "torch" else "axis=-1, keepdims=True"
+    red = _LAST_AXIS[backend]
     coefficients = ", ".join(repr(float(c)) for c in _RELENT_SERIES)
     table = "\n".join(
         textwrap.wrap(coefficients, 92, initial_indent="        ", subsequent_indent="        ")
@@ -647,7 +649,7 @@ class SoftmaxDiff(_ClassPrimitive):
 
 def _helper_softmax_diff_jvp(backend: str) -> str:
     ns = _NS[backend]
-    red = "dim=-1, keepdim=True" if backend == "torch" else "axis=-1, keepdims=True"
+    red = _LAST_AXIS[backend]
     return (
         "def _softmax_diff_jvp(b, a, db, da):\n"
         "    # d(softmax(b) - softmax(a)) along (db, da): where p and q are near, from their\n"

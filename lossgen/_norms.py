@@ -19,7 +19,7 @@ import itertools
 
 import sympy
 
-from ._classes import _ENTRY_JVP, _NS, ClassSum, SumOthers, _ClassPrimitive
+from ._classes import _ENTRY_JVP, _LAST_AXIS, _NS, ClassSum, SumOthers, _ClassPrimitive
 
 __all__ = [
     "NORM_FORMS", "NormGap", "UnitDiff", "UnitDiffJvp", "drop_abs", "norm_gap_forms", "triangle",
@@ -94,7 +94,7 @@ def norm_gap_forms(expr: sympy.Expr) -> sympy.Expr:
 
 def _helper_norm_gap(backend: str) -> str:
     ns = _NS[backend]
-    red = "dim=-1, keepdim=True" if backend == "torch" else "axis=-1, keepdims=True"
+    red = _LAST_AXIS[backend]
     return (
         "def _norm_gap(u, v):\n"
         "    # |u| + |v| - |u + v| >= 0 (the triangle inequality), as\n"
@@ -135,7 +135,7 @@ class NormGap(_ClassPrimitive):
 
 def _helper_unit_diff(backend: str) -> str:
     ns = _NS[backend]
-    red = "dim=-1, keepdim=True" if backend == "torch" else "axis=-1, keepdims=True"
+    red = _LAST_AXIS[backend]
     return (
         "def _unit_diff(p, q):\n"
         "    # p/|p| - q/|q| over the last axis (a zero vector's unit vector is 0, the norm's\n"
@@ -170,7 +170,7 @@ def _helper_unit_diff(backend: str) -> str:
 
 def _helper_unit_diff_jvp(backend: str) -> str:
     ns = _NS[backend]
-    red = "dim=-1, keepdim=True" if backend == "torch" else "axis=-1, keepdims=True"
+    red = _LAST_AXIS[backend]
     to = ".to(p.dtype)" if backend == "torch" else ".astype(p.dtype)"
     return (
         "def _unit_jvp(p, dp):\n"
