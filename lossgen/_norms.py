@@ -184,11 +184,40 @@ def _helper_unit_diff_jvp(backend: str) -> str:
         "    across = dp * _sum_others(p * p) - p * _sum_others(p * dp)\n"
         f"    return {ns}.where(n > 0, across / {ns}.where(n > 0, n * n * n, 1.0) * scale, 0.0)\n"
         "\n\n"
+        "def _unit_jvp_diff(p, q, d):\n"
+        "    # (J(p) - J(q)) d, J(w) = (I - ww^T/|w|**2)/|w| the derivative of w/|w|, for p near q:\n"
+        "    # entry i is d_i (S_i(p)/|p|**3 - S_i(q)/|q|**3) - (p_i T_i(p)/|p|**3 - q_i T_i(q)/|q|**3)\n"
+        "    # (S_i, T_i the sums of w_j**2 and w_j d_j over the other entries), each difference\n"
+        "    # of p and q taken through e = p - q: S_i(p) - S_i(q) the other entries' e (p + q),\n"
+        "    # p_i T_i(p) - q_i T_i(q) = e_i T_i(p) + q_i T_i(e, d), and 1/|p|**3 - 1/|q|**3 from\n"
+        "    # |q|**2 - |p|**2 = -sum(e (p + q)) (p and q scaled by the power of two of the larger\n"
+        "    # norm: exact)\n"
+        f"    n_p = {ns}.sqrt({ns}.sum(p * p, {red}))\n"
+        f"    n_q = {ns}.sqrt({ns}.sum(q * q, {red}))\n"
+        f"    scale = {ns}.exp2(-{ns}.frexp({ns}.maximum(n_p, n_q))[1]{to})\n"
+        "    p, q, n_p, n_q = p * scale, q * scale, n_p * scale, n_q * scale\n"
+        "    e = p - q\n"
+        "    n3 = n_p * n_p * n_p\n"
+        f"    gap = -{ns}.sum(e * (p + q), {red}) / (n_p + n_q)\n"
+        "    r3 = gap * (n_p * n_p + n_p * n_q + n_q * n_q) / (n3 * n_q * n_q * n_q)\n"
+        "    first = d * (_sum_others(e * (p + q)) / n3 + _sum_others(q * q) * r3)\n"
+        "    second = (e * _sum_others(p * d) + q * _sum_others(e * d)) / n3\n"
+        "    second = second + q * _sum_others(q * d) * r3\n"
+        "    return (first - second) * scale\n"
+        "\n\n"
         "def _unit_diff_jvp(p, q, dp, dq):\n"
         "    # the derivative of p/|p| - q/|q| along (dp, dq); where p = q (two of the points\n"
-        "    # coincide) it is that of p/|p| along dp - dq, without two equal parts to cancel\n"
+        "    # coincide) it is that of p/|p| along dp - dq, without two equal parts to cancel;\n"
+        "    # where p and q are near (|p - q| at most half of each norm) J(p)(dp - dq) + (J(p) -\n"
+        "    # J(q)) dq, the second with the differences of p and q through p - q\n"
         f"    same = {ns}.all(p == q, {red})\n"
-        f"    return {ns}.where(same, _unit_jvp(p, dp - dq), _unit_jvp(p, dp) - _unit_jvp(q, dq))\n"
+        f"    n_e = {ns}.sqrt({ns}.sum((p - q) * (p - q), {red}))\n"
+        f"    n_p = {ns}.sqrt({ns}.sum(p * p, {red}))\n"
+        f"    n_q = {ns}.sqrt({ns}.sum(q * q, {red}))\n"
+        f"    close = (2 * n_e <= n_p) & (2 * n_e <= n_q)\n"
+        "    along = _unit_jvp(p, dp - dq)\n"
+        f"    near = {ns}.where(same, along, along + _unit_jvp_diff(p, q, dq))\n"
+        f"    return {ns}.where(close, near, _unit_jvp(p, dp) - _unit_jvp(q, dq))\n"
     )
 
 
@@ -215,7 +244,11 @@ class UnitDiff(_ClassPrimitive):
 class UnitDiffJvp(_ClassPrimitive):
     """The derivative of UnitDiff(p, q) along (dp, dq): each direction's part across its
     vector over the vector's norm, entry i as (dp_i S_i - p_i T_i)/|p|**3 with S_i and T_i
-    sums over the other entries (no p_i**2 dp_i to cancel where p lies along an axis)."""
+    sums over the other entries (no p_i**2 dp_i to cancel where p lies along an axis). Where p
+    and q are near (|p - q| at most half of each norm) it is J(p)(dp - dq) + (J(p) - J(q))dq,
+    the second with each difference of p and q taken through p - q (S_i(p) - S_i(q) from
+    (p - q)(p + q), 1/|p|**3 - 1/|q|**3 from |q|**2 - |p|**2): the two parts do not cancel
+    where the directions are equal and p and q nearly so."""
 
     display = "unit_diff_jvp"
     nargs = 4
@@ -295,6 +328,7 @@ NORM_FORMS = (
      "unit vectors"),
     (UnitDiffJvp, "unit_diff_jvp", "d(p/|p| - q/|q|)", "unit_diff_jvp(p, q, dp, dq)",
      "entry i of each direction's part across its vector as (dp_i S_i - p_i T_i)/|p|**3, S_i "
-     "and T_i sums over the other entries (the derivative of unit_diff, for the "
-     "Hessian-vector product of the stable gradient)"),
+     "and T_i sums over the other entries; where p and q are near, J(p)(dp - dq) + (J(p) - "
+     "J(q))dq with the differences of p and q through p - q (the derivative of unit_diff, for "
+     "the Hessian-vector product of the stable gradient)"),
 )

@@ -60,8 +60,9 @@ Rewrites applied (rule: before -> after, reason):
   a line without subtracting two near-equal unit vectors)
 - unit_diff_jvp: `d(p/|p| - q/|q|)` -> `unit_diff_jvp(p, q, dp, dq)` (entry i of each
   direction's part across its vector as (dp_i S_i - p_i T_i)/|p|**3, S_i and T_i sums over
-  the other entries (the derivative of unit_diff, for the Hessian-vector product of the
-  stable gradient))
+  the other entries; where p and q are near, J(p)(dp - dq) + (J(p) - J(q))dq with the
+  differences of p and q through p - q (the derivative of unit_diff, for the Hessian-vector
+  product of the stable gradient))
 
 References
 ----------
@@ -263,9 +264,17 @@ def _unit_diff(p, q):
 
 def _unit_diff_jvp(p, q, dp, dq):
     # the derivative of p/|p| - q/|q| along (dp, dq); where p = q (two of the points
-    # coincide) it is that of p/|p| along dp - dq, without two equal parts to cancel
+    # coincide) it is that of p/|p| along dp - dq, without two equal parts to cancel;
+    # where p and q are near (|p - q| at most half of each norm) J(p)(dp - dq) + (J(p) -
+    # J(q)) dq, the second with the differences of p and q through p - q
     same = torch.all(p == q, dim=-1, keepdim=True)
-    return torch.where(same, _unit_jvp(p, dp - dq), _unit_jvp(p, dp) - _unit_jvp(q, dq))
+    n_e = torch.sqrt(torch.sum((p - q) * (p - q), dim=-1, keepdim=True))
+    n_p = torch.sqrt(torch.sum(p * p, dim=-1, keepdim=True))
+    n_q = torch.sqrt(torch.sum(q * q, dim=-1, keepdim=True))
+    close = (2 * n_e <= n_p) & (2 * n_e <= n_q)
+    along = _unit_jvp(p, dp - dq)
+    near = torch.where(same, along, along + _unit_jvp_diff(p, q, dq))
+    return torch.where(close, near, _unit_jvp(p, dp) - _unit_jvp(q, dq))
 
 
 def _unit_jvp(p, dp):
@@ -278,6 +287,28 @@ def _unit_jvp(p, dp):
     p, n = p * scale, n * scale
     across = dp * _sum_others(p * p) - p * _sum_others(p * dp)
     return torch.where(n > 0, across / torch.where(n > 0, n * n * n, 1.0) * scale, 0.0)
+
+
+def _unit_jvp_diff(p, q, d):
+    # (J(p) - J(q)) d, J(w) = (I - ww^T/|w|**2)/|w| the derivative of w/|w|, for p near q:
+    # entry i is d_i (S_i(p)/|p|**3 - S_i(q)/|q|**3) - (p_i T_i(p)/|p|**3 - q_i T_i(q)/|q|**3)
+    # (S_i, T_i the sums of w_j**2 and w_j d_j over the other entries), each difference
+    # of p and q taken through e = p - q: S_i(p) - S_i(q) the other entries' e (p + q),
+    # p_i T_i(p) - q_i T_i(q) = e_i T_i(p) + q_i T_i(e, d), and 1/|p|**3 - 1/|q|**3 from
+    # |q|**2 - |p|**2 = -sum(e (p + q)) (p and q scaled by the power of two of the larger
+    # norm: exact)
+    n_p = torch.sqrt(torch.sum(p * p, dim=-1, keepdim=True))
+    n_q = torch.sqrt(torch.sum(q * q, dim=-1, keepdim=True))
+    scale = torch.exp2(-torch.frexp(torch.maximum(n_p, n_q))[1].to(p.dtype))
+    p, q, n_p, n_q = p * scale, q * scale, n_p * scale, n_q * scale
+    e = p - q
+    n3 = n_p * n_p * n_p
+    gap = -torch.sum(e * (p + q), dim=-1, keepdim=True) / (n_p + n_q)
+    r3 = gap * (n_p * n_p + n_p * n_q + n_q * n_q) / (n3 * n_q * n_q * n_q)
+    first = d * (_sum_others(e * (p + q)) / n3 + _sum_others(q * q) * r3)
+    second = (e * _sum_others(p * d) + q * _sum_others(e * d)) / n3
+    second = second + q * _sum_others(q * d) * r3
+    return (first - second) * scale
 
 
 def value(a, x, b, *, validate=False):
