@@ -47,7 +47,11 @@ def _cmd_reference(args) -> int:
 
 
 def _cmd_check(args) -> int:
-    specs = load_specs([Path(p) for p in args.files])
+    if args.files:
+        paths = [_resolve_spec(f, args.specs) for f in args.files]
+    else:
+        paths = find_specs(args.specs)
+    specs = load_specs(paths)
     for spec in specs:
         print(f"{spec.path}: ok ({spec.name})")
     return 0
@@ -174,7 +178,9 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_new)
 
     p = sub.add_parser("check", help="validate spec files without generating")
-    p.add_argument("files", nargs="+")
+    p.add_argument(
+        "files", nargs="*", help="spec files or names (default: every spec in the spec folder)"
+    )
     p.set_defaults(run=_cmd_check)
 
     p = sub.add_parser("list", help="list the specs")

@@ -47,6 +47,13 @@ def test_check_deliberately_broken_spec(tmp_path):
 
 def test_check_list_and_generate_to_a_folder(tmp_path):
     assert _lossgen("check", "specs/mse.yaml").returncode == 0
+    by_name = _lossgen("check", "mse", "huber")
+    assert by_name.returncode == 0 and by_name.stdout.count(": ok (") == 2
+    every = _lossgen("check")  # no argument: every spec in the folder
+    assert every.returncode == 0
+    assert every.stdout.count(": ok (") == len(list((ROOT / "specs").glob("*.yaml")))
+    missing = _lossgen("check", "no_such_loss")
+    assert missing.returncode == 2 and "no_such_loss.yaml" in missing.stderr
     listed = _lossgen("list")
     assert listed.returncode == 0 and "sigmoid_focal_loss" in listed.stdout
     result = _lossgen("generate", "mse", "--out", str(tmp_path))
