@@ -17,9 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from _support import spec_paths
+from _support import FIXTURES, spec_paths
 
 import lossgen
+from lossgen._accuracy import autodiff_outputs, grade
+from lossgen._fixtures import load_fixture
 
 SPECS = {s.name: s for s in lossgen.load_specs(spec_paths())}
 #: float64 results of two routes through the same generated code agree to a few ulps
@@ -259,6 +261,42 @@ def test_focal_at_extreme_logits_through_autodiff(gamma):
         assert np.isfinite(gj).all() and np.isfinite(hj).all()
         _close_jit(gj, jm.grad(xj, yj, gamma=gamma))
         _close_jit(hj, jm.hess(xj, yj, gamma=gamma))
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_focal_autodiff_through_the_wrapper_against_the_oracle(backend, dtype):
+    """At x = +-1e4 with gamma = 0 or 0.5 (every label and alpha of the extreme grid there):
+    the value, gradient and Hessian that autodiff takes through the wrapper (backward and
+    double backward; jax.grad of jax.grad) graded against the committed oracle fixture, no
+    NaN or Inf where the truth is finite and within 4 bits of the conditioning."""
+    spec = _spec("sigmoid_focal_loss")
+    module = _module("sigmoid_focal_loss", backend)
+    fixture = load_fixture(FIXTURES, spec.name, "extreme")
+    assert fixture is not None, "run `make fixtures` for sigmoid_focal_loss"
+    x, gamma = np.asarray(fixture["columns"]["x"]), np.asarray(fixture["columns"]["gamma"])
+    rows = np.isin(np.abs(x), [1e4]) & np.isin(gamma, [0.0, 0.5])
+    rows[list(fixture.get("refused") or [])] = False
+    picked = np.flatnonzero(rows)
+    assert len(picked) >= 32
+    part = {
+        "columns": {k: [v[i] for i in picked] for k, v in fixture["columns"].items()},
+        "truth": {k: [v[i] for i in picked] for k, v in fixture["truth"].items()},
+        "kappa": {k: [v[i] for i in picked] for k, v in fixture["kappa"].items()},
+        "refused": [],
+    }
+
+    def through_wrapper(**kw):
+        return module.sigmoid_focal_loss(**kw, reduction="none")
+
+    grades = grade(autodiff_outputs(spec, through_wrapper, backend), part, dtype)
+    assert {g.label for g in grades} == {"value", "grad[0]", "hess[0][0]"}
+    for g in grades:
+        assert g.summary.count == len(picked), g.label
+        assert g.summary.nonfinite == 0, f"{g.label}: NaN/Inf where the truth is finite"
+        assert g.summary.max_beyond <= 4, (
+            f"{g.label}: {g.summary.max_beyond:.1f} bits beyond conditioning"
+        )
 
 
 def _focal_args(backend, dtype="float64"):
