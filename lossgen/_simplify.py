@@ -260,7 +260,9 @@ def _split(node: sympy.Expr) -> tuple[list, list, sympy.Expr]:
     return vanishing, logs, sympy.Mul(*rest)
 
 
-def scale_products(expr: sympy.Expr, bounds: dict | None = None) -> sympy.Expr:
+def scale_products(
+    expr: sympy.Expr, bounds: dict | None = None, varying: frozenset | None = None
+) -> sympy.Expr:
     """Every product c*d of a cofactor c (unless |c| <= 1 over the domains) and vanishing
     factors d becomes ScaledProduct(c, d, log d): c*d can be a normal number while d is
     subnormal, and a flushing backend must not form d on its own. A cofactor is first
@@ -268,14 +270,24 @@ def scale_products(expr: sympy.Expr, bounds: dict | None = None) -> sympy.Expr:
     product every term with a vanishing factor is scaled, whatever its cofactor, and the sum
     becomes a ScaledSum: its terms can each be below the smallest normal number while their
     sum is not (the focal Hessian at x = -709). A sum whose cofactors are all at most 1 stays
-    plain (each of its terms is subnormal only where its vanishing factor is)."""
+    plain (each of its terms is subnormal only where its vanishing factor is).
+
+    ``varying``: when given, a cofactor free of these symbols (the differentiated inputs)
+    counts as bounded too (over a class axis: a class weight lifts a flushed softmax
+    probability by its own size only, while scaling every such product doubled JAX's
+    cross-entropy fwd+bwd time)."""
     bounds = bounds or {}
+
+    def bounded(c) -> bool:
+        if varying is not None and not (c.free_symbols & varying):
+            return True
+        return _at_most_one(c, bounds)
 
     def scalable(term) -> bool:
         if isinstance(term, sympy.Piecewise):
             return any(scalable(e) for e, _ in term.args)
         vanishing, _, c = _split(term)
-        return bool(vanishing) and not _at_most_one(c, bounds)
+        return bool(vanishing) and not bounded(c)
 
     def visit(node, in_sum=False):
         if node.is_Atom:
@@ -287,15 +299,18 @@ def scale_products(expr: sympy.Expr, bounds: dict | None = None) -> sympy.Expr:
         if node.is_Mul:  # the new terms are visited as they are (no refactoring)
             node = _distribute(node, bounds)
         mixed = node.is_Add and any(scalable(t) for t in node.args)
-        node = node.func(*(visit(arg, mixed) for arg in node.args))
-        if mixed:
+        # (a product distributed into a sum inside a mixed sum: its terms are the outer sum's,
+        # scaled as its own and added there)
+        inner = node.is_Add and in_sum
+        node = node.func(*(visit(arg, mixed or inner) for arg in node.args))
+        if mixed and not inner:
             parts = [part for t in node.args for part in _parts(t)]
             if any(log != 0 for log in parts[3::4]):
                 return ScaledSum(*parts)
         if not node.is_Mul:
             return node
         vanishing, logs, c = _split(node)
-        if not vanishing or (not in_sum and _at_most_one(c, bounds)):
+        if not vanishing or (not in_sum and bounded(c)):
             return node
         return ScaledProduct(c, sympy.Mul(*vanishing), sympy.Add(*logs))
 
@@ -360,19 +375,26 @@ def simplify(d: Derivation) -> Derivation:
     blocks["value_grad"] = _block(
         d, [exact_squares(e) for e in outputs["value"] + outputs["grad"]]
     )
-    if d.spec.has_classes:  # (the log-space forms for JAX are elementwise only, so far)
+    if d.spec.has_classes:
         blocks["hvp"] = _block(d, list(d.hvp))
-        return replace(d, blocks=blocks)
     token = _SPEC.set(d.spec)
     try:
+        # over a class axis, only products whose cofactor moves with the inputs (logit
+        # differences, a Dice denominator) are scaled
+        varying = frozenset(xs) if d.spec.has_classes else None
         flushing = {
-            key: [scale_products(e, _bounds(d)) for e in exprs] for key, exprs in outputs.items()
+            key: [scale_products(e, _bounds(d), varying) for e in exprs]
+            for key, exprs in outputs.items()
         }
     finally:
         _SPEC.reset(token)
     for backend in FLUSHING:
         for key, exprs in outputs.items():
             scaled = flushing[key]
+            # (over a class axis, a cofactor distributed over a sum where nothing came to be
+            # scaled is left as it was: one multiplication fewer per entry)
+            if d.spec.has_classes and not any(e.has(ScaledProduct, ScaledSum) for e in scaled):
+                continue
             if scaled != exprs:
                 blocks[f"{backend}:{key}"] = _block(d, [exact_squares(e) for e in scaled])
     return replace(d, blocks=blocks)

@@ -183,6 +183,41 @@ def _hess_block(d, *pairs):
     return jnp.where(eye, d[..., :, None], h)
 
 
+def _scaled_product(c, d, log_d):
+    info = jnp.finfo(jnp.asarray(log_d).dtype)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    normal = (d >= info.tiny) & (d <= info.max)
+    return jnp.where(normal, c * d, logged)
+
+
+def _scaled_sum(*quads):
+    terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
+    plain = sum(terms)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
+    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
+    # (a term within the logs' rounding of tiny counts as flushed)
+    small = math.log(info.tiny) * (1 - 8 * info.eps)
+    negligible = jnp.log(jnp.abs(plain)) + math.log(info.eps / len(terms))
+    top, c_top, d_top = logs[0], cofactors[0], factors[0]
+    flushed = (top < small) & (top >= negligible)
+    for c, d, log in zip(cofactors[1:], factors[1:], logs[1:]):
+        above = log > top
+        top = jnp.where(above, log, top)
+        c_top, d_top = jnp.where(above, c, c_top), jnp.where(above, d, d_top)
+        flushed = flushed | ((log < small) & (log >= negligible))
+    # (as is a sum that overflowed while its terms did not)
+    flushed = flushed | ~jnp.isfinite(plain)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
+    direct = jnp.abs(total) * jnp.abs(c_top) / info.eps * d_top * info.eps
+    log_sum = jnp.log(jnp.abs(total)) + top
+    near = log_sum > math.log(info.tiny) * (1 + 8 * info.eps)
+    logged = jnp.where(near, jnp.maximum(jnp.exp(log_sum), info.tiny), jnp.exp(log_sum))
+    exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
+    magnitude = jnp.where(exact, direct, logged)
+    return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
+
+
 def value(x, y, *, s=1.0, axes=None, validate=False):
     """The unreduced loss, shaped like the broadcast inputs less the set's axes."""
     if validate:
@@ -205,12 +240,15 @@ def grad(x, y, *, s=1.0, axes=None, validate=False):
     _layout = _set_layout((x, y), axes)
     x, y = _to_set((x, y), _layout)
     x, y, s, shape, out = _prepare((x, y), (s,))
-    t0 = jax.nn.sigmoid(-x)
-    t1 = jax.nn.sigmoid(x)
-    t2 = s + jnp.sum(t1 + y, axis=-1, keepdims=True)
-    t3 = t1 * y
+    t0 = jax.nn.sigmoid(x)
+    t1 = 1 / (s + jnp.sum(t0 + y, axis=-1, keepdims=True))
+    t2 = -x
     d_x = (
-        -2 * t0 * t3 / t2 + t0 * t1 * (s + 2 * jnp.sum(t3, axis=-1, keepdims=True)) / t2 / t2
+        _scaled_product(
+            t1 * (-2 * y + t1 * (s + 2 * jnp.sum(t0 * y, axis=-1, keepdims=True))),
+            t0 * jax.nn.sigmoid(t2),
+            jax.nn.log_sigmoid(t2) + jax.nn.log_sigmoid(x),
+        )
     )
     return _from_set(_fit(d_x, x.shape, shape, out), _layout, 0, out)
 
@@ -230,22 +268,57 @@ def hess(x, y, *, s=1.0, axes=None, validate=False):
     t3 = s + t2
     t4 = t1 * y
     t5 = 2 * jnp.sum(t4, axis=-1, keepdims=True)
-    t6 = jax.nn.sigmoid(-x)
-    t7 = t1 * t6
-    t8 = 2 * t7
-    t9 = t8 / t3 / t3
+    t6 = (t0 - t5 + 2 * t2 * y) / t3 / t3 / t3
+    t7 = 2 * t6
+    t8 = t1**2
+    t9 = -x
+    t10 = jax.nn.sigmoid(t9)
+    t11 = t10**2
+    t12 = t11 * t8
+    t13 = jax.nn.log_sigmoid(x)
+    t14 = 2 * t13
+    t15 = jax.nn.log_sigmoid(t9)
+    t16 = 2 * t15
+    t17 = t14 + t16
+    t18 = s * t6
+    t19 = t10 * t8
+    t20 = t14 + t15
+    t21 = t2 * t6
+    t22 = -t18
+    t23 = t1 * t11
+    t24 = t13 + t16
+    t25 = -t21
+    t26 = 2 / t3 / t3
+    t27 = t1 * t10
+    t28 = t13 + t15
     d2_x = (
         _hess_block(
-            -t7
-            * (t0 - t5 + 2 * t2 * y)
-            * (-t8 - s * t1 + s * t6 - t1 * t2 + t2 * t6)
-            / t3
-            / t3
-            / t3,
-            t9 * (y - (s + t5) / t3),
-            t7,
-            t9,
-            t4 * t6,
+            _scaled_sum(
+                _scaled_product(t7, t12, t17),
+                t7,
+                t12,
+                t17,
+                _scaled_product(t18, t19, t20),
+                t18,
+                t19,
+                t20,
+                _scaled_product(t21, t19, t20),
+                t21,
+                t19,
+                t20,
+                _scaled_product(t22, t23, t24),
+                t22,
+                t23,
+                t24,
+                _scaled_product(t25, t23, t24),
+                t25,
+                t23,
+                t24,
+            ),
+            _scaled_product(t26 * (y - (s + t5) / t3), t27, t28),
+            t27,
+            _scaled_product(t26, t27, t28),
+            t10 * t4,
         )
     )
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)

@@ -193,6 +193,41 @@ def _hess_block(d, *pairs):
     return jnp.where(eye, d[..., :, None], h)
 
 
+def _scaled_product(c, d, log_d):
+    info = jnp.finfo(jnp.asarray(log_d).dtype)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    normal = (d >= info.tiny) & (d <= info.max)
+    return jnp.where(normal, c * d, logged)
+
+
+def _scaled_sum(*quads):
+    terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
+    plain = sum(terms)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
+    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
+    # (a term within the logs' rounding of tiny counts as flushed)
+    small = math.log(info.tiny) * (1 - 8 * info.eps)
+    negligible = jnp.log(jnp.abs(plain)) + math.log(info.eps / len(terms))
+    top, c_top, d_top = logs[0], cofactors[0], factors[0]
+    flushed = (top < small) & (top >= negligible)
+    for c, d, log in zip(cofactors[1:], factors[1:], logs[1:]):
+        above = log > top
+        top = jnp.where(above, log, top)
+        c_top, d_top = jnp.where(above, c, c_top), jnp.where(above, d, d_top)
+        flushed = flushed | ((log < small) & (log >= negligible))
+    # (as is a sum that overflowed while its terms did not)
+    flushed = flushed | ~jnp.isfinite(plain)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
+    direct = jnp.abs(total) * jnp.abs(c_top) / info.eps * d_top * info.eps
+    log_sum = jnp.log(jnp.abs(total)) + top
+    near = log_sum > math.log(info.tiny) * (1 + 8 * info.eps)
+    logged = jnp.where(near, jnp.maximum(jnp.exp(log_sum), info.tiny), jnp.exp(log_sum))
+    exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
+    magnitude = jnp.where(exact, direct, logged)
+    return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
+
+
 def value(x, y, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=False):
     """The unreduced loss, shaped like the broadcast inputs less the set's axes."""
     if validate:
@@ -225,14 +260,38 @@ def grad(x, y, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=Fa
     _layout = _set_layout((x, y), axes)
     x, y = _to_set((x, y), _layout)
     x, y, s, lambda_dice, lambda_bce, shape, out = _prepare((x, y), (s, lambda_dice, lambda_bce))
-    t0 = jax.nn.sigmoid(-x)
-    t1 = t0 * y
-    t2 = jax.nn.sigmoid(x)
-    t3 = s + jnp.sum(t2 + y, axis=-1, keepdims=True)
+    t0 = jax.nn.sigmoid(x)
+    t1 = s + jnp.sum(t0 + y, axis=-1, keepdims=True)
+    t2 = lambda_dice * (s + 2 * jnp.sum(t0 * y, axis=-1, keepdims=True)) / t1 / t1
+    t3 = -x
+    t4 = jax.nn.sigmoid(t3)
+    t5 = t0 * t4
+    t6 = jax.nn.log_sigmoid(x)
+    t7 = jax.nn.log_sigmoid(t3)
+    t8 = t6 + t7
+    t9 = lambda_bce / shape[-1]
+    t10 = -t9 * y
+    t11 = -t9 * (-1 + y)
+    t12 = -2 * lambda_dice * y / t1
     d_x = (
-        -lambda_bce * (t1 + t2 * (-1 + y)) / shape[-1]
-        - 2 * lambda_dice * t1 * t2 / t3
-        + lambda_dice * t0 * t2 * (s + 2 * jnp.sum(t2 * y, axis=-1, keepdims=True)) / t3 / t3
+        _scaled_sum(
+            _scaled_product(t2, t5, t8),
+            t2,
+            t5,
+            t8,
+            _scaled_product(t10, t4, t7),
+            t10,
+            t4,
+            t7,
+            _scaled_product(t11, t0, t6),
+            t11,
+            t0,
+            t6,
+            _scaled_product(t12, t5, t8),
+            t12,
+            t5,
+            t8,
+        )
     )
     return _from_set(_fit(d_x, x.shape, shape, out), _layout, 0, out)
 
@@ -246,62 +305,157 @@ def hess(x, y, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=Fa
     x, y, s, lambda_dice, lambda_bce, shape, out = _prepare(
         (x, y), (s, lambda_dice, lambda_bce), wide=True
     )
-    t0 = jax.nn.sigmoid(x)
-    t1 = jnp.sum(t0 + y, axis=-1, keepdims=True)
-    t2 = s + t1
-    t3 = s**2
-    t4 = jax.nn.sigmoid(-x)
-    t5 = lambda_dice * shape[-1]
-    t6 = t3 * t5
-    t7 = t0 * y
-    t8 = 2 * t7
-    t9 = t1**2
-    t10 = 3 * lambda_bce
-    t11 = jnp.sum(t7, axis=-1, keepdims=True)
-    t12 = s * t5
-    t13 = t4 * t7
-    t14 = 4 * t13
-    t15 = t1 * t12
-    t16 = 2 * t11
-    t17 = t16 * t4
-    t18 = t1 * t5
-    t19 = t0 * t4
-    t20 = 2 * lambda_dice * t19 / t2 / t2
+    t0 = s**2
+    t1 = jax.nn.sigmoid(x)
+    t2 = jnp.sum(t1 + y, axis=-1, keepdims=True)
+    t3 = s + t2
+    t4 = 1 / t3**3
+    t5 = lambda_dice * t4
+    t6 = t0 * t5
+    t7 = -x
+    t8 = jax.nn.sigmoid(t7)
+    t9 = t8**2
+    t10 = t1 * t9
+    t11 = jax.nn.log_sigmoid(x)
+    t12 = jax.nn.log_sigmoid(t7)
+    t13 = 2 * t12
+    t14 = t11 + t13
+    t15 = -t6
+    t16 = t1**2
+    t17 = t16 * t8
+    t18 = 2 * t11
+    t19 = t12 + t18
+    t20 = t1 * y
+    t21 = jnp.sum(t20, axis=-1, keepdims=True)
+    t22 = 4 * t5
+    t23 = -t21 * t22
+    t24 = t16 * t9
+    t25 = t13 + t18
+    t26 = s * t5
+    t27 = -2 * t26
+    t28 = lambda_bce * t4 / shape[-1]
+    t29 = s**3 * t28
+    t30 = t1 * t8
+    t31 = t11 + t12
+    t32 = t2**3 * t28
+    t33 = t2 * t26
+    t34 = -t33
+    t35 = 2 * t21
+    t36 = t26 * t35
+    t37 = -t36
+    t38 = 2 * y
+    t39 = t38 * t6
+    t40 = -t39
+    t41 = t2**2
+    t42 = t38 * t41 * t5
+    t43 = -t42
+    t44 = t2 * t35 * t5
+    t45 = -t44
+    t46 = t22 * y
+    t47 = s * t46
+    t48 = t2 * t46
+    t49 = t2 * t47
+    t50 = -t49
+    t51 = 3 * t28
+    t52 = s * t41 * t51
+    t53 = t0 * t2 * t51
+    t54 = 2 * lambda_dice / t3 / t3
     d2_x = (
         _hess_block(
-            -t19
-            * (
-                -lambda_bce * s**3
-                - lambda_bce * t1**3
-                - t12 * t14
-                - t12 * t17
-                - t14 * t18
-                - t15 * t4
-                - 4 * t15 * t7
-                - t17 * t18
-                - t4 * t6
-                - t6 * t8
-                - s * t10 * t9
-                - t1 * t10 * t3
-                - t5 * t8 * t9
-                + lambda_dice * t0 * t3 * shape[-1]
-                + lambda_dice * s * t0 * t1 * shape[-1]
-                + 2 * lambda_dice * s * t0 * t11 * shape[-1]
-                + 2 * lambda_dice * s * t0 * t4 * shape[-1]
-                + 2 * lambda_dice * t0 * t1 * t11 * shape[-1]
-                + 4 * lambda_dice * t0 * t11 * t4 * shape[-1]
-                + 2 * lambda_dice * t3 * t4 * y * shape[-1]
-                + 2 * lambda_dice * t4 * t9 * y * shape[-1]
-                + 4 * lambda_dice * s * t1 * t4 * y * shape[-1]
-            )
-            / t2
-            / t2
-            / t2
-            / shape[-1],
-            t20 * (y - (s + t16) / t2),
-            t19,
-            t20,
-            t13,
+            _scaled_sum(
+                _scaled_product(t6, t10, t14),
+                t6,
+                t10,
+                t14,
+                _scaled_product(t15, t17, t19),
+                t15,
+                t17,
+                t19,
+                _scaled_product(t23, t24, t25),
+                t23,
+                t24,
+                t25,
+                _scaled_product(t27, t24, t25),
+                t27,
+                t24,
+                t25,
+                _scaled_product(t29, t30, t31),
+                t29,
+                t30,
+                t31,
+                _scaled_product(t32, t30, t31),
+                t32,
+                t30,
+                t31,
+                _scaled_product(t33, t10, t14),
+                t33,
+                t10,
+                t14,
+                _scaled_product(t34, t17, t19),
+                t34,
+                t17,
+                t19,
+                _scaled_product(t37, t17, t19),
+                t37,
+                t17,
+                t19,
+                _scaled_product(t40, t10, t14),
+                t40,
+                t10,
+                t14,
+                _scaled_product(t43, t10, t14),
+                t43,
+                t10,
+                t14,
+                _scaled_product(t45, t17, t19),
+                t45,
+                t17,
+                t19,
+                _scaled_product(t36, t10, t14),
+                t36,
+                t10,
+                t14,
+                _scaled_product(t39, t17, t19),
+                t39,
+                t17,
+                t19,
+                _scaled_product(t42, t17, t19),
+                t42,
+                t17,
+                t19,
+                _scaled_product(t44, t10, t14),
+                t44,
+                t10,
+                t14,
+                _scaled_product(t47, t24, t25),
+                t47,
+                t24,
+                t25,
+                _scaled_product(t48, t24, t25),
+                t48,
+                t24,
+                t25,
+                _scaled_product(t50, t10, t14),
+                t50,
+                t10,
+                t14,
+                _scaled_product(t52, t30, t31),
+                t52,
+                t30,
+                t31,
+                _scaled_product(t53, t30, t31),
+                t53,
+                t30,
+                t31,
+                _scaled_product(t49, t17, t19),
+                t49,
+                t17,
+                t19,
+            ),
+            _scaled_product(t54 * (y - (s + t35) / t3), t30, t31),
+            t30,
+            _scaled_product(t54, t30, t31),
+            t20 * t8,
         )
     )
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)

@@ -255,6 +255,41 @@ def _lse_parts(u):
     return m, s
 
 
+def _scaled_product(c, d, log_d):
+    info = jnp.finfo(jnp.asarray(log_d).dtype)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    normal = (d >= info.tiny) & (d <= info.max)
+    return jnp.where(normal, c * d, logged)
+
+
+def _scaled_sum(*quads):
+    terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
+    plain = sum(terms)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
+    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
+    # (a term within the logs' rounding of tiny counts as flushed)
+    small = math.log(info.tiny) * (1 - 8 * info.eps)
+    negligible = jnp.log(jnp.abs(plain)) + math.log(info.eps / len(terms))
+    top, c_top, d_top = logs[0], cofactors[0], factors[0]
+    flushed = (top < small) & (top >= negligible)
+    for c, d, log in zip(cofactors[1:], factors[1:], logs[1:]):
+        above = log > top
+        top = jnp.where(above, log, top)
+        c_top, d_top = jnp.where(above, c, c_top), jnp.where(above, d, d_top)
+        flushed = flushed | ((log < small) & (log >= negligible))
+    # (as is a sum that overflowed while its terms did not)
+    flushed = flushed | ~jnp.isfinite(plain)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
+    direct = jnp.abs(total) * jnp.abs(c_top) / info.eps * d_top * info.eps
+    log_sum = jnp.log(jnp.abs(total)) + top
+    near = log_sum > math.log(info.tiny) * (1 + 8 * info.eps)
+    logged = jnp.where(near, jnp.maximum(jnp.exp(log_sum), info.tiny), jnp.exp(log_sum))
+    exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
+    magnitude = jnp.where(exact, direct, logged)
+    return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
+
+
 def _softmax_diff(b, a):
     # softmax(b) - softmax(a) = -p*expm1(log q - log p), p = softmax(b), q = softmax(a),
     # where they are within a factor of 1.6 of each other (their difference has no
@@ -353,7 +388,7 @@ def grad(x, t, *, T=1.0, validate=False):
     t2 = t * t0
     t3 = _log_softmax(t2)
     d_x = T * _softmax_diff(t1, t2)
-    d_t = -T * jnp.exp(t3) * _centered(t1, t2, t3, t2)
+    d_t = _scaled_product(-T * _centered(t1, t2, t3, t2), jnp.exp(t3), t3)
     return (
         _fit(d_x, x.shape, shape, out),
         _fit(d_t, t.shape, shape, out),
@@ -370,37 +405,99 @@ def hess(x, t, *, T=1.0, validate=False):
     t0 = 1 / T
     t1 = t0 * x
     t2 = _log_softmax(t1)
-    t3 = jnp.exp(t2)
-    t4 = t * t0
-    t5 = _log_softmax(t4)
-    t6 = jnp.exp(t5)
-    t7 = t3 * jnp.sum(t6, axis=-1, keepdims=True)
-    t8 = t0 * t3
-    t9 = t6 * (-1 + t3 + t6 - t7)
-    t10 = T * t6
-    t11 = t0 * t6
-    t12 = -t2 + t5
-    t13 = jnp.sum(t6 * (1 + t12), axis=-1, keepdims=True)
-    t14 = 2 + t12
-    d2_x = _hess_block(-t7 * jnp.expm1(t2), -T * t7, t8)
-    d2_x_t = _hess_block(t9, t10, t11)
-    d2_t_x = _hess_block(t9, t10, t8, t10, -t0 * _softmax_diff(t1, t4))
+    t3 = t * t0
+    t4 = _log_softmax(t3)
+    t5 = jnp.exp(t4)
+    t6 = jnp.sum(t5, axis=-1, keepdims=True)
+    t7 = jnp.exp(t2)
+    t8 = t0 * t7
+    t9 = t5 * t7
+    t10 = t2 + t4
+    t11 = -t6
+    t12 = 2 * t4
+    t13 = jnp.exp(t12)
+    t14 = (
+        _scaled_sum(
+            _scaled_product(1, t9, t10),
+            1,
+            t9,
+            t10,
+            _scaled_product(-1, t5, t4),
+            -1,
+            t5,
+            t4,
+            _scaled_product(t11, t9, t10),
+            t11,
+            t9,
+            t10,
+            t13,
+            1,
+            t13,
+            t12,
+        )
+    )
+    t15 = T * t5
+    t16 = t0 * t5
+    t17 = -t2
+    t18 = t17 + t4
+    t19 = jnp.sum(_scaled_product(1 + t18, t5, t4), axis=-1, keepdims=True)
+    t20 = -t19
+    t21 = -t12
+    t22 = 2 * t2
+    t23 = jnp.sum(_scaled_product(2 + t18, t5, t4), axis=-1, keepdims=True)
+    d2_x = (
+        _hess_block(
+            _scaled_product(-t6 * jnp.expm1(t2), t7, t2),
+            _scaled_product(-T * t6, t7, t2),
+            t8,
+        )
+    )
+    d2_x_t = _hess_block(t14, t15, t16)
+    d2_t_x = _hess_block(t14, t15, t8, t15, -t0 * _softmax_diff(t1, t3))
     d2_t = (
         _hess_block(
-            -t6
-            * (
-                t13
-                - t14
-                + 4 * t6
-                - t13 * t6
-                - 2 * t2 * t6
-                + 2 * t5 * t6
-                - t6 * jnp.sum(t14 * t6, axis=-1, keepdims=True)
+            _scaled_sum(
+                _scaled_product(-4, t13, t12),
+                -4,
+                t13,
+                t12,
+                _scaled_product(2, t5, t4),
+                2,
+                t5,
+                t4,
+                _scaled_product(t20, t5, t4),
+                t20,
+                t5,
+                t4,
+                _scaled_product(t17, t5, t4),
+                t17,
+                t5,
+                t4,
+                _scaled_product(t21, t13, t12),
+                t21,
+                t13,
+                t12,
+                _scaled_product(t22, t13, t12),
+                t22,
+                t13,
+                t12,
+                _scaled_product(t19, t13, t12),
+                t19,
+                t13,
+                t12,
+                _scaled_product(t23, t13, t12),
+                t23,
+                t13,
+                t12,
+                _scaled_product(t4, t5, t4),
+                t4,
+                t5,
+                t4,
             ),
-            t10 * (-2 + t13 + t2 - t5),
-            t11,
-            t10,
-            -t11 * _centered(t4, t4, t5, t1),
+            _scaled_product(T * (-2 + t19 + t2 - t4), t5, t4),
+            t16,
+            t15,
+            _scaled_product(-t0 * _centered(t3, t3, t4, t1), t5, t4),
         )
     )
     return (

@@ -249,6 +249,41 @@ def _lse_parts(u):
     return m, s
 
 
+def _scaled_product(c, d, log_d):
+    info = jnp.finfo(jnp.asarray(log_d).dtype)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    normal = (d >= info.tiny) & (d <= info.max)
+    return jnp.where(normal, c * d, logged)
+
+
+def _scaled_sum(*quads):
+    terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
+    plain = sum(terms)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
+    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
+    # (a term within the logs' rounding of tiny counts as flushed)
+    small = math.log(info.tiny) * (1 - 8 * info.eps)
+    negligible = jnp.log(jnp.abs(plain)) + math.log(info.eps / len(terms))
+    top, c_top, d_top = logs[0], cofactors[0], factors[0]
+    flushed = (top < small) & (top >= negligible)
+    for c, d, log in zip(cofactors[1:], factors[1:], logs[1:]):
+        above = log > top
+        top = jnp.where(above, log, top)
+        c_top, d_top = jnp.where(above, c, c_top), jnp.where(above, d, d_top)
+        flushed = flushed | ((log < small) & (log >= negligible))
+    # (as is a sum that overflowed while its terms did not)
+    flushed = flushed | ~jnp.isfinite(plain)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
+    direct = jnp.abs(total) * jnp.abs(c_top) / info.eps * d_top * info.eps
+    log_sum = jnp.log(jnp.abs(total)) + top
+    near = log_sum > math.log(info.tiny) * (1 + 8 * info.eps)
+    logged = jnp.where(near, jnp.maximum(jnp.exp(log_sum), info.tiny), jnp.exp(log_sum))
+    exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
+    magnitude = jnp.where(exact, direct, logged)
+    return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
+
+
 def _softmax_diff(b, a):
     # softmax(b) - softmax(a) = -p*expm1(log q - log p), p = softmax(b), q = softmax(a),
     # where they are within a factor of 1.6 of each other (their difference has no
@@ -343,7 +378,7 @@ def grad(x, t, *, validate=False):
     x, t, shape, out = _prepare((x, t), ())
     t0 = _log_softmax(t)
     d_x = _softmax_diff(x, t)
-    d_t = -jnp.exp(t0) * _centered(x, t, t0, t)
+    d_t = _scaled_product(-_centered(x, t, t0, t), jnp.exp(t0), t0)
     return (
         _fit(d_x, x.shape, shape, out),
         _fit(d_t, t.shape, shape, out),
@@ -358,34 +393,95 @@ def hess(x, t, *, validate=False):
         (x, t), (), wide=True
     )
     t0 = _log_softmax(x)
-    t1 = jnp.exp(t0)
-    t2 = _log_softmax(t)
-    t3 = jnp.exp(t2)
-    t4 = t1 * jnp.sum(t3, axis=-1, keepdims=True)
-    t5 = -t4
-    t6 = t3 * (-1 + t1 + t3 + t5)
-    t7 = -t0 + t2
-    t8 = jnp.sum(t3 * (1 + t7), axis=-1, keepdims=True)
-    t9 = 2 + t7
-    d2_x = _hess_block(-t4 * jnp.expm1(t0), t5, t1)
-    d2_x_t = _hess_block(t6, t3, t3)
-    d2_t_x = _hess_block(t6, t3, t1, t3, -_softmax_diff(x, t))
+    t1 = _log_softmax(t)
+    t2 = jnp.exp(t1)
+    t3 = jnp.sum(t2, axis=-1, keepdims=True)
+    t4 = jnp.exp(t0)
+    t5 = -t3
+    t6 = t2 * t4
+    t7 = t0 + t1
+    t8 = 2 * t1
+    t9 = jnp.exp(t8)
+    t10 = (
+        _scaled_sum(
+            _scaled_product(1, t6, t7),
+            1,
+            t6,
+            t7,
+            _scaled_product(-1, t2, t1),
+            -1,
+            t2,
+            t1,
+            _scaled_product(t5, t6, t7),
+            t5,
+            t6,
+            t7,
+            t9,
+            1,
+            t9,
+            t8,
+        )
+    )
+    t11 = -t0
+    t12 = t1 + t11
+    t13 = jnp.sum(_scaled_product(1 + t12, t2, t1), axis=-1, keepdims=True)
+    t14 = -t13
+    t15 = -t8
+    t16 = 2 * t0
+    t17 = jnp.sum(_scaled_product(2 + t12, t2, t1), axis=-1, keepdims=True)
+    d2_x = (
+        _hess_block(
+            _scaled_product(-t3 * jnp.expm1(t0), t4, t0),
+            _scaled_product(t5, t4, t0),
+            t4,
+        )
+    )
+    d2_x_t = _hess_block(t10, t2, t2)
+    d2_t_x = _hess_block(t10, t2, t4, t2, -_softmax_diff(x, t))
     d2_t = (
         _hess_block(
-            -t3
-            * (
-                4 * t3
-                + t8
-                - t9
-                - 2 * t0 * t3
-                + 2 * t2 * t3
-                - t3 * t8
-                - t3 * jnp.sum(t3 * t9, axis=-1, keepdims=True)
+            _scaled_sum(
+                _scaled_product(-4, t9, t8),
+                -4,
+                t9,
+                t8,
+                _scaled_product(2, t2, t1),
+                2,
+                t2,
+                t1,
+                _scaled_product(t14, t2, t1),
+                t14,
+                t2,
+                t1,
+                _scaled_product(t11, t2, t1),
+                t11,
+                t2,
+                t1,
+                _scaled_product(t15, t9, t8),
+                t15,
+                t9,
+                t8,
+                _scaled_product(t16, t9, t8),
+                t16,
+                t9,
+                t8,
+                _scaled_product(t13, t9, t8),
+                t13,
+                t9,
+                t8,
+                _scaled_product(t17, t9, t8),
+                t17,
+                t9,
+                t8,
+                _scaled_product(t1, t2, t1),
+                t1,
+                t2,
+                t1,
             ),
-            t3 * (-2 + t0 - t2 + t8),
-            t3,
-            t3,
-            -t3 * _centered(t, t, t2, x),
+            _scaled_product(-2 + t0 - t1 + t13, t2, t1),
+            t2,
+            t2,
+            _scaled_product(-_centered(t, t, t1, x), t2, t1),
         )
     )
     return (

@@ -231,6 +231,13 @@ def _lse_parts(u):
     return m, s
 
 
+def _scaled_product(c, d, log_d):
+    info = jnp.finfo(jnp.asarray(log_d).dtype)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    normal = (d >= info.tiny) & (d <= info.max)
+    return jnp.where(normal, c * d, logged)
+
+
 def _sum_others(a):
     # sum(a) - a with the sum as hi + lo: hi - a is exact where a is most of it
     hi, lo = _two_sum(a)
@@ -315,18 +322,22 @@ def hess(x, k, *, epsilon=0.1, weight=1.0, ignore_index=-100.0, validate=False):
     x, k, epsilon, weight, ignore_index, shape, out = _prepare(
         (x, k), (epsilon, weight, ignore_index), wide=True
     )
-    t0 = ((k) == jnp.arange(shape[-1])).astype(out)
-    t1 = epsilon / shape[-1]
-    t2 = _log_softmax(x)
-    t3 = jnp.exp(t2)
-    t4 = t3 * jnp.where(ignore_index == k, 0, 1)
+    t0 = _log_softmax(x)
+    t1 = jnp.where(ignore_index == k, 0, 1)
+    t2 = ((k) == jnp.arange(shape[-1])).astype(out)
+    t3 = epsilon / shape[-1]
+    t4 = jnp.exp(t0)
     d2_x = (
         _hess_block(
-            t4
-            * jnp.sum(weight * (-t0 - t1 + epsilon * t0), axis=-1, keepdims=True)
-            * jnp.expm1(t2),
-            t4 * jnp.sum(weight * (-t1 + t0 * (-1 + epsilon)), axis=-1, keepdims=True),
-            t3,
+            _scaled_product(
+                t1
+                * jnp.sum(weight * (-t2 - t3 + epsilon * t2), axis=-1, keepdims=True)
+                * jnp.expm1(t0),
+                t4,
+                t0,
+            ),
+            t1 * t4 * jnp.sum(weight * (-t3 + t2 * (-1 + epsilon)), axis=-1, keepdims=True),
+            t4,
         )
     )
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)

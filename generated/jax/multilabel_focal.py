@@ -247,6 +247,41 @@ def _log1p(x):
     return jnp.where(bad, x * jnp.log(u) / (u - 1), jnp.log1p(x))
 
 
+def _scaled_product(c, d, log_d):
+    info = jnp.finfo(jnp.asarray(log_d).dtype)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    normal = (d >= info.tiny) & (d <= info.max)
+    return jnp.where(normal, c * d, logged)
+
+
+def _scaled_sum(*quads):
+    terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
+    plain = sum(terms)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
+    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
+    # (a term within the logs' rounding of tiny counts as flushed)
+    small = math.log(info.tiny) * (1 - 8 * info.eps)
+    negligible = jnp.log(jnp.abs(plain)) + math.log(info.eps / len(terms))
+    top, c_top, d_top = logs[0], cofactors[0], factors[0]
+    flushed = (top < small) & (top >= negligible)
+    for c, d, log in zip(cofactors[1:], factors[1:], logs[1:]):
+        above = log > top
+        top = jnp.where(above, log, top)
+        c_top, d_top = jnp.where(above, c, c_top), jnp.where(above, d, d_top)
+        flushed = flushed | ((log < small) & (log >= negligible))
+    # (as is a sum that overflowed while its terms did not)
+    flushed = flushed | ~jnp.isfinite(plain)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
+    direct = jnp.abs(total) * jnp.abs(c_top) / info.eps * d_top * info.eps
+    log_sum = jnp.log(jnp.abs(total)) + top
+    near = log_sum > math.log(info.tiny) * (1 + 8 * info.eps)
+    logged = jnp.where(near, jnp.maximum(jnp.exp(log_sum), info.tiny), jnp.exp(log_sum))
+    exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
+    magnitude = jnp.where(exact, direct, logged)
+    return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
+
+
 def value(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -255,11 +290,14 @@ def value(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     t0 = 1 - y
     t1 = jax.nn.log_sigmoid(x)
     t2 = jax.nn.log_sigmoid(-x)
+    t3 = gamma * jnp.logaddexp(t2 + jnp.log(y), t1 + _log1p(-y))
     loss = (
         jnp.sum(
-            (alpha * y + t0 * (1 - alpha))
-            * (-t0 * t2 - t1 * y)
-            * jnp.exp(gamma * jnp.logaddexp(t2 + jnp.log(y), t1 + _log1p(-y))),
+            _scaled_product(
+                (alpha * y + t0 * (1 - alpha)) * (-t0 * t2 - t1 * y),
+                jnp.exp(t3),
+                t3,
+            ),
             axis=-1,
             keepdims=True,
         )
@@ -272,28 +310,52 @@ def grad(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     if validate:
         _validate(locals())
     x, y, alpha, gamma, shape, out = _prepare((x, y), (alpha, gamma))
-    t0 = jax.nn.sigmoid(x)
-    t1 = -1 + y
-    t2 = -t1
+    t0 = -1 + y
+    t1 = -t0
+    t2 = alpha * y + t1 * (1 - alpha)
     t3 = (
-        jnp.where((t2 == 0) | (y == 0), jnp.log(y) - jnp.log(t2), _log1p((-1 + 2 * y) / t2))
+        jnp.where((t1 == 0) | (y == 0), jnp.log(y) - jnp.log(t1), _log1p((-1 + 2 * y) / t1))
     )
     t4 = -t3 + x
-    t5 = -x
-    t6 = jax.nn.sigmoid(t5)
-    t7 = jax.nn.log_sigmoid(t5)
+    t5 = t0 * t2 * jnp.expm1(-t4)
+    t6 = -x
+    t7 = jax.nn.log_sigmoid(t6)
     t8 = t7 + jnp.log(y)
     t9 = jax.nn.log_sigmoid(x)
     t10 = t9 + _log1p(-y)
     t11 = jnp.logaddexp(t8, t10)
-    t12 = (alpha * y + t2 * (1 - alpha)) * jnp.exp(gamma * t11)
-    t13 = -t11
+    t12 = gamma * t11
+    t13 = jnp.exp(t12)
+    t14 = t13 * jax.nn.sigmoid(x)
+    t15 = t12 + t9
+    t16 = x >= t3
+    t17 = t2 * y * jnp.expm1(t4)
+    t18 = t13 * jax.nn.sigmoid(t6)
+    t19 = t12 + t7
+    t20 = gamma * t2 * (t1 * t7 + t9 * y)
+    t21 = -t11
+    t22 = t21 + t8
+    t23 = t14 * jnp.exp(t22)
+    t24 = t15 + t22
+    t25 = -t20
+    t26 = t10 + t21
+    t27 = t18 * jnp.exp(t26)
+    t28 = t19 + t26
     d_x = (
-        t12 * jnp.where(t3 <= x, t0 * t1 * jnp.expm1(-t4), t6 * y * jnp.expm1(t4))
-        + gamma
-        * t12
-        * (-t0 * jnp.exp(t13 + t8) + t6 * jnp.exp(t10 + t13))
-        * (-t2 * t7 - t9 * y)
+        _scaled_sum(
+            jnp.where(t16, _scaled_product(t5, t14, t15), _scaled_product(t17, t18, t19)),
+            jnp.where(t16, t5, t17),
+            jnp.where(t16, t14, t18),
+            jnp.where(t16, t15, t19),
+            _scaled_product(t20, t23, t24),
+            t20,
+            t23,
+            t24,
+            _scaled_product(t25, t27, t28),
+            t25,
+            t27,
+            t28,
+        )
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -305,40 +367,109 @@ def hess(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     x, y, alpha, gamma, shape, out = _prepare(
         (x, y), (alpha, gamma), wide=True
     )
-    t0 = -1 + y
-    t1 = -t0
-    t2 = -x
-    t3 = jax.nn.log_sigmoid(t2)
-    t4 = t3 + jnp.log(y)
-    t5 = jax.nn.log_sigmoid(x)
-    t6 = t5 + _log1p(-y)
-    t7 = jnp.logaddexp(t4, t6)
-    t8 = jax.nn.sigmoid(x)
-    t9 = jax.nn.sigmoid(t2)
-    t10 = t1 * t3 + t5 * y
-    t11 = -t7
-    t12 = jnp.exp(t11 + t4)
-    t13 = t12 * t8
-    t14 = jnp.exp(t11 + t6)
-    t15 = -t13 + t14 * t9
-    t16 = (
-        jnp.where((t1 == 0) | (y == 0), jnp.log(y) - jnp.log(t1), _log1p((-1 + 2 * y) / t1))
-    )
-    t17 = -t16 + x
-    t18 = t8 * t9
+    t0 = jnp.log(y) + _log1p(-y)
+    t1 = -1 + y
+    t2 = -t1
+    t3 = 2 * y
+    t4 = jnp.where((t2 == 0) | (y == 0), jnp.log(y) - jnp.log(t2), _log1p((-1 + t3) / t2))
+    t5 = -t4 + x
+    t6 = alpha * y + t2 * (1 - alpha)
+    t7 = gamma * t6
+    t8 = 2 * t1 * t7 * jnp.expm1(-t5)
+    t9 = -t8
+    t10 = jax.nn.sigmoid(x)
+    t11 = jnp.log(y)
+    t12 = -x
+    t13 = jax.nn.log_sigmoid(t12)
+    t14 = t11 + t13
+    t15 = jax.nn.log_sigmoid(x)
+    t16 = _log1p(-y)
+    t17 = t15 + t16
+    t18 = jnp.logaddexp(t14, t17)
+    t19 = -t18
+    t20 = t14 + t19
+    t21 = jnp.exp(t20)
+    t22 = gamma * t18
+    t23 = jnp.exp(t22)
+    t24 = t21 * t23
+    t25 = t10**2 * t24
+    t26 = 2 * t15 + t22
+    t27 = t20 + t26
+    t28 = x >= t4
+    t29 = t3 * t7 * jnp.expm1(t5)
+    t30 = -t29
+    t31 = t10 * t21
+    t32 = jax.nn.sigmoid(t12)
+    t33 = t23 * t32
+    t34 = t31 * t33
+    t35 = 2 * t13
+    t36 = t15 + t22
+    t37 = t35 + t36
+    t38 = t11 + t19 + t37
+    t39 = t17 + t19
+    t40 = jnp.exp(t39)
+    t41 = t32 * t40
+    t42 = t10 * t23 * t41
+    t43 = t13 + t26
+    t44 = t16 + t19 + t43
+    t45 = t23 * t40
+    t46 = t32**2 * t45
+    t47 = t22 + t35 + t39
+    t48 = t6 * (t13 * t2 + t15 * y)
+    t49 = gamma * t48
+    t50 = -t49
+    t51 = t31 * t45
+    t52 = t0 - 2 * t18
+    t53 = t43 + t52
+    t54 = t24 * t41
+    t55 = t37 + t52
+    t56 = -gamma**2 * t48 * (-t31 + t32 * t40)**2
+    t57 = t10 * t33
+    t58 = t13 + t36
     d2_x = (
         _hess_block(
-            (alpha * y + t1 * (1 - alpha))
-            * (
-                t8 * t9
-                - gamma * t10 * (-t12 * t18 + t13 * t14 - t14 * t18 + t12 * t14 * t9)
-                + 2
-                * gamma
-                * t15
-                * jnp.where(t16 <= x, t0 * t8 * jnp.expm1(-t17), t9 * y * jnp.expm1(t17))
-                - gamma**2 * t10 * t15**2
-            )
-            * jnp.exp(gamma * t7),
+            _scaled_sum(
+                jnp.where(
+                    t28,
+                    _scaled_product(t9, t25, t27),
+                    _scaled_product(t30, t34, t38),
+                ),
+                jnp.where(t28, t9, t30),
+                jnp.where(t28, t25, t34),
+                jnp.where(t28, t27, t38),
+                jnp.where(
+                    t28,
+                    _scaled_product(t8, t42, t44),
+                    _scaled_product(t29, t46, t47),
+                ),
+                jnp.where(t28, t8, t29),
+                jnp.where(t28, t42, t46),
+                jnp.where(t28, t44, t47),
+                _scaled_product(t49, t42, t44),
+                t49,
+                t42,
+                t44,
+                _scaled_product(t49, t34, t38),
+                t49,
+                t34,
+                t38,
+                _scaled_product(t50, t51, t53),
+                t50,
+                t51,
+                t53,
+                _scaled_product(t50, t54, t55),
+                t50,
+                t54,
+                t55,
+                _scaled_product(t56, t23, t22),
+                t56,
+                t23,
+                t22,
+                _scaled_product(t6, t57, t58),
+                t6,
+                t57,
+                t58,
+            ),
         )
     )
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)

@@ -341,102 +341,96 @@ def hess(x, y, *, alpha=0.25, gamma=2.0, validate=False):
         (x, y), (alpha, gamma), wide=True
     )
     t0 = jnp.log(y) + _log1p(-y)
-    t1 = jax.nn.sigmoid(x)
-    t2 = jnp.log(y)
-    t3 = -x
-    t4 = jax.nn.log_sigmoid(t3)
-    t5 = t2 + t4
-    t6 = jax.nn.log_sigmoid(x)
-    t7 = _log1p(-y)
-    t8 = t6 + t7
-    t9 = jnp.logaddexp(t5, t8)
-    t10 = -t9
-    t11 = t10 + t5
-    t12 = jnp.exp(t11)
-    t13 = t1 * t12
-    t14 = jax.nn.sigmoid(t3)
-    t15 = t10 + t8
-    t16 = jnp.exp(t15)
-    t17 = -1 + y
-    t18 = -t17
-    t19 = alpha * y + t18 * (1 - alpha)
-    t20 = t19 * (t18 * t4 + t6 * y)
-    t21 = -gamma**2 * t20 * (-t13 + t14 * t16)**2
-    t22 = gamma * t9
+    t1 = -1 + y
+    t2 = -t1
+    t3 = 2 * y
+    t4 = jnp.where((t2 == 0) | (y == 0), jnp.log(y) - jnp.log(t2), _log1p((-1 + t3) / t2))
+    t5 = -t4 + x
+    t6 = alpha * y + t2 * (1 - alpha)
+    t7 = gamma * t6
+    t8 = 2 * t1 * t7 * jnp.expm1(-t5)
+    t9 = -t8
+    t10 = jax.nn.sigmoid(x)
+    t11 = jnp.log(y)
+    t12 = -x
+    t13 = jax.nn.log_sigmoid(t12)
+    t14 = t11 + t13
+    t15 = jax.nn.log_sigmoid(x)
+    t16 = _log1p(-y)
+    t17 = t15 + t16
+    t18 = jnp.logaddexp(t14, t17)
+    t19 = -t18
+    t20 = t14 + t19
+    t21 = jnp.exp(t20)
+    t22 = gamma * t18
     t23 = jnp.exp(t22)
-    t24 = t14 * t23
-    t25 = t1 * t24
-    t26 = t22 + t6
-    t27 = t26 + t4
-    t28 = 2 * y
-    t29 = (
-        jnp.where(
-            (t18 == 0) | (y == 0),
-            jnp.log(y) - jnp.log(t18),
-            _log1p((-1 + t28) / t18),
-        )
-    )
-    t30 = -t29 + x
-    t31 = gamma * t19
-    t32 = 2 * t17 * t31 * jnp.expm1(-t30)
-    t33 = -t32
-    t34 = t12 * t23
-    t35 = t1**2 * t34
-    t36 = t22 + 2 * t6
-    t37 = t11 + t36
-    t38 = x >= t29
-    t39 = t28 * t31 * jnp.expm1(t30)
-    t40 = -t39
-    t41 = t13 * t24
-    t42 = 2 * t4
-    t43 = t26 + t42
-    t44 = t10 + t2 + t43
-    t45 = t14 * t16
-    t46 = t1 * t23 * t45
-    t47 = t36 + t4
-    t48 = t10 + t47 + t7
-    t49 = t16 * t23
-    t50 = t14**2 * t49
-    t51 = t15 + t22 + t42
-    t52 = gamma * t20
-    t53 = -t52
-    t54 = t13 * t49
-    t55 = t0 - 2 * t9
-    t56 = t47 + t55
-    t57 = t34 * t45
-    t58 = t43 + t55
+    t24 = t21 * t23
+    t25 = t10**2 * t24
+    t26 = 2 * t15 + t22
+    t27 = t20 + t26
+    t28 = x >= t4
+    t29 = t3 * t7 * jnp.expm1(t5)
+    t30 = -t29
+    t31 = t10 * t21
+    t32 = jax.nn.sigmoid(t12)
+    t33 = t23 * t32
+    t34 = t31 * t33
+    t35 = 2 * t13
+    t36 = t15 + t22
+    t37 = t35 + t36
+    t38 = t11 + t19 + t37
+    t39 = t17 + t19
+    t40 = jnp.exp(t39)
+    t41 = t32 * t40
+    t42 = t10 * t23 * t41
+    t43 = t13 + t26
+    t44 = t16 + t19 + t43
+    t45 = t23 * t40
+    t46 = t32**2 * t45
+    t47 = t22 + t35 + t39
+    t48 = t6 * (t13 * t2 + t15 * y)
+    t49 = gamma * t48
+    t50 = -t49
+    t51 = t31 * t45
+    t52 = t0 - 2 * t18
+    t53 = t43 + t52
+    t54 = t24 * t41
+    t55 = t37 + t52
+    t56 = -gamma**2 * t48 * (-t31 + t32 * t40)**2
+    t57 = t10 * t33
+    t58 = t13 + t36
     d2_x = (
         _scaled_sum(
-            _scaled_product(t21, t23, t22),
-            t21,
+            jnp.where(t28, _scaled_product(t9, t25, t27), _scaled_product(t30, t34, t38)),
+            jnp.where(t28, t9, t30),
+            jnp.where(t28, t25, t34),
+            jnp.where(t28, t27, t38),
+            jnp.where(t28, _scaled_product(t8, t42, t44), _scaled_product(t29, t46, t47)),
+            jnp.where(t28, t8, t29),
+            jnp.where(t28, t42, t46),
+            jnp.where(t28, t44, t47),
+            _scaled_product(t49, t42, t44),
+            t49,
+            t42,
+            t44,
+            _scaled_product(t49, t34, t38),
+            t49,
+            t34,
+            t38,
+            _scaled_product(t50, t51, t53),
+            t50,
+            t51,
+            t53,
+            _scaled_product(t50, t54, t55),
+            t50,
+            t54,
+            t55,
+            _scaled_product(t56, t23, t22),
+            t56,
             t23,
             t22,
-            _scaled_product(t19, t25, t27),
-            t19,
-            t25,
-            t27,
-            jnp.where(t38, _scaled_product(t33, t35, t37), _scaled_product(t40, t41, t44)),
-            jnp.where(t38, t33, t40),
-            jnp.where(t38, t35, t41),
-            jnp.where(t38, t37, t44),
-            jnp.where(t38, _scaled_product(t32, t46, t48), _scaled_product(t39, t50, t51)),
-            jnp.where(t38, t32, t39),
-            jnp.where(t38, t46, t50),
-            jnp.where(t38, t48, t51),
-            _scaled_product(t52, t46, t48),
-            t52,
-            t46,
-            t48,
-            _scaled_product(t52, t41, t44),
-            t52,
-            t41,
-            t44,
-            _scaled_product(t53, t54, t56),
-            t53,
-            t54,
-            t56,
-            _scaled_product(t53, t57, t58),
-            t53,
+            _scaled_product(t6, t57, t58),
+            t6,
             t57,
             t58,
         )

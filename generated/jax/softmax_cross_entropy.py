@@ -219,6 +219,13 @@ def _lse_parts(u):
     return m, s
 
 
+def _scaled_product(c, d, log_d):
+    info = jnp.finfo(jnp.asarray(log_d).dtype)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    normal = (d >= info.tiny) & (d <= info.max)
+    return jnp.where(normal, c * d, logged)
+
+
 def _softmax_delta(x, a, plain):
     # relative to the target r with the largest x - log(a): with d = (x - x_r) -
     # log(a / a_r), p*A/a - 1 = (A*expm1(d) - S - Z) / (A + S + Z), S = sum(a*expm1(d))
@@ -307,9 +314,9 @@ def hess(x, t, *, weight=1.0, validate=False):
         (x, t), (weight,), wide=True
     )
     t0 = _log_softmax(x)
-    t1 = jnp.exp(t0)
-    t2 = t1 * jnp.sum(t * weight, axis=-1, keepdims=True)
-    d2_x = _hess_block(-t2 * jnp.expm1(t0), -t2, t1)
+    t1 = jnp.sum(t * weight, axis=-1, keepdims=True)
+    t2 = jnp.exp(t0)
+    d2_x = _hess_block(_scaled_product(-t1 * jnp.expm1(t0), t2, t0), -t1 * t2, t2)
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)
 
 

@@ -223,6 +223,13 @@ def _lse_parts(u):
     return m, s
 
 
+def _scaled_product(c, d, log_d):
+    info = jnp.finfo(jnp.asarray(log_d).dtype)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    normal = (d >= info.tiny) & (d <= info.max)
+    return jnp.where(normal, c * d, logged)
+
+
 def _sum_others(a):
     # sum(a) - a with the sum as hi + lo: hi - a is exact where a is most of it
     hi, lo = _two_sum(a)
@@ -292,13 +299,12 @@ def hess(x, k, *, weight=1.0, ignore_index=-100.0, validate=False):
         (x, k), (weight, ignore_index), wide=True
     )
     t0 = _log_softmax(x)
-    t1 = jnp.exp(t0)
-    t2 = (
-        t1
-        * jnp.where(ignore_index == k, 0, -1)
+    t1 = (
+        jnp.where(ignore_index == k, 0, -1)
         * jnp.sum(weight * ((k) == jnp.arange(shape[-1])).astype(out), axis=-1, keepdims=True)
     )
-    d2_x = _hess_block(t2 * jnp.expm1(t0), t2, t1)
+    t2 = jnp.exp(t0)
+    d2_x = _hess_block(_scaled_product(t1 * jnp.expm1(t0), t2, t0), t1 * t2, t2)
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)
 
 

@@ -253,6 +253,41 @@ def _lse_parts(u):
     return m, s
 
 
+def _scaled_product(c, d, log_d):
+    info = jnp.finfo(jnp.asarray(log_d).dtype)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
+    normal = (d >= info.tiny) & (d <= info.max)
+    return jnp.where(normal, c * d, logged)
+
+
+def _scaled_sum(*quads):
+    terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
+    plain = sum(terms)
+    info = jnp.finfo(jnp.asarray(plain).dtype)
+    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
+    # (a term within the logs' rounding of tiny counts as flushed)
+    small = math.log(info.tiny) * (1 - 8 * info.eps)
+    negligible = jnp.log(jnp.abs(plain)) + math.log(info.eps / len(terms))
+    top, c_top, d_top = logs[0], cofactors[0], factors[0]
+    flushed = (top < small) & (top >= negligible)
+    for c, d, log in zip(cofactors[1:], factors[1:], logs[1:]):
+        above = log > top
+        top = jnp.where(above, log, top)
+        c_top, d_top = jnp.where(above, c, c_top), jnp.where(above, d, d_top)
+        flushed = flushed | ((log < small) & (log >= negligible))
+    # (as is a sum that overflowed while its terms did not)
+    flushed = flushed | ~jnp.isfinite(plain)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    total = sum(jnp.sign(c) * jnp.exp(log - top) for c, log in zip(cofactors, logs))
+    direct = jnp.abs(total) * jnp.abs(c_top) / info.eps * d_top * info.eps
+    log_sum = jnp.log(jnp.abs(total)) + top
+    near = log_sum > math.log(info.tiny) * (1 + 8 * info.eps)
+    logged = jnp.where(near, jnp.maximum(jnp.exp(log_sum), info.tiny), jnp.exp(log_sum))
+    exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
+    magnitude = jnp.where(exact, direct, logged)
+    return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
+
+
 def _sum_others(a):
     # sum(a) - a with the sum as hi + lo: hi - a is exact where a is most of it
     hi, lo = _two_sum(a)
@@ -287,12 +322,16 @@ def value(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
         _validate(locals())
     x, k, gamma, ignore_index, shape, out = _prepare((x, k), (gamma, ignore_index))
     t0 = ((k) == jnp.arange(shape[-1])).astype(out)
+    t1 = gamma * _log_softmax_complement(x, t0)
     loss = (
         jnp.where(
             ignore_index == k,
             0,
-            -jnp.exp(gamma * _log_softmax_complement(x, t0))
-            * jnp.sum(t0 * _log_softmax(x), axis=-1, keepdims=True),
+            _scaled_product(
+                -jnp.sum(t0 * _log_softmax(x), axis=-1, keepdims=True),
+                jnp.exp(t1),
+                t1,
+            ),
         )
     )
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out)
@@ -304,16 +343,43 @@ def grad(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
         _validate(locals())
     x, k, gamma, ignore_index, shape, out = _prepare((x, k), (gamma, ignore_index))
     t0 = ignore_index == k
-    t1 = ((k) == jnp.arange(shape[-1])).astype(out)
-    t2 = _log_softmax_complement(x, t1)
-    t3 = jnp.exp(gamma * t2)
-    t4 = _log_softmax(x)
-    t5 = jnp.sum(t1 * t4, axis=-1, keepdims=True)
+    t1 = _log_softmax(x)
+    t2 = ((k) == jnp.arange(shape[-1])).astype(out)
+    t3 = _log_softmax_complement(x, t2)
+    t4 = gamma * t3
+    t5 = jnp.exp(t4)
+    t6 = jnp.where(t0, 0, t5 * (-t2 + jnp.sum(t2, axis=-1, keepdims=True)) * jnp.exp(t1))
+    t7 = t2 * jnp.expm1(t1)
+    t8 = jnp.sum(t1 * t2, axis=-1, keepdims=True)
+    t9 = gamma * t8
+    t10 = -t9
+    t11 = t1 - t3 + jnp.log1p(-t2)
+    t12 = t5 * jnp.exp(t11 + t8)
+    t13 = t4 + t8
+    t14 = t11 + t13
+    t15 = t2 * t9
+    t16 = t5 * jnp.exp(t8)
     d_x = (
-        (-t1 * jnp.exp(t5) + jnp.exp(-t2 + t4 + t5 + jnp.log1p(-t1)))
-        * jnp.where(t0, 0, -gamma * t3 * t5)
-        + (-t1 * jnp.expm1(t4) - (-t1 + jnp.sum(t1, axis=-1, keepdims=True)) * jnp.exp(t4))
-        * jnp.where(t0, 0, -t3)
+        _scaled_sum(
+            t6,
+            t6,
+            1,
+            0,
+            jnp.where(t0, 0, _scaled_product(t7, t5, t4)),
+            jnp.where(t0, 0, t7),
+            jnp.where(t0, 1, t5),
+            jnp.where(t0, 0, t4),
+        )
+        + _scaled_sum(
+            jnp.where(t0, 0, _scaled_product(t10, t12, t14)),
+            jnp.where(t0, 0, t10),
+            jnp.where(t0, 1, t12),
+            jnp.where(t0, 0, t14),
+            jnp.where(t0, 0, _scaled_product(t15, t16, t13)),
+            jnp.where(t0, 0, t15),
+            jnp.where(t0, 1, t16),
+            jnp.where(t0, 0, t13),
+        )
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -325,26 +391,211 @@ def hess(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     x, k, gamma, ignore_index, shape, out = _prepare(
         (x, k), (gamma, ignore_index), wide=True
     )
-    t0 = _log_softmax(x)
-    t1 = jnp.expm1(t0)
-    t2 = jnp.exp(t0)
-    t3 = ((k) == jnp.arange(shape[-1])).astype(out)
-    t4 = jnp.sum(t3, axis=-1, keepdims=True)
-    t5 = ignore_index == k
-    t6 = _log_softmax_complement(x, t3)
-    t7 = jnp.exp(gamma * t6)
-    t8 = jnp.sum(t0 * t3, axis=-1, keepdims=True)
-    t9 = jnp.exp(t0 - t6 + t8 + jnp.log1p(-t3))
-    t10 = gamma * t7
-    t11 = jnp.where(t5, 0, -t10 * t8)
-    t12 = t11 * t9
-    t13 = t12 - t2 * t4 * jnp.where(t5, 0, -t7)
-    t14 = t1 * t3 + t2 * (-t3 + t4)
-    t15 = t9 - t3 * jnp.exp(t8)
-    t16 = jnp.where(t5, 0, -t10)
-    t17 = t15 * (t11 + t16)
-    t18 = -t12 - t14 * t16 + t15 * jnp.where(t5, 0, -gamma**2 * t7 * t8)
-    d2_x = _hess_block(-t1 * t13 - t14 * t17 + t15 * t18, -t13, t2, t18, t15, t17, -t14)
+    t0 = ignore_index == k
+    t1 = ((k) == jnp.arange(shape[-1])).astype(out)
+    t2 = jnp.sum(t1, axis=-1, keepdims=True)
+    t3 = _log_softmax(x)
+    t4 = jnp.expm1(t3)
+    t5 = -t2 * t4
+    t6 = jnp.exp(t3)
+    t7 = _log_softmax_complement(x, t1)
+    t8 = gamma * t7
+    t9 = jnp.exp(t8)
+    t10 = t6 * t9
+    t11 = t3 + t8
+    t12 = jnp.sum(t1 * t3, axis=-1, keepdims=True)
+    t13 = gamma * t12
+    t14 = t13 * t4
+    t15 = jnp.log1p(-t1)
+    t16 = t15 - t7
+    t17 = jnp.exp(t12 + t16 + t3)
+    t18 = t17 * t9
+    t19 = t11 + t12
+    t20 = t16 + t19
+    t21 = jnp.where(t0, 1, t18)
+    t22 = jnp.where(t0, 0, t20)
+    t23 = t10 * t17
+    t24 = -t1 + t2
+    t25 = gamma * t24
+    t26 = jnp.where(t0, 0, t23 * t25)
+    t27 = jnp.exp(t12)
+    t28 = t1 * t27
+    t29 = t10 * t25
+    t30 = jnp.where(t0, 0, -t28 * t29)
+    t31 = t13 * t24
+    t32 = 2 * t3
+    t33 = t12 + t8
+    t34 = t16 + t32 + t33
+    t35 = t1 * t4
+    t36 = gamma * t35
+    t37 = jnp.where(t0, 0, _scaled_product(t36, t18, t20))
+    t38 = jnp.where(t0, 0, t36)
+    t39 = t1**2
+    t40 = -gamma * t39 * t4
+    t41 = t27 * t9
+    t42 = jnp.where(t0, 0, _scaled_product(t40, t41, t33))
+    t43 = jnp.where(t0, 0, t40)
+    t44 = jnp.where(t0, 1, t41)
+    t45 = jnp.where(t0, 0, t33)
+    t46 = t13 * t35
+    t47 = -t14 * t39
+    t48 = -t1 * t31
+    t49 = t10 * t27
+    t50 = gamma**2 * t12
+    t51 = t1 * t50
+    t52 = t18 * t27
+    t53 = 2 * t12
+    t54 = t11 + t16 + t53
+    t55 = 2 * jnp.where(t0, 0, _scaled_product(t51, t52, t54))
+    t56 = 2 * t15 + t32 - 2 * t7
+    t57 = t9 * jnp.exp(t53 + t56)
+    t58 = t53 + t8
+    t59 = t56 + t58
+    t60 = jnp.where(t0, 0, t13)
+    t61 = jnp.where(t0, 1, t57)
+    t62 = jnp.where(t0, 0, t59)
+    t63 = -t50
+    t64 = jnp.where(t0, 0, t63)
+    t65 = t1 * t13
+    t66 = -t65
+    t67 = -t39 * t50
+    t68 = t9 * jnp.exp(t53)
+    t69 = jnp.where(t0, 0, -t10 * t2)
+    t70 = jnp.where(t0, 0, _scaled_product(t13, t18, t20))
+    t71 = jnp.where(t0, 0, t29)
+    t72 = jnp.where(t0, 0, -gamma * t18)
+    t73 = jnp.where(t0, 0, gamma * t1 * t41)
+    t74 = -t13
+    d2_x = (
+        _hess_block(
+            _scaled_sum(
+                jnp.where(t0, 0, _scaled_product(t5, t10, t11)),
+                jnp.where(t0, 0, t5),
+                jnp.where(t0, 1, t10),
+                jnp.where(t0, 0, t11),
+                jnp.where(t0, 0, _scaled_product(t14, t18, t20)),
+                jnp.where(t0, 0, t14),
+                t21,
+                t22,
+            )
+            + _scaled_sum(
+                t26,
+                t26,
+                1,
+                0,
+                t30,
+                t30,
+                1,
+                0,
+                jnp.where(t0, 0, _scaled_product(t31, t23, t34)),
+                jnp.where(t0, 0, t31),
+                jnp.where(t0, 1, t23),
+                jnp.where(t0, 0, t34),
+                t37,
+                t38,
+                t21,
+                t22,
+                t42,
+                t43,
+                t44,
+                t45,
+                jnp.where(t0, 0, _scaled_product(t46, t18, t20)),
+                jnp.where(t0, 0, t46),
+                t21,
+                t22,
+                jnp.where(t0, 0, _scaled_product(t47, t41, t33)),
+                jnp.where(t0, 0, t47),
+                t44,
+                t45,
+                jnp.where(t0, 0, _scaled_product(t48, t49, t19)),
+                jnp.where(t0, 0, t48),
+                jnp.where(t0, 1, t49),
+                jnp.where(t0, 0, t19),
+            )
+            + _scaled_sum(
+                t55,
+                t55,
+                1,
+                0,
+                t26,
+                t26,
+                1,
+                0,
+                t30,
+                t30,
+                1,
+                0,
+                jnp.where(t0, 0, _scaled_product(t13, t57, t59)),
+                t60,
+                t61,
+                t62,
+                jnp.where(t0, 0, _scaled_product(t63, t57, t59)),
+                t64,
+                t61,
+                t62,
+                t37,
+                t38,
+                t21,
+                t22,
+                t42,
+                t43,
+                t44,
+                t45,
+                jnp.where(t0, 0, _scaled_product(t66, t52, t54)),
+                jnp.where(t0, 0, t66),
+                jnp.where(t0, 1, t52),
+                jnp.where(t0, 0, t54),
+                jnp.where(t0, 0, _scaled_product(t67, t68, t58)),
+                jnp.where(t0, 0, t67),
+                jnp.where(t0, 1, t68),
+                jnp.where(t0, 0, t58),
+            ),
+            _scaled_sum(t69, t69, 1, 0, t70, t60, t21, t22),
+            t6,
+            _scaled_sum(
+                t71,
+                t71,
+                1,
+                0,
+                t70,
+                t60,
+                t21,
+                t22,
+                jnp.where(t0, 0, _scaled_product(t63, t18, t20)),
+                t64,
+                t21,
+                t22,
+                jnp.where(t0, 0, _scaled_product(t36, t9, t8)),
+                t38,
+                jnp.where(t0, 1, t9),
+                jnp.where(t0, 0, t8),
+                jnp.where(t0, 0, _scaled_product(t51, t41, t33)),
+                jnp.where(t0, 0, t51),
+                t44,
+                t45,
+            ),
+            t17 - t28,
+            _scaled_sum(
+                t72,
+                t72,
+                1,
+                0,
+                t73,
+                t73,
+                1,
+                0,
+                jnp.where(t0, 0, _scaled_product(t74, t18, t20)),
+                jnp.where(t0, 0, t74),
+                t21,
+                t22,
+                jnp.where(t0, 0, _scaled_product(t65, t41, t33)),
+                jnp.where(t0, 0, t65),
+                t44,
+                t45,
+            ),
+            -t35 - t24 * t6,
+        )
+    )
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)
 
 
