@@ -115,8 +115,39 @@ def class_outputs(spec: Spec, module, backend: str) -> Implementation:
     return run
 
 
-def generated_outputs(spec: Spec, module, backend: str) -> Implementation:
-    """The generated module of ``backend`` as an implementation."""
+def batch_outputs(spec: Spec, module, backend: str, shape: tuple[int, int]) -> Implementation:
+    """The generated module of a loss over a batch of ``shape`` = (B, D) as an implementation:
+    the fixture's entry columns ``z[k]`` as one (points, B, D) array, the outputs split into
+    components (value[i] for row i, grad[k] and hvp[k] for entry k)."""
+    b, d = shape
+
+    def run(columns: Mapping[str, np.ndarray], dtype: str) -> Outputs:
+        (z,) = spec.inputs
+        rows = to_backend(_stack(columns, z.name).reshape(-1, b, d), backend, dtype)
+        v = to_backend(_stack(columns, "v").reshape(-1, b, d), backend, dtype)
+        params = {
+            p.name: to_backend(columns[p.name], backend, dtype)[..., None, None]
+            for p in spec.params
+            if p.name in columns
+        }
+        value = to_numpy(module.value(rows, **params))
+        grad = to_numpy(module.grad(rows, **params)).reshape(-1, b * d)
+        hvp = to_numpy(module.hvp(rows, v, **params)).reshape(-1, b * d)
+        out = {f"value[{i}]": value[:, i] for i in range(b)}
+        out.update({f"grad[{k}]": grad[:, k] for k in range(b * d)})
+        out.update({f"hvp[{k}]": hvp[:, k] for k in range(b * d)})
+        return out
+
+    return run
+
+
+def generated_outputs(spec: Spec, module, backend: str, grid_name: str | None = None) -> Implementation:
+    """The generated module of ``backend`` as an implementation (a loss over a batch needs the
+    ``grid_name``: its grids differ in the batch's shape)."""
+    if spec.is_batch:
+        from ._grid import BATCH_GRIDS
+
+        return batch_outputs(spec, module, backend, BATCH_GRIDS[grid_name])
     if spec.has_classes:
         return class_outputs(spec, module, backend)
 
@@ -166,8 +197,9 @@ def grade(implementation: Implementation, fixture: dict, dtype: str) -> list[Gra
     keep = np.ones(len(next(iter(columns.values()))), dtype=bool)
     if fixture.get("refused"):
         keep[fixture["refused"]] = False
-    for values in columns.values():
-        keep &= values.astype(np_dtype).astype(np.float64) == values
+    with np.errstate(over="ignore"):  # (a value beyond the dtype's range is not representable)
+        for values in columns.values():
+            keep &= values.astype(np_dtype).astype(np.float64) == values
     outputs = implementation({k: v[keep] for k, v in columns.items()}, dtype)
     grades = []
     for label, truth in fixture["truth"].items():

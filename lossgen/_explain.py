@@ -24,8 +24,21 @@ def explain(spec: Spec) -> str:
             "itself is reported, not fixed; anything else is left to the accuracy tests"
         )
         lines += [f"  - {f}" for f in d.unanswered]
-    lines += ["", "emitted value:", f"  {sympy.sstr(d.value)}"]
-    for inp, g in zip(spec.differentiated, d.grad):
+    lines += [""]
+    differentiated = spec.differentiated
+    if spec.is_batch:
+        from ._batch import SIMILARITY, decompose
+
+        parts = decompose(spec)
+        differentiated = parts.row.differentiated
+        pairing = "z/|z|" if parts.row_map == "unit" else "z"
+        lines += [
+            f"the loss of each row i, over its similarities {SIMILARITY} to the other rows (pos: "
+            f"its positive partner); {SIMILARITY}_ij = u_i . u_j with u = {pairing}, and d/d"
+            f"{spec.differentiated[0].name} is the chain rule through them (lossgen/_batch.py):",
+        ]
+    lines += ["emitted value:", f"  {sympy.sstr(d.value)}"]
+    for inp, g in zip(differentiated, d.grad):
         lines.append(f"emitted d/d{inp.name}:")
         lines.append(f"  {sympy.sstr(g)}")
     lines.append(f"(differentiated inputs: {names})")

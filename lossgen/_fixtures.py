@@ -18,7 +18,7 @@ from pathlib import Path
 import sympy
 
 from . import oracle as _oracle
-from ._grid import CLASS_GRIDS, NORMWISE_FROM, grid, grid_names
+from ._grid import BATCH_GRIDS, CLASS_GRIDS, NORMWISE_FROM, grid, grid_names
 from ._types import Spec
 
 __all__ = ["fixture_key", "fixture_path", "load_fixture", "update_fixtures"]
@@ -51,10 +51,19 @@ def load_fixture(directory: Path, spec_name: str, grid_name: str) -> dict | None
 _WORKER: dict = {}
 
 
-def _init_worker(spec: Spec, classes: int | None = None) -> None:
+def grid_shape(spec: Spec, grid_name: str):
+    """What the oracle needs to write the loss out on a grid: the number of classes of a loss
+    over a class axis, the (rows, features) of a loss over a batch, else None."""
+    if spec.is_batch:
+        return BATCH_GRIDS[grid_name]
+    return CLASS_GRIDS.get(grid_name) if spec.has_classes else None
+
+
+def _init_worker(spec: Spec, classes=None) -> None:
     _WORKER["oracle"] = _oracle.Oracle(spec, classes)
     # graded norm-wise (many classes): 20 digits are plenty, and keep the file small
-    _WORKER["digits"] = 20 if classes is not None and classes >= NORMWISE_FROM else 40
+    size = classes[0] * classes[1] if isinstance(classes, tuple) else classes
+    _WORKER["digits"] = 20 if size is not None and size >= NORMWISE_FROM else 40
 
 
 def _evaluate_chunk(points: list[dict[str, float]]) -> list[tuple]:
@@ -88,7 +97,7 @@ def compute_fixture(spec: Spec, grid_name: str, *, processes: int | None = None)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
         processes, mp_context=context, initializer=_init_worker,
-        initargs=(spec, CLASS_GRIDS.get(grid_name) if spec.has_classes else None),
+        initargs=(spec, grid_shape(spec, grid_name)),
     ) as pool:
         for done, chunk in enumerate(pool.map(_evaluate_chunk, chunks), 1):
             results.extend(chunk)

@@ -13,6 +13,7 @@ from typing import Callable
 
 import sympy
 
+from ._batch import Other
 from ._classes import ClassSum, LogSumExp, OneHot
 from ._primitives import Sigmoid, Softplus
 
@@ -52,7 +53,9 @@ SPEC_FUNCTIONS: dict[str, SpecFunction] = _table(
     SpecFunction("softmax", lambda e: sympy.exp(e - LogSumExp(e)), (1,), "exp(e) / sum(exp(e))"),
     SpecFunction("log_softmax", lambda e: e - LogSumExp(e), (1,), "e - logsumexp(e)"),
     SpecFunction("pick", lambda x, k: ClassSum(OneHot(k) * x), (2,), "x at the class index k"),
+    # over a batch (shape batch): the loss of row i written over the other rows j
+    SpecFunction("other", Other, (1,), "e at another row j of the batch (its reductions run over j)"),
 )
 
-#: the functions that reduce over (or need) a class axis
-CLASS_FUNCTIONS = ("sum", "logsumexp", "softmax", "log_softmax", "pick")
+#: the functions that reduce over (or need) a class axis, or a batch's other rows
+CLASS_FUNCTIONS = ("sum", "logsumexp", "softmax", "log_softmax", "pick", "other")

@@ -345,6 +345,88 @@ def classes(spec: Spec, n: int) -> dict[str, list[float]]:
     return {name: [row[name] for row in rows] for name in names}
 
 
+def _batch_points(b: int, d: int, few: bool) -> list[tuple[list[list[float]], str]]:
+    """Batches of b rows of d features, each with what it tests: seeded normal rows; rows
+    of norms from 2**-60 to 2**60 (and 1e-300, 1e300 in float64); a negative equal to its
+    anchor; a positive equal to its anchor; a negative opposite to it; a positive and a
+    negative within 2**-20 and 2**-12 of it (near-parallel rows, where cosines approach 1);
+    rows along the axes (cosines exactly 0 and +-1); positives close to their anchors (a
+    trained model); norms near 1e30 and 1e-30 (float32's range)."""
+    import numpy as np
+
+    rng = np.random.default_rng(1000 * b + d)
+
+    def f32(rows):
+        return [[_float32(float(v)) for v in row] for row in rows]
+
+    base = f32(rng.normal(size=(b, d)))
+    half = b // 2
+    pattern = [((c * 5) % 7 - 3) for c in range(d)]
+    points = [(base, "normal rows")]
+    scales = [2.0 ** (-60 + 120 * i // max(b - 1, 1)) for i in range(b)]
+    points.append((f32([[v * s for v in row] for row, s in zip(base, scales)]), "mixed norms"))
+    same = [list(r) for r in base]
+    same[1] = list(same[0])
+    points.append((same, "a negative equal to its anchor"))
+    if not few:
+        pos = [list(r) for r in base]
+        pos[half] = list(pos[0])
+        points.append((pos, "a positive equal to its anchor"))
+        opposite = [list(r) for r in base]
+        opposite[1] = [-v for v in opposite[0]]
+        points.append((opposite, "a negative opposite to its anchor"))
+        near = [list(r) for r in base]
+        near[half] = [_float32(v + 2.0 ** -20 * p) for v, p in zip(near[0], pattern)]
+        near[1] = [_float32(v + 2.0 ** -12 * p) for v, p in zip(near[0], pattern[::-1])]
+        points.append((near, "near-parallel rows"))
+        axes = [[float(i + 1) if c == i % d else 0.0 for c in range(d)] for i in range(b)]
+        points.append((axes, "rows along the axes"))
+        points.append((f32([[v * 1e30 for v in row] for row in base]), "norms near 1e30"))
+        points.append((f32([[v * 1e-30 for v in row] for row in base]), "norms near 1e-30"))
+        points.append(([[v * 1e300 if i % 2 else v * 1e-300 for v in row] for i, row in enumerate(base)],
+                       "norms 1e300 and 1e-300"))
+    trained = [list(r) for r in base]
+    for i in range(half):
+        trained[i + half] = [_float32(v + 0.01 * n) for v, n in zip(trained[i], rng.normal(size=d))]
+    points.append((trained, "positives close to their anchors"))
+    return points
+
+
+def batch(spec: Spec, b: int, d: int) -> dict[str, list[float]]:
+    """Batches for a loss over a batch of b rows of d features (see _batch_points), each at
+    the temperature-like parameters' default and at 0.07, 1e-3 and 20 (fewer for many
+    rows); a direction v for the Hessian-vector product. Column ``z[k]`` holds row k // d,
+    feature k % d."""
+    few = b * d >= NORMWISE_FROM
+    (z,) = spec.inputs
+    v = [_float32((-1) ** k / (k + 2)) for k in range(b * d)]
+    rows = []
+    for point, _ in _batch_points(b, d, few):
+        flat = [value for row in point for value in row]
+        for p_values in _batch_params(spec, few):
+            row = {f"{z.name}[{k}]": flat[k] for k in range(b * d)}
+            row.update({f"v[{k}]": v[k] for k in range(b * d)})
+            row.update(p_values)
+            rows.append(row)
+    names = list(rows[0])
+    return {name: [row[name] for row in rows] for name in names}
+
+
+def _batch_params(spec: Spec, few: bool) -> list[dict[str, float]]:
+    numeric = [p for p in spec.params if p.choices is None]
+    if not numeric:
+        return [{}]
+    values = [None, 0.07, 1e-3, 20.0][: 2 if few else 4]
+    out = []
+    for value in values:
+        row = {}
+        for p in numeric:
+            chosen = float(p.default) if value is None or not p.domain.contains(value) else value
+            row[p.name] = _float32(chosen) if chosen in (0.07, 1e-3) else chosen
+        out.append(row)
+    return out
+
+
 #: grid name -> builder; each grid has its own committed fixture file per spec
 GRIDS = {"moderate": moderate, "extreme": extreme, "random": random}
 #: the grids of a loss over a class axis: one per number of classes
@@ -354,11 +436,19 @@ CLASS_GRIDS = {f"c{n}": n for n in (2, 3, 16, 17, 1000)}
 NORMWISE_FROM = 64
 
 
+#: the grids of a loss over a batch: (rows, features)
+BATCH_GRIDS = {"b4": (4, 3), "b6": (6, 4), "b16": (16, 8)}
+
+
 def grid_names(spec: Spec) -> list[str]:
+    if spec.is_batch:
+        return list(BATCH_GRIDS)
     return list(CLASS_GRIDS) if spec.has_classes else list(GRIDS)
 
 
 def grid(spec: Spec, name: str = "moderate") -> dict[str, list[float]]:
+    if spec.is_batch:
+        return batch(spec, *BATCH_GRIDS[name])
     if spec.has_classes:
         return classes(spec, CLASS_GRIDS[name])
     return GRIDS[name](spec)

@@ -49,6 +49,10 @@ PASSES = PER_VARIANT + MERGED
 
 def run(spec: Spec, *, until: str = "render") -> Derivation:
     """Run the passes on ``spec`` up to and including the pass named ``until``."""
+    if spec.is_batch:
+        from . import _batch
+
+        return _batch.run(spec, until)
     names = [step.__name__ for step in PASSES]
     stop = names.index(until) + 1
     variants = spec.variants()

@@ -69,7 +69,7 @@ _SHAPE_WORDS = {
     "classes": "class axis last",
     "vector": "embedding axis last",
     "set": "reduced over a set of axes",
-    "batch": "coupled across the first axis",
+    "batch": "rows of a batch (..., B, D), features last",
 }
 
 
@@ -152,8 +152,25 @@ def render_docstring(d: Derivation) -> str:
     names = [i.name for i in spec.differentiated]
     wrt = " and ".join(names)
     lines += ["", "Functions", "---------"]
-    lines.append("value(...) : the unreduced loss, shaped like the broadcast inputs.")
-    if len(names) == 1:
+    if spec.is_batch:
+        lines += _wrap(
+            f"value(...) : the loss of each row (anchor), shaped like {wrt} less its last axis.",
+            indent="",
+        )
+        lines.append(f"grad(..., rows=None) : d value(...).sum() / d {wrt}, shaped like {wrt}; given")
+        lines.append("  per-row weights rows, d (rows * value(...)).sum() / d " + f"{wrt}.")
+        lines.append(f"hvp(..., v, rows=None) : the Hessian of the same sum applied to v, shaped like {wrt}.")
+        lines.append(f"jvp(..., v) : the derivative of value(...) along v, one number per row.")
+        lines += _wrap(
+            "No hess: the rows are coupled, and the Hessian is a (B*D, B*D) matrix; hvp costs "
+            "O(B**2 D), as the loss.",
+            indent="",
+        )
+    else:
+        lines.append("value(...) : the unreduced loss, shaped like the broadcast inputs.")
+    if spec.is_batch:
+        pass
+    elif len(names) == 1:
         lines.append(f"grad(...) : d value(...).sum() / d {wrt}, shaped like {wrt}.")
         lines.append(f"hess(...) : the elementwise second derivative in {wrt}, shaped like {wrt}.")
         lines.append(f"hvp(..., v) : hess(...) * v, v shaped like {wrt}.")
@@ -164,7 +181,7 @@ def render_docstring(d: Derivation) -> str:
     lines += _wrap(
         f"{spec.name}(..., reduction='mean') : the loss reduced by 'mean', 'sum' or 'none', "
         "for training. In torch an autograd.Function and in jax a custom_jvp: autodiff "
-        "(backward, jax.grad, double backward, jax.hessian) uses grad and hess above. "
+        f"(backward, jax.grad, double backward, jax.hessian) uses grad and {'hvp' if spec.is_batch else 'hess'} above. "
         "float16 and bfloat16 are computed in float32 and returned in the input dtype.",
         indent="",
     )
@@ -428,8 +445,14 @@ def _signature(spec: Spec) -> dict:
     )
     is_set = any(i.shape == "set" for i in spec.inputs)
     axes = ["axes=None"] if is_set else []
+    batch = spec.is_batch
     return {
         "set": is_set,
+        "batch": batch,
+        "similarity": "sim",
+        "public": ["grad", "hvp", "jvp", "value"] if batch else ["grad", "hess", "hvp", "value"],
+        "def_args_rows": ", ".join(inputs + ["*"] + params + ["rows=None", "validate=False"]),
+        "def_args_v_rows": ", ".join(inputs + ["v", "*"] + params + ["rows=None", "validate=False"]),
         "exports": list(spec.exports),
         "name": spec.name,
         "wrapper_doc": "\n".join(textwrap.wrap(doc, 96, initial_indent="    ", subsequent_indent="    ")),
@@ -469,9 +492,11 @@ def _definitions(texts) -> list[str]:
     return sorted(found)
 
 
-def render_module(d: Derivation, backend: str) -> str:
+def render_module(d: Derivation, backend: str, *, functions: dict | None = None, extra=()) -> str:
+    """The module of ``d`` for ``backend``; a batch loss passes its row loss's derivation as
+    ``d``, with the spec, the ``functions`` and the ``extra`` helpers of the batch."""
     spec = d.spec
-    functions = _function_context(d, backend)
+    functions = functions or _function_context(d, backend)
     body_text = "".join(fn["body"] for fn in functions.values() if fn)
     used, functions_used = set(), set()
     for key, block in d.blocks.items():
@@ -484,6 +509,7 @@ def render_module(d: Derivation, backend: str) -> str:
     helpers = _definitions(
         [h for cls in used if (h := cls.helpers.get(backend))]
         + [table[name] for name in sorted(functions_used) if name in table]
+        + list(extra)
     )
     context = {
         "spec": spec,

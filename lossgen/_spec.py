@@ -203,6 +203,11 @@ class _Reader:
         summary = self.summary(data) if "summary" in top else None
         references = self.references(data) if "references" in top else None
         inputs = self.inputs(data) if "inputs" in top else None
+        if inputs is not None and any(i.shape == "batch" for i in inputs):
+            from ._batch import POSITIVE
+
+            # a batch loss may name each row's positive partner among the other rows
+            self.declared.available.setdefault(POSITIVE.name, POSITIVE)
         params = self.params(data) if "params" in top else ()
         define, complete = self.defines(data) if "define" in top else ((), True)
         loss = None
@@ -872,6 +877,14 @@ class _Reader:
 
         classes = [i for i in inputs if i.shape in AXIS_SHAPES]
         at = _value_position(data, "loss")
+        if any(i.shape == "batch" for i in inputs):
+            from ._batch import BatchError, split
+
+            try:
+                split(expr, inputs)
+            except BatchError as error:
+                self.error(at, f"a loss over a batch: {error}")
+            return
         if not classes:
             if expr.has(*REDUCTIONS, OneHot):
                 self.error(
@@ -894,8 +907,6 @@ class _Reader:
                 f"input '{name}' has a class axis: the loss must reduce it to one number per "
                 f"row, with sum(...), logsumexp(...) or pick({name}, k)",
             )
-        if any(i.shape not in ("scalar", *AXIS_SHAPES) for i in inputs):
-            self.error(at, "shape batch is not generated yet; use scalar, classes, vector or set")
 
     def usage(
         self,

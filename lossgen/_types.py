@@ -176,6 +176,16 @@ class Spec:
         return any(i.shape in AXIS_SHAPES for i in self.inputs)
 
     @property
+    def is_batch(self) -> bool:
+        """Whether the loss couples the rows of a batch (an input of shape ``batch``)."""
+        return any(i.shape == "batch" for i in self.inputs)
+
+    @property
+    def is_elementwise(self) -> bool:
+        """Whether the loss is elementwise: no class axis, no batch coupling its rows."""
+        return not (self.has_classes or self.is_batch)
+
+    @property
     def differentiated(self) -> tuple[Input, ...]:
         return tuple(i for i in self.inputs if i.role == "differentiated")
 

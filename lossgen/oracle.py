@@ -119,6 +119,9 @@ class Oracle:
         point, see lossgen._jets) or "auto" (symbolic up to JETS_FROM - 1 classes, where the
         Hessian's entries are quantities too, jets from JETS_FROM on)."""
         self.spec = spec
+        if spec.is_batch:
+            self._batch(spec, classes)
+            return
         if spec.has_classes:
             self._classes(spec, classes, method)
             return
@@ -186,6 +189,48 @@ class Oracle:
             self._setup_jets(expr, xs, vs, tags, 1 if n >= NORMWISE_FROM else 2)
         else:
             self._setup(expr, xs, self._symbolic_quantities())
+
+    def _batch(self, spec: Spec, shape: tuple[int, int] | None) -> None:
+        """A loss over a batch, written out for B rows of D features (``shape``): one scalar
+        input per entry (``z[k]``: row k // D, feature k % D) and per direction entry
+        (``v[k]``); the quantities value[i] (the loss of row i, as the generated value),
+        grad[k] and hvp[k] (of the rows' losses summed), by Taylor arithmetic."""
+        from . import _jets
+        from ._batch import decompose, expand_batch
+
+        if shape is None:
+            raise ValueError(f"{spec.name}: a loss over a batch needs its (rows, features)")
+        b, d = shape
+        rows, xs = expand_batch(spec, b, d)
+        expr = sympy.Add(*rows)
+        vs = [sympy.Symbol(f"v[{k}]", real=True) for k in range(b * d)]
+        self.inputs = xs + vs
+        self.params = [p.symbol for p in spec.params if p.choices is None]
+        self._guards, self._guard_inputs = [], len(xs)
+        # (a scale of the similarities: exp(s/t) beside 1 needs |1/t| digits, as exp(x) |x|)
+        self._scales = [p.symbol.name for p in spec.params if p.choices is None]
+        self._plain = decompose(spec).row_map == "identity"
+        tags = [f"[{k}]" for k in range(b * d)]
+        self._written = (expr, xs, vs, tags, False)
+        order = 1 if b * d >= NORMWISE_FROM else 2
+        self._setup_jets(expr, xs, vs, tags, order)
+        # each row's value, first-order jets: its gradient gives its kappa (order 2 only)
+        slopes = (None,) * len(xs) if order == 2 else ()
+        self.quantities = tuple(Quantity(f"value[{i}]", None, slopes) for i in range(b)) + self.quantities[1:]
+        self._flat = [None] * (len(self.quantities) * (1 + len(slopes)))
+        self._trust_zero = [i % (1 + len(slopes)) != 0 for i in range(len(self._flat))]
+        symbols, total, n = self.inputs + self.params, self._fn, len(xs)
+
+        def taylor(*point):
+            values = dict(zip(symbols, point))
+            direction = [values[v] for v in vs]
+            out = []
+            for row in rows:
+                f, g, _, _ = _jets.evaluate(row, values, xs, direction, 1).dense(n)
+                out += [f, *g] if slopes else [f]
+            return out + total(*point)[1 + len(slopes):]
+
+        self._fn = taylor
 
     def _symbolic_quantities(self) -> list:
         expr, xs, vs, tags, with_hess = self._written
@@ -323,7 +368,12 @@ class Oracle:
             if condition(*args[:n], *args[len(self.inputs):]):
                 settled = [mpmath.mpf(value)] + [mpmath.mpf(0)] * (len(self._flat) - 1)
                 return self._evaluation(args, settled, (0, 0))
-        digits = self._start_digits(args)
+        if hasattr(self, "_scales"):  # (a batch: the similarities over t are exponentiated)
+            size = max(abs(float(a)) for a in args[: self._guard_inputs]) ** 2 if self._plain else 1.0
+            scales = [abs(float(point[name])) for name in self._scales]
+            digits = self._start_digits([size / s if s else 0.0 for s in scales] or [size])
+        else:
+            digits = self._start_digits(args)
         previous = self._at(args, digits)
         while True:
             more = 2 * digits
