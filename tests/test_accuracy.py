@@ -18,7 +18,7 @@ from lossgen._fixtures import load_fixture
 from _support import BACKENDS, DTYPES, FIXTURES, assert_looser_still_needed, beyond_bound, spec_paths
 
 #: (a loss over a class axis has grids of its own: tests/test_classes.py)
-SPECS = [s for s in lossgen.load_specs(spec_paths()) if not s.has_classes]
+SPECS = [s for s in lossgen.load_specs(spec_paths()) if s.is_elementwise]
 BEYOND_BITS = 4.0
 #: cells that miss the bound at a few points of soft-label interior cancellation, with the bits
 #: they do reach there and the cause; every other point still meets that figure, and the test

@@ -20,7 +20,7 @@ from lossgen._fixtures import load_fixture
 from _support import BACKENDS, DTYPES, FIXTURES, assert_looser_still_needed, beyond_bound, spec_paths
 
 #: (a loss over a class axis has grids of its own: tests/test_classes.py)
-SPECS = [s for s in lossgen.load_specs(spec_paths()) if not s.has_classes]
+SPECS = [s for s in lossgen.load_specs(spec_paths()) if s.is_elementwise]
 BEYOND_BITS = 4.0
 #: the elementwise catalog's bound; the focal losses have the tighter one of the stability issue
 MEAN_BITS_FLOAT64 = {"value": 1.0, "grad": 1.0, "hess": 2.0}

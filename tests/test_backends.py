@@ -34,7 +34,7 @@ def _evaluate(expr, backend, point):
 
 def _cases():
     for name, fn in SPEC_FUNCTIONS.items():
-        if name in CLASS_FUNCTIONS:  # reductions over a class axis: tests/test_classes.py
+        if name in CLASS_FUNCTIONS:  # over a class axis or a batch: test_classes.py, test_batch.py
             continue
         args = (x, y, z)[: fn.arity[0]]
         yield name, fn.build(*args)

@@ -49,14 +49,17 @@ def test_module_is_standalone_with_header(name, backend):
 def test_signature(name, backend):
     spec = SPECS[name]
     module = lossgen.load(name, backend)
-    for function in ("value", "grad", "hess"):
+    # (a loss over a batch has no hess: its rows are coupled; grad and hvp take row weights)
+    functions = ("value", "grad", "hvp") if spec.is_batch else ("value", "grad", "hess")
+    for function in functions:
         params = inspect.signature(getattr(module, function)).parameters
         positional = [p.name for p in params.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
         keyword = {p.name: p.default for p in params.values() if p.kind is p.KEYWORD_ONLY}
-        assert positional == [i.name for i in spec.inputs]
+        assert positional == [i.name for i in spec.inputs] + (["v"] if function == "hvp" else [])
         # (a loss over a set of axes takes axes=None too: by default every axis but the first)
         axes = {"axes": None} if any(i.shape == "set" for i in spec.inputs) else {}
-        assert keyword == {**{p.name: p.default for p in spec.params}, **axes, "validate": False}
+        rows = {"rows": None} if spec.is_batch and function != "value" else {}
+        assert keyword == {**{p.name: p.default for p in spec.params}, **axes, **rows, "validate": False}
     wrapper = inspect.signature(getattr(module, name)).parameters
     assert [p.name for p in wrapper.values() if p.kind is p.POSITIONAL_OR_KEYWORD] == [
         i.name for i in spec.inputs
@@ -69,7 +72,8 @@ def test_signature(name, backend):
     }
     extra = {"numpy": ["value_and_grad"], "jax": [], "torch": [_camel(name)]}[backend]
     extra += list(spec.exports)  # (grad_norm, GHMWeights: tests/test_ghm.py)
-    assert sorted(module.__all__) == sorted(["value", "grad", "hess", "hvp", name, *extra])
+    extra += ["jvp"] if spec.is_batch else ["hess"]
+    assert sorted(module.__all__) == sorted(["value", "grad", "hvp", name, *extra])
     hvp = inspect.signature(module.hvp).parameters
     assert [p.name for p in hvp.values() if p.kind is p.POSITIONAL_OR_KEYWORD][-1] == "v"
 
@@ -97,6 +101,8 @@ def test_shapes_dtypes_and_broadcasting(name, backend, dtype):
     spec = SPECS[name]
     if spec.has_classes:
         pytest.skip("a loss over a class axis: its shapes are tested in tests/test_classes.py")
+    if spec.is_batch:
+        pytest.skip("a loss over a batch: its shapes are tested in tests/test_batch.py")
     module = lossgen.load(name, backend)
     rng = np.random.default_rng(0)
     xs = [i.name for i in spec.differentiated]

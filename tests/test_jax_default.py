@@ -20,7 +20,7 @@ import lossgen
 from _support import ROOT, spec_paths
 
 #: (the losses over a class axis are graded, with x64, in tests/test_classes.py)
-SPECS = [s.name for s in lossgen.load_specs(spec_paths()) if not s.has_classes]
+SPECS = [s.name for s in lossgen.load_specs(spec_paths()) if s.is_elementwise]
 
 _SCRIPT = """
 import json, sys
@@ -33,7 +33,7 @@ from lossgen._fixtures import load_fixture
 from _support import FIXTURES, spec_paths
 out = {}
 for spec in lossgen.load_specs(spec_paths()):
-    if spec.has_classes:
+    if not spec.is_elementwise:
         continue
     fixture = load_fixture(FIXTURES, spec.name, "extreme")
     failures = []
