@@ -364,3 +364,13 @@ def test_jax_wrapper_autodiff():
     many = jnp.stack([z, 2 * z + 1])
     np.testing.assert_allclose(jax.vmap(f)(many), jnp.stack([f(z), f(2 * z + 1)]), rtol=1e-14)
     np.testing.assert_allclose(jax.vmap(jax.grad(f))(many)[1], module.grad(2 * z + 1, t=0.3), rtol=1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_odd_batches_are_refused(backend):
+    """Rows i and i + B/2 are the two views of a sample: B must be even (and at least 2)."""
+    module = lossgen.load("info_nce", backend)
+    for b in (1, 3):
+        with pytest.raises(ValueError, match=f"z has {b} rows"):
+            module.value(to_backend(_batch(b, 4), backend, "float64"))
+    assert np.all(to_numpy(module.value(to_backend(_batch(2, 4), backend, "float64"))) == 0)

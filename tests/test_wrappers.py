@@ -80,7 +80,9 @@ def _sample(spec, shape=(5,), seed=0):
         return {i.name: _inside(i.domain, rng, shape) for i in spec.inputs}
     out = {}
     for i in spec.inputs:
-        if i.shape == "scalar":
+        if i.shape == "batch":  # (an even number of rows: two views of each sample)
+            out[i.name] = _inside(i.domain, rng, (_ROWS + 1, _C))
+        elif i.shape == "scalar":
             out[i.name] = _inside(i.domain, rng, (_ROWS,))
         elif i.role == "constant" and i.domain.kind == "interval" and i.domain.hi == 1:
             out[i.name] = rng.dirichlet(np.ones(_C), _ROWS)

@@ -218,8 +218,13 @@ def _off_diagonal(s):
 def _pairs(z):
     # the similarities of each row with every other row, (..., B, B - 1), and the
     # index of each row's positive partner (row i + B/2 mod B) among them
-    u = _rows(z)
     b = z.shape[-2]
+    if b < 2 or b % 2:
+        raise ValueError(
+            f"z has {b} rows: a batch holds two views of each sample, rows i and i + B/2 "
+            "(an even number of rows, at least 2)"
+        )
+    u = _rows(z)
     i = torch.arange(b, device=z.device)
     partner = (i + b // 2) % b
     partner = torch.where(partner > i, partner - 1, partner)
