@@ -15,6 +15,7 @@ from sympy.printing.str import StrPrinter
 from ._backends import BACKENDS, print_expr
 from ._ir import Derivation
 from ._primitives import Primitive
+from ._scaling import degree, helpers as scaling_helpers, rescaled
 from ._types import CHOICE_PREFIX, RESERVED_NAMES, Spec
 
 __all__ = ["TEMPLATES", "render", "render_docstring"]
@@ -377,6 +378,18 @@ def _function_context(d: Derivation, backend: str) -> dict:
         )
         hvp = _function(d, "hvp", backend, [f"hv_{name}" for name in names])
         hvp["directions"] = [f"v_{name}" for name in names]
+        k = degree(spec)
+        if k is not None:  # on rows scaled by a power of two (lossgen/_scaling.py)
+            inputs = [i.name for i in spec.inputs]
+            value = rescaled(value, inputs, [0], k)
+            value_grad = rescaled(value_grad, inputs, [0] + [1] * n, k)
+            grad = rescaled(grad, inputs, [1] * n, k)
+            hvp = rescaled(hvp, inputs, [2] * n, k)
+            hess = rescaled(hess, inputs, [2] * (n * n), k, block=True)
+            hess["rows"] = [hess["outputs"][i * n : (i + 1) * n] for i in range(n)]
+            shapes = [f"_shape_{name}" for name in names]
+            grad["shapes"] = value_grad["shapes"] = shapes
+            hess["shapes"] = [f"{s} + {s}[-1:]" for s in shapes]
     else:
         value.update(index="", full="shape")
         value_grad.update(index="", full="shape")
@@ -506,6 +519,8 @@ def render_module(d: Derivation, backend: str, *, functions: dict | None = None,
             used |= {type(node) for node in expr.atoms(Primitive)}
             functions_used |= {type(node).__name__ for node in expr.atoms(sympy.Function)}
     table = BACKENDS[backend].helpers
+    if spec.has_classes and degree(spec) is not None:
+        extra = [*extra, scaling_helpers(backend)]
     helpers = _definitions(
         [h for cls in used if (h := cls.helpers.get(backend))]
         + [table[name] for name in sorted(functions_used) if name in table]

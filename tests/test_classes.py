@@ -1184,3 +1184,58 @@ def test_dice_near_a_perfect_prediction(backend):
     s = 1 / (1 + np.exp(-x))
     textbook = 1 - (2 * (s * y).sum() + 1) / (s.sum() + y.sum() + 1)
     assert abs(textbook - float(truth)) > 0.25 * float(truth)
+
+
+def _scaled_cases():
+    for name in ("euclidean_distance", "collinearity"):
+        for backend in BACKENDS:
+            for dtype, exponents in (("float32", (-120, -60, -20, 20, 60, 120)), ("float64", (-1000, -500, -130, 130, 500, 1000))):
+                yield pytest.param(name, backend, dtype, exponents, id=f"{name}-{backend}-{dtype}")
+
+
+@pytest.mark.parametrize("name, backend, dtype, exponents", list(_scaled_cases()))
+def test_distances_far_from_unit_scale(name, backend, dtype, exponents):
+    """A distance is homogeneous: at points scaled by 2**k, far beyond where the squares of the
+    coordinates over- or underflow (2**64 in float32), the value scales by 2**k, the gradient
+    stays and the Hessian-vector product scales by 2**-k (lossgen/_scaling.py), and none is
+    NaN, Inf or the 0 of coincident points; broadcast inputs get gradients of their shape."""
+    from lossgen._accuracy import to_backend, to_numpy
+
+    module = lossgen.load(name, backend)
+    spec = next(s for s in SPECS if s.name == name)
+    rng = np.random.default_rng(3)
+    points = [rng.uniform(0.5, 2, (4, 3)) * rng.choice([-1, 1], (4, 3)) for _ in spec.inputs]
+    directions = tuple(rng.uniform(-1, 1, (4, 3)) for _ in spec.inputs)
+    tol = {"float32": 4e-6, "float64": 1e-14}[dtype]
+
+    def run(scale):
+        args = [to_backend(p * scale, backend, dtype) for p in points]
+        v = tuple(to_backend(d, backend, dtype) for d in directions)
+        return (
+            to_numpy(module.value(*args)),
+            [to_numpy(g) for g in module.grad(*args)],
+            [to_numpy(h) for h in module.hvp(*args, v)],
+        )
+
+    value, grads, hvps = run(1.0)
+    for k in exponents:
+        s = 2.0**k
+        got_value, got_grads, got_hvps = run(s)
+        for got in [got_value, *got_grads, *got_hvps]:
+            assert np.isfinite(got).all(), f"2**{k}: NaN/Inf"
+        np.testing.assert_allclose(got_value / s, value, rtol=tol, err_msg=f"value at 2**{k}")
+        for got, want in zip(got_grads, grads):
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=f"grad at 2**{k}")
+        for got, want in zip(got_hvps, hvps):
+            # (an entry below the smallest normal number may be flushed to 0: XLA on CPU)
+            atol = tol * np.abs(want).max() + np.finfo(dtype).tiny * s
+            np.testing.assert_allclose(got * s, want, rtol=tol, atol=atol, err_msg=f"hvp at 2**{k}")
+    # one row of the first input against every row of the others: its gradient is the sum of
+    # those of the row repeated
+    s = 2.0**exponents[-1]
+    others = [to_backend(p * s, backend, dtype) for p in points[1:]]
+    one = to_backend(points[0][0] * s, backend, dtype)
+    repeated = to_backend(np.tile(points[0][:1], (4, 1)) * s, backend, dtype)
+    first = to_numpy(module.grad(one, *others)[0])
+    assert first.shape == (3,)
+    np.testing.assert_allclose(first, to_numpy(module.grad(repeated, *others)[0]).sum(0), rtol=tol, atol=tol)

@@ -186,6 +186,24 @@ def _hess_block(d, *pairs):
     return np.where(eye, d[..., :, None], h)
 
 
+def _homogeneous(inputs):
+    # the rows scaled by the power of two of their largest entry (over every input: the
+    # loss is homogeneous), and that power's exponent as two halves (each 2**half is
+    # representable where the whole may not be): exact, and no square over- or underflows
+    top = np.amax(np.abs(inputs[0]), axis=-1, keepdims=True)
+    for a in inputs[1:]:
+        top = np.maximum(top, np.amax(np.abs(a), axis=-1, keepdims=True))
+    e = np.frexp(top)[1].astype(top.dtype)
+    # only rows beyond the eighth root of the dtype's range (2**16 in float32): the
+    # others keep their bits (XLA's division and sqrt are not correctly rounded, so a
+    # scaled row's result could differ in its last bits)
+    limit = float(np.finfo(top.dtype).max) ** 0.125
+    e = np.where(np.isfinite(top) & ((top > limit) | (top < 1 / limit)), e, 0.0)
+    half = np.floor(e / 2)
+    down = np.exp2(-half), np.exp2(half - e)
+    return (*(a * down[0] * down[1] for a in inputs), (half, e - half))
+
+
 def _norm_gap(u, v):
     # |u| + |v| - |u + v| >= 0 (the triangle inequality), as
     # 2*(|u||v| - u.v)/(|u| + |v| + |u + v|); where u.v > 0, |u||v| - u.v is
@@ -202,6 +220,12 @@ def _norm_gap(u, v):
     gap = np.where(along, wedge / np.where(along, nu * nv + dot, 1.0), nu * nv - dot)
     den = nu + nv + nw
     return np.where(den > 0, 2 * gap / np.where(den > 0, den, 1.0), 0.0)
+
+
+def _rescale(r, scale, m, block=False):
+    # r times 2**(m e), e the rows' exponent; block: r holds a (C, C) block per row
+    half, rest = (s[..., None] for s in scale) if block else scale
+    return r * np.exp2(m * half) * np.exp2(m * rest)
 
 
 def _sum_others(a):
@@ -316,8 +340,13 @@ def value(a, x, b, *, validate=False):
     if validate:
         _validate(locals())
     a, x, b, shape, out = _prepare((a, x, b), ())
+    _shape_a = a.shape
+    _shape_x = x.shape
+    _shape_b = b.shape
+    a, x, b, _scale = _homogeneous((a, x, b))
     t0 = -x
     loss = _norm_gap(a + t0, -b - t0)
+    loss = _rescale(loss, _scale, 1)
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out)
 
 
@@ -327,6 +356,10 @@ def grad(a, x, b, *, validate=False):
     if validate:
         _validate(locals())
     a, x, b, shape, out = _prepare((a, x, b), ())
+    _shape_a = a.shape
+    _shape_x = x.shape
+    _shape_b = b.shape
+    a, x, b, _scale = _homogeneous((a, x, b))
     t0 = -x
     t1 = a + t0
     t2 = a - b
@@ -335,9 +368,9 @@ def grad(a, x, b, *, validate=False):
     d_x = _unit_diff(t3, t1)
     d_b = _unit_diff(t2, t3)
     return (
-        _fit(d_a, a.shape, shape, out),
-        _fit(d_x, x.shape, shape, out),
-        _fit(d_b, b.shape, shape, out),
+        _fit(d_a, _shape_a, shape, out),
+        _fit(d_x, _shape_x, shape, out),
+        _fit(d_b, _shape_b, shape, out),
     )
 
 
@@ -349,6 +382,10 @@ def hess(a, x, b, *, validate=False):
     a, x, b, shape, out = _prepare(
         (a, x, b), (), wide=True
     )
+    _shape_a = a.shape
+    _shape_x = x.shape
+    _shape_b = b.shape
+    a, x, b, _scale = _homogeneous((a, x, b))
     t0 = a**2
     t1 = b**2
     t2 = 2 * a
@@ -453,21 +490,30 @@ def hess(a, x, b, *, validate=False):
             t36,
         )
     )
+    d2_a = _rescale(d2_a, _scale, -1, True)
+    d2_a_x = _rescale(d2_a_x, _scale, -1, True)
+    d2_a_b = _rescale(d2_a_b, _scale, -1, True)
+    d2_x_a = _rescale(d2_x_a, _scale, -1, True)
+    d2_x = _rescale(d2_x, _scale, -1, True)
+    d2_x_b = _rescale(d2_x_b, _scale, -1, True)
+    d2_b_a = _rescale(d2_b_a, _scale, -1, True)
+    d2_b_x = _rescale(d2_b_x, _scale, -1, True)
+    d2_b = _rescale(d2_b, _scale, -1, True)
     return (
         (
-            _fit(d2_a, a.shape + a.shape[-1:], shape + shape[-1:], out),
-            _fit(d2_a_x, a.shape + a.shape[-1:], shape + shape[-1:], out),
-            _fit(d2_a_b, a.shape + a.shape[-1:], shape + shape[-1:], out),
+            _fit(d2_a, _shape_a + _shape_a[-1:], shape + shape[-1:], out),
+            _fit(d2_a_x, _shape_a + _shape_a[-1:], shape + shape[-1:], out),
+            _fit(d2_a_b, _shape_a + _shape_a[-1:], shape + shape[-1:], out),
         ),
         (
-            _fit(d2_x_a, x.shape + x.shape[-1:], shape + shape[-1:], out),
-            _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out),
-            _fit(d2_x_b, x.shape + x.shape[-1:], shape + shape[-1:], out),
+            _fit(d2_x_a, _shape_x + _shape_x[-1:], shape + shape[-1:], out),
+            _fit(d2_x, _shape_x + _shape_x[-1:], shape + shape[-1:], out),
+            _fit(d2_x_b, _shape_x + _shape_x[-1:], shape + shape[-1:], out),
         ),
         (
-            _fit(d2_b_a, b.shape + b.shape[-1:], shape + shape[-1:], out),
-            _fit(d2_b_x, b.shape + b.shape[-1:], shape + shape[-1:], out),
-            _fit(d2_b, b.shape + b.shape[-1:], shape + shape[-1:], out),
+            _fit(d2_b_a, _shape_b + _shape_b[-1:], shape + shape[-1:], out),
+            _fit(d2_b_x, _shape_b + _shape_b[-1:], shape + shape[-1:], out),
+            _fit(d2_b, _shape_b + _shape_b[-1:], shape + shape[-1:], out),
         ),
     )
 
@@ -482,6 +528,10 @@ def hvp(a, x, b, v, *, validate=False):
         (a, x, b), (), wide=True
     )
     v_a, v_x, v_b = (_like(w, r) for w, r in zip(v, (a, x, b)))
+    _shape_a = a.shape
+    _shape_x = x.shape
+    _shape_b = b.shape
+    a, x, b, _scale = _homogeneous((a, x, b))
     t0 = -x
     t1 = a + t0
     t2 = a - b
@@ -493,10 +543,13 @@ def hvp(a, x, b, v, *, validate=False):
     hv_a = _unit_diff_jvp(t1, t2, t4, t5)
     hv_x = _unit_diff_jvp(t6, t1, t7, t4)
     hv_b = _unit_diff_jvp(t2, t6, t5, t7)
+    hv_a = _rescale(hv_a, _scale, -1)
+    hv_x = _rescale(hv_x, _scale, -1)
+    hv_b = _rescale(hv_b, _scale, -1)
     return (
-        _fit(hv_a, a.shape, shape, out),
-        _fit(hv_x, x.shape, shape, out),
-        _fit(hv_b, b.shape, shape, out),
+        _fit(hv_a, _shape_a, shape, out),
+        _fit(hv_x, _shape_x, shape, out),
+        _fit(hv_b, _shape_b, shape, out),
     )
 
 

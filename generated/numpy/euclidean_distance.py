@@ -165,6 +165,30 @@ def _hess_block(d, *pairs):
     return np.where(eye, d[..., :, None], h)
 
 
+def _homogeneous(inputs):
+    # the rows scaled by the power of two of their largest entry (over every input: the
+    # loss is homogeneous), and that power's exponent as two halves (each 2**half is
+    # representable where the whole may not be): exact, and no square over- or underflows
+    top = np.amax(np.abs(inputs[0]), axis=-1, keepdims=True)
+    for a in inputs[1:]:
+        top = np.maximum(top, np.amax(np.abs(a), axis=-1, keepdims=True))
+    e = np.frexp(top)[1].astype(top.dtype)
+    # only rows beyond the eighth root of the dtype's range (2**16 in float32): the
+    # others keep their bits (XLA's division and sqrt are not correctly rounded, so a
+    # scaled row's result could differ in its last bits)
+    limit = float(np.finfo(top.dtype).max) ** 0.125
+    e = np.where(np.isfinite(top) & ((top > limit) | (top < 1 / limit)), e, 0.0)
+    half = np.floor(e / 2)
+    down = np.exp2(-half), np.exp2(half - e)
+    return (*(a * down[0] * down[1] for a in inputs), (half, e - half))
+
+
+def _rescale(r, scale, m, block=False):
+    # r times 2**(m e), e the rows' exponent; block: r holds a (C, C) block per row
+    half, rest = (s[..., None] for s in scale) if block else scale
+    return r * np.exp2(m * half) * np.exp2(m * rest)
+
+
 def _sum_others(a):
     # sum(a) - a with the sum as hi + lo: hi - a is exact where a is most of it
     hi, lo = _two_sum(a)
@@ -199,7 +223,11 @@ def value(x, y, *, validate=False):
     if validate:
         _validate(locals())
     x, y, shape, out = _prepare((x, y), ())
+    _shape_x = x.shape
+    _shape_y = y.shape
+    x, y, _scale = _homogeneous((x, y))
     loss = np.sqrt(np.sum((x - y)**2, axis=-1, keepdims=True))
+    loss = _rescale(loss, _scale, 1)
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out)
 
 
@@ -209,6 +237,9 @@ def grad(x, y, *, validate=False):
     if validate:
         _validate(locals())
     x, y, shape, out = _prepare((x, y), ())
+    _shape_x = x.shape
+    _shape_y = y.shape
+    x, y, _scale = _homogeneous((x, y))
     t0 = np.sum((x - y)**2, axis=-1, keepdims=True)
     t1 = t0 == 0
     t2 = 2 * x - 2 * y
@@ -216,8 +247,8 @@ def grad(x, y, *, validate=False):
     d_x = np.where(t1, 0, t2 * t3)
     d_y = np.where(t1, 0, -t2 * t3)
     return (
-        _fit(d_x, x.shape, shape, out),
-        _fit(d_y, y.shape, shape, out),
+        _fit(d_x, _shape_x, shape, out),
+        _fit(d_y, _shape_y, shape, out),
     )
 
 
@@ -229,6 +260,9 @@ def hess(x, y, *, validate=False):
     x, y, shape, out = _prepare(
         (x, y), (), wide=True
     )
+    _shape_x = x.shape
+    _shape_y = y.shape
+    x, y, _scale = _homogeneous((x, y))
     t0 = x - y
     t1 = t0**2
     t2 = np.sum(t1, axis=-1, keepdims=True)
@@ -246,14 +280,18 @@ def hess(x, y, *, validate=False):
     d2_x_y = _hess_block(t10, t8, t11)
     d2_y_x = _hess_block(t10, t12, t9)
     d2_y = _hess_block(t6, t12, t11)
+    d2_x = _rescale(d2_x, _scale, -1, True)
+    d2_x_y = _rescale(d2_x_y, _scale, -1, True)
+    d2_y_x = _rescale(d2_y_x, _scale, -1, True)
+    d2_y = _rescale(d2_y, _scale, -1, True)
     return (
         (
-            _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out),
-            _fit(d2_x_y, x.shape + x.shape[-1:], shape + shape[-1:], out),
+            _fit(d2_x, _shape_x + _shape_x[-1:], shape + shape[-1:], out),
+            _fit(d2_x_y, _shape_x + _shape_x[-1:], shape + shape[-1:], out),
         ),
         (
-            _fit(d2_y_x, y.shape + y.shape[-1:], shape + shape[-1:], out),
-            _fit(d2_y, y.shape + y.shape[-1:], shape + shape[-1:], out),
+            _fit(d2_y_x, _shape_y + _shape_y[-1:], shape + shape[-1:], out),
+            _fit(d2_y, _shape_y + _shape_y[-1:], shape + shape[-1:], out),
         ),
     )
 
@@ -268,6 +306,9 @@ def hvp(x, y, v, *, validate=False):
         (x, y), (), wide=True
     )
     v_x, v_y = (_like(w, r) for w, r in zip(v, (x, y)))
+    _shape_x = x.shape
+    _shape_y = y.shape
+    x, y, _scale = _homogeneous((x, y))
     t0 = x - y
     t1 = t0**2
     t2 = np.sum(t1, axis=-1, keepdims=True)
@@ -279,9 +320,11 @@ def hvp(x, y, v, *, validate=False):
     t8 = 1 / 2 / t2**(1.5)
     hv_x = np.where(t3, 0, t8 * (-t0 * t7 + t4 * t5))
     hv_y = np.where(t3, 0, t8 * (t0 * t7 - t4 * t5))
+    hv_x = _rescale(hv_x, _scale, -1)
+    hv_y = _rescale(hv_y, _scale, -1)
     return (
-        _fit(hv_x, x.shape, shape, out),
-        _fit(hv_y, y.shape, shape, out),
+        _fit(hv_x, _shape_x, shape, out),
+        _fit(hv_y, _shape_y, shape, out),
     )
 
 
