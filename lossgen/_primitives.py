@@ -179,6 +179,50 @@ class Softplus(Primitive):
         return True if self.args[0].is_real else None
 
 
+class SigmoidNumerator(Primitive):
+    """1 where u >= 0, else e: with e = exp(-|u|), sigmoid(u) = sigmoid_numerator(u, e) / (1 + e).
+
+    The sigmoid family of one |u| (sigmoid, log_sigmoid, softplus of u and of -u) shares e and
+    log1p(e) once the simplify pass has expanded it (``share_sigmoid_family``). In torch the
+    select is a maximum, not torch.where (a scalar, branching kernel on CPU): e <= 1 and the
+    step is 0 or 1."""
+
+    display = "sigmoid_numerator"
+    nargs = 2
+    lowering = {
+        "numpy": "np.where({0} >= 0, 1.0, {1})",
+        "jax": "jnp.where({0} >= 0, 1.0, {1})",
+        "torch": "torch.maximum({1}, torch.relu({0}).sign_())",
+    }
+
+    @classmethod
+    def textbook(cls, u, e):
+        return sympy.Piecewise((1, u >= 0), (e, True))
+
+    def _eval_is_positive(self):
+        return True if self.args[1].is_positive else None
+
+
+class Log1pSmall(Primitive):
+    """log1p(z) for z in [0, 1] (z = exp(-|u|) of the sigmoid family): the backend's log1p as
+    it is; the JAX correction for arguments near -0.4 (``JAX_LOG1P``) never applies there."""
+
+    display = "log1p"
+    nargs = 1
+    lowering = {
+        "numpy": "np.log1p({0})",
+        "jax": "jnp.log1p({0})",
+        "torch": "torch.log1p({0})",
+    }
+
+    @classmethod
+    def textbook(cls, z):
+        return sympy.log(1 + z)
+
+    def _eval_is_nonnegative(self):
+        return True if self.args[0].is_nonnegative else None
+
+
 class SoftplusMinusSigmoid(Primitive):
     """softplus(u) - sigmoid(u), which cancels to exp(2u)/2 as u -> -oo (poly-1 loss with
     epsilon = -1). With s = sigmoid(u) it is -log1p(-s) - s, and for u <= 0 (s <= 1/2) that is
@@ -662,6 +706,7 @@ class ScaledSum(Primitive):
 PRIMITIVES: tuple[type[Primitive], ...] = (
     Sigmoid, LogSigmoid, Softplus, Exp, Expm1, LogRatio, LogQuotient, SqrtDifference, XLogY,
     LogAddExp, LogCosh, Erfc, ScaledProduct, ScaledSum, LogSoftplus, LogTanh, ErfcScaled, SoftplusMinusSigmoid,
+    SigmoidNumerator, Log1pSmall,
 )
 
 

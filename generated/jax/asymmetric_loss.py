@@ -622,49 +622,55 @@ def value(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     if validate:
         _validate(locals())
     x, y, gamma_pos, gamma_neg, clip, shape, out = _prepare((x, y), (gamma_pos, gamma_neg, clip))
-    t0 = jax.nn.log_sigmoid(x)
-    t1 = -1 + clip
-    t2 = (
+    t0 = jnp.exp(-jnp.abs(x))
+    t1 = jnp.log1p(t0)
+    t2 = -t1 + jnp.minimum(0, x)
+    t3 = -1 + clip
+    t4 = (
         jnp.where(
-            ((-t1) == 0) | (clip == 0),
-            jnp.log(clip) - jnp.log(-t1),
-            _log1p((-1 + 2 * clip) / (-t1)),
+            ((-t3) == 0) | (clip == 0),
+            jnp.log(clip) - jnp.log(-t3),
+            _log1p((-1 + 2 * clip) / (-t3)),
         )
     )
-    t3 = -t2 + x
-    t4 = jax.nn.sigmoid(x)
-    t5 = _scaled_product(t1 * jnp.expm1(-t3), t4, t0)
-    t6 = x >= t2
-    t7 = -x
-    t8 = jax.nn.sigmoid(t7)
-    t9 = jax.nn.log_sigmoid(t7)
-    t10 = _scaled_product(clip * jnp.expm1(t3), t8, t9)
-    t11 = 1 + clip
-    t12 = (
+    t5 = -t4 + x
+    t6 = 1 / (1 + t0)
+    t7 = t6 * jnp.where(x >= 0, 1.0, t0)
+    t8 = _scaled_product(t3 * jnp.expm1(-t5), t7, t2)
+    t9 = x >= t4
+    t10 = -x
+    t11 = t6 * jnp.where(t10 >= 0, 1.0, t0)
+    t12 = jnp.minimum(0, t10)
+    t13 = -t1 + t12
+    t14 = _scaled_product(clip * jnp.expm1(t5), t11, t13)
+    t15 = 1 + clip
+    t16 = (
         _scaled_sum(
-            _scaled_product(clip, t4, t0),
+            _scaled_product(clip, t7, t2),
             clip,
-            t4,
-            t0,
-            _scaled_product(t11, t8, t9),
+            t7,
+            t2,
+            _scaled_product(t15, t11, t13),
+            t15,
             t11,
-            t8,
-            t9,
+            t13,
         )
     )
     loss = (
         -(1 - y)
         * jnp.where(
-            clip < t4,
-            jnp.where(t6, t5**gamma_neg, t10**gamma_neg)
+            clip < t7,
+            jnp.where(t9, t8**gamma_neg, t14**gamma_neg)
             * jnp.where(
-                t12 > 0.5,
-                _log1p(-jnp.where(t6, t5, t10)),
-                jnp.where(clip == 0, t9 + _log1p(clip), jnp.log(t12)),
+                t16 > 0.5,
+                _log1p(-jnp.where(t9, t8, t14)),
+                jnp.where(clip == 0, -t1 + t12 + _log1p(clip), jnp.log(t16)),
             ),
             0,
         )
-        - t0 * y * jnp.exp(_scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x)))
+        - t2
+        * y
+        * jnp.exp(_scaled_product(-gamma_pos, t1 + jnp.maximum(0, x), _log_softplus(x)))
     )
     return _fit(loss, shape, shape, out)
 
@@ -686,159 +692,170 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t3 = -t2
     t4 = jnp.expm1(t3)
     t5 = t0 * t4
-    t6 = jax.nn.sigmoid(x)
-    t7 = jax.nn.log_sigmoid(x)
-    t8 = _scaled_product(t5, t6, t7)
-    t9 = t8**gamma_neg
-    t10 = x >= t1
-    t11 = jnp.expm1(t2)
-    t12 = clip * t11
-    t13 = -x
-    t14 = jax.nn.sigmoid(t13)
-    t15 = jax.nn.log_sigmoid(t13)
-    t16 = _scaled_product(t12, t14, t15)
-    t17 = t16**gamma_neg
-    t18 = jnp.where(t10, t9, t17)
-    t19 = jnp.where(t10, t8, t16)
-    t20 = t18 / (1 - t19)
-    t21 = t0 * t20
-    t22 = jnp.exp(t3)
-    t23 = t22 * t6
-    t24 = t1 + t13 + t7
-    t25 = -t20 * t5
-    t26 = t14 * t6
-    t27 = t15 + t7
-    t28 = -clip * t20
-    t29 = jnp.exp(t2)
-    t30 = t14 * t29
-    t31 = t15 + t2
-    t32 = t12 * t20
-    t33 = 1 + clip
-    t34 = (
+    t6 = jnp.exp(-jnp.abs(x))
+    t7 = jnp.where(x >= 0, 1.0, t6)
+    t8 = 1 + t6
+    t9 = 1 / t8
+    t10 = t7 * t9
+    t11 = jnp.minimum(0, x)
+    t12 = jnp.log1p(t6)
+    t13 = -t11 + t12
+    t14 = -t13
+    t15 = _scaled_product(t5, t10, t14)
+    t16 = t15**gamma_neg
+    t17 = x >= t1
+    t18 = jnp.expm1(t2)
+    t19 = clip * t18
+    t20 = -x
+    t21 = jnp.where(t20 >= 0, 1.0, t6)
+    t22 = t21 * t9
+    t23 = jnp.minimum(0, t20)
+    t24 = -t12 + t23
+    t25 = _scaled_product(t19, t22, t24)
+    t26 = t25**gamma_neg
+    t27 = jnp.where(t17, t16, t26)
+    t28 = jnp.where(t17, t15, t25)
+    t29 = t27 / (1 - t28)
+    t30 = t0 * t29
+    t31 = jnp.exp(t3)
+    t32 = t10 * t31
+    t33 = -t13 - t2
+    t34 = -t29 * t5
+    t35 = t21 * t7 / t8 / t8
+    t36 = t11 - 2 * t12 + t23
+    t37 = -clip * t29
+    t38 = jnp.exp(t2)
+    t39 = t22 * t38
+    t40 = -t12
+    t41 = t23 + t40
+    t42 = t2 + t41
+    t43 = t19 * t29
+    t44 = 1 + clip
+    t45 = (
         _scaled_sum(
-            _scaled_product(clip, t6, t7),
+            _scaled_product(clip, t10, t14),
             clip,
-            t6,
-            t7,
-            _scaled_product(t33, t14, t15),
-            t33,
+            t10,
             t14,
-            t15,
+            _scaled_product(t44, t22, t24),
+            t44,
+            t22,
+            t24,
         )
     )
-    t35 = t34 > 0.5
-    t36 = clip == 0
-    t37 = gamma_neg == 0
-    t38 = _log1p(-t19)
-    t39 = t15 + _log1p(clip)
-    t40 = (
+    t46 = t45 > 0.5
+    t47 = clip == 0
+    t48 = gamma_neg == 0
+    t49 = _log1p(-t28)
+    t50 = t41 + _log1p(clip)
+    t51 = (
         gamma_neg
         * jnp.where(
-            t35,
-            t38,
-            jnp.where(t36, t39, jnp.where(t35, t38, jnp.where(t36, t39, jnp.log(t34)))),
+            t46,
+            t49,
+            jnp.where(t47, t50, jnp.where(t46, t49, jnp.where(t47, t50, jnp.log(t45)))),
         )
     )
-    t41 = t40 * t9
-    t42 = -t41 / t4
-    t43 = t17 * t40
-    t44 = -t43
-    t45 = t43 / t11
-    t46 = (
+    t52 = t16 * t51
+    t53 = -t52 / t4
+    t54 = t26 * t51
+    t55 = -t54
+    t56 = t54 / t18
+    t57 = (
         jnp.where(
             y == 1,
             0,
             -(1 - y)
             * jnp.where(
-                clip < t6,
+                clip < t10,
                 jnp.where(
-                    t10,
+                    t17,
                     jnp.where(
-                        t37,
+                        t48,
                         0,
                         _scaled_sum(
-                            _scaled_product(t41, t14, t15),
-                            t41,
-                            t14,
-                            t15,
-                            _scaled_product(t42, t22, t3),
-                            t42,
+                            _scaled_product(t52, t22, t24),
+                            t52,
                             t22,
+                            t24,
+                            _scaled_product(t53, t31, t3),
+                            t53,
+                            t31,
                             t3,
                         ),
                     ),
                     jnp.where(
-                        t37,
+                        t48,
                         0,
                         _scaled_sum(
-                            _scaled_product(t44, t6, t7),
-                            t44,
-                            t6,
-                            t7,
-                            _scaled_product(t45, t29, t2),
-                            t45,
-                            t29,
+                            _scaled_product(t55, t10, t14),
+                            t55,
+                            t10,
+                            t14,
+                            _scaled_product(t56, t38, t2),
+                            t56,
+                            t38,
                             t2,
                         ),
                     ),
                 )
                 + jnp.where(
-                    t35,
+                    t46,
                     jnp.where(
-                        t10,
+                        t17,
                         _scaled_sum(
-                            _scaled_product(t21, t23, t24),
-                            t21,
-                            t23,
-                            t24,
-                            _scaled_product(t25, t26, t27),
-                            t25,
-                            t26,
-                            t27,
+                            _scaled_product(t30, t32, t33),
+                            t30,
+                            t32,
+                            t33,
+                            _scaled_product(t34, t35, t36),
+                            t34,
+                            t35,
+                            t36,
                         ),
                         _scaled_sum(
-                            _scaled_product(t28, t30, t31),
-                            t28,
-                            t30,
-                            t31,
-                            _scaled_product(t32, t26, t27),
-                            t32,
-                            t26,
-                            t27,
+                            _scaled_product(t37, t39, t42),
+                            t37,
+                            t39,
+                            t42,
+                            _scaled_product(t43, t35, t36),
+                            t43,
+                            t35,
+                            t36,
                         ),
                     ),
                     jnp.where(
-                        t36,
-                        _scaled_product(-t18, t6, t7),
-                        _scaled_product(-t18 / t34, t26, t27),
+                        t47,
+                        _scaled_product(-t27, t10, t14),
+                        _scaled_product(-t27 / t45, t35, t36),
                     ),
                 ),
                 0,
             ),
         )
     )
-    t47 = -y
-    t48 = _scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))
-    t49 = jnp.exp(t48)
-    t50 = t14 * t49
-    t51 = t15 + t48
-    t52 = -gamma_pos * y
-    t53 = t49 * t6 * jax.nn.softplus(t13)
-    t54 = t48 + t7 + _log_softplus(t13)
+    t58 = -y
+    t59 = _scaled_product(-gamma_pos, t12 + jnp.maximum(0, x), _log_softplus(x))
+    t60 = jnp.exp(t59)
+    t61 = t22 * t60
+    t62 = t41 + t59
+    t63 = -gamma_pos * y
+    t64 = t10 * t60 * (t12 + jnp.maximum(0, t20))
+    t65 = t11 + t40 + t59 + _log_softplus(t20)
     d_x = (
         _scaled_sum(
-            t46,
-            t46,
+            t57,
+            t57,
             1,
             0,
-            _scaled_product(t47, t50, t51),
-            t47,
-            t50,
-            t51,
-            _scaled_product(t52, t53, t54),
-            t52,
-            t53,
-            t54,
+            _scaled_product(t58, t61, t62),
+            t58,
+            t61,
+            t62,
+            _scaled_product(t63, t64, t65),
+            t63,
+            t64,
+            t65,
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -864,506 +881,507 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t4 = -t3
     t5 = jnp.exp(t4)
     t6 = jnp.expm1(t4)
-    t7 = -x
-    t8 = jax.nn.sigmoid(t7)
-    t9 = jax.nn.log_sigmoid(t7)
-    t10 = (
+    t7 = jnp.exp(-jnp.abs(x))
+    t8 = 1 + t7
+    t9 = 1 / t8
+    t10 = -x
+    t11 = jnp.where(t10 >= 0, 1.0, t7)
+    t12 = t11 * t9
+    t13 = jnp.log1p(t7)
+    t14 = jnp.minimum(0, t10)
+    t15 = t13 - t14
+    t16 = -t15
+    t17 = (
         _scaled_sum(
             _scaled_product(-1, t5, t4),
             -1,
             t5,
             t4,
-            _scaled_product(t6, t8, t9),
+            _scaled_product(t6, t12, t16),
             t6,
-            t8,
-            t9,
+            t12,
+            t16,
         )**2
     )
-    t11 = t0 * t6
-    t12 = jax.nn.sigmoid(x)
-    t13 = jax.nn.log_sigmoid(x)
-    t14 = _scaled_product(t11, t12, t13)
-    t15 = t14**gamma_neg
-    t16 = x >= t2
-    t17 = jnp.expm1(t3)
-    t18 = clip * t17
-    t19 = _scaled_product(t18, t8, t9)
-    t20 = t19**gamma_neg
-    t21 = jnp.where(t16, t15, t20)
-    t22 = jnp.where(t16, t14, t19)
-    t23 = 1 - t22
-    t24 = t21 / t23 / t23
-    t25 = t12**2
-    t26 = 2 * t13
-    t27 = jnp.exp(t3)
-    t28 = -t17
-    t29 = _scaled_sum(t27, 1, t27, t3, _scaled_product(t28, t12, t13), t28, t12, t13)**2
-    t30 = t8**2
-    t31 = 2 * t9
-    t32 = 1 / t23
-    t33 = t21 * t32
-    t34 = t0 * t33
-    t35 = -t34
-    t36 = t12 * t5
-    t37 = t2 + t7
-    t38 = t13 + t37
-    t39 = 2 * t34
-    t40 = t5 * t8
-    t41 = t12 * t40
-    t42 = t13 + t9
-    t43 = t37 + t42
-    t44 = t11 * t33
-    t45 = t25 * t8
-    t46 = t26 + t9
-    t47 = -t44
-    t48 = t12 * t30
-    t49 = t13 + t31
-    t50 = -clip * t33
-    t51 = t27 * t8
-    t52 = t3 + t9
-    t53 = t1 * t33
-    t54 = t12 * t8
-    t55 = t27 * t54
-    t56 = t3 + t42
-    t57 = t18 * t33
-    t58 = -t57
-    t59 = 1 + clip
-    t60 = (
-        _scaled_sum(
-            _scaled_product(clip, t12, t13),
-            clip,
-            t12,
-            t13,
-            _scaled_product(t59, t8, t9),
-            t59,
-            t8,
-            t9,
-        )
-    )
-    t61 = t60 > 0.5
-    t62 = clip == 0
-    t63 = 1 / t60
-    t64 = t21 * t63
-    t65 = -t64
-    t66 = -t21 / t60 / t60
-    t67 = t25 * t30
-    t68 = t26 + t31
-    t69 = gamma_neg**2
-    t70 = t69 == 0
-    t71 = 1 / t6**2
-    t72 = _log1p(-t22)
-    t73 = t9 + _log1p(clip)
-    t74 = (
-        jnp.where(
-            t61,
-            t72,
-            jnp.where(t62, t73, jnp.where(t61, t72, jnp.where(t62, t73, jnp.log(t60)))),
-        )
-    )
-    t75 = gamma_neg == 0
-    t76 = gamma_neg * t74
-    t77 = t15 * t76
+    t18 = t0 * t6
+    t19 = jnp.where(x >= 0, 1.0, t7)
+    t20 = t19 * t9
+    t21 = jnp.minimum(0, x)
+    t22 = t13 - t21
+    t23 = -t22
+    t24 = _scaled_product(t18, t20, t23)
+    t25 = t24**gamma_neg
+    t26 = x >= t2
+    t27 = jnp.expm1(t3)
+    t28 = clip * t27
+    t29 = _scaled_product(t28, t12, t16)
+    t30 = t29**gamma_neg
+    t31 = jnp.where(t26, t25, t30)
+    t32 = jnp.where(t26, t24, t29)
+    t33 = 1 - t32
+    t34 = t31 / t33 / t33
+    t35 = 1 / t8**2
+    t36 = t19**2
+    t37 = t35 * t36
+    t38 = 2 * t13
+    t39 = -2 * t21 + t38
+    t40 = -t39
+    t41 = jnp.exp(t3)
+    t42 = -t27
+    t43 = _scaled_sum(t41, 1, t41, t3, _scaled_product(t42, t20, t23), t42, t20, t23)**2
+    t44 = t11**2
+    t45 = t35 * t44
+    t46 = 2 * t14 - t38
+    t47 = 1 / t33
+    t48 = t31 * t47
+    t49 = t0 * t48
+    t50 = -t49
+    t51 = t20 * t5
+    t52 = -t22 - t3
+    t53 = 2 * t49
+    t54 = t11 * t19 * t35
+    t55 = t5 * t54
+    t56 = -t38
+    t57 = t14 + t21 + t56
+    t58 = t10 + t2 + t57
+    t59 = t18 * t48
+    t60 = 1 / t8**3
+    t61 = t11 * t36 * t60
+    t62 = 2 * t21
+    t63 = -3 * t13
+    t64 = t14 + t62 + t63
+    t65 = -t59
+    t66 = t19 * t44 * t60
+    t67 = 2 * t14
+    t68 = t21 + t63 + t67
+    t69 = -clip * t48
+    t70 = t12 * t41
+    t71 = -t13
+    t72 = t14 + t71
+    t73 = t3 + t72
+    t74 = t1 * t48
+    t75 = t41 * t54
+    t76 = t3 + t57
+    t77 = t28 * t48
     t78 = -t77
-    t79 = 1 / t6
-    t80 = t77 * t79
-    t81 = t37 + t9
-    t82 = _scaled_product(t80, t40, t81)
-    t83 = -t71 * t77
-    t84 = t5**2
-    t85 = 2 * x
-    t86 = 2 * t2
-    t87 = t85 - t86
-    t88 = -t87
-    t89 = -2 * t80
-    t90 = 1 / t17**2
-    t91 = t20 * t76
-    t92 = -t91
-    t93 = 1 / t17
-    t94 = t91 * t93
-    t95 = t12 * t27
-    t96 = t13 + t3
-    t97 = _scaled_product(t94, t95, t96)
-    t98 = -t90 * t91
-    t99 = t27**2
-    t100 = -2 * t94
-    t101 = 2 * gamma_neg
-    t102 = t101 * t15
-    t103 = t0 * t32
-    t104 = t102 * t103
-    t105 = _scaled_product(t104, t41, t43)
-    t106 = t102 * t79
-    t107 = -t103 * t106
-    t108 = t12 * t84
-    t109 = t13 - t85 + t86
-    t110 = gamma_neg * t1 * t32
-    t111 = t110 * t15
-    t112 = t111 * t79
-    t113 = t27 * t40
-    t114 = -t112 * t17
-    t115 = (
-        jnp.where(
+    t79 = 1 + clip
+    t80 = (
+        _scaled_sum(
+            _scaled_product(clip, t20, t23),
+            clip,
+            t20,
+            t23,
+            _scaled_product(t79, t12, t16),
+            t79,
+            t12,
             t16,
+        )
+    )
+    t81 = t80 > 0.5
+    t82 = clip == 0
+    t83 = 1 / t80
+    t84 = t31 * t83
+    t85 = -t84
+    t86 = -t31 / t80 / t80
+    t87 = t36 * t44 / t8**4
+    t88 = -4 * t13 + t62 + t67
+    t89 = gamma_neg == 0
+    t90 = 2 * gamma_neg
+    t91 = t25 * t90
+    t92 = t0 * t47
+    t93 = t91 * t92
+    t94 = _scaled_product(t93, t55, t58)
+    t95 = 1 / t6
+    t96 = t91 * t95
+    t97 = -t92 * t96
+    t98 = t5**2
+    t99 = t20 * t98
+    t100 = -2 * t2 + 2 * x
+    t101 = -t100 - t22
+    t102 = gamma_neg * t1 * t47
+    t103 = t102 * t25
+    t104 = t103 * t95
+    t105 = t12 * t5
+    t106 = t105 * t41
+    t107 = -t104 * t27
+    t108 = (
+        jnp.where(
+            t26,
+            _scaled_sum(t94, t93, t55, t58, _scaled_product(t97, t99, t101), t97, t99, t101),
             _scaled_sum(
-                t105,
+                _scaled_product(t104, t106, t16),
                 t104,
-                t41,
-                t43,
-                _scaled_product(t107, t108, t109),
+                t106,
+                t16,
+                _scaled_product(t107, t55, t58),
                 t107,
-                t108,
-                t109,
+                t55,
+                t58,
             ),
+        )
+    )
+    t109 = t83 * t96
+    t110 = t18 * t47
+    t111 = -t110 * t91
+    t112 = -t103
+    t113 = t41 * t45
+    t114 = t3 + t56 + t67
+    t115 = t103 * t27
+    t116 = (
+        jnp.where(
+            t26,
+            _scaled_sum(t94, t93, t55, t58, _scaled_product(t111, t66, t68), t111, t66, t68),
             _scaled_sum(
-                _scaled_product(t112, t113, t9),
+                _scaled_product(t112, t113, t114),
                 t112,
                 t113,
-                t9,
-                _scaled_product(t114, t41, t43),
                 t114,
-                t41,
-                t43,
+                _scaled_product(t115, t66, t68),
+                t115,
+                t66,
+                t68,
             ),
         )
     )
-    t116 = t106 * t63
-    t117 = t11 * t32
-    t118 = -t102 * t117
-    t119 = -t111
-    t120 = t27 * t30
-    t121 = t3 + t31
-    t122 = t111 * t17
-    t123 = (
+    t117 = -t91
+    t118 = -t83 * t91
+    t119 = t30 * t90
+    t120 = -t119 * t92
+    t121 = t37 * t5
+    t122 = -t3 - t39
+    t123 = t110 * t119
+    t124 = t102 * t30
+    t125 = _scaled_product(t124, t75, t76)
+    t126 = -t124 * t27
+    t127 = (
         jnp.where(
-            t16,
+            t26,
             _scaled_sum(
-                t105,
-                t104,
-                t41,
-                t43,
-                _scaled_product(t118, t48, t49),
-                t118,
-                t48,
-                t49,
-            ),
-            _scaled_sum(
-                _scaled_product(t119, t120, t121),
-                t119,
+                _scaled_product(t120, t121, t122),
                 t120,
                 t121,
-                _scaled_product(t122, t48, t49),
                 t122,
-                t48,
-                t49,
+                _scaled_product(t123, t61, t64),
+                t123,
+                t61,
+                t64,
+            ),
+            _scaled_sum(
+                t125,
+                t124,
+                t75,
+                t76,
+                _scaled_product(t126, t61, t64),
+                t126,
+                t61,
+                t64,
             ),
         )
     )
-    t124 = -t102
-    t125 = -t102 * t63
-    t126 = t101 * t20
-    t127 = -t103 * t126
-    t128 = t25 * t5
-    t129 = t26 + t37
-    t130 = t117 * t126
-    t131 = t110 * t20
-    t132 = _scaled_product(t131, t55, t56)
-    t133 = -t131 * t17
-    t134 = (
+    t128 = t119 * t83
+    t129 = 1 / t27
+    t130 = t119 * t129
+    t131 = t130 * t92
+    t132 = t20 * t41
+    t133 = t132 * t5
+    t134 = -t110 * t130
+    t135 = -t124 * t129
+    t136 = t41**2
+    t137 = t12 * t136
+    t138 = t100 + t72
+    t139 = (
         jnp.where(
-            t16,
+            t26,
             _scaled_sum(
-                _scaled_product(t127, t128, t129),
-                t127,
-                t128,
-                t129,
-                _scaled_product(t130, t45, t46),
-                t130,
-                t45,
-                t46,
-            ),
-            _scaled_sum(
-                t132,
+                _scaled_product(t131, t133, t23),
                 t131,
-                t55,
-                t56,
-                _scaled_product(t133, t45, t46),
                 t133,
-                t45,
-                t46,
+                t23,
+                _scaled_product(t134, t75, t76),
+                t134,
+                t75,
+                t76,
             ),
-        )
-    )
-    t135 = t126 * t63
-    t136 = t126 * t93
-    t137 = t103 * t136
-    t138 = t5 * t95
-    t139 = -t117 * t136
-    t140 = -t131 * t93
-    t141 = t8 * t99
-    t142 = t87 + t9
-    t143 = (
-        jnp.where(
-            t16,
             _scaled_sum(
-                _scaled_product(t137, t138, t13),
+                t125,
+                t124,
+                t75,
+                t76,
+                _scaled_product(t135, t137, t138),
+                t135,
                 t137,
                 t138,
-                t13,
-                _scaled_product(t139, t55, t56),
-                t139,
-                t55,
-                t56,
-            ),
-            _scaled_sum(
-                t132,
-                t131,
-                t55,
-                t56,
-                _scaled_product(t140, t141, t142),
-                t140,
-                t141,
-                t142,
             ),
         )
     )
-    t144 = -t136
-    t145 = -t135 * t93
-    t146 = (
+    t140 = -t130
+    t141 = t21 + t3 + t71
+    t142 = -t128 * t129
+    t143 = gamma_neg**2
+    t144 = t143 == 0
+    t145 = 1 / t6**2
+    t146 = _log1p(-t32)
+    t147 = t72 + _log1p(clip)
+    t148 = (
+        jnp.where(
+            t81,
+            t146,
+            jnp.where(t82, t147, jnp.where(t81, t146, jnp.where(t82, t147, jnp.log(t80)))),
+        )
+    )
+    t149 = gamma_neg * t148
+    t150 = t149 * t25
+    t151 = -t150
+    t152 = t150 * t95
+    t153 = -t15 - t3
+    t154 = _scaled_product(t152, t105, t153)
+    t155 = -t145 * t150
+    t156 = -t100
+    t157 = -2 * t152
+    t158 = 1 / t27**2
+    t159 = t149 * t30
+    t160 = -t159
+    t161 = t129 * t159
+    t162 = _scaled_product(t161, t132, t141)
+    t163 = -t158 * t159
+    t164 = -2 * t161
+    t165 = (
         jnp.where(
             y == 1,
             0,
             -(1 - y)
             * jnp.where(
-                clip < t12,
+                clip < t20,
                 jnp.where(
-                    t16,
-                    t74 * jnp.where(t70, 0, t10 * t15 * t69 * t71)
+                    t26,
+                    t148 * jnp.where(t144, 0, t143 * t145 * t17 * t25)
                     + jnp.where(
-                        t75,
+                        t89,
                         0,
                         _scaled_sum(
-                            t82,
-                            t80,
-                            t40,
-                            t81,
-                            _scaled_product(t83, t84, t88),
-                            t83,
-                            t84,
-                            t88,
-                        ),
-                    )
-                    + jnp.where(
-                        t75,
-                        0,
-                        _scaled_sum(
-                            _scaled_product(t78, t30, t31),
-                            t78,
-                            t30,
-                            t31,
-                            t82,
-                            t80,
-                            t40,
-                            t81,
-                        ),
-                    )
-                    + jnp.where(
-                        t75,
-                        0,
-                        _scaled_sum(
-                            _scaled_product(t77, t30, t31),
-                            t77,
-                            t30,
-                            t31,
-                            _scaled_product(t78, t54, t42),
-                            t78,
-                            t54,
-                            t42,
-                            _scaled_product(t80, t5, t4),
-                            t80,
-                            t5,
-                            t4,
-                            _scaled_product(t89, t40, t81),
-                            t89,
-                            t40,
-                            t81,
-                        ),
-                    ),
-                    t74 * jnp.where(t70, 0, t20 * t29 * t69 * t90)
-                    + jnp.where(
-                        t75,
-                        0,
-                        _scaled_sum(
-                            t97,
-                            t94,
-                            t95,
-                            t96,
-                            _scaled_product(t98, t99, t87),
+                            t154,
+                            t152,
+                            t105,
+                            t153,
+                            _scaled_product(t155, t98, t156),
+                            t155,
                             t98,
-                            t99,
-                            t87,
+                            t156,
                         ),
                     )
                     + jnp.where(
-                        t75,
+                        t89,
                         0,
                         _scaled_sum(
-                            _scaled_product(t92, t25, t26),
-                            t92,
-                            t25,
-                            t26,
-                            t97,
-                            t94,
-                            t95,
-                            t96,
-                        ),
-                    )
-                    + jnp.where(
-                        t75,
-                        0,
-                        _scaled_sum(
-                            _scaled_product(t91, t25, t26),
-                            t91,
-                            t25,
-                            t26,
-                            _scaled_product(t92, t54, t42),
-                            t92,
-                            t54,
-                            t42,
-                            _scaled_product(t94, t27, t3),
-                            t94,
-                            t27,
-                            t3,
-                            _scaled_product(t100, t95, t96),
-                            t100,
-                            t95,
-                            t96,
-                        ),
-                    ),
-                )
-                + jnp.where(
-                    t16,
-                    jnp.where(
-                        t75,
-                        0,
-                        _scaled_sum(
-                            jnp.where(
-                                t61,
-                                t115,
-                                jnp.where(
-                                    t62,
-                                    _scaled_product(t106, t36, t38),
-                                    _scaled_product(t116, t41, t43),
-                                ),
-                            ),
-                            jnp.where(t61, t115, jnp.where(t62, t106, t116)),
-                            jnp.where(t61, 1, jnp.where(t62, t36, t41)),
-                            jnp.where(t61, 0, jnp.where(t62, t38, t43)),
-                            jnp.where(
-                                t61,
-                                t123,
-                                jnp.where(
-                                    t62,
-                                    _scaled_product(t124, t54, t42),
-                                    _scaled_product(t125, t48, t49),
-                                ),
-                            ),
-                            jnp.where(t61, t123, jnp.where(t62, t124, t125)),
-                            jnp.where(t61, 1, jnp.where(t62, t54, t48)),
-                            jnp.where(t61, 0, jnp.where(t62, t42, t49)),
-                        ),
-                    ),
-                    jnp.where(
-                        t75,
-                        0,
-                        _scaled_sum(
-                            jnp.where(
-                                t61,
-                                t134,
-                                jnp.where(
-                                    t62,
-                                    _scaled_product(t126, t25, t26),
-                                    _scaled_product(t135, t45, t46),
-                                ),
-                            ),
-                            jnp.where(t61, t134, jnp.where(t62, t126, t135)),
-                            jnp.where(t61, 1, jnp.where(t62, t25, t45)),
-                            jnp.where(t61, 0, jnp.where(t62, t26, t46)),
-                            jnp.where(
-                                t61,
-                                t143,
-                                jnp.where(
-                                    t62,
-                                    _scaled_product(t144, t95, t96),
-                                    _scaled_product(t145, t55, t56),
-                                ),
-                            ),
-                            jnp.where(t61, t143, jnp.where(t62, t144, t145)),
-                            jnp.where(t61, 1, jnp.where(t62, t95, t55)),
-                            jnp.where(t61, 0, jnp.where(t62, t96, t56)),
-                        ),
-                    ),
-                )
-                + jnp.where(
-                    t61,
-                    jnp.where(
-                        t16,
-                        _scaled_sum(
-                            _scaled_product(t35, t36, t38),
-                            t35,
-                            t36,
-                            t38,
-                            _scaled_product(t39, t41, t43),
-                            t39,
-                            t41,
-                            t43,
-                            _scaled_product(t44, t45, t46),
-                            t44,
+                            _scaled_product(t151, t45, t46),
+                            t151,
                             t45,
                             t46,
-                            _scaled_product(t47, t48, t49),
-                            t47,
-                            t48,
-                            t49,
+                            t154,
+                            t152,
+                            t105,
+                            t153,
                         ),
+                    )
+                    + jnp.where(
+                        t89,
+                        0,
+                        _scaled_sum(
+                            _scaled_product(t150, t45, t46),
+                            t150,
+                            t45,
+                            t46,
+                            _scaled_product(t151, t54, t57),
+                            t151,
+                            t54,
+                            t57,
+                            _scaled_product(t152, t5, t4),
+                            t152,
+                            t5,
+                            t4,
+                            _scaled_product(t157, t105, t153),
+                            t157,
+                            t105,
+                            t153,
+                        ),
+                    ),
+                    t148 * jnp.where(t144, 0, t143 * t158 * t30 * t43)
+                    + jnp.where(
+                        t89,
+                        0,
+                        _scaled_sum(
+                            t162,
+                            t161,
+                            t132,
+                            t141,
+                            _scaled_product(t163, t136, t100),
+                            t163,
+                            t136,
+                            t100,
+                        ),
+                    )
+                    + jnp.where(
+                        t89,
+                        0,
+                        _scaled_sum(
+                            _scaled_product(t160, t37, t40),
+                            t160,
+                            t37,
+                            t40,
+                            t162,
+                            t161,
+                            t132,
+                            t141,
+                        ),
+                    )
+                    + jnp.where(
+                        t89,
+                        0,
+                        _scaled_sum(
+                            _scaled_product(t159, t37, t40),
+                            t159,
+                            t37,
+                            t40,
+                            _scaled_product(t160, t54, t57),
+                            t160,
+                            t54,
+                            t57,
+                            _scaled_product(t161, t41, t3),
+                            t161,
+                            t41,
+                            t3,
+                            _scaled_product(t164, t132, t141),
+                            t164,
+                            t132,
+                            t141,
+                        ),
+                    ),
+                )
+                + jnp.where(
+                    t26,
+                    jnp.where(
+                        t89,
+                        0,
+                        _scaled_sum(
+                            jnp.where(
+                                t81,
+                                t108,
+                                jnp.where(
+                                    t82,
+                                    _scaled_product(t96, t51, t52),
+                                    _scaled_product(t109, t55, t58),
+                                ),
+                            ),
+                            jnp.where(t81, t108, jnp.where(t82, t96, t109)),
+                            jnp.where(t81, 1, jnp.where(t82, t51, t55)),
+                            jnp.where(t81, 0, jnp.where(t82, t52, t58)),
+                            jnp.where(
+                                t81,
+                                t116,
+                                jnp.where(
+                                    t82,
+                                    _scaled_product(t117, t54, t57),
+                                    _scaled_product(t118, t66, t68),
+                                ),
+                            ),
+                            jnp.where(t81, t116, jnp.where(t82, t117, t118)),
+                            jnp.where(t81, 1, jnp.where(t82, t54, t66)),
+                            jnp.where(t81, 0, jnp.where(t82, t57, t68)),
+                        ),
+                    ),
+                    jnp.where(
+                        t89,
+                        0,
+                        _scaled_sum(
+                            jnp.where(
+                                t81,
+                                t127,
+                                jnp.where(
+                                    t82,
+                                    _scaled_product(t119, t37, t40),
+                                    _scaled_product(t128, t61, t64),
+                                ),
+                            ),
+                            jnp.where(t81, t127, jnp.where(t82, t119, t128)),
+                            jnp.where(t81, 1, jnp.where(t82, t37, t61)),
+                            jnp.where(t81, 0, jnp.where(t82, t40, t64)),
+                            jnp.where(
+                                t81,
+                                t139,
+                                jnp.where(
+                                    t82,
+                                    _scaled_product(t140, t132, t141),
+                                    _scaled_product(t142, t75, t76),
+                                ),
+                            ),
+                            jnp.where(t81, t139, jnp.where(t82, t140, t142)),
+                            jnp.where(t81, 1, jnp.where(t82, t132, t75)),
+                            jnp.where(t81, 0, jnp.where(t82, t141, t76)),
+                        ),
+                    ),
+                )
+                + jnp.where(
+                    t81,
+                    jnp.where(
+                        t26,
                         _scaled_sum(
                             _scaled_product(t50, t51, t52),
                             t50,
                             t51,
                             t52,
-                            _scaled_product(t53, t55, t56),
+                            _scaled_product(t53, t55, t58),
                             t53,
                             t55,
-                            t56,
-                            _scaled_product(t57, t48, t49),
-                            t57,
-                            t48,
-                            t49,
-                            _scaled_product(t58, t45, t46),
                             t58,
-                            t45,
-                            t46,
+                            _scaled_product(t59, t61, t64),
+                            t59,
+                            t61,
+                            t64,
+                            _scaled_product(t65, t66, t68),
+                            t65,
+                            t66,
+                            t68,
+                        ),
+                        _scaled_sum(
+                            _scaled_product(t69, t70, t73),
+                            t69,
+                            t70,
+                            t73,
+                            _scaled_product(t74, t75, t76),
+                            t74,
+                            t75,
+                            t76,
+                            _scaled_product(t77, t66, t68),
+                            t77,
+                            t66,
+                            t68,
+                            _scaled_product(t78, t61, t64),
+                            t78,
+                            t61,
+                            t64,
                         ),
                     )
                     + jnp.where(
-                        t16,
-                        _scaled_product(-t0**2 * t10 * t24, t25, t26),
-                        _scaled_product(-clip**2 * t24 * t29, t30, t31),
+                        t26,
+                        _scaled_product(-t0**2 * t17 * t34, t37, t40),
+                        _scaled_product(-clip**2 * t34 * t43, t45, t46),
                     ),
                     jnp.where(
-                        t62,
-                        _scaled_product(-t21, t54, t42),
+                        t82,
+                        _scaled_product(-t31, t54, t57),
                         _scaled_sum(
-                            _scaled_product(t64, t45, t46),
+                            _scaled_product(t84, t61, t64),
+                            t84,
+                            t61,
                             t64,
-                            t45,
-                            t46,
-                            _scaled_product(t65, t48, t49),
-                            t65,
-                            t48,
-                            t49,
-                            _scaled_product(t66, t67, t68),
+                            _scaled_product(t85, t66, t68),
+                            t85,
                             t66,
-                            t67,
                             t68,
+                            _scaled_product(t86, t87, t88),
+                            t86,
+                            t87,
+                            t88,
                         ),
                     ),
                 ),
@@ -1371,42 +1389,42 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
             ),
         )
     )
-    t147 = _scaled_product(-gamma_pos, jax.nn.softplus(x), _log_softplus(x))
-    t148 = jnp.exp(t147)
-    t149 = t148 * t54
-    t150 = t147 + t42
-    t151 = gamma_pos**2 * y
-    t152 = jax.nn.softplus(t7)
-    t153 = t148 * t152 * t25
-    t154 = _log_softplus(t7)
-    t155 = t147 + t154 + t26
-    t156 = gamma_pos * y
-    t157 = -t156
-    t158 = t149 * t152
-    t159 = t150 + t154
-    t160 = 2 * t156
+    t166 = _scaled_product(-gamma_pos, t13 + jnp.maximum(0, x), _log_softplus(x))
+    t167 = jnp.exp(t166)
+    t168 = t167 * t54
+    t169 = t166 + t57
+    t170 = gamma_pos**2 * y
+    t171 = t13 + jnp.maximum(0, t10)
+    t172 = t167 * t171 * t37
+    t173 = _log_softplus(t10)
+    t174 = t166 + t173 + t56 + t62
+    t175 = gamma_pos * y
+    t176 = -t175
+    t177 = t168 * t171
+    t178 = t169 + t173
+    t179 = 2 * t175
     d2_x = (
         _scaled_sum(
-            t146,
-            t146,
+            t165,
+            t165,
             1,
             0,
-            _scaled_product(y, t149, t150),
+            _scaled_product(y, t168, t169),
             y,
-            t149,
-            t150,
-            _scaled_product(t151, t153, t155),
-            t151,
-            t153,
-            t155,
-            _scaled_product(t157, t158, t159),
-            t157,
-            t158,
-            t159,
-            _scaled_product(t160, t149, t150),
-            t160,
-            t149,
-            t150,
+            t168,
+            t169,
+            _scaled_product(t170, t172, t174),
+            t170,
+            t172,
+            t174,
+            _scaled_product(t176, t177, t178),
+            t176,
+            t177,
+            t178,
+            _scaled_product(t179, t168, t169),
+            t179,
+            t168,
+            t169,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

@@ -196,21 +196,22 @@ def value(x, y, *, pos_weight=1.0, validate=False):
     x, y, pos_weight, shape, out = _prepare((x, y), (pos_weight,))
     t0 = pos_weight * y
     t1 = -x
-    t2 = jax.nn.softplus(t1)
-    t3 = _log_softplus(t1)
-    t4 = 1 - y
-    t5 = jax.nn.softplus(x)
-    t6 = _log_softplus(x)
+    t2 = jnp.log1p(jnp.exp(-jnp.abs(x)))
+    t3 = t2 + jnp.maximum(0, t1)
+    t4 = _log_softplus(t1)
+    t5 = 1 - y
+    t6 = t2 + jnp.maximum(0, x)
+    t7 = _log_softplus(x)
     loss = (
         _scaled_sum(
-            _scaled_product(t0, t2, t3),
+            _scaled_product(t0, t3, t4),
             t0,
-            t2,
             t3,
-            _scaled_product(t4, t5, t6),
             t4,
+            _scaled_product(t5, t6, t7),
             t5,
             t6,
+            t7,
         )
     )
     return _fit(loss, shape, shape, out)
@@ -231,12 +232,23 @@ def grad(x, y, *, pos_weight=1.0, validate=False):
         )
     )
     t3 = -t2 + x
-    t4 = -x
+    t4 = jnp.exp(-jnp.abs(x))
+    t5 = 1 / (1 + t4)
+    t6 = jnp.log1p(t4)
+    t7 = -x
     d_x = (
         jnp.where(
             t2 <= x,
-            _scaled_product(t0 * jnp.expm1(-t3), jax.nn.sigmoid(x), jax.nn.log_sigmoid(x)),
-            _scaled_product(t1 * jnp.expm1(t3), jax.nn.sigmoid(t4), jax.nn.log_sigmoid(t4)),
+            _scaled_product(
+                t0 * jnp.expm1(-t3),
+                t5 * jnp.where(x >= 0, 1.0, t4),
+                -t6 + jnp.minimum(0, x),
+            ),
+            _scaled_product(
+                t1 * jnp.expm1(t3),
+                t5 * jnp.where(t7 >= 0, 1.0, t4),
+                -t6 + jnp.minimum(0, t7),
+            ),
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -249,12 +261,13 @@ def hess(x, y, *, pos_weight=1.0, validate=False):
     x, y, pos_weight, shape, out = _prepare(
         (x, y), (pos_weight,), wide=True
     )
-    t0 = -x
+    t0 = jnp.exp(-jnp.abs(x))
+    t1 = -x
     d2_x = (
         _scaled_product(
             1 - y + pos_weight * y,
-            jax.nn.sigmoid(t0) * jax.nn.sigmoid(x),
-            jax.nn.log_sigmoid(t0) + jax.nn.log_sigmoid(x),
+            jnp.where(t1 >= 0, 1.0, t0) * jnp.where(x >= 0, 1.0, t0) / (1 + t0) / (1 + t0),
+            -2 * jnp.log1p(t0) + jnp.minimum(0, t1) + jnp.minimum(0, x),
         )
     )
     return _fit(d2_x, x.shape, shape, out)

@@ -225,10 +225,12 @@ def value(x, y, *, s=1.0, axes=None, validate=False):
     _layout = _set_layout((x, y), axes)
     x, y = _to_set((x, y), _layout)
     x, y, s, shape, out = _prepare((x, y), (s,))
-    t0 = jax.nn.sigmoid(x)
+    t0 = jnp.exp(-jnp.abs(x))
+    t1 = 1 / (1 + t0)
+    t2 = t1 * jnp.where(x >= 0, 1.0, t0)
     loss = (
-        jnp.sum(t0 * (1 - y) + y * jax.nn.sigmoid(-x), axis=-1, keepdims=True)
-        / (s + jnp.sum(t0 + y, axis=-1, keepdims=True))
+        jnp.sum(t2 * (1 - y) + t1 * y * jnp.where(-x >= 0, 1.0, t0), axis=-1, keepdims=True)
+        / (s + jnp.sum(t2 + y, axis=-1, keepdims=True))
     )
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out)
 
@@ -240,14 +242,17 @@ def grad(x, y, *, s=1.0, axes=None, validate=False):
     _layout = _set_layout((x, y), axes)
     x, y = _to_set((x, y), _layout)
     x, y, s, shape, out = _prepare((x, y), (s,))
-    t0 = jax.nn.sigmoid(x)
-    t1 = 1 / (s + jnp.sum(t0 + y, axis=-1, keepdims=True))
-    t2 = -x
+    t0 = jnp.exp(-jnp.abs(x))
+    t1 = jnp.where(x >= 0, 1.0, t0)
+    t2 = 1 + t0
+    t3 = t1 / t2
+    t4 = 1 / (s + jnp.sum(t3 + y, axis=-1, keepdims=True))
+    t5 = -x
     d_x = (
         _scaled_product(
-            t1 * (-2 * y + t1 * (s + 2 * jnp.sum(t0 * y, axis=-1, keepdims=True))),
-            t0 * jax.nn.sigmoid(t2),
-            jax.nn.log_sigmoid(t2) + jax.nn.log_sigmoid(x),
+            t4 * (-2 * y + t4 * (s + 2 * jnp.sum(t3 * y, axis=-1, keepdims=True))),
+            t1 * jnp.where(t5 >= 0, 1.0, t0) / t2 / t2,
+            -2 * jnp.log1p(t0) + jnp.minimum(0, t5) + jnp.minimum(0, x),
         )
     )
     return _from_set(_fit(d_x, x.shape, shape, out), _layout, 0, out)
@@ -263,62 +268,67 @@ def hess(x, y, *, s=1.0, axes=None, validate=False):
         (x, y), (s,), wide=True
     )
     t0 = -s + 2 * s * y
-    t1 = jax.nn.sigmoid(x)
-    t2 = jnp.sum(t1 + y, axis=-1, keepdims=True)
-    t3 = s + t2
-    t4 = t1 * y
-    t5 = 2 * jnp.sum(t4, axis=-1, keepdims=True)
-    t6 = (t0 - t5 + 2 * t2 * y) / t3 / t3 / t3
-    t7 = 2 * t6
-    t8 = t1**2
-    t9 = -x
-    t10 = jax.nn.sigmoid(t9)
-    t11 = t10**2
-    t12 = t11 * t8
-    t13 = jax.nn.log_sigmoid(x)
-    t14 = 2 * t13
-    t15 = jax.nn.log_sigmoid(t9)
+    t1 = jnp.exp(-jnp.abs(x))
+    t2 = jnp.where(x >= 0, 1.0, t1)
+    t3 = 1 + t1
+    t4 = t2 / t3
+    t5 = jnp.sum(t4 + y, axis=-1, keepdims=True)
+    t6 = s + t5
+    t7 = 2 * jnp.sum(t4 * y, axis=-1, keepdims=True)
+    t8 = (t0 - t7 + 2 * t5 * y) / t6 / t6 / t6
+    t9 = 2 * t8
+    t10 = t2**2
+    t11 = -x
+    t12 = jnp.where(t11 >= 0, 1.0, t1)
+    t13 = t12**2
+    t14 = t10 * t13 / t3**4
+    t15 = jnp.minimum(0, x)
     t16 = 2 * t15
-    t17 = t14 + t16
-    t18 = s * t6
-    t19 = t10 * t8
-    t20 = t14 + t15
-    t21 = t2 * t6
-    t22 = -t18
-    t23 = t1 * t11
-    t24 = t13 + t16
-    t25 = -t21
-    t26 = 2 / t3 / t3
-    t27 = t1 * t10
-    t28 = t13 + t15
+    t17 = jnp.minimum(0, t11)
+    t18 = 2 * t17
+    t19 = jnp.log1p(t1)
+    t20 = t16 + t18 - 4 * t19
+    t21 = s * t8
+    t22 = 1 / t3**3
+    t23 = t10 * t12 * t22
+    t24 = -3 * t19
+    t25 = t16 + t17 + t24
+    t26 = t5 * t8
+    t27 = -t21
+    t28 = t13 * t2 * t22
+    t29 = t15 + t18 + t24
+    t30 = -t26
+    t31 = 2 / t6 / t6
+    t32 = t12 * t2 / t3 / t3
+    t33 = t15 + t17 - 2 * t19
     d2_x = (
         _hess_block(
             _scaled_sum(
-                _scaled_product(t7, t12, t17),
-                t7,
-                t12,
-                t17,
-                _scaled_product(t18, t19, t20),
-                t18,
-                t19,
+                _scaled_product(t9, t14, t20),
+                t9,
+                t14,
                 t20,
-                _scaled_product(t21, t19, t20),
+                _scaled_product(t21, t23, t25),
                 t21,
-                t19,
-                t20,
-                _scaled_product(t22, t23, t24),
-                t22,
                 t23,
-                t24,
-                _scaled_product(t25, t23, t24),
                 t25,
+                _scaled_product(t26, t23, t25),
+                t26,
                 t23,
-                t24,
+                t25,
+                _scaled_product(t27, t28, t29),
+                t27,
+                t28,
+                t29,
+                _scaled_product(t30, t28, t29),
+                t30,
+                t28,
+                t29,
             ),
-            _scaled_product(t26 * (y - (s + t5) / t3), t27, t28),
-            t27,
-            _scaled_product(t26, t27, t28),
-            t10 * t4,
+            _scaled_product(t31 * (y - (s + t7) / t6), t32, t33),
+            t32,
+            _scaled_product(t31, t32, t33),
+            t32 * y,
         )
     )
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)
@@ -337,28 +347,32 @@ def hvp(x, y, v, *, s=1.0, axes=None, validate=False):
         (x, y), (s,), wide=True
     )
     v_x = _like(v, x)
-    t0 = jax.nn.sigmoid(x)
-    t1 = s + jnp.sum(t0 + y, axis=-1, keepdims=True)
-    t2 = 1 / t1**2
-    t3 = t0 * y
-    t4 = jax.nn.sigmoid(-x)
-    t5 = t4 * v_x
-    t6 = 2 * t4
-    t7 = t0 * t6
-    t8 = s + 2 * jnp.sum(t3, axis=-1, keepdims=True)
-    t9 = t0**2
-    t10 = 1 / t1
-    t11 = t4**2
+    t0 = jnp.exp(-jnp.abs(x))
+    t1 = jnp.where(x >= 0, 1.0, t0)
+    t2 = 1 + t0
+    t3 = t1 / t2
+    t4 = s + jnp.sum(t3 + y, axis=-1, keepdims=True)
+    t5 = 1 / t4**2
+    t6 = jnp.where(-x >= 0, 1.0, t0)
+    t7 = t1 * t6 / t2 / t2
+    t8 = t7 * v_x
+    t9 = 2 * t7
+    t10 = 2 * y
+    t11 = s + 2 * jnp.sum(t3 * y, axis=-1, keepdims=True)
+    t12 = 1 / t2**3
+    t13 = t1**2
+    t14 = 1 / t4
+    t15 = t6**2
     hv_x = (
         v_x
         * (
-            -2 * t10 * t11 * t3
-            + t0 * t11 * t2 * t8
-            + 2 * t10 * t4 * t9 * y
-            - t2 * t4 * t8 * t9
+            -t1 * t10 * t12 * t14 * t15
+            + t1 * t11 * t12 * t15 * t5
+            - t11 * t12 * t13 * t5 * t6
+            + 2 * t12 * t13 * t14 * t6 * y
         )
-        + (-t7 * t8 / t1 / t1 / t1 + t2 * t3 * t6) * jnp.sum(t0 * t5, axis=-1, keepdims=True)
-        + t2 * t7 * jnp.sum(t3 * t5, axis=-1, keepdims=True)
+        + (t10 * t5 * t7 - t11 * t9 / t4 / t4 / t4) * jnp.sum(t8, axis=-1, keepdims=True)
+        + t5 * t9 * jnp.sum(t8 * y, axis=-1, keepdims=True)
     )
     return _from_set(_fit(hv_x, x.shape, shape, out), _layout, 0, out)
 

@@ -235,20 +235,23 @@ def value(x, y, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=F
     _layout = _set_layout((x, y), axes)
     x, y = _to_set((x, y), _layout)
     x, y, s, lambda_dice, lambda_bce, shape, out = _prepare((x, y), (s, lambda_dice, lambda_bce))
-    t0 = -x
-    t1 = 1 - y
-    t2 = jax.nn.sigmoid(x)
+    t0 = jnp.exp(-jnp.abs(x))
+    t1 = jnp.log1p(t0)
+    t2 = 1 - y
+    t3 = -x
+    t4 = 1 / (1 + t0)
+    t5 = t4 * jnp.where(x >= 0, 1.0, t0)
     loss = (
         -lambda_bce
         * jnp.sum(
-            t1 * jax.nn.log_sigmoid(t0) + y * jax.nn.log_sigmoid(x),
+            t2 * (-t1 + jnp.minimum(0, t3)) + y * (-t1 + jnp.minimum(0, x)),
             axis=-1,
             keepdims=True,
         )
         / shape[-1]
         + lambda_dice
-        * jnp.sum(t1 * t2 + y * jax.nn.sigmoid(t0), axis=-1, keepdims=True)
-        / (s + jnp.sum(t2 + y, axis=-1, keepdims=True))
+        * jnp.sum(t2 * t5 + t4 * y * jnp.where(t3 >= 0, 1.0, t0), axis=-1, keepdims=True)
+        / (s + jnp.sum(t5 + y, axis=-1, keepdims=True))
     )
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out)
 
@@ -260,37 +263,45 @@ def grad(x, y, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=Fa
     _layout = _set_layout((x, y), axes)
     x, y = _to_set((x, y), _layout)
     x, y, s, lambda_dice, lambda_bce, shape, out = _prepare((x, y), (s, lambda_dice, lambda_bce))
-    t0 = jax.nn.sigmoid(x)
-    t1 = s + jnp.sum(t0 + y, axis=-1, keepdims=True)
-    t2 = lambda_dice * (s + 2 * jnp.sum(t0 * y, axis=-1, keepdims=True)) / t1 / t1
-    t3 = -x
-    t4 = jax.nn.sigmoid(t3)
-    t5 = t0 * t4
-    t6 = jax.nn.log_sigmoid(x)
-    t7 = jax.nn.log_sigmoid(t3)
-    t8 = t6 + t7
-    t9 = lambda_bce / shape[-1]
-    t10 = -t9 * y
-    t11 = -t9 * (-1 + y)
-    t12 = -2 * lambda_dice * y / t1
+    t0 = jnp.exp(-jnp.abs(x))
+    t1 = jnp.where(x >= 0, 1.0, t0)
+    t2 = 1 + t0
+    t3 = 1 / t2
+    t4 = t1 * t3
+    t5 = s + jnp.sum(t4 + y, axis=-1, keepdims=True)
+    t6 = lambda_dice * (s + 2 * jnp.sum(t4 * y, axis=-1, keepdims=True)) / t5 / t5
+    t7 = -x
+    t8 = jnp.where(t7 >= 0, 1.0, t0)
+    t9 = t1 * t8 / t2 / t2
+    t10 = jnp.minimum(0, x)
+    t11 = jnp.minimum(0, t7)
+    t12 = jnp.log1p(t0)
+    t13 = t10 + t11 - 2 * t12
+    t14 = lambda_bce / shape[-1]
+    t15 = -t14 * y
+    t16 = t3 * t8
+    t17 = t11 - t12
+    t18 = -t14 * (-1 + y)
+    t19 = t10 - t12
+    t20 = -2 * lambda_dice * y / t5
     d_x = (
         _scaled_sum(
-            _scaled_product(t2, t5, t8),
-            t2,
-            t5,
-            t8,
-            _scaled_product(t10, t4, t7),
-            t10,
-            t4,
-            t7,
-            _scaled_product(t11, t0, t6),
-            t11,
-            t0,
+            _scaled_product(t6, t9, t13),
             t6,
-            _scaled_product(t12, t5, t8),
-            t12,
-            t5,
-            t8,
+            t9,
+            t13,
+            _scaled_product(t15, t16, t17),
+            t15,
+            t16,
+            t17,
+            _scaled_product(t18, t4, t19),
+            t18,
+            t4,
+            t19,
+            _scaled_product(t20, t9, t13),
+            t20,
+            t9,
+            t13,
         )
     )
     return _from_set(_fit(d_x, x.shape, shape, out), _layout, 0, out)
@@ -306,156 +317,161 @@ def hess(x, y, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=Fa
         (x, y), (s, lambda_dice, lambda_bce), wide=True
     )
     t0 = s**2
-    t1 = jax.nn.sigmoid(x)
-    t2 = jnp.sum(t1 + y, axis=-1, keepdims=True)
-    t3 = s + t2
-    t4 = 1 / t3**3
-    t5 = lambda_dice * t4
-    t6 = t0 * t5
-    t7 = -x
-    t8 = jax.nn.sigmoid(t7)
-    t9 = t8**2
-    t10 = t1 * t9
-    t11 = jax.nn.log_sigmoid(x)
-    t12 = jax.nn.log_sigmoid(t7)
-    t13 = 2 * t12
-    t14 = t11 + t13
-    t15 = -t6
-    t16 = t1**2
-    t17 = t16 * t8
-    t18 = 2 * t11
-    t19 = t12 + t18
-    t20 = t1 * y
-    t21 = jnp.sum(t20, axis=-1, keepdims=True)
-    t22 = 4 * t5
-    t23 = -t21 * t22
-    t24 = t16 * t9
-    t25 = t13 + t18
-    t26 = s * t5
-    t27 = -2 * t26
-    t28 = lambda_bce * t4 / shape[-1]
-    t29 = s**3 * t28
-    t30 = t1 * t8
-    t31 = t11 + t12
-    t32 = t2**3 * t28
-    t33 = t2 * t26
-    t34 = -t33
-    t35 = 2 * t21
-    t36 = t26 * t35
-    t37 = -t36
-    t38 = 2 * y
-    t39 = t38 * t6
-    t40 = -t39
-    t41 = t2**2
-    t42 = t38 * t41 * t5
-    t43 = -t42
-    t44 = t2 * t35 * t5
+    t1 = jnp.exp(-jnp.abs(x))
+    t2 = jnp.where(x >= 0, 1.0, t1)
+    t3 = 1 + t1
+    t4 = t2 / t3
+    t5 = jnp.sum(t4 + y, axis=-1, keepdims=True)
+    t6 = s + t5
+    t7 = 1 / t6**3
+    t8 = lambda_dice * t7
+    t9 = t0 * t8
+    t10 = 1 / t3**3
+    t11 = -x
+    t12 = jnp.where(t11 >= 0, 1.0, t1)
+    t13 = t12**2
+    t14 = t10 * t13 * t2
+    t15 = jnp.minimum(0, x)
+    t16 = jnp.minimum(0, t11)
+    t17 = 2 * t16
+    t18 = jnp.log1p(t1)
+    t19 = -3 * t18
+    t20 = t15 + t17 + t19
+    t21 = -t9
+    t22 = t2**2
+    t23 = t10 * t12 * t22
+    t24 = 2 * t15
+    t25 = t16 + t19 + t24
+    t26 = jnp.sum(t4 * y, axis=-1, keepdims=True)
+    t27 = 4 * t8
+    t28 = -t26 * t27
+    t29 = t13 * t22 / t3**4
+    t30 = t17 - 4 * t18 + t24
+    t31 = s * t8
+    t32 = -2 * t31
+    t33 = lambda_bce * t7 / shape[-1]
+    t34 = s**3 * t33
+    t35 = t12 * t2 / t3 / t3
+    t36 = t15 + t16 - 2 * t18
+    t37 = t33 * t5**3
+    t38 = t31 * t5
+    t39 = -t38
+    t40 = 2 * t26
+    t41 = t31 * t40
+    t42 = -t41
+    t43 = 2 * y
+    t44 = t43 * t9
     t45 = -t44
-    t46 = t22 * y
-    t47 = s * t46
-    t48 = t2 * t46
-    t49 = t2 * t47
+    t46 = t5**2
+    t47 = t43 * t46 * t8
+    t48 = -t47
+    t49 = t40 * t5 * t8
     t50 = -t49
-    t51 = 3 * t28
-    t52 = s * t41 * t51
-    t53 = t0 * t2 * t51
-    t54 = 2 * lambda_dice / t3 / t3
+    t51 = t27 * y
+    t52 = s * t51
+    t53 = t5 * t51
+    t54 = t5 * t52
+    t55 = -t54
+    t56 = 3 * t33
+    t57 = s * t46 * t56
+    t58 = t0 * t5 * t56
+    t59 = 2 * lambda_dice / t6 / t6
     d2_x = (
         _hess_block(
             _scaled_sum(
-                _scaled_product(t6, t10, t14),
-                t6,
-                t10,
+                _scaled_product(t9, t14, t20),
+                t9,
                 t14,
-                _scaled_product(t15, t17, t19),
-                t15,
-                t17,
-                t19,
-                _scaled_product(t23, t24, t25),
+                t20,
+                _scaled_product(t21, t23, t25),
+                t21,
                 t23,
-                t24,
                 t25,
-                _scaled_product(t27, t24, t25),
-                t27,
-                t24,
-                t25,
-                _scaled_product(t29, t30, t31),
+                _scaled_product(t28, t29, t30),
+                t28,
                 t29,
                 t30,
-                t31,
-                _scaled_product(t32, t30, t31),
+                _scaled_product(t32, t29, t30),
                 t32,
+                t29,
                 t30,
-                t31,
-                _scaled_product(t33, t10, t14),
-                t33,
-                t10,
-                t14,
-                _scaled_product(t34, t17, t19),
+                _scaled_product(t34, t35, t36),
                 t34,
-                t17,
-                t19,
-                _scaled_product(t37, t17, t19),
-                t37,
-                t17,
-                t19,
-                _scaled_product(t40, t10, t14),
-                t40,
-                t10,
-                t14,
-                _scaled_product(t43, t10, t14),
-                t43,
-                t10,
-                t14,
-                _scaled_product(t45, t17, t19),
-                t45,
-                t17,
-                t19,
-                _scaled_product(t36, t10, t14),
+                t35,
                 t36,
-                t10,
+                _scaled_product(t37, t35, t36),
+                t37,
+                t35,
+                t36,
+                _scaled_product(t38, t14, t20),
+                t38,
                 t14,
-                _scaled_product(t39, t17, t19),
+                t20,
+                _scaled_product(t39, t23, t25),
                 t39,
-                t17,
-                t19,
-                _scaled_product(t42, t17, t19),
+                t23,
+                t25,
+                _scaled_product(t42, t23, t25),
                 t42,
-                t17,
-                t19,
-                _scaled_product(t44, t10, t14),
-                t44,
-                t10,
-                t14,
-                _scaled_product(t47, t24, t25),
-                t47,
-                t24,
+                t23,
                 t25,
-                _scaled_product(t48, t24, t25),
+                _scaled_product(t45, t14, t20),
+                t45,
+                t14,
+                t20,
+                _scaled_product(t48, t14, t20),
                 t48,
-                t24,
-                t25,
-                _scaled_product(t50, t10, t14),
-                t50,
-                t10,
                 t14,
-                _scaled_product(t52, t30, t31),
-                t52,
-                t30,
-                t31,
-                _scaled_product(t53, t30, t31),
-                t53,
-                t30,
-                t31,
-                _scaled_product(t49, t17, t19),
+                t20,
+                _scaled_product(t50, t23, t25),
+                t50,
+                t23,
+                t25,
+                _scaled_product(t41, t14, t20),
+                t41,
+                t14,
+                t20,
+                _scaled_product(t44, t23, t25),
+                t44,
+                t23,
+                t25,
+                _scaled_product(t47, t23, t25),
+                t47,
+                t23,
+                t25,
+                _scaled_product(t49, t14, t20),
                 t49,
-                t17,
-                t19,
+                t14,
+                t20,
+                _scaled_product(t52, t29, t30),
+                t52,
+                t29,
+                t30,
+                _scaled_product(t53, t29, t30),
+                t53,
+                t29,
+                t30,
+                _scaled_product(t55, t14, t20),
+                t55,
+                t14,
+                t20,
+                _scaled_product(t57, t35, t36),
+                t57,
+                t35,
+                t36,
+                _scaled_product(t58, t35, t36),
+                t58,
+                t35,
+                t36,
+                _scaled_product(t54, t23, t25),
+                t54,
+                t23,
+                t25,
             ),
-            _scaled_product(t54 * (y - (s + t35) / t3), t30, t31),
-            t30,
-            _scaled_product(t54, t30, t31),
-            t20 * t8,
+            _scaled_product(t59 * (y - (s + t40) / t6), t35, t36),
+            t35,
+            _scaled_product(t59, t35, t36),
+            t35 * y,
         )
     )
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)
@@ -474,30 +490,37 @@ def hvp(x, y, v, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=
         (x, y), (s, lambda_dice, lambda_bce), wide=True
     )
     v_x = _like(v, x)
-    t0 = jax.nn.sigmoid(x)
-    t1 = s + jnp.sum(t0 + y, axis=-1, keepdims=True)
-    t2 = 1 / t1**2
-    t3 = jax.nn.sigmoid(-x)
-    t4 = t0 * y
-    t5 = t3 * t4
-    t6 = t0 * t3
-    t7 = 2 * lambda_dice
-    t8 = t6 * t7
-    t9 = s + 2 * jnp.sum(t4, axis=-1, keepdims=True)
-    t10 = t0**2
-    t11 = 1 / t1
-    t12 = t3**2
+    t0 = jnp.exp(-jnp.abs(x))
+    t1 = jnp.where(x >= 0, 1.0, t0)
+    t2 = 1 + t0
+    t3 = t1 / t2
+    t4 = s + jnp.sum(t3 + y, axis=-1, keepdims=True)
+    t5 = 1 / t4**2
+    t6 = t1 * y
+    t7 = jnp.where(-x >= 0, 1.0, t0)
+    t8 = t7 / t2 / t2
+    t9 = t6 * t8
+    t10 = t1 * t8
+    t11 = 2 * lambda_dice
+    t12 = t10 * t11
+    t13 = s + 2 * jnp.sum(t3 * y, axis=-1, keepdims=True)
+    t14 = 1 / t2**3
+    t15 = t1**2
+    t16 = 1 / t4
+    t17 = t7**2
+    t18 = lambda_dice * t14
     hv_x = (
         v_x
         * (
-            -lambda_bce * (-t5 - t6 * (1 - y)) / shape[-1]
-            - 2 * lambda_dice * t11 * t12 * t4
-            + lambda_dice * t0 * t12 * t2 * t9
-            + 2 * lambda_dice * t10 * t11 * t3 * y
-            - lambda_dice * t10 * t2 * t3 * t9
+            -lambda_bce * (-t9 - t10 * (1 - y)) / shape[-1]
+            - 2 * t16 * t17 * t18 * t6
+            - t13 * t15 * t18 * t5 * t7
+            + lambda_dice * t1 * t13 * t14 * t17 * t5
+            + 2 * lambda_dice * t14 * t15 * t16 * t7 * y
         )
-        + (-t8 * t9 / t1 / t1 / t1 + t2 * t5 * t7) * jnp.sum(t6 * v_x, axis=-1, keepdims=True)
-        + t2 * t8 * jnp.sum(t5 * v_x, axis=-1, keepdims=True)
+        + (t11 * t5 * t9 - t12 * t13 / t4 / t4 / t4)
+        * jnp.sum(t10 * v_x, axis=-1, keepdims=True)
+        + t12 * t5 * jnp.sum(t9 * v_x, axis=-1, keepdims=True)
     )
     return _from_set(_fit(hv_x, x.shape, shape, out), _layout, 0, out)
 

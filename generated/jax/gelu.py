@@ -171,12 +171,18 @@ def value(x, *, approximate='none', validate=False):
     if validate:
         _validate(locals())
     x, approximate, shape, out = _prepare((x,), (approximate,))
-    t0 = 1.4142135623730951 * x * (200000 + 8943 * x**2) / 100000 / 1.772453850905516
+    t0 = 1.4142135623730951 * (200000 + 8943 * x**2) / 100000 / 1.772453850905516
+    t1 = jnp.exp(-t0 * jnp.abs(x))
+    t2 = t0 * x
     loss = (
         (
             x * _erfc_scaled(x, -0.7071067811865476, 0.5) / 2
             if approximate == 'none'
-            else _scaled_product(x, jax.nn.sigmoid(t0), jax.nn.log_sigmoid(t0))
+            else _scaled_product(
+                x,
+                jnp.where(t2 >= 0, 1.0, t1) / (1 + t1),
+                -jnp.log1p(t1) + jnp.minimum(0, t2),
+            )
         )
     )
     return _fit(loss, shape, shape, out)
@@ -188,24 +194,30 @@ def grad(x, *, approximate='none', validate=False):
         _validate(locals())
     x, approximate, shape, out = _prepare((x,), (approximate,))
     t0 = _erfc_scaled(x, -0.7071067811865476, 0.5) / 2
-    t1 = 1.4142135623730951 * x / 1.772453850905516
-    t2 = t1 / 2
-    t3 = x**2
-    t4 = -t3 / 2
-    t5 = jnp.exp(t4)
-    t6 = t1 / 100000
-    t7 = t6 * (200000 + 26829 * t3)
-    t8 = t6 * (200000 + 8943 * t3)
-    t9 = -t8
-    t10 = jax.nn.sigmoid(t8)
-    t11 = t10 * jax.nn.sigmoid(t9)
-    t12 = jax.nn.log_sigmoid(t8)
-    t13 = t12 + jax.nn.log_sigmoid(t9)
+    t1 = 0.7978845608028654
+    t2 = t1 * x
+    t3 = t2 / 2
+    t4 = x**2
+    t5 = -t4 / 2
+    t6 = jnp.exp(t5)
+    t7 = t2 / 100000
+    t8 = t7 * (200000 + 26829 * t4)
+    t9 = 200000 + 8943 * t4
+    t10 = jnp.exp(-t1 * t9 * jnp.abs(x) / 100000)
+    t11 = 1 + t10
+    t12 = t7 * t9
+    t13 = -t12
+    t14 = jnp.where(t12 >= 0, 1.0, t10)
+    t15 = t14 * jnp.where(t13 >= 0, 1.0, t10) / t11 / t11
+    t16 = jnp.minimum(0, t12)
+    t17 = jnp.log1p(t10)
+    t18 = t16 - 2 * t17 + jnp.minimum(0, t13)
+    t19 = t14 / t11
     d_x = (
         (
-            _scaled_sum(t0, t0, 1, 0, _scaled_product(t2, t5, t4), t2, t5, t4)
+            _scaled_sum(t0, t0, 1, 0, _scaled_product(t3, t6, t5), t3, t6, t5)
             if approximate == 'none'
-            else _scaled_sum(_scaled_product(t7, t11, t13), t7, t11, t13, t10, 1, t10, t12)
+            else _scaled_sum(_scaled_product(t8, t15, t18), t8, t15, t18, t19, 1, t19, t16 - t17)
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -225,41 +237,47 @@ def hess(x, *, approximate='none', validate=False):
     t4 = 200000 + 26829 * t0
     t5 = t4**2 * x / 5000000000.0 / 3.141592653589793
     t6 = -t5
-    t7 = t2 * x * (200000 + 8943 * t0) / 100000
-    t8 = -t7
-    t9 = jax.nn.sigmoid(t8)
-    t10 = jax.nn.sigmoid(t7)
-    t11 = t10**2 * t9
-    t12 = jax.nn.log_sigmoid(t8)
-    t13 = jax.nn.log_sigmoid(t7)
-    t14 = t12 + 2 * t13
-    t15 = t2 * t4 / 50000
-    t16 = t10 * t9
-    t17 = t12 + t13
-    t18 = t10 * t9**2
-    t19 = 2 * t12 + t13
-    t20 = 26829 * t0 * t2 / 50000
+    t7 = t2 * (200000 + 8943 * t0) / 100000
+    t8 = jnp.exp(-t7 * jnp.abs(x))
+    t9 = 1 + t8
+    t10 = 1 / t9**3
+    t11 = t7 * x
+    t12 = -t11
+    t13 = jnp.where(t12 >= 0, 1.0, t8)
+    t14 = jnp.where(t11 >= 0, 1.0, t8)
+    t15 = t10 * t13 * t14**2
+    t16 = jnp.minimum(0, t12)
+    t17 = jnp.minimum(0, t11)
+    t18 = jnp.log1p(t8)
+    t19 = -3 * t18
+    t20 = t16 + 2 * t17 + t19
+    t21 = t2 * t4 / 50000
+    t22 = t13 * t14 / t9 / t9
+    t23 = t16 + t17 - 2 * t18
+    t24 = t10 * t13**2 * t14
+    t25 = 2 * t16 + t17 + t19
+    t26 = 26829 * t0 * t2 / 50000
     d2_x = (
         (
             _scaled_product(t2 * (1 - t1), jnp.exp(t3), t3)
             if approximate == 'none'
             else _scaled_sum(
-                _scaled_product(t6, t11, t14),
+                _scaled_product(t6, t15, t20),
                 t6,
-                t11,
-                t14,
-                _scaled_product(t15, t16, t17),
                 t15,
-                t16,
-                t17,
-                _scaled_product(t5, t18, t19),
-                t5,
-                t18,
-                t19,
-                _scaled_product(t20, t16, t17),
                 t20,
-                t16,
-                t17,
+                _scaled_product(t21, t22, t23),
+                t21,
+                t22,
+                t23,
+                _scaled_product(t5, t24, t25),
+                t5,
+                t24,
+                t25,
+                _scaled_product(t26, t22, t23),
+                t26,
+                t22,
+                t23,
             )
         )
     )

@@ -216,12 +216,13 @@ def value(x, y, *, q=0.7, validate=False):
     if validate:
         _validate(locals())
     x, y, q, shape, out = _prepare((x, y), (q,))
+    t0 = -jnp.log1p(jnp.exp(-jnp.abs(x)))
     loss = (
         -jnp.expm1(
             q
             * jnp.logaddexp(
-                jnp.log(y) + jax.nn.log_sigmoid(x),
-                jax.nn.log_sigmoid(-x) + _log1p(-y),
+                t0 + jnp.log(y) + jnp.minimum(0, x),
+                t0 + _log1p(-y) + jnp.minimum(0, -x),
             ),
         )
         / q
@@ -234,15 +235,19 @@ def grad(x, y, *, q=0.7, validate=False):
     if validate:
         _validate(locals())
     x, y, q, shape, out = _prepare((x, y), (q,))
-    t0 = -x
-    t1 = jnp.log(y) + jax.nn.log_sigmoid(x)
-    t2 = jax.nn.log_sigmoid(t0) + _log1p(-y)
-    t3 = jnp.logaddexp(t1, t2)
-    t4 = jnp.exp(q * t3)
-    t5 = -t3
+    t0 = jnp.exp(-jnp.abs(x))
+    t1 = jnp.log1p(t0)
+    t2 = -t1
+    t3 = t2 + jnp.log(y) + jnp.minimum(0, x)
+    t4 = _log1p(-y)
+    t5 = -x
+    t6 = jnp.minimum(0, t5)
+    t7 = jnp.logaddexp(t3, t2 + t4 + t6)
+    t8 = 1 / (1 + t0)
+    t9 = jnp.exp(q * t7)
     d_x = (
-        -t4 * jnp.exp(t1 + t5) * jax.nn.sigmoid(t0)
-        + t4 * jnp.exp(t2 + t5) * jax.nn.sigmoid(x)
+        -t8 * t9 * jnp.exp(t3 - t7) * jnp.where(t5 >= 0, 1.0, t0)
+        + t8 * t9 * jnp.exp(-t1 + t4 + t6 - t7) * jnp.where(x >= 0, 1.0, t0)
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -255,60 +260,66 @@ def hess(x, y, *, q=0.7, validate=False):
         (x, y), (q,), wide=True
     )
     t0 = jnp.log(y) + _log1p(-y)
-    t1 = jax.nn.sigmoid(x)
-    t2 = jnp.log(y)
-    t3 = jax.nn.log_sigmoid(x)
-    t4 = t2 + t3
-    t5 = -x
-    t6 = jax.nn.log_sigmoid(t5)
-    t7 = _log1p(-y)
-    t8 = t6 + t7
-    t9 = jnp.logaddexp(t4, t8)
-    t10 = q * t9
-    t11 = jnp.exp(t10)
-    t12 = jax.nn.sigmoid(t5)
-    t13 = -t9
-    t14 = jnp.exp(t13 + t4)
-    t15 = t12 * t14
-    t16 = t11 * t15
-    t17 = t1 * t16
-    t18 = t10 + t13
-    t19 = 2 * t3 + t6
-    t20 = t18 + t19 + t2
-    t21 = jnp.exp(t13 + t8)
-    t22 = t1 * t21
-    t23 = t11 * t22
-    t24 = t12 * t23
-    t25 = t3 + 2 * t6
-    t26 = t18 + t25 + t7
-    t27 = t14 * t23
-    t28 = t0 + t10 - 2 * t9
-    t29 = t19 + t28
-    t30 = t16 * t21
-    t31 = t25 + t28
-    t32 = -q * (t15 - t22)**2
+    t1 = jnp.exp(-jnp.abs(x))
+    t2 = jnp.where(x >= 0, 1.0, t1)
+    t3 = jnp.log(y)
+    t4 = jnp.minimum(0, x)
+    t5 = jnp.log1p(t1)
+    t6 = -t5
+    t7 = t3 + t4 + t6
+    t8 = _log1p(-y)
+    t9 = -x
+    t10 = jnp.minimum(0, t9)
+    t11 = jnp.logaddexp(t7, t10 + t6 + t8)
+    t12 = -t11
+    t13 = jnp.exp(t12 + t7)
+    t14 = jnp.where(t9 >= 0, 1.0, t1)
+    t15 = t13 * t14
+    t16 = 1 + t1
+    t17 = q * t11
+    t18 = jnp.exp(t17)
+    t19 = t18 / t16 / t16
+    t20 = t15 * t19 * t2
+    t21 = t17 - 3 * t5
+    t22 = t12 + t21
+    t23 = t10 + 2 * t4
+    t24 = t22 + t23 + t3
+    t25 = jnp.exp(t10 - t11 - t5 + t8)
+    t26 = t2 * t25
+    t27 = t14 * t19 * t26
+    t28 = 2 * t10 + t4
+    t29 = t22 + t28 + t8
+    t30 = 1 / t16
+    t31 = t26 * t30
+    t32 = t13 * t18 * t31
+    t33 = t0 - 2 * t11 + t21
+    t34 = t23 + t33
+    t35 = t15 * t30
+    t36 = t18 * t25 * t35
+    t37 = t28 + t33
+    t38 = -q * (-t31 + t35)**2
     d2_x = (
         _scaled_sum(
-            _scaled_product(1, t17, t20),
+            _scaled_product(1, t20, t24),
             1,
-            t17,
             t20,
-            _scaled_product(1, t24, t26),
-            1,
             t24,
-            t26,
-            _scaled_product(-1, t27, t29),
-            -1,
+            _scaled_product(1, t27, t29),
+            1,
             t27,
             t29,
-            _scaled_product(-1, t30, t31),
+            _scaled_product(-1, t32, t34),
             -1,
-            t30,
-            t31,
-            _scaled_product(t32, t11, t10),
             t32,
-            t11,
-            t10,
+            t34,
+            _scaled_product(-1, t36, t37),
+            -1,
+            t36,
+            t37,
+            _scaled_product(t38, t18, t17),
+            t38,
+            t18,
+            t17,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

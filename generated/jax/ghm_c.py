@@ -179,7 +179,8 @@ def value(x, y, w, *, validate=False):
     if validate:
         _validate(locals())
     x, y, w, shape, out = _prepare((x, y, w), ())
-    loss = -w * (y * jax.nn.log_sigmoid(x) + (1 - y) * jax.nn.log_sigmoid(-x))
+    t0 = jnp.log1p(jnp.exp(-jnp.abs(x)))
+    loss = -w * (y * (-t0 + jnp.minimum(0, x)) + (1 - y) * (-t0 + jnp.minimum(0, -x)))
     return _fit(loss, shape, shape, out)
 
 
@@ -197,19 +198,22 @@ def grad(x, y, w, *, validate=False):
         )
     )
     t2 = -t1 + x
-    t3 = -x
+    t3 = jnp.exp(-jnp.abs(x))
+    t4 = 1 / (1 + t3)
+    t5 = jnp.log1p(t3)
+    t6 = -x
     d_x = (
         jnp.where(
             t1 <= x,
             _scaled_product(
                 t0 * w * jnp.expm1(-t2),
-                jax.nn.sigmoid(x),
-                jax.nn.log_sigmoid(x),
+                t4 * jnp.where(x >= 0, 1.0, t3),
+                -t5 + jnp.minimum(0, x),
             ),
             _scaled_product(
                 w * y * jnp.expm1(t2),
-                jax.nn.sigmoid(t3),
-                jax.nn.log_sigmoid(t3),
+                t4 * jnp.where(t6 >= 0, 1.0, t3),
+                -t5 + jnp.minimum(0, t6),
             ),
         )
     )
@@ -223,12 +227,13 @@ def hess(x, y, w, *, validate=False):
     x, y, w, shape, out = _prepare(
         (x, y, w), (), wide=True
     )
-    t0 = -x
+    t0 = jnp.exp(-jnp.abs(x))
+    t1 = -x
     d2_x = (
         _scaled_product(
             w,
-            jax.nn.sigmoid(t0) * jax.nn.sigmoid(x),
-            jax.nn.log_sigmoid(t0) + jax.nn.log_sigmoid(x),
+            jnp.where(t1 >= 0, 1.0, t0) * jnp.where(x >= 0, 1.0, t0) / (1 + t0) / (1 + t0),
+            -2 * jnp.log1p(t0) + jnp.minimum(0, t1) + jnp.minimum(0, x),
         )
     )
     return _fit(d2_x, x.shape, shape, out)

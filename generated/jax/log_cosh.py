@@ -150,7 +150,10 @@ def hess(pred, target, *, validate=False):
         (pred, target), (), wide=True
     )
     t0 = 2 * pred - 2 * target
-    d2_pred = 4 * jax.nn.sigmoid(-t0) * jax.nn.sigmoid(t0)
+    t1 = jnp.exp(-jnp.abs(t0))
+    d2_pred = (
+        4 * jnp.where(-t0 >= 0, 1.0, t1) * jnp.where(t0 >= 0, 1.0, t1) / (1 + t1) / (1 + t1)
+    )
     return _fit(d2_pred, pred.shape, shape, out)
 
 

@@ -197,22 +197,32 @@ def grad(x, *, validate=False):
         _validate(locals())
     x, shape, out = _prepare((x,), ())
     t0 = 4 * x
-    t1 = jax.nn.softplus(x)
-    t2 = 2 * t1
+    t1 = jnp.exp(-jnp.abs(x))
+    t2 = 2 * jax.nn.softplus(x)
     t3 = -t2
-    t4 = jax.nn.sigmoid(t2) * jax.nn.sigmoid(t3) * jax.nn.sigmoid(x)
-    t5 = jax.nn.log_sigmoid(t2) + jax.nn.log_sigmoid(t3) + jax.nn.log_sigmoid(x)
-    t6 = jnp.tanh(t1)
+    t4 = jnp.exp(t3)
+    t5 = (
+        jnp.where(t2 >= 0, 1.0, t4)
+        * jnp.where(t3 >= 0, 1.0, t4)
+        * jnp.where(x >= 0, 1.0, t1)
+        / (1 + t1)
+        / (1 + t4)
+        / (1 + t4)
+    )
+    t6 = jnp.log1p(t1)
+    t7 = -t2 - t6 - 2 * jnp.log1p(t4) + jnp.minimum(0, x)
+    t8 = t6 + jnp.maximum(0, x)
+    t9 = jnp.tanh(t8)
     d_x = (
         _scaled_sum(
-            _scaled_product(t0, t4, t5),
+            _scaled_product(t0, t5, t7),
             t0,
-            t4,
             t5,
-            t6,
+            t7,
+            t9,
             1,
-            t6,
-            _log_tanh(t1, _log_softplus(x)),
+            t9,
+            _log_tanh(t8, _log_softplus(x)),
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -225,36 +235,44 @@ def hess(x, *, validate=False):
     x, shape, out = _prepare(
         (x,), (), wide=True
     )
-    t0 = jax.nn.sigmoid(x)
-    t1 = jax.nn.softplus(x)
-    t2 = 2 * t1
-    t3 = -t2
-    t4 = jax.nn.sigmoid(t2) * jax.nn.sigmoid(t3)
-    t5 = t0 * t4
-    t6 = jax.nn.log_sigmoid(x)
-    t7 = jax.nn.log_sigmoid(t2) + jax.nn.log_sigmoid(t3)
-    t8 = t6 + t7
-    t9 = -8 * x
-    t10 = t0**2 * t4 * jnp.tanh(t1)
-    t11 = 2 * t6 + t7 + _log_tanh(t1, _log_softplus(x))
-    t12 = 4 * x
-    t13 = -x
-    t14 = t5 * jax.nn.sigmoid(t13)
-    t15 = t8 + jax.nn.log_sigmoid(t13)
+    t0 = jnp.exp(-jnp.abs(x))
+    t1 = 1 + t0
+    t2 = jnp.where(x >= 0, 1.0, t0)
+    t3 = 2 * jax.nn.softplus(x)
+    t4 = -t3
+    t5 = jnp.exp(t4)
+    t6 = jnp.where(t3 >= 0, 1.0, t5) * jnp.where(t4 >= 0, 1.0, t5) / (1 + t5) / (1 + t5)
+    t7 = t2 * t6
+    t8 = t7 / t1
+    t9 = jnp.log1p(t0)
+    t10 = jnp.minimum(0, x)
+    t11 = t3 + 2 * jnp.log1p(t5)
+    t12 = -t10 + t11
+    t13 = -t12 - t9
+    t14 = -8 * x
+    t15 = 1 / t1**2
+    t16 = t9 + jnp.maximum(0, x)
+    t17 = t15 * t2**2 * t6 * jnp.tanh(t16)
+    t18 = 2 * t9
+    t19 = 2 * t10 - t11 - t18 + _log_tanh(t16, _log_softplus(x))
+    t20 = 4 * x
+    t21 = -x
+    t22 = t15 * t7 * jnp.where(t21 >= 0, 1.0, t0)
+    t23 = -t12 - t18 + jnp.minimum(0, t21)
     d2_x = (
         _scaled_sum(
-            _scaled_product(8, t5, t8),
+            _scaled_product(8, t8, t13),
             8,
-            t5,
             t8,
-            _scaled_product(t9, t10, t11),
-            t9,
-            t10,
-            t11,
-            _scaled_product(t12, t14, t15),
-            t12,
+            t13,
+            _scaled_product(t14, t17, t19),
             t14,
-            t15,
+            t17,
+            t19,
+            _scaled_product(t20, t22, t23),
+            t20,
+            t22,
+            t23,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

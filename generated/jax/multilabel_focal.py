@@ -288,15 +288,17 @@ def value(x, y, *, alpha=0.25, gamma=2.0, validate=False):
         _validate(locals())
     x, y, alpha, gamma, shape, out = _prepare((x, y), (alpha, gamma))
     t0 = 1 - y
-    t1 = jax.nn.log_sigmoid(x)
-    t2 = jax.nn.log_sigmoid(-x)
-    t3 = gamma * jnp.logaddexp(t2 + jnp.log(y), t1 + _log1p(-y))
+    t1 = jnp.minimum(0, x)
+    t2 = jnp.log1p(jnp.exp(-jnp.abs(x)))
+    t3 = jnp.minimum(0, -x)
+    t4 = -t2
+    t5 = gamma * jnp.logaddexp(t3 + t4 + jnp.log(y), t1 + t4 + _log1p(-y))
     loss = (
         jnp.sum(
             _scaled_product(
-                (alpha * y + t0 * (1 - alpha)) * (-t0 * t2 - t1 * y),
-                jnp.exp(t3),
-                t3,
+                (alpha * y + t0 * (1 - alpha)) * (-t0 * (-t2 + t3) - y * (t1 - t2)),
+                jnp.exp(t5),
+                t5,
             ),
             axis=-1,
             keepdims=True,
@@ -318,43 +320,49 @@ def grad(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     )
     t4 = -t3 + x
     t5 = t0 * t2 * jnp.expm1(-t4)
-    t6 = -x
-    t7 = jax.nn.log_sigmoid(t6)
-    t8 = t7 + jnp.log(y)
-    t9 = jax.nn.log_sigmoid(x)
-    t10 = t9 + _log1p(-y)
-    t11 = jnp.logaddexp(t8, t10)
-    t12 = gamma * t11
-    t13 = jnp.exp(t12)
-    t14 = t13 * jax.nn.sigmoid(x)
-    t15 = t12 + t9
-    t16 = x >= t3
-    t17 = t2 * y * jnp.expm1(t4)
-    t18 = t13 * jax.nn.sigmoid(t6)
-    t19 = t12 + t7
-    t20 = gamma * t2 * (t1 * t7 + t9 * y)
-    t21 = -t11
-    t22 = t21 + t8
-    t23 = t14 * jnp.exp(t22)
-    t24 = t15 + t22
-    t25 = -t20
-    t26 = t10 + t21
-    t27 = t18 * jnp.exp(t26)
-    t28 = t19 + t26
+    t6 = jnp.exp(-jnp.abs(x))
+    t7 = jnp.log(y)
+    t8 = jnp.log1p(t6)
+    t9 = -t8
+    t10 = -x
+    t11 = jnp.minimum(0, t10)
+    t12 = t11 + t9
+    t13 = t12 + t7
+    t14 = _log1p(-y)
+    t15 = jnp.minimum(0, x)
+    t16 = t15 + t9
+    t17 = jnp.logaddexp(t13, t14 + t16)
+    t18 = gamma * t17
+    t19 = jnp.exp(t18) / (1 + t6)
+    t20 = t19 * jnp.where(x >= 0, 1.0, t6)
+    t21 = t16 + t18
+    t22 = x >= t3
+    t23 = t2 * y * jnp.expm1(t4)
+    t24 = t19 * jnp.where(t10 >= 0, 1.0, t6)
+    t25 = t12 + t18
+    t26 = -t15 + t8
+    t27 = gamma * t2 * (t1 * (t11 - t8) - t26 * y)
+    t28 = -t17
+    t29 = t20 * jnp.exp(t13 + t28)
+    t30 = t11 + t15 + t18 + t28 - 2 * t8
+    t31 = t30 + t7
+    t32 = -t27
+    t33 = t24 * jnp.exp(t14 - t17 - t26)
+    t34 = t14 + t30
     d_x = (
         _scaled_sum(
-            jnp.where(t16, _scaled_product(t5, t14, t15), _scaled_product(t17, t18, t19)),
-            jnp.where(t16, t5, t17),
-            jnp.where(t16, t14, t18),
-            jnp.where(t16, t15, t19),
-            _scaled_product(t20, t23, t24),
-            t20,
-            t23,
-            t24,
-            _scaled_product(t25, t27, t28),
-            t25,
+            jnp.where(t22, _scaled_product(t5, t20, t21), _scaled_product(t23, t24, t25)),
+            jnp.where(t22, t5, t23),
+            jnp.where(t22, t20, t24),
+            jnp.where(t22, t21, t25),
+            _scaled_product(t27, t29, t31),
             t27,
-            t28,
+            t29,
+            t31,
+            _scaled_product(t32, t33, t34),
+            t32,
+            t33,
+            t34,
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -377,98 +385,106 @@ def hess(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     t7 = gamma * t6
     t8 = 2 * t1 * t7 * jnp.expm1(-t5)
     t9 = -t8
-    t10 = jax.nn.sigmoid(x)
-    t11 = jnp.log(y)
-    t12 = -x
-    t13 = jax.nn.log_sigmoid(t12)
-    t14 = t11 + t13
-    t15 = jax.nn.log_sigmoid(x)
-    t16 = _log1p(-y)
-    t17 = t15 + t16
-    t18 = jnp.logaddexp(t14, t17)
-    t19 = -t18
-    t20 = t14 + t19
-    t21 = jnp.exp(t20)
-    t22 = gamma * t18
-    t23 = jnp.exp(t22)
-    t24 = t21 * t23
-    t25 = t10**2 * t24
-    t26 = 2 * t15 + t22
-    t27 = t20 + t26
-    t28 = x >= t4
-    t29 = t3 * t7 * jnp.expm1(t5)
-    t30 = -t29
-    t31 = t10 * t21
-    t32 = jax.nn.sigmoid(t12)
-    t33 = t23 * t32
-    t34 = t31 * t33
-    t35 = 2 * t13
-    t36 = t15 + t22
-    t37 = t35 + t36
-    t38 = t11 + t19 + t37
-    t39 = t17 + t19
-    t40 = jnp.exp(t39)
-    t41 = t32 * t40
-    t42 = t10 * t23 * t41
-    t43 = t13 + t26
-    t44 = t16 + t19 + t43
-    t45 = t23 * t40
-    t46 = t32**2 * t45
-    t47 = t22 + t35 + t39
-    t48 = t6 * (t13 * t2 + t15 * y)
-    t49 = gamma * t48
-    t50 = -t49
-    t51 = t31 * t45
-    t52 = t0 - 2 * t18
-    t53 = t43 + t52
-    t54 = t24 * t41
-    t55 = t37 + t52
-    t56 = -gamma**2 * t48 * (-t31 + t32 * t40)**2
-    t57 = t10 * t33
-    t58 = t13 + t36
+    t10 = jnp.exp(-jnp.abs(x))
+    t11 = jnp.log1p(t10)
+    t12 = -t11
+    t13 = -x
+    t14 = jnp.minimum(0, t13)
+    t15 = jnp.log(y)
+    t16 = t14 + t15
+    t17 = t12 + t16
+    t18 = jnp.minimum(0, x)
+    t19 = _log1p(-y)
+    t20 = t18 + t19
+    t21 = jnp.logaddexp(t17, t12 + t20)
+    t22 = -t21
+    t23 = jnp.exp(t17 + t22)
+    t24 = jnp.where(x >= 0, 1.0, t10)
+    t25 = 1 + t10
+    t26 = gamma * t21
+    t27 = jnp.exp(t26)
+    t28 = t27 / t25 / t25
+    t29 = t23 * t24**2 * t28
+    t30 = 2 * t18
+    t31 = -3 * t11
+    t32 = t22 + t31
+    t33 = t26 + t32
+    t34 = t30 + t33
+    t35 = t16 + t34
+    t36 = x >= t4
+    t37 = t3 * t7 * jnp.expm1(t5)
+    t38 = -t37
+    t39 = t23 * t24
+    t40 = jnp.where(t13 >= 0, 1.0, t10)
+    t41 = t28 * t40
+    t42 = t39 * t41
+    t43 = 2 * t14
+    t44 = t18 + t26
+    t45 = t43 + t44
+    t46 = t15 + t32 + t45
+    t47 = t11 - t18
+    t48 = jnp.exp(t19 - t21 - t47)
+    t49 = t40 * t48
+    t50 = t24 * t28 * t49
+    t51 = t14 + t19 + t34
+    t52 = t28 * t40**2 * t48
+    t53 = t20 + t33 + t43
+    t54 = t6 * (t2 * (-t11 + t14) - t47 * y)
+    t55 = gamma * t54
+    t56 = -t55
+    t57 = 1 / t25
+    t58 = t39 * t57
+    t59 = t27 * t48 * t58
+    t60 = t0 - 2 * t21 + t31
+    t61 = t14 + t26 + t30 + t60
+    t62 = t23 * t27 * t49 * t57
+    t63 = t45 + t60
+    t64 = -gamma**2 * t54 * (-t58 + t40 * t48 * t57)**2
+    t65 = t24 * t41
+    t66 = -2 * t11 + t14 + t44
     d2_x = (
         _hess_block(
             _scaled_sum(
                 jnp.where(
-                    t28,
-                    _scaled_product(t9, t25, t27),
-                    _scaled_product(t30, t34, t38),
+                    t36,
+                    _scaled_product(t9, t29, t35),
+                    _scaled_product(t38, t42, t46),
                 ),
-                jnp.where(t28, t9, t30),
-                jnp.where(t28, t25, t34),
-                jnp.where(t28, t27, t38),
+                jnp.where(t36, t9, t38),
+                jnp.where(t36, t29, t42),
+                jnp.where(t36, t35, t46),
                 jnp.where(
-                    t28,
-                    _scaled_product(t8, t42, t44),
-                    _scaled_product(t29, t46, t47),
+                    t36,
+                    _scaled_product(t8, t50, t51),
+                    _scaled_product(t37, t52, t53),
                 ),
-                jnp.where(t28, t8, t29),
-                jnp.where(t28, t42, t46),
-                jnp.where(t28, t44, t47),
-                _scaled_product(t49, t42, t44),
-                t49,
-                t42,
-                t44,
-                _scaled_product(t49, t34, t38),
-                t49,
-                t34,
-                t38,
-                _scaled_product(t50, t51, t53),
+                jnp.where(t36, t8, t37),
+                jnp.where(t36, t50, t52),
+                jnp.where(t36, t51, t53),
+                _scaled_product(t55, t50, t51),
+                t55,
                 t50,
                 t51,
-                t53,
-                _scaled_product(t50, t54, t55),
-                t50,
-                t54,
+                _scaled_product(t55, t42, t46),
                 t55,
-                _scaled_product(t56, t23, t22),
+                t42,
+                t46,
+                _scaled_product(t56, t59, t61),
                 t56,
-                t23,
-                t22,
-                _scaled_product(t6, t57, t58),
+                t59,
+                t61,
+                _scaled_product(t56, t62, t63),
+                t56,
+                t62,
+                t63,
+                _scaled_product(t64, t27, t26),
+                t64,
+                t27,
+                t26,
+                _scaled_product(t6, t65, t66),
                 t6,
-                t57,
-                t58,
+                t65,
+                t66,
             ),
         )
     )
@@ -484,40 +500,50 @@ def hvp(x, y, v, *, alpha=0.25, gamma=2.0, validate=False):
         (x, y), (alpha, gamma), wide=True
     )
     v_x = _like(v, x)
-    t0 = -x
-    t1 = jax.nn.sigmoid(t0)
-    t2 = jax.nn.sigmoid(x)
-    t3 = t1 * t2
-    t4 = -1 + y
-    t5 = -t4
-    t6 = jax.nn.log_sigmoid(t0)
-    t7 = t6 + jnp.log(y)
-    t8 = jax.nn.log_sigmoid(x)
-    t9 = t8 + _log1p(-y)
-    t10 = jnp.logaddexp(t7, t9)
-    t11 = (alpha * y + t5 * (1 - alpha)) * jnp.exp(gamma * t10)
-    t12 = -t10
-    t13 = jnp.exp(t12 + t7)
-    t14 = t13 * t2
-    t15 = jnp.exp(t12 + t9)
-    t16 = -t14 + t1 * t15
-    t17 = t11 * (-t5 * t6 - t8 * y)
-    t18 = (
-        jnp.where((t5 == 0) | (y == 0), jnp.log(y) - jnp.log(t5), _log1p((-1 + 2 * y) / t5))
+    t0 = jnp.exp(-jnp.abs(x))
+    t1 = jnp.where(x >= 0, 1.0, t0)
+    t2 = -x
+    t3 = jnp.where(t2 >= 0, 1.0, t0)
+    t4 = 1 + t0
+    t5 = t3 / t4 / t4
+    t6 = t1 * t5
+    t7 = -1 + y
+    t8 = -t7
+    t9 = jnp.minimum(0, t2)
+    t10 = jnp.log1p(t0)
+    t11 = -t10
+    t12 = t11 + t9 + jnp.log(y)
+    t13 = jnp.minimum(0, x)
+    t14 = _log1p(-y)
+    t15 = jnp.logaddexp(t12, t11 + t13 + t14)
+    t16 = (alpha * y + t8 * (1 - alpha)) * jnp.exp(gamma * t15)
+    t17 = 1 / t4
+    t18 = jnp.exp(t12 - t15)
+    t19 = t1 * t18
+    t20 = t10 - t13
+    t21 = jnp.exp(t14 - t15 - t20)
+    t22 = -t17 * t19 + t17 * t21 * t3
+    t23 = t16 * (t20 * y - t8 * (-t10 + t9))
+    t24 = (
+        jnp.where((t8 == 0) | (y == 0), jnp.log(y) - jnp.log(t8), _log1p((-1 + 2 * y) / t8))
     )
-    t19 = -t18 + x
-    t20 = t1 * t15
+    t25 = -t24 + x
+    t26 = t17 * t21
     hv_x = (
         v_x
         * (
-            t11 * (t3 * t5 + t3 * y)
-            + gamma * t17 * (-t1 * t14 + t13 * t20 + t14 * t15 - t2 * t20)
-            + gamma**2 * t16**2 * t17
+            t16 * (t6 * t8 + t6 * y)
+            + gamma * t23 * (t19 * t26 - t19 * t5 - t21 * t6 + t18 * t26 * t3)
+            + gamma**2 * t22**2 * t23
             + 2
             * gamma
-            * t11
             * t16
-            * jnp.where(t18 <= x, t2 * t4 * jnp.expm1(-t19), t1 * y * jnp.expm1(t19))
+            * t22
+            * jnp.where(
+                t24 <= x,
+                t1 * t17 * t7 * jnp.expm1(-t25),
+                t17 * t3 * y * jnp.expm1(t25),
+            )
         )
     )
     return _fit(hv_x, x.shape, shape, out)

@@ -204,16 +204,19 @@ def value(x, y, *, epsilon=1.0, validate=False):
         _validate(locals())
     x, y, epsilon, shape, out = _prepare((x, y), (epsilon,))
     t0 = 1 + epsilon
-    t1 = jax.nn.sigmoid(x)
-    t2 = jax.nn.log_sigmoid(x)
-    t3 = _softplus_minus_sigmoid(x)
-    t4 = -x
-    t5 = jax.nn.sigmoid(t4)
-    t6 = jax.nn.log_sigmoid(t4)
-    t7 = _softplus_minus_sigmoid(t4)
+    t1 = jnp.exp(-jnp.abs(x))
+    t2 = 1 / (1 + t1)
+    t3 = t2 * jnp.where(x >= 0, 1.0, t1)
+    t4 = jnp.log1p(t1)
+    t5 = -t4 + jnp.minimum(0, x)
+    t6 = _softplus_minus_sigmoid(x)
+    t7 = -x
+    t8 = t2 * jnp.where(t7 >= 0, 1.0, t1)
+    t9 = -t4 + jnp.minimum(0, t7)
+    t10 = _softplus_minus_sigmoid(t7)
     loss = (
-        y * _scaled_sum(_scaled_product(t0, t5, t6), t0, t5, t6, t7, t7, 1, 0)
-        + (1 - y) * _scaled_sum(_scaled_product(t0, t1, t2), t0, t1, t2, t3, t3, 1, 0)
+        y * _scaled_sum(_scaled_product(t0, t8, t9), t0, t8, t9, t10, t10, 1, 0)
+        + (1 - y) * _scaled_sum(_scaled_product(t0, t3, t5), t0, t3, t5, t6, t6, 1, 0)
     )
     return _fit(loss, shape, shape, out)
 
@@ -224,34 +227,37 @@ def grad(x, y, *, epsilon=1.0, validate=False):
         _validate(locals())
     x, y, epsilon, shape, out = _prepare((x, y), (epsilon,))
     t0 = -y
-    t1 = -x
-    t2 = jax.nn.sigmoid(t1)
-    t3 = t2**2
-    t4 = jax.nn.log_sigmoid(t1)
-    t5 = 2 * t4
-    t6 = 1 - y
-    t7 = jax.nn.sigmoid(x)
-    t8 = t7**2
-    t9 = jax.nn.log_sigmoid(x)
-    t10 = 2 * t9
-    t11 = 2 * y
-    t12 = 1 + epsilon - t11 - epsilon * t11
-    t13 = t2 * t7
-    t14 = t4 + t9
+    t1 = jnp.exp(-jnp.abs(x))
+    t2 = 1 / (1 + t1)**2
+    t3 = -x
+    t4 = jnp.where(t3 >= 0, 1.0, t1)
+    t5 = t2 * t4**2
+    t6 = jnp.minimum(0, t3)
+    t7 = 2 * jnp.log1p(t1)
+    t8 = 2 * t6 - t7
+    t9 = 1 - y
+    t10 = jnp.where(x >= 0, 1.0, t1)
+    t11 = t10**2 * t2
+    t12 = jnp.minimum(0, x)
+    t13 = 2 * t12 - t7
+    t14 = 2 * y
+    t15 = 1 + epsilon - t14 - epsilon * t14
+    t16 = t10 * t2 * t4
+    t17 = t12 + t6 - t7
     d_x = (
         _scaled_sum(
-            _scaled_product(t0, t3, t5),
+            _scaled_product(t0, t5, t8),
             t0,
-            t3,
             t5,
-            _scaled_product(t6, t8, t10),
-            t6,
             t8,
-            t10,
-            _scaled_product(t12, t13, t14),
-            t12,
+            _scaled_product(t9, t11, t13),
+            t9,
+            t11,
             t13,
-            t14,
+            _scaled_product(t15, t16, t17),
+            t15,
+            t16,
+            t17,
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -266,26 +272,29 @@ def hess(x, y, *, epsilon=1.0, validate=False):
     )
     t0 = 2 * epsilon * y
     t1 = 1 + epsilon - t0
-    t2 = jax.nn.sigmoid(x)
-    t3 = -x
-    t4 = jax.nn.sigmoid(t3)
-    t5 = t2 * t4**2
-    t6 = jax.nn.log_sigmoid(x)
-    t7 = jax.nn.log_sigmoid(t3)
-    t8 = t6 + 2 * t7
-    t9 = 1 - epsilon + t0
-    t10 = t2**2 * t4
-    t11 = 2 * t6 + t7
+    t2 = jnp.exp(-jnp.abs(x))
+    t3 = jnp.where(x >= 0, 1.0, t2)
+    t4 = 1 / (1 + t2)**3
+    t5 = -x
+    t6 = jnp.where(t5 >= 0, 1.0, t2)
+    t7 = t3 * t4 * t6**2
+    t8 = jnp.minimum(0, x)
+    t9 = jnp.minimum(0, t5)
+    t10 = -3 * jnp.log1p(t2)
+    t11 = t10 + t8 + 2 * t9
+    t12 = 1 - epsilon + t0
+    t13 = t3**2 * t4 * t6
+    t14 = t10 + 2 * t8 + t9
     d2_x = (
         _scaled_sum(
-            _scaled_product(t1, t5, t8),
+            _scaled_product(t1, t7, t11),
             t1,
-            t5,
-            t8,
-            _scaled_product(t9, t10, t11),
-            t9,
-            t10,
+            t7,
             t11,
+            _scaled_product(t12, t13, t14),
+            t12,
+            t13,
+            t14,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

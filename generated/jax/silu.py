@@ -147,7 +147,14 @@ def value(x, *, validate=False):
     if validate:
         _validate(locals())
     x, shape, out = _prepare((x,), ())
-    loss = _scaled_product(x, jax.nn.sigmoid(x), jax.nn.log_sigmoid(x))
+    t0 = jnp.exp(-jnp.abs(x))
+    loss = (
+        _scaled_product(
+            x,
+            jnp.where(x >= 0, 1.0, t0) / (1 + t0),
+            -jnp.log1p(t0) + jnp.minimum(0, x),
+        )
+    )
     return _fit(loss, shape, shape, out)
 
 
@@ -156,12 +163,16 @@ def grad(x, *, validate=False):
     if validate:
         _validate(locals())
     x, shape, out = _prepare((x,), ())
-    t0 = jax.nn.sigmoid(x)
-    t1 = -x
-    t2 = t0 * jax.nn.sigmoid(t1)
-    t3 = jax.nn.log_sigmoid(x)
-    t4 = t3 + jax.nn.log_sigmoid(t1)
-    d_x = _scaled_sum(_scaled_product(x, t2, t4), x, t2, t4, t0, 1, t0, t3)
+    t0 = jnp.exp(-jnp.abs(x))
+    t1 = jnp.where(x >= 0, 1.0, t0)
+    t2 = 1 + t0
+    t3 = -x
+    t4 = t1 * jnp.where(t3 >= 0, 1.0, t0) / t2 / t2
+    t5 = jnp.minimum(0, x)
+    t6 = jnp.log1p(t0)
+    t7 = t5 - 2 * t6 + jnp.minimum(0, t3)
+    t8 = t1 / t2
+    d_x = _scaled_sum(_scaled_product(x, t4, t7), x, t4, t7, t8, 1, t8, t5 - t6)
     return _fit(d_x, x.shape, shape, out)
 
 
@@ -172,31 +183,36 @@ def hess(x, *, validate=False):
     x, shape, out = _prepare(
         (x,), (), wide=True
     )
-    t0 = jax.nn.sigmoid(x)
-    t1 = -x
-    t2 = jax.nn.sigmoid(t1)
-    t3 = t0 * t2
-    t4 = jax.nn.log_sigmoid(x)
-    t5 = jax.nn.log_sigmoid(t1)
-    t6 = t4 + t5
-    t7 = t0 * t2**2
-    t8 = t4 + 2 * t5
-    t9 = t0**2 * t2
-    t10 = 2 * t4 + t5
+    t0 = jnp.exp(-jnp.abs(x))
+    t1 = jnp.where(x >= 0, 1.0, t0)
+    t2 = 1 + t0
+    t3 = -x
+    t4 = jnp.where(t3 >= 0, 1.0, t0)
+    t5 = t1 * t4 / t2 / t2
+    t6 = jnp.minimum(0, x)
+    t7 = jnp.minimum(0, t3)
+    t8 = jnp.log1p(t0)
+    t9 = t6 + t7 - 2 * t8
+    t10 = 1 / t2**3
+    t11 = t1 * t10 * t4**2
+    t12 = -3 * t8
+    t13 = t12 + t6 + 2 * t7
+    t14 = t1**2 * t10 * t4
+    t15 = t12 + 2 * t6 + t7
     d2_x = (
         _scaled_sum(
-            _scaled_product(2, t3, t6),
+            _scaled_product(2, t5, t9),
             2,
-            t3,
-            t6,
-            _scaled_product(x, t7, t8),
-            x,
-            t7,
-            t8,
-            _scaled_product(t1, t9, t10),
-            t1,
+            t5,
             t9,
-            t10,
+            _scaled_product(x, t11, t13),
+            x,
+            t11,
+            t13,
+            _scaled_product(t3, t14, t15),
+            t3,
+            t14,
+            t15,
         )
     )
     return _fit(d2_x, x.shape, shape, out)

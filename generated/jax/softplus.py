@@ -156,12 +156,13 @@ def hess(x, *, beta=1.0, validate=False):
         (x,), (beta,), wide=True
     )
     t0 = beta * x
-    t1 = -t0
+    t1 = jnp.exp(-jnp.abs(t0))
+    t2 = -t0
     d2_x = (
         _scaled_product(
             beta,
-            jax.nn.sigmoid(t0) * jax.nn.sigmoid(t1),
-            jax.nn.log_sigmoid(t0) + jax.nn.log_sigmoid(t1),
+            jnp.where(t0 >= 0, 1.0, t1) * jnp.where(t2 >= 0, 1.0, t1) / (1 + t1) / (1 + t1),
+            -2 * jnp.log1p(t1) + jnp.minimum(0, t0) + jnp.minimum(0, t2),
         )
     )
     return _fit(d2_x, x.shape, shape, out)
