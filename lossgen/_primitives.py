@@ -183,9 +183,8 @@ class SigmoidNumerator(Primitive):
     """1 where u >= 0, else e: with e = exp(-|u|), sigmoid(u) = sigmoid_numerator(u, e) / (1 + e).
 
     The sigmoid family of one |u| (sigmoid, log_sigmoid, softplus of u and of -u) shares e and
-    log1p(e) once the simplify pass has expanded it (``share_sigmoid_family``). In torch the
-    select is a maximum, not torch.where (a scalar, branching kernel on CPU): e <= 1 and the
-    step is 0 or 1."""
+    log1p(e) once the simplify pass has expanded it (``share_sigmoid_family``, for JAX). Every
+    backend can print it; torch's form is a maximum (e <= 1, the step 0 or 1), not torch.where."""
 
     display = "sigmoid_numerator"
     nargs = 2
