@@ -46,9 +46,9 @@ from ._primitives import JAX_LOG1P, Primitive
 
 __all__ = [
     "CLASS_FORMS", "Centered", "CenteredDiff", "ClassSum", "HessBlock", "LogNotPicked", "LogSoftmax",
-    "LogSoftmaxComplement", "LogSumExp", "NumClasses", "OneHot", "REDUCTIONS", "SoftmaxDelta",
+    "LogSoftmaxComplement", "LogSumExp", "NumClasses", "OneHot", "Pick", "REDUCTIONS", "SoftmaxDelta",
     "SoftmaxDiff", "SoftmaxDiffJvp", "SoftmaxKL", "SumOthers", "class_gradient", "class_hess", "class_hvp", "complements", "diagonal_from_hvp",
-    "entrywise_of", "entrywise_sum", "expand", "is_reduction", "log_softmax_forms", "merge_sums", "one_minus_exp", "picked_forms", "ratio_complement",
+    "entrywise_of", "entrywise_sum", "expand", "is_reduction", "log_softmax_forms", "merge_sums", "one_minus_exp", "picked_forms", "picks", "ratio_complement",
     "relative_entropy_forms",
 ]
 
@@ -225,6 +225,67 @@ class OneHot(_ClassPrimitive):
 
     def _eval_is_real(self):
         return True
+
+
+def _helper_pick(backend: str) -> str:
+    ns = _NS[backend]
+    # a is a number (as in pick(1, k)) or an array in the work dtype, which the gather keeps
+    number = "not torch.is_tensor(a)" if backend == "torch" else "not hasattr(a, 'shape')"
+    if backend == "torch":
+        full = "a.expand(shape)"
+        take = "torch.take_along_dim({0}, i.long(), dim=-1)"
+        index = "torch.where(inside, k, 0)"
+        rows = "k.expand(*shape[:-1], 1)"
+    else:
+        full = f"{ns}.broadcast_to(a, shape)"
+        integer = "jnp.int32" if backend == "jax" else "np.intp"
+        take = f"{ns}.take_along_axis({{0}}, i.astype({integer}), axis=-1)"
+        index = f"{ns}.where(inside, k, 0)"
+        rows = f"{ns}.broadcast_to(k, (*shape[:-1], 1))"
+    return (
+        "def _pick(a, k, shape):\n"
+        "    # sum(a * onehot(k)) over the class axis as a gather: a at class k in each row, 0\n"
+        "    # where k is not a class (no (rows, C) product; NaN or inf at other entries stays there)\n"
+        f"    k = {rows}\n"
+        f"    inside = (k >= 0) & (k < shape[-1]) & (k == {ns}.floor(k))\n"
+        f"    if {number}:\n"
+        "        return " + f"{ns}.where(inside, a, 0)\n"
+        f"    i = {index}\n"
+        f"    picked = {take.format(full)}\n"
+        f"    return {ns}.where(inside, picked, 0)\n"
+    )
+
+
+class Pick(_ClassPrimitive):
+    """pick(a, k) = sum(a*onehot(k)) over the class axis, one number per row: printed as a
+    gather, not a product and a sum over the classes. Made from the sum only when a block is
+    printed (``picks``): the derivation's passes see the sum."""
+
+    display = "pick"
+    nargs = 2
+    lowering = {b: "_pick({0}, {1}, shape)" for b in _NS}
+    helpers = {b: _helper_pick(b) for b in _NS}
+
+
+def picks(expr: sympy.Expr) -> sympy.Expr:
+    """Each sum(a*onehot(k)) over the class axis in ``expr`` -> pick(a, k)."""
+
+    def visit(node):
+        if not node.args:
+            return node
+        node = node.func(*(visit(a) for a in node.args))
+        if isinstance(node, ClassSum):
+            factors = sympy.Mul.make_args(node.args[0])
+            hot = [f for f in factors if isinstance(f, OneHot)]
+            rest = [f for f in factors if not isinstance(f, OneHot)]
+            if len(hot) == 1 and not any(f.has(OneHot) for f in rest):
+                # a number factor stays outside (pick(1, k) is a 0/1 mask in any dtype)
+                number = sympy.Mul(*(f for f in rest if f.is_Number))
+                others = sympy.Mul(*(f for f in rest if not f.is_Number))
+                return number * Pick(others, hot[0].args[0])
+        return node
+
+    return visit(expr)
 
 
 def _helper_complement(backend: str) -> str:

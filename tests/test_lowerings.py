@@ -225,3 +225,33 @@ def test_shared_sigmoid_family_is_accurate(backend, dtype):
                 got, truth = got[keep], [t for t, k in zip(truth, keep) if k]
             worst = ulp_distance(got, truth, dtype).max()
             assert worst <= 2, (member, worst)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pick_is_the_one_hot_sum(backend):
+    """_pick(a, k, shape), the gather a class-axis sum(a*onehot(k)) is printed as, equals that
+    sum: 0 for an index outside the classes, a fraction or NaN; the entry itself where another
+    entry of the row is inf or NaN (where the product would give NaN)."""
+    import lossgen
+
+    module = lossgen.load("softmax_cross_entropy_index", backend)
+    rng = np.random.default_rng(3)
+    a = rng.integers(-8, 8, (7, 5)) / 4  # (exact in float32)
+    a[2, 0], a[1, 0], a[5, 2] = np.inf, np.nan, np.inf
+    k = np.array([0.0, 4.0, 2.0, -100.0, 5.0, 2.5, np.nan])[:, None]
+    hot = k == np.arange(5)
+    expected = np.where(hot, np.nan_to_num(a, nan=0.0, posinf=0.0), 0.0).sum(axis=-1, keepdims=True)
+    if backend == "torch":
+        import torch
+
+        to = torch.tensor
+    elif backend == "jax":
+        import jax.numpy as jnp
+
+        to = jnp.asarray
+    else:
+        to = np.asarray
+    got = np.asarray(module._pick(to(a), to(k), a.shape))
+    np.testing.assert_array_equal(got, expected)
+    # a number broadcast against the rows: the count of rows with a class index
+    np.testing.assert_array_equal(np.asarray(module._pick(1, to(k), a.shape)), hot.sum(-1, keepdims=True))

@@ -279,6 +279,18 @@ def _pairs_vjp(z, g):
     return _rows_vjp(z, (g + _t(g)) @ _rows(z))
 
 
+def _pick(a, k, shape):
+    # sum(a * onehot(k)) over the class axis as a gather: a at class k in each row, 0
+    # where k is not a class (no (rows, C) product; NaN or inf at other entries stays there)
+    k = jnp.broadcast_to(k, (*shape[:-1], 1))
+    inside = (k >= 0) & (k < shape[-1]) & (k == jnp.floor(k))
+    if not hasattr(a, 'shape'):
+        return jnp.where(inside, a, 0)
+    i = jnp.where(inside, k, 0)
+    picked = jnp.take_along_axis(jnp.broadcast_to(a, shape), i.astype(jnp.int32), axis=-1)
+    return jnp.where(inside, picked, 0)
+
+
 def _row_scale(z):
     # the power of two of each row's largest entry, as two factors (each representable
     # where the whole is not, for rows of subnormal or huge entries): z times them is
@@ -384,13 +396,7 @@ def value(z, *, t=0.5, validate=False):
     z, t, shape, out = _prepare((z,), (t,))
     sim, pos = _pairs(z)
     shape = sim.shape
-    loss = (
-        -jnp.sum(
-            _log_softmax(sim / t) * ((pos) == jnp.arange(shape[-1])).astype(out),
-            axis=-1,
-            keepdims=True,
-        )
-    )
+    loss = -_pick(_log_softmax(sim / t), pos, shape)
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out)
 
 
@@ -401,10 +407,7 @@ def _similarity_grad(z, t):
     t0 = ((pos) == jnp.arange(shape[-1])).astype(out)
     t1 = 1 / t
     t2 = _log_softmax(sim * t1)
-    d_sim = (
-        t0 * t1 * jnp.expm1(t2)
-        + t1 * (-t0 + jnp.sum(t0, axis=-1, keepdims=True)) * jnp.exp(t2)
-    )
+    d_sim = t0 * t1 * jnp.expm1(t2) + t1 * (-t0 + _pick(1, pos, shape)) * jnp.exp(t2)
     return jnp.broadcast_to(d_sim, shape)
 
 
@@ -416,12 +419,7 @@ def _similarity_hvp(z, v, t):
     t0 = 1 / t
     t1 = sim * t0
     t2 = _log_softmax(t1)
-    hv_sim = (
-        t0
-        * jnp.exp(t2)
-        * _centered(t0 * v_sim, t1, t2)
-        * jnp.sum(((pos) == jnp.arange(shape[-1])).astype(out), axis=-1, keepdims=True)
-    )
+    hv_sim = t0 * jnp.exp(t2) * _centered(t0 * v_sim, t1, t2) * _pick(1, pos, shape)
     return jnp.broadcast_to(hv_sim, shape)
 
 

@@ -140,15 +140,27 @@ def _hess_block(d, *pairs):
     return jnp.where(eye, d[..., :, None], h)
 
 
+def _pick(a, k, shape):
+    # sum(a * onehot(k)) over the class axis as a gather: a at class k in each row, 0
+    # where k is not a class (no (rows, C) product; NaN or inf at other entries stays there)
+    k = jnp.broadcast_to(k, (*shape[:-1], 1))
+    inside = (k >= 0) & (k < shape[-1]) & (k == jnp.floor(k))
+    if not hasattr(a, 'shape'):
+        return jnp.where(inside, a, 0)
+    i = jnp.where(inside, k, 0)
+    picked = jnp.take_along_axis(jnp.broadcast_to(a, shape), i.astype(jnp.int32), axis=-1)
+    return jnp.where(inside, picked, 0)
+
+
 def value(x, k, *, margin=1.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
         _validate(locals())
     x, k, margin, shape, out = _prepare((x, k), (margin,))
-    t0 = ((k) == jnp.arange(shape[-1])).astype(out)
     loss = (
         jnp.sum(
-            (1 - t0) * jnp.maximum(0, margin + x - jnp.sum(t0 * x, axis=-1, keepdims=True)),
+            (1 - ((k) == jnp.arange(shape[-1])).astype(out))
+            * jnp.maximum(0, margin + x - _pick(x, k, shape)),
             axis=-1,
             keepdims=True,
         )
@@ -163,10 +175,7 @@ def grad(x, k, *, margin=1.0, validate=False):
         _validate(locals())
     x, k, margin, shape, out = _prepare((x, k), (margin,))
     t0 = ((k) == jnp.arange(shape[-1])).astype(out)
-    t1 = (
-        (1 - t0)
-        * jnp.where(margin + x - jnp.sum(t0 * x, axis=-1, keepdims=True) > 0, 1.0, 0.0)
-    )
+    t1 = (1 - t0) * jnp.where(margin + x - _pick(x, k, shape) > 0, 1.0, 0.0)
     d_x = (t1 - t0 * jnp.sum(t1, axis=-1, keepdims=True)) / shape[-1]
     return _fit(d_x, x.shape, shape, out)
 

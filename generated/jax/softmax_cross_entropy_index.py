@@ -223,6 +223,18 @@ def _lse_parts(u):
     return m, s
 
 
+def _pick(a, k, shape):
+    # sum(a * onehot(k)) over the class axis as a gather: a at class k in each row, 0
+    # where k is not a class (no (rows, C) product; NaN or inf at other entries stays there)
+    k = jnp.broadcast_to(k, (*shape[:-1], 1))
+    inside = (k >= 0) & (k < shape[-1]) & (k == jnp.floor(k))
+    if not hasattr(a, 'shape'):
+        return jnp.where(inside, a, 0)
+    i = jnp.where(inside, k, 0)
+    picked = jnp.take_along_axis(jnp.broadcast_to(a, shape), i.astype(jnp.int32), axis=-1)
+    return jnp.where(inside, picked, 0)
+
+
 def _scaled_product(c, d, log_d):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
@@ -263,17 +275,7 @@ def value(x, k, *, weight=1.0, ignore_index=-100.0, validate=False):
     if validate:
         _validate(locals())
     x, k, weight, ignore_index, shape, out = _prepare((x, k), (weight, ignore_index))
-    loss = (
-        jnp.where(
-            ignore_index == k,
-            0,
-            -jnp.sum(
-                weight * _log_softmax(x) * ((k) == jnp.arange(shape[-1])).astype(out),
-                axis=-1,
-                keepdims=True,
-            ),
-        )
-    )
+    loss = jnp.where(ignore_index == k, 0, -_pick(weight * _log_softmax(x), k, shape))
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out)
 
 
@@ -285,7 +287,7 @@ def grad(x, k, *, weight=1.0, ignore_index=-100.0, validate=False):
     t0 = _log_softmax(x)
     t1 = weight * ((k) == jnp.arange(shape[-1])).astype(out)
     d_x = (
-        (-t1 * jnp.expm1(t0) - (-t1 + jnp.sum(t1, axis=-1, keepdims=True)) * jnp.exp(t0))
+        (-t1 * jnp.expm1(t0) - (-t1 + _pick(weight, k, shape)) * jnp.exp(t0))
         * jnp.where(ignore_index == k, 0, -1)
     )
     return _fit(d_x, x.shape, shape, out)
@@ -299,10 +301,7 @@ def hess(x, k, *, weight=1.0, ignore_index=-100.0, validate=False):
         (x, k), (weight, ignore_index), wide=True
     )
     t0 = _log_softmax(x)
-    t1 = (
-        jnp.where(ignore_index == k, 0, -1)
-        * jnp.sum(weight * ((k) == jnp.arange(shape[-1])).astype(out), axis=-1, keepdims=True)
-    )
+    t1 = jnp.where(ignore_index == k, 0, -1) * _pick(weight, k, shape)
     t2 = jnp.exp(t0)
     d2_x = _hess_block(_scaled_product(t1 * jnp.expm1(t0), t2, t0), t1 * t2, t2)
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)
@@ -322,7 +321,7 @@ def hvp(x, k, v, *, weight=1.0, ignore_index=-100.0, validate=False):
         -jnp.where(ignore_index == k, 0, -1)
         * jnp.exp(t0)
         * _centered(v_x, x, t0)
-        * jnp.sum(weight * ((k) == jnp.arange(shape[-1])).astype(out), axis=-1, keepdims=True)
+        * _pick(weight, k, shape)
     )
     return _fit(hv_x, x.shape, shape, out)
 

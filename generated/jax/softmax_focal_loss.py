@@ -253,6 +253,18 @@ def _lse_parts(u):
     return m, s
 
 
+def _pick(a, k, shape):
+    # sum(a * onehot(k)) over the class axis as a gather: a at class k in each row, 0
+    # where k is not a class (no (rows, C) product; NaN or inf at other entries stays there)
+    k = jnp.broadcast_to(k, (*shape[:-1], 1))
+    inside = (k >= 0) & (k < shape[-1]) & (k == jnp.floor(k))
+    if not hasattr(a, 'shape'):
+        return jnp.where(inside, a, 0)
+    i = jnp.where(inside, k, 0)
+    picked = jnp.take_along_axis(jnp.broadcast_to(a, shape), i.astype(jnp.int32), axis=-1)
+    return jnp.where(inside, picked, 0)
+
+
 def _scaled_product(c, d, log_d):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
@@ -321,17 +333,12 @@ def value(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     if validate:
         _validate(locals())
     x, k, gamma, ignore_index, shape, out = _prepare((x, k), (gamma, ignore_index))
-    t0 = ((k) == jnp.arange(shape[-1])).astype(out)
-    t1 = gamma * _log_softmax_complement(x, t0)
+    t0 = gamma * _log_softmax_complement(x, ((k) == jnp.arange(shape[-1])).astype(out))
     loss = (
         jnp.where(
             ignore_index == k,
             0,
-            _scaled_product(
-                -jnp.sum(t0 * _log_softmax(x), axis=-1, keepdims=True),
-                jnp.exp(t1),
-                t1,
-            ),
+            _scaled_product(-_pick(_log_softmax(x), k, shape), jnp.exp(t0), t0),
         )
     )
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out)
@@ -348,9 +355,9 @@ def grad(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     t3 = _log_softmax_complement(x, t2)
     t4 = gamma * t3
     t5 = jnp.exp(t4)
-    t6 = jnp.where(t0, 0, t5 * (-t2 + jnp.sum(t2, axis=-1, keepdims=True)) * jnp.exp(t1))
+    t6 = jnp.where(t0, 0, t5 * (-t2 + _pick(1, k, shape)) * jnp.exp(t1))
     t7 = t2 * jnp.expm1(t1)
-    t8 = jnp.sum(t1 * t2, axis=-1, keepdims=True)
+    t8 = _pick(t1, k, shape)
     t9 = gamma * t8
     t10 = -t9
     t11 = t1 - t3 + jnp.log1p(-t2)
@@ -392,46 +399,46 @@ def hess(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
         (x, k), (gamma, ignore_index), wide=True
     )
     t0 = ignore_index == k
-    t1 = ((k) == jnp.arange(shape[-1])).astype(out)
-    t2 = jnp.sum(t1, axis=-1, keepdims=True)
-    t3 = _log_softmax(x)
-    t4 = jnp.expm1(t3)
-    t5 = -t2 * t4
-    t6 = jnp.exp(t3)
-    t7 = _log_softmax_complement(x, t1)
+    t1 = _pick(1, k, shape)
+    t2 = _log_softmax(x)
+    t3 = jnp.expm1(t2)
+    t4 = -t1 * t3
+    t5 = jnp.exp(t2)
+    t6 = ((k) == jnp.arange(shape[-1])).astype(out)
+    t7 = _log_softmax_complement(x, t6)
     t8 = gamma * t7
     t9 = jnp.exp(t8)
-    t10 = t6 * t9
-    t11 = t3 + t8
-    t12 = jnp.sum(t1 * t3, axis=-1, keepdims=True)
+    t10 = t5 * t9
+    t11 = t2 + t8
+    t12 = _pick(t2, k, shape)
     t13 = gamma * t12
-    t14 = t13 * t4
-    t15 = jnp.log1p(-t1)
+    t14 = t13 * t3
+    t15 = jnp.log1p(-t6)
     t16 = t15 - t7
-    t17 = jnp.exp(t12 + t16 + t3)
+    t17 = jnp.exp(t12 + t16 + t2)
     t18 = t17 * t9
     t19 = t11 + t12
     t20 = t16 + t19
     t21 = jnp.where(t0, 1, t18)
     t22 = jnp.where(t0, 0, t20)
     t23 = t10 * t17
-    t24 = -t1 + t2
+    t24 = t1 - t6
     t25 = gamma * t24
     t26 = jnp.where(t0, 0, t23 * t25)
     t27 = jnp.exp(t12)
-    t28 = t1 * t27
+    t28 = t27 * t6
     t29 = t10 * t25
     t30 = jnp.where(t0, 0, -t28 * t29)
     t31 = t13 * t24
-    t32 = 2 * t3
+    t32 = 2 * t2
     t33 = t12 + t8
     t34 = t16 + t32 + t33
-    t35 = t1 * t4
+    t35 = t3 * t6
     t36 = gamma * t35
     t37 = jnp.where(t0, 0, _scaled_product(t36, t18, t20))
     t38 = jnp.where(t0, 0, t36)
-    t39 = t1**2
-    t40 = -gamma * t39 * t4
+    t39 = t6**2
+    t40 = -gamma * t3 * t39
     t41 = t27 * t9
     t42 = jnp.where(t0, 0, _scaled_product(t40, t41, t33))
     t43 = jnp.where(t0, 0, t40)
@@ -439,10 +446,10 @@ def hess(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     t45 = jnp.where(t0, 0, t33)
     t46 = t13 * t35
     t47 = -t14 * t39
-    t48 = -t1 * t31
+    t48 = -t31 * t6
     t49 = t10 * t27
     t50 = gamma**2 * t12
-    t51 = t1 * t50
+    t51 = t50 * t6
     t52 = t18 * t27
     t53 = 2 * t12
     t54 = t11 + t16 + t53
@@ -456,21 +463,21 @@ def hess(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     t62 = jnp.where(t0, 0, t59)
     t63 = -t50
     t64 = jnp.where(t0, 0, t63)
-    t65 = t1 * t13
+    t65 = t13 * t6
     t66 = -t65
     t67 = -t39 * t50
     t68 = t9 * jnp.exp(t53)
-    t69 = jnp.where(t0, 0, -t10 * t2)
+    t69 = jnp.where(t0, 0, -t1 * t10)
     t70 = jnp.where(t0, 0, _scaled_product(t13, t18, t20))
     t71 = jnp.where(t0, 0, t29)
     t72 = jnp.where(t0, 0, -gamma * t18)
-    t73 = jnp.where(t0, 0, gamma * t1 * t41)
+    t73 = jnp.where(t0, 0, gamma * t41 * t6)
     t74 = -t13
     d2_x = (
         _hess_block(
             _scaled_sum(
-                jnp.where(t0, 0, _scaled_product(t5, t10, t11)),
-                jnp.where(t0, 0, t5),
+                jnp.where(t0, 0, _scaled_product(t4, t10, t11)),
+                jnp.where(t0, 0, t4),
                 jnp.where(t0, 1, t10),
                 jnp.where(t0, 0, t11),
                 jnp.where(t0, 0, _scaled_product(t14, t18, t20)),
@@ -551,7 +558,7 @@ def hess(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
                 jnp.where(t0, 0, t58),
             ),
             _scaled_sum(t69, t69, 1, 0, t70, t60, t21, t22),
-            t6,
+            t5,
             _scaled_sum(
                 t71,
                 t71,
@@ -593,7 +600,7 @@ def hess(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
                 t44,
                 t45,
             ),
-            -t35 - t24 * t6,
+            -t35 - t24 * t5,
         )
     )
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)
@@ -611,25 +618,25 @@ def hvp(x, k, v, *, gamma=2.0, ignore_index=-100.0, validate=False):
     t0 = _log_softmax(x)
     t1 = _centered(v_x, x, t0)
     t2 = jnp.exp(t0)
-    t3 = ((k) == jnp.arange(shape[-1])).astype(out)
-    t4 = jnp.sum(t3, axis=-1, keepdims=True)
-    t5 = ignore_index == k
-    t6 = _log_softmax_complement(x, t3)
+    t3 = _pick(1, k, shape)
+    t4 = ignore_index == k
+    t5 = ((k) == jnp.arange(shape[-1])).astype(out)
+    t6 = _log_softmax_complement(x, t5)
     t7 = jnp.exp(gamma * t6)
-    t8 = jnp.sum(t0 * t3, axis=-1, keepdims=True)
-    t9 = jnp.exp(t0 - t6 + t8 + jnp.log1p(-t3))
+    t8 = _pick(t0, k, shape)
+    t9 = jnp.exp(t0 - t6 + t8 + jnp.log1p(-t5))
     t10 = gamma * t7
-    t11 = jnp.where(t5, 0, -t10 * t8)
+    t11 = jnp.where(t4, 0, -t10 * t8)
     t12 = t11 * t9
-    t13 = jnp.where(t5, 0, -t10)
-    t14 = t9 - t3 * jnp.exp(t8)
+    t13 = jnp.where(t4, 0, -t10)
+    t14 = t9 - t5 * jnp.exp(t8)
     hv_x = (
-        t1 * (t12 - t2 * t4 * jnp.where(t5, 0, -t7))
-        + (t11 * t14 + t13 * t14) * jnp.sum(t1 * t3, axis=-1, keepdims=True)
+        t1 * (t12 - t2 * t3 * jnp.where(t4, 0, -t7))
+        + (t11 * t14 + t13 * t14) * _pick(t1, k, shape)
         + (
             -t12
-            + t13 * (-t2 * (-t3 + t4) - t3 * jnp.expm1(t0))
-            + t14 * jnp.where(t5, 0, -gamma**2 * t7 * t8)
+            + t13 * (-t2 * (t3 - t5) - t5 * jnp.expm1(t0))
+            + t14 * jnp.where(t4, 0, -gamma**2 * t7 * t8)
         )
         * jnp.sum(t14 * v_x, axis=-1, keepdims=True)
     )

@@ -137,16 +137,28 @@ def _hess_block(d, *pairs):
     return np.where(eye, d[..., :, None], h)
 
 
+def _pick(a, k, shape):
+    # sum(a * onehot(k)) over the class axis as a gather: a at class k in each row, 0
+    # where k is not a class (no (rows, C) product; NaN or inf at other entries stays there)
+    k = np.broadcast_to(k, (*shape[:-1], 1))
+    inside = (k >= 0) & (k < shape[-1]) & (k == np.floor(k))
+    if not hasattr(a, 'shape'):
+        return np.where(inside, a, 0)
+    i = np.where(inside, k, 0)
+    picked = np.take_along_axis(np.broadcast_to(a, shape), i.astype(np.intp), axis=-1)
+    return np.where(inside, picked, 0)
+
+
 @np.errstate(all="ignore")
 def value(x, k, *, margin=1.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
         _validate(locals())
     x, k, margin, shape, out = _prepare((x, k), (margin,))
-    t0 = ((k) == np.arange(shape[-1])).astype(out)
     loss = (
         np.sum(
-            (1 - t0) * np.maximum(0, margin + x - np.sum(t0 * x, axis=-1, keepdims=True)),
+            (1 - ((k) == np.arange(shape[-1])).astype(out))
+            * np.maximum(0, margin + x - _pick(x, k, shape)),
             axis=-1,
             keepdims=True,
         )
@@ -162,10 +174,7 @@ def grad(x, k, *, margin=1.0, validate=False):
         _validate(locals())
     x, k, margin, shape, out = _prepare((x, k), (margin,))
     t0 = ((k) == np.arange(shape[-1])).astype(out)
-    t1 = (
-        (1 - t0)
-        * np.where(margin + x - np.sum(t0 * x, axis=-1, keepdims=True) > 0, 1.0, 0.0)
-    )
+    t1 = (1 - t0) * np.where(margin + x - _pick(x, k, shape) > 0, 1.0, 0.0)
     d_x = (t1 - t0 * np.sum(t1, axis=-1, keepdims=True)) / shape[-1]
     return _fit(d_x, x.shape, shape, out)
 

@@ -196,6 +196,18 @@ def _lse_parts(u):
     return m, s
 
 
+def _pick(a, k, shape):
+    # sum(a * onehot(k)) over the class axis as a gather: a at class k in each row, 0
+    # where k is not a class (no (rows, C) product; NaN or inf at other entries stays there)
+    k = np.broadcast_to(k, (*shape[:-1], 1))
+    inside = (k >= 0) & (k < shape[-1]) & (k == np.floor(k))
+    if not hasattr(a, 'shape'):
+        return np.where(inside, a, 0)
+    i = np.where(inside, k, 0)
+    picked = np.take_along_axis(np.broadcast_to(a, shape), i.astype(np.intp), axis=-1)
+    return np.where(inside, picked, 0)
+
+
 def _sum_others(a):
     # sum(a) - a with the sum as hi + lo: hi - a is exact where a is most of it
     hi, lo = _two_sum(a)
@@ -230,17 +242,7 @@ def value(x, k, *, weight=1.0, ignore_index=-100.0, validate=False):
     if validate:
         _validate(locals())
     x, k, weight, ignore_index, shape, out = _prepare((x, k), (weight, ignore_index))
-    loss = (
-        np.where(
-            ignore_index == k,
-            0,
-            -np.sum(
-                weight * _log_softmax(x) * ((k) == np.arange(shape[-1])).astype(out),
-                axis=-1,
-                keepdims=True,
-            ),
-        )
-    )
+    loss = np.where(ignore_index == k, 0, -_pick(weight * _log_softmax(x), k, shape))
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out)
 
 
@@ -253,7 +255,7 @@ def grad(x, k, *, weight=1.0, ignore_index=-100.0, validate=False):
     t0 = _log_softmax(x)
     t1 = weight * ((k) == np.arange(shape[-1])).astype(out)
     d_x = (
-        (-t1 * np.expm1(t0) - (-t1 + np.sum(t1, axis=-1, keepdims=True)) * np.exp(t0))
+        (-t1 * np.expm1(t0) - (-t1 + _pick(weight, k, shape)) * np.exp(t0))
         * np.where(ignore_index == k, 0, -1)
     )
     return _fit(d_x, x.shape, shape, out)
@@ -269,11 +271,7 @@ def hess(x, k, *, weight=1.0, ignore_index=-100.0, validate=False):
     )
     t0 = _log_softmax(x)
     t1 = np.exp(t0)
-    t2 = (
-        t1
-        * np.where(ignore_index == k, 0, -1)
-        * np.sum(weight * ((k) == np.arange(shape[-1])).astype(out), axis=-1, keepdims=True)
-    )
+    t2 = t1 * np.where(ignore_index == k, 0, -1) * _pick(weight, k, shape)
     d2_x = _hess_block(t2 * np.expm1(t0), t2, t1)
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)
 
@@ -293,7 +291,7 @@ def hvp(x, k, v, *, weight=1.0, ignore_index=-100.0, validate=False):
         -np.where(ignore_index == k, 0, -1)
         * np.exp(t0)
         * _centered(v_x, x, t0)
-        * np.sum(weight * ((k) == np.arange(shape[-1])).astype(out), axis=-1, keepdims=True)
+        * _pick(weight, k, shape)
     )
     return _fit(hv_x, x.shape, shape, out)
 

@@ -226,6 +226,18 @@ def _lse_parts(u):
     return m, s
 
 
+def _pick(a, k, shape):
+    # sum(a * onehot(k)) over the class axis as a gather: a at class k in each row, 0
+    # where k is not a class (no (rows, C) product; NaN or inf at other entries stays there)
+    k = np.broadcast_to(k, (*shape[:-1], 1))
+    inside = (k >= 0) & (k < shape[-1]) & (k == np.floor(k))
+    if not hasattr(a, 'shape'):
+        return np.where(inside, a, 0)
+    i = np.where(inside, k, 0)
+    picked = np.take_along_axis(np.broadcast_to(a, shape), i.astype(np.intp), axis=-1)
+    return np.where(inside, picked, 0)
+
+
 def _sum_others(a):
     # sum(a) - a with the sum as hi + lo: hi - a is exact where a is most of it
     hi, lo = _two_sum(a)
@@ -260,13 +272,15 @@ def value(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     if validate:
         _validate(locals())
     x, k, gamma, ignore_index, shape, out = _prepare((x, k), (gamma, ignore_index))
-    t0 = ((k) == np.arange(shape[-1])).astype(out)
     loss = (
         np.where(
             ignore_index == k,
             0,
-            -np.exp(gamma * _log_softmax_complement(x, t0))
-            * np.sum(t0 * _log_softmax(x), axis=-1, keepdims=True),
+            -np.exp(
+                gamma
+                * _log_softmax_complement(x, ((k) == np.arange(shape[-1])).astype(out)),
+            )
+            * _pick(_log_softmax(x), k, shape),
         )
     )
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out)
@@ -283,11 +297,11 @@ def grad(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     t2 = _log_softmax_complement(x, t1)
     t3 = np.exp(gamma * t2)
     t4 = _log_softmax(x)
-    t5 = np.sum(t1 * t4, axis=-1, keepdims=True)
+    t5 = _pick(t4, k, shape)
     d_x = (
         (-t1 * np.exp(t5) + np.exp(-t2 + t4 + t5 + np.log1p(-t1)))
         * np.where(t0, 0, -gamma * t3 * t5)
-        + (-t1 * np.expm1(t4) - (-t1 + np.sum(t1, axis=-1, keepdims=True)) * np.exp(t4))
+        + (-t1 * np.expm1(t4) - (-t1 + _pick(1, k, shape)) * np.exp(t4))
         * np.where(t0, 0, -t3)
     )
     return _fit(d_x, x.shape, shape, out)
@@ -304,22 +318,22 @@ def hess(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     t0 = _log_softmax(x)
     t1 = np.expm1(t0)
     t2 = np.exp(t0)
-    t3 = ((k) == np.arange(shape[-1])).astype(out)
-    t4 = np.sum(t3, axis=-1, keepdims=True)
-    t5 = ignore_index == k
-    t6 = _log_softmax_complement(x, t3)
+    t3 = _pick(1, k, shape)
+    t4 = ignore_index == k
+    t5 = ((k) == np.arange(shape[-1])).astype(out)
+    t6 = _log_softmax_complement(x, t5)
     t7 = np.exp(gamma * t6)
-    t8 = np.sum(t0 * t3, axis=-1, keepdims=True)
-    t9 = np.exp(t0 - t6 + t8 + np.log1p(-t3))
+    t8 = _pick(t0, k, shape)
+    t9 = np.exp(t0 - t6 + t8 + np.log1p(-t5))
     t10 = gamma * t7
-    t11 = np.where(t5, 0, -t10 * t8)
+    t11 = np.where(t4, 0, -t10 * t8)
     t12 = t11 * t9
-    t13 = t12 - t2 * t4 * np.where(t5, 0, -t7)
-    t14 = t1 * t3 + t2 * (-t3 + t4)
-    t15 = t9 - t3 * np.exp(t8)
-    t16 = np.where(t5, 0, -t10)
+    t13 = t12 - t2 * t3 * np.where(t4, 0, -t7)
+    t14 = t1 * t5 + t2 * (t3 - t5)
+    t15 = t9 - t5 * np.exp(t8)
+    t16 = np.where(t4, 0, -t10)
     t17 = t15 * (t11 + t16)
-    t18 = -t12 - t14 * t16 + t15 * np.where(t5, 0, -gamma**2 * t7 * t8)
+    t18 = -t12 - t14 * t16 + t15 * np.where(t4, 0, -gamma**2 * t7 * t8)
     d2_x = _hess_block(-t1 * t13 - t14 * t17 + t15 * t18, -t13, t2, t18, t15, t17, -t14)
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)
 
@@ -337,25 +351,25 @@ def hvp(x, k, v, *, gamma=2.0, ignore_index=-100.0, validate=False):
     t0 = _log_softmax(x)
     t1 = _centered(v_x, x, t0)
     t2 = np.exp(t0)
-    t3 = ((k) == np.arange(shape[-1])).astype(out)
-    t4 = np.sum(t3, axis=-1, keepdims=True)
-    t5 = ignore_index == k
-    t6 = _log_softmax_complement(x, t3)
+    t3 = _pick(1, k, shape)
+    t4 = ignore_index == k
+    t5 = ((k) == np.arange(shape[-1])).astype(out)
+    t6 = _log_softmax_complement(x, t5)
     t7 = np.exp(gamma * t6)
-    t8 = np.sum(t0 * t3, axis=-1, keepdims=True)
-    t9 = np.exp(t0 - t6 + t8 + np.log1p(-t3))
+    t8 = _pick(t0, k, shape)
+    t9 = np.exp(t0 - t6 + t8 + np.log1p(-t5))
     t10 = gamma * t7
-    t11 = np.where(t5, 0, -t10 * t8)
+    t11 = np.where(t4, 0, -t10 * t8)
     t12 = t11 * t9
-    t13 = np.where(t5, 0, -t10)
-    t14 = t9 - t3 * np.exp(t8)
+    t13 = np.where(t4, 0, -t10)
+    t14 = t9 - t5 * np.exp(t8)
     hv_x = (
-        t1 * (t12 - t2 * t4 * np.where(t5, 0, -t7))
-        + (t11 * t14 + t13 * t14) * np.sum(t1 * t3, axis=-1, keepdims=True)
+        t1 * (t12 - t2 * t3 * np.where(t4, 0, -t7))
+        + (t11 * t14 + t13 * t14) * _pick(t1, k, shape)
         + (
             -t12
-            + t13 * (-t2 * (-t3 + t4) - t3 * np.expm1(t0))
-            + t14 * np.where(t5, 0, -gamma**2 * t7 * t8)
+            + t13 * (-t2 * (t3 - t5) - t5 * np.expm1(t0))
+            + t14 * np.where(t4, 0, -gamma**2 * t7 * t8)
         )
         * np.sum(t14 * v_x, axis=-1, keepdims=True)
     )

@@ -252,6 +252,18 @@ def _pairs_vjp(z, g):
     return _rows_vjp(z, (g + _t(g)) @ _rows(z))
 
 
+def _pick(a, k, shape):
+    # sum(a * onehot(k)) over the class axis as a gather: a at class k in each row, 0
+    # where k is not a class (no (rows, C) product; NaN or inf at other entries stays there)
+    k = k.expand(*shape[:-1], 1)
+    inside = (k >= 0) & (k < shape[-1]) & (k == torch.floor(k))
+    if not torch.is_tensor(a):
+        return torch.where(inside, a, 0)
+    i = torch.where(inside, k, 0)
+    picked = torch.take_along_dim(a.expand(shape), i.long(), dim=-1)
+    return torch.where(inside, picked, 0)
+
+
 def _row_scale(z):
     # the power of two of each row's largest entry, as two factors (each representable
     # where the whole is not, for rows of subnormal or huge entries): z times them is
@@ -350,14 +362,7 @@ def value(z, *, t=0.5, validate=False):
     z, t, shape, out = _prepare((z,), (t,))
     sim, pos = _pairs(z)
     shape = sim.shape
-    loss = (
-        -torch.sum(
-            _log_softmax(sim / t)
-            * ((pos) == torch.arange(shape[-1], device=pos.device, dtype=pos.dtype)).to(out[0]),
-            dim=-1,
-            keepdim=True,
-        )
-    )
+    loss = -_pick(_log_softmax(sim / t), pos, shape)
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out)
 
 
@@ -368,10 +373,7 @@ def _similarity_grad(z, t):
     t0 = ((pos) == torch.arange(shape[-1], device=pos.device, dtype=pos.dtype)).to(out[0])
     t1 = 1 / t
     t2 = _log_softmax(sim * t1)
-    d_sim = (
-        t0 * t1 * torch.expm1(t2)
-        + t1 * (-t0 + torch.sum(t0, dim=-1, keepdim=True)) * torch.exp(t2)
-    )
+    d_sim = t0 * t1 * torch.expm1(t2) + t1 * (-t0 + _pick(1, pos, shape)) * torch.exp(t2)
     return torch.broadcast_to(d_sim, shape)
 
 
@@ -383,16 +385,7 @@ def _similarity_hvp(z, v, t):
     t0 = 1 / t
     t1 = sim * t0
     t2 = _log_softmax(t1)
-    hv_sim = (
-        t0
-        * torch.exp(t2)
-        * _centered(t0 * v_sim, t1, t2)
-        * torch.sum(
-            ((pos) == torch.arange(shape[-1], device=pos.device, dtype=pos.dtype)).to(out[0]),
-            dim=-1,
-            keepdim=True,
-        )
-    )
+    hv_sim = t0 * torch.exp(t2) * _centered(t0 * v_sim, t1, t2) * _pick(1, pos, shape)
     return torch.broadcast_to(hv_sim, shape)
 
 

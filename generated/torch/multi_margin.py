@@ -138,16 +138,30 @@ def _hess_block(d, *pairs):
     return torch.where(eye, d[..., :, None], h)
 
 
+def _pick(a, k, shape):
+    # sum(a * onehot(k)) over the class axis as a gather: a at class k in each row, 0
+    # where k is not a class (no (rows, C) product; NaN or inf at other entries stays there)
+    k = k.expand(*shape[:-1], 1)
+    inside = (k >= 0) & (k < shape[-1]) & (k == torch.floor(k))
+    if not torch.is_tensor(a):
+        return torch.where(inside, a, 0)
+    i = torch.where(inside, k, 0)
+    picked = torch.take_along_dim(a.expand(shape), i.long(), dim=-1)
+    return torch.where(inside, picked, 0)
+
+
 def value(x, k, *, margin=1.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
         _validate(locals())
     x, k, margin, shape, out = _prepare((x, k), (margin,))
-    t0 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
     loss = (
         torch.sum(
-            (1 - t0)
-            * torch.clamp(margin + x - torch.sum(t0 * x, dim=-1, keepdim=True), min=0),
+            (
+                1
+                - ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
+            )
+            * torch.clamp(margin + x - _pick(x, k, shape), min=0),
             dim=-1,
             keepdim=True,
         )
@@ -162,10 +176,7 @@ def grad(x, k, *, margin=1.0, validate=False):
         _validate(locals())
     x, k, margin, shape, out = _prepare((x, k), (margin,))
     t0 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
-    t1 = (
-        (1 - t0)
-        * torch.sign(torch.relu(margin + x - torch.sum(t0 * x, dim=-1, keepdim=True)))
-    )
+    t1 = (1 - t0) * torch.sign(torch.relu(margin + x - _pick(x, k, shape)))
     d_x = (t1 - t0 * torch.sum(t1, dim=-1, keepdim=True)) / shape[-1]
     return _fit(d_x, x.shape, shape, out)
 
@@ -201,7 +212,7 @@ def _value_grad(x, k, *, margin=1.0, validate=False):
     t0 = 1 / shape[-1]
     t1 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
     t2 = 1 - t1
-    t3 = margin + x - torch.sum(t1 * x, dim=-1, keepdim=True)
+    t3 = margin + x - _pick(x, k, shape)
     t4 = t2 * torch.sign(torch.relu(t3))
     loss = t0 * torch.sum(t2 * torch.clamp(t3, min=0), dim=-1, keepdim=True)
     del t2, t3

@@ -203,6 +203,18 @@ def _lse_parts(u):
     return m, torch.sum(e, dim=-1, keepdim=True)
 
 
+def _pick(a, k, shape):
+    # sum(a * onehot(k)) over the class axis as a gather: a at class k in each row, 0
+    # where k is not a class (no (rows, C) product; NaN or inf at other entries stays there)
+    k = k.expand(*shape[:-1], 1)
+    inside = (k >= 0) & (k < shape[-1]) & (k == torch.floor(k))
+    if not torch.is_tensor(a):
+        return torch.where(inside, a, 0)
+    i = torch.where(inside, k, 0)
+    picked = torch.take_along_dim(a.expand(shape), i.long(), dim=-1)
+    return torch.where(inside, picked, 0)
+
+
 def _sum_others(a):
     # sum(a) - a with the sum as hi + lo: hi - a is exact where a is most of it
     hi, lo = _two_sum(a)
@@ -240,13 +252,7 @@ def value(x, k, *, weight=1.0, ignore_index=-100.0, validate=False):
         torch.where(
             torch.as_tensor(ignore_index == k),
             0,
-            -torch.sum(
-                weight
-                * _log_softmax(x)
-                * ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0]),
-                dim=-1,
-                keepdim=True,
-            ),
+            -_pick(weight * _log_softmax(x), k, shape),
         )
     )
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out)
@@ -262,10 +268,7 @@ def grad(x, k, *, weight=1.0, ignore_index=-100.0, validate=False):
         weight * ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
     )
     d_x = (
-        (
-            -t1 * torch.expm1(t0)
-            - (-t1 + torch.sum(t1, dim=-1, keepdim=True)) * torch.exp(t0)
-        )
+        (-t1 * torch.expm1(t0) - (-t1 + _pick(weight, k, shape)) * torch.exp(t0))
         * torch.where(torch.as_tensor(ignore_index == k), 0, -1)
     )
     return _fit(d_x, x.shape, shape, out)
@@ -283,12 +286,7 @@ def hess(x, k, *, weight=1.0, ignore_index=-100.0, validate=False):
     t2 = (
         t1
         * torch.where(torch.as_tensor(ignore_index == k), 0, -1)
-        * torch.sum(
-            weight
-            * ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0]),
-            dim=-1,
-            keepdim=True,
-        )
+        * _pick(weight, k, shape)
     )
     d2_x = _hess_block(t2 * torch.expm1(t0), t2, t1)
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)
@@ -308,12 +306,7 @@ def hvp(x, k, v, *, weight=1.0, ignore_index=-100.0, validate=False):
         -torch.where(torch.as_tensor(ignore_index == k), 0, -1)
         * torch.exp(t0)
         * _centered(v_x, x, t0)
-        * torch.sum(
-            weight
-            * ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0]),
-            dim=-1,
-            keepdim=True,
-        )
+        * _pick(weight, k, shape)
     )
     return _fit(hv_x, x.shape, shape, out)
 
@@ -327,12 +320,9 @@ def _value_grad(x, k, *, weight=1.0, ignore_index=-100.0, validate=False):
     t2 = (
         weight * ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
     )
-    loss = torch.where(torch.as_tensor(t0), 0, -torch.sum(t1 * t2, dim=-1, keepdim=True))
+    loss = torch.where(torch.as_tensor(t0), 0, -_pick(t1 * weight, k, shape))
     d_x = (
-        (
-            -t2 * torch.expm1(t1)
-            - (-t2 + torch.sum(t2, dim=-1, keepdim=True)) * torch.exp(t1)
-        )
+        (-t2 * torch.expm1(t1) - (-t2 + _pick(weight, k, shape)) * torch.exp(t1))
         * torch.where(torch.as_tensor(t0), 0, -1)
     )
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out), (

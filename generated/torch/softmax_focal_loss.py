@@ -226,6 +226,18 @@ def _lse_parts(u):
     return m, torch.sum(e, dim=-1, keepdim=True)
 
 
+def _pick(a, k, shape):
+    # sum(a * onehot(k)) over the class axis as a gather: a at class k in each row, 0
+    # where k is not a class (no (rows, C) product; NaN or inf at other entries stays there)
+    k = k.expand(*shape[:-1], 1)
+    inside = (k >= 0) & (k < shape[-1]) & (k == torch.floor(k))
+    if not torch.is_tensor(a):
+        return torch.where(inside, a, 0)
+    i = torch.where(inside, k, 0)
+    picked = torch.take_along_dim(a.expand(shape), i.long(), dim=-1)
+    return torch.where(inside, picked, 0)
+
+
 def _sum_others(a):
     # sum(a) - a with the sum as hi + lo: hi - a is exact where a is most of it
     hi, lo = _two_sum(a)
@@ -259,13 +271,18 @@ def value(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     if validate:
         _validate(locals())
     x, k, gamma, ignore_index, shape, out = _prepare((x, k), (gamma, ignore_index))
-    t0 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
     loss = (
         torch.where(
             torch.as_tensor(ignore_index == k),
             0,
-            -torch.exp(gamma * _log_softmax_complement(x, t0))
-            * torch.sum(t0 * _log_softmax(x), dim=-1, keepdim=True),
+            -torch.exp(
+                gamma
+                * _log_softmax_complement(
+                    x,
+                    ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0]),
+                ),
+            )
+            * _pick(_log_softmax(x), k, shape),
         )
     )
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out)
@@ -281,14 +298,11 @@ def grad(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     t2 = _log_softmax_complement(x, t1)
     t3 = torch.exp(gamma * t2)
     t4 = _log_softmax(x)
-    t5 = torch.sum(t1 * t4, dim=-1, keepdim=True)
+    t5 = _pick(t4, k, shape)
     d_x = (
         (-t1 * torch.exp(t5) + torch.exp(-t2 + t4 + t5 + torch.log1p(-t1)))
         * torch.where(torch.as_tensor(t0), 0, -gamma * t3 * t5)
-        + (
-            -t1 * torch.expm1(t4)
-            - (-t1 + torch.sum(t1, dim=-1, keepdim=True)) * torch.exp(t4)
-        )
+        + (-t1 * torch.expm1(t4) - (-t1 + _pick(1, k, shape)) * torch.exp(t4))
         * torch.where(torch.as_tensor(t0), 0, -t3)
     )
     return _fit(d_x, x.shape, shape, out)
@@ -304,28 +318,28 @@ def hess(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     t0 = _log_softmax(x)
     t1 = torch.expm1(t0)
     t2 = torch.exp(t0)
-    t3 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
-    t4 = torch.sum(t3, dim=-1, keepdim=True)
-    t5 = ignore_index == k
-    t6 = _log_softmax_complement(x, t3)
+    t3 = _pick(1, k, shape)
+    t4 = ignore_index == k
+    t5 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
+    t6 = _log_softmax_complement(x, t5)
     t7 = torch.exp(gamma * t6)
-    t8 = torch.sum(t0 * t3, dim=-1, keepdim=True)
-    t9 = torch.exp(t0 - t6 + t8 + torch.log1p(-t3))
+    t8 = _pick(t0, k, shape)
+    t9 = torch.exp(t0 - t6 + t8 + torch.log1p(-t5))
     del t0, t6
     t10 = gamma * t7
-    t11 = torch.where(torch.as_tensor(t5), 0, -t10 * t8)
+    t11 = torch.where(torch.as_tensor(t4), 0, -t10 * t8)
     t12 = t11 * t9
-    t13 = t12 - t2 * t4 * torch.where(torch.as_tensor(t5), 0, -t7)
-    t14 = t1 * t3 + t2 * (-t3 + t4)
-    del t4
-    t15 = t9 - t3 * torch.exp(t8)
-    del t3, t9
-    t16 = torch.where(torch.as_tensor(t5), 0, -t10)
+    t13 = t12 - t2 * t3 * torch.where(torch.as_tensor(t4), 0, -t7)
+    t14 = t1 * t5 + t2 * (t3 - t5)
+    del t3
+    t15 = t9 - t5 * torch.exp(t8)
+    del t5, t9
+    t16 = torch.where(torch.as_tensor(t4), 0, -t10)
     del t10
     t17 = t15 * (t11 + t16)
     del t11
-    t18 = -t12 - t14 * t16 + t15 * torch.where(torch.as_tensor(t5), 0, -gamma**2 * t7 * t8)
-    del t5, t7, t8, t12, t16
+    t18 = -t12 - t14 * t16 + t15 * torch.where(torch.as_tensor(t4), 0, -gamma**2 * t7 * t8)
+    del t4, t7, t8, t12, t16
     d2_x = _hess_block(-t1 * t13 - t14 * t17 + t15 * t18, -t13, t2, t18, t15, t17, -t14)
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)
 
@@ -342,28 +356,28 @@ def hvp(x, k, v, *, gamma=2.0, ignore_index=-100.0, validate=False):
     t0 = _log_softmax(x)
     t1 = _centered(v_x, x, t0)
     t2 = torch.exp(t0)
-    t3 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
-    t4 = torch.sum(t3, dim=-1, keepdim=True)
-    t5 = ignore_index == k
-    t6 = _log_softmax_complement(x, t3)
+    t3 = _pick(1, k, shape)
+    t4 = ignore_index == k
+    t5 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
+    t6 = _log_softmax_complement(x, t5)
     t7 = torch.exp(gamma * t6)
-    t8 = torch.sum(t0 * t3, dim=-1, keepdim=True)
-    t9 = torch.exp(t0 - t6 + t8 + torch.log1p(-t3))
+    t8 = _pick(t0, k, shape)
+    t9 = torch.exp(t0 - t6 + t8 + torch.log1p(-t5))
     del t6
     t10 = gamma * t7
-    t11 = torch.where(torch.as_tensor(t5), 0, -t10 * t8)
+    t11 = torch.where(torch.as_tensor(t4), 0, -t10 * t8)
     t12 = t11 * t9
-    t13 = torch.where(torch.as_tensor(t5), 0, -t10)
+    t13 = torch.where(torch.as_tensor(t4), 0, -t10)
     del t10
-    t14 = t9 - t3 * torch.exp(t8)
+    t14 = t9 - t5 * torch.exp(t8)
     del t9
     hv_x = (
-        t1 * (t12 - t2 * t4 * torch.where(torch.as_tensor(t5), 0, -t7))
-        + (t11 * t14 + t13 * t14) * torch.sum(t1 * t3, dim=-1, keepdim=True)
+        t1 * (t12 - t2 * t3 * torch.where(torch.as_tensor(t4), 0, -t7))
+        + (t11 * t14 + t13 * t14) * _pick(t1, k, shape)
         + (
             -t12
-            + t13 * (-t2 * (-t3 + t4) - t3 * torch.expm1(t0))
-            + t14 * torch.where(torch.as_tensor(t5), 0, -gamma**2 * t7 * t8)
+            + t13 * (-t2 * (t3 - t5) - t5 * torch.expm1(t0))
+            + t14 * torch.where(torch.as_tensor(t4), 0, -gamma**2 * t7 * t8)
         )
         * torch.sum(t14 * v_x, dim=-1, keepdim=True)
     )
@@ -376,19 +390,16 @@ def _value_grad(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     x, k, gamma, ignore_index, shape, out = _prepare((x, k), (gamma, ignore_index))
     t0 = ignore_index == k
     t1 = _log_softmax(x)
-    t2 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
-    t3 = torch.sum(t1 * t2, dim=-1, keepdim=True)
-    t4 = _log_softmax_complement(x, t2)
+    t2 = _pick(t1, k, shape)
+    t3 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
+    t4 = _log_softmax_complement(x, t3)
     t5 = torch.exp(gamma * t4)
-    t6 = t3 * t5
+    t6 = t2 * t5
     loss = torch.where(torch.as_tensor(t0), 0, -t6)
     d_x = (
-        (-t2 * torch.exp(t3) + torch.exp(t1 + t3 - t4 + torch.log1p(-t2)))
+        (-t3 * torch.exp(t2) + torch.exp(t1 + t2 - t4 + torch.log1p(-t3)))
         * torch.where(torch.as_tensor(t0), 0, -gamma * t6)
-        + (
-            -t2 * torch.expm1(t1)
-            - (-t2 + torch.sum(t2, dim=-1, keepdim=True)) * torch.exp(t1)
-        )
+        + (-t3 * torch.expm1(t1) - (-t3 + _pick(1, k, shape)) * torch.exp(t1))
         * torch.where(torch.as_tensor(t0), 0, -t5)
     )
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out), (
