@@ -45,11 +45,11 @@ import sympy
 from ._primitives import JAX_LOG1P, Primitive
 
 __all__ = [
-    "CLASS_FORMS", "Centered", "CenteredDiff", "ClassSum", "HessBlock", "LogNotPicked", "LogSoftmax",
+    "CLASS_FORMS", "Centered", "CenteredDiff", "ClassIndex", "ClassSum", "HessBlock", "LogNotPicked", "LogSoftmax",
     "LogSoftmaxComplement", "LogSumExp", "NumClasses", "OneHot", "Pick", "REDUCTIONS", "SoftmaxDelta",
     "SoftmaxDiff", "SoftmaxDiffJvp", "SoftmaxKL", "SumOthers", "class_gradient", "class_hess", "class_hvp", "complements", "diagonal_from_hvp",
     "entrywise_of", "entrywise_sum", "expand", "is_reduction", "log_softmax_forms", "merge_sums", "one_minus_exp", "picked_forms", "picks", "ratio_complement",
-    "relative_entropy_forms",
+    "relative_entropy_forms", "split_at_pick",
 ]
 
 _NS = {"numpy": "np", "jax": "jnp", "torch": "torch"}
@@ -86,9 +86,23 @@ def _helper_lse(backend: str) -> str:
     if backend == "jax":  # XLA flushes subnormal terms: they are summed beside the second largest
         parts = (
             "def _lse_parts(u):\n"
-            "    # the largest entry (the first of equal ones) and the sum of exp(u - max) over the\n"
-            "    # others: logsumexp(u) = max + log1p(s), with s's digits kept; the others are\n"
-            "    # summed relative to the largest of them (XLA flushes subnormal terms to zero)\n"
+            "    # the largest entry and the sum s of exp(u - max) over the others (one of equal\n"
+            "    # largest ones excluded): logsumexp(u) = max + log1p(s), with s's digits kept.\n"
+            "    # One exp per entry and two sums: the others' sum, and the total less 1 where\n"
+            "    # the largest is tied. XLA flushes subnormal terms to zero, which costs s digits\n"
+            "    # only where s < C*tiny/eps: such rows (an input's only) take _lse_exact\n"
+            f"    m = {amax}\n"
+            f"    m = {ns}.where({ns}.isfinite(m), m, 0.0)\n"
+            "    e = jnp.exp(u - m)\n"
+            "    total = jnp.sum(e, axis=-1, keepdims=True)\n"
+            "    s = jnp.sum(jnp.where(u == m, 0.0, e), axis=-1, keepdims=True)\n"
+            "    s = jnp.where(total - s > 1.5, total - 1, s)\n"
+            "    finfo = jnp.finfo(u.dtype)\n"
+            "    few = jnp.any(s < u.shape[-1] * float(finfo.tiny) / float(finfo.eps))\n"
+            "    return jax.lax.cond(few, _lse_exact, lambda u: (m, s), u)\n"
+            "\n\n"
+            "def _lse_exact(u):\n"
+            "    # _lse_parts with the others summed relative to the largest of them\n"
             f"    m = {amax}\n"
             f"    m = {ns}.where({ns}.isfinite(m), m, 0.0)\n"
             f"    first = {first}\n"
@@ -97,10 +111,10 @@ def _helper_lse(backend: str) -> str:
             "    m2 = jnp.where(jnp.isfinite(m2), m2, m)\n"
             "    s2 = jnp.sum(jnp.exp(rest - m2), axis=-1, keepdims=True)\n"
             "    scaled = jnp.exp((m2 - m) + jnp.log(s2))\n"
-            "    # (s2 rescaled by a product where exp(m2 - m) is far above the smallest normal\n"
-            "    # number: one exp per row, not one per entry)\n"
+            "    # (s2 rescaled by a product where exp(m2 - m) is a normal number, its argument\n"
+            "    # exact; else in log space, where XLA would flush it to zero)\n"
             "    direct = s2 * jnp.exp(m2 - m)\n"
-            "    s = jnp.where(m2 - m > math.log(jnp.finfo(u.dtype).tiny) + 50, direct, scaled)\n"
+            "    s = jnp.where(m2 - m > math.log(jnp.finfo(u.dtype).tiny) + 1, direct, scaled)\n"
             "    return m, s\n"
         )
     elif backend == "torch":  # the largest term zeroed in place: no (rows, C) mask
@@ -284,6 +298,87 @@ def picks(expr: sympy.Expr) -> sympy.Expr:
                 others = sympy.Mul(*(f for f in rest if not f.is_Number))
                 return number * Pick(others, hot[0].args[0])
         return node
+
+    return visit(expr)
+
+
+class ClassIndex(_ClassPrimitive):
+    """The classes 0, ..., C - 1 along the class axis, comparable with an index k (in its dtype
+    and on its device): k == class_index(k) is onehot(k) as a mask."""
+
+    display = "class_index"
+    nargs = 1
+    lowering = {
+        "numpy": "np.arange(shape[-1])",
+        "jax": "jnp.arange(shape[-1])",
+        "torch": "torch.arange(shape[-1], device={0}.device, dtype={0}.dtype)",
+    }
+
+
+def _bare_hots(node: sympy.Basic) -> set:
+    """The onehot(k) in ``node`` outside every class-axis primitive (log_not_picked(onehot(k))
+    counts as one: it is entrywise in the one-hot)."""
+    if isinstance(node, OneHot):
+        return {node}
+    if isinstance(node, LogNotPicked):
+        return {node.args[0]} if isinstance(node.args[0], OneHot) else set()
+    if isinstance(node, _AXIS_NODES) or not node.args:
+        return set()
+    return set().union(*(_bare_hots(a) for a in node.args))
+
+
+def split_at_pick(expr: sympy.Expr, rows: frozenset) -> sympy.Expr:
+    """An expression entrywise in onehot(k) -> where(k == class, e1, e0), per entry of the class
+    axis. e0 is ``expr`` at onehot(k) = 0, for the other entries; e1 is ``expr`` at onehot(k) =
+    1 with every operand that varies along the class axis taken at class k (a pick), so it is
+    one number per row. The terms that onehot(k) zeroes are then not computed at the other
+    entries, and those of the picked entry are computed once per row: softmax cross-entropy's
+    gradient is -w_k*expm1(log p_k) at k and -w_k*p_j elsewhere, not both sums at every entry.
+
+    ``rows`` are the symbols that hold one number per row (the index inputs); every other
+    symbol may vary along the class axis (a per-class weight) and is picked. The split is made
+    at the smallest product factor that holds the one-hot; a one-hot inside a class-axis
+    primitive (a reduction, a Hessian block) is left alone, and so is an expression of two."""
+
+    def off_class(node):
+        if isinstance(node, OneHot):
+            return sympy.S.Zero
+        if isinstance(node, LogNotPicked) and isinstance(node.args[0], OneHot):
+            return sympy.S.Zero
+        if isinstance(node, _AXIS_NODES) or not node.args:
+            return node
+        return node.func(*(off_class(a) for a in node.args))
+
+    def at_class(node, k):
+        if isinstance(node, OneHot):
+            return sympy.S.One
+        if isinstance(node, LogNotPicked) and isinstance(node.args[0], OneHot):
+            return sympy.S.NegativeInfinity
+        if isinstance(node, Pick) and node.args == (sympy.S.One, k):
+            return sympy.S.One  # k is a class where its entry is picked
+        if isinstance(node, _PER_ROW) or node.is_Number:
+            return node
+        if isinstance(node, sympy.Symbol):
+            return node if node in rows or node in k.free_symbols else Pick(node, k)
+        if isinstance(node, _AXIS_NODES):
+            return Pick(node, k)
+        if not node.args:
+            return node
+        return node.func(*(at_class(a, k) for a in node.args))
+
+    def visit(node):
+        found = _bare_hots(node)
+        if len(found) != 1:
+            return node
+        if isinstance(node, sympy.Mul):
+            inner = [f for f in node.args if _bare_hots(f)]
+            if len(inner) == 1:
+                return sympy.Mul(*(visit(f) if f is inner[0] else f for f in node.args))
+        (k,) = next(iter(found)).args
+        picked, others = at_class(node, k), off_class(node)
+        if picked.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo):
+            return node  # (log_not_picked's -inf left outside an exponential)
+        return sympy.Piecewise((picked, sympy.Eq(k, ClassIndex(k))), (others, True))
 
     return visit(expr)
 
@@ -766,6 +861,10 @@ class SoftmaxKL(_ClassPrimitive):
 
 
 REDUCTIONS = (ClassSum, LogSumExp, LogSoftmaxComplement)
+#: class-axis primitives of one number per row (broadcast along the class axis)
+_PER_ROW = REDUCTIONS + (NumClasses, Pick)
+#: the primitives whose entries depend on other entries of the class axis
+_AXIS_NODES = (_ClassPrimitive, LogSoftmax, SoftmaxDelta, SumOthers, Centered, CenteredDiff)
 
 #: the stable forms of the class-axis derivation, as ``explain`` lists them:
 #: (primitive, rule, before, after, reason)

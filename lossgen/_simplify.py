@@ -17,7 +17,7 @@ from dataclasses import replace
 import sympy
 from sympy.codegen.cfunctions import log1p
 
-from ._classes import picks
+from ._classes import picks, split_at_pick
 from ._ir import Block, Derivation
 from ._signs import NEG, NONNEG, NONPOS, POS, sign
 from ._types import Spec
@@ -108,7 +108,8 @@ def _block(d: Derivation, outputs: list[sympy.Expr], share: bool = False) -> Blo
     xs = {i.symbol for i in d.spec.differentiated}
     if share:
         outputs = share_sigmoid_family(outputs)
-    outputs = [picks(e) for e in outputs]
+    rows = frozenset(i.symbol for i in d.spec.inputs if i.shape == "scalar")
+    outputs = [split_at_pick(picks(e), rows) for e in outputs]
     first, outputs = _data_first(outputs, xs, names)
     assignments, reduced = sympy.cse(
         outputs, symbols=names, order="canonical", ignore=categorical

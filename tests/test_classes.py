@@ -689,6 +689,57 @@ def test_large_logits_stay_finite_and_exact(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_rows_of_tiny_mass_and_ties(backend):
+    """In float32 the mass outside the largest logit of a row (0, -80, -88, ..., -88) over
+    1000 classes is exp(-80) + 998*exp(-88): the -88 terms are subnormal, which XLA flushes
+    to 0 (a third of the sum), so JAX sums that row relative to the second largest entry;
+    the picked gradient -s/(1 + s) keeps its digits in every backend. A row with a tied
+    largest logit has the other tied entry in s. Both against float64."""
+    from lossgen._accuracy import to_backend, to_numpy
+
+    index = lossgen.load("softmax_cross_entropy_index", backend)
+    far = np.full(1000, -88.0)
+    far[:2] = (0.0, -80.0)
+    tied = np.linspace(-6.0, 0.0, 1000)
+    tied[:2] = (0.0, 0.0)
+    for rows in ([far], [tied], [tied, far]):
+        rows = np.array(rows)
+        x = to_backend(rows.astype(np.float32), backend, "float32")
+        k = to_backend(np.zeros(len(rows), np.float32), backend, "float32")
+        value, g = to_numpy(index.value(x, k)), to_numpy(index.grad(x, k))
+        s = np.exp(rows[:, 1:] - rows[:, :1]).sum(axis=-1)
+        np.testing.assert_allclose(g[:, 0], -s / (1 + s), rtol=2e-6)
+        np.testing.assert_allclose(value, np.log1p(s), rtol=2e-6)
+        p = np.exp(rows - rows[:, :1]) / (1 + s[:, None])
+        np.testing.assert_allclose(g[:, 1:], p[:, 1:], rtol=2e-6, atol=1e-37)
+
+
+def test_split_at_pick_computes_the_picked_entry_once_per_row():
+    """An expression entrywise in onehot(k) is split at the label: the other entries drop the
+    terms onehot(k) zeroes, and the picked entry takes every class-axis operand at k (a per-class
+    weight too); an index input and a one-hot inside a reduction are left as they are."""
+    import sympy
+
+    from lossgen._classes import (
+        ClassIndex, ClassSum, LogSoftmax, OneHot, Pick, split_at_pick,
+    )
+    from lossgen._primitives import Expm1
+
+    x, w = sympy.Symbol("x", real=True), sympy.Symbol("w", positive=True)
+    k = sympy.Symbol("k", integer=True)
+    hot, log_p = OneHot(k), LogSoftmax(x)
+    gradient = -w * hot * Expm1(log_p) - (-w * hot + Pick(w, k)) * sympy.exp(log_p)
+    c = sympy.Symbol("c", positive=True)  # a factor without the one-hot stays outside
+    split = split_at_pick(c * gradient, frozenset({k}))
+    assert split == c * sympy.Piecewise(
+        (-Pick(w, k) * Expm1(Pick(log_p, k)), sympy.Eq(k, ClassIndex(k))),
+        (-Pick(w, k) * sympy.exp(log_p), True),
+    )
+    inside = ClassSum(hot * x) * x
+    assert split_at_pick(inside, frozenset({k})) == inside
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_class_helpers_against_mpmath(backend):
     """The helpers the class-axis primitives lower to, on rows with ties, +-1e4 and a
     near-certain class, against mpmath at 50 digits: log_softmax, logsumexp, sum_others,

@@ -230,10 +230,8 @@ def _logsumexp(u):
     return m + jnp.log1p(s)
 
 
-def _lse_parts(u):
-    # the largest entry (the first of equal ones) and the sum of exp(u - max) over the
-    # others: logsumexp(u) = max + log1p(s), with s's digits kept; the others are
-    # summed relative to the largest of them (XLA flushes subnormal terms to zero)
+def _lse_exact(u):
+    # _lse_parts with the others summed relative to the largest of them
     m = jnp.max(u, axis=-1, keepdims=True)
     m = jnp.where(jnp.isfinite(m), m, 0.0)
     first = _first_max(u) == jnp.arange(u.shape[-1])
@@ -242,11 +240,28 @@ def _lse_parts(u):
     m2 = jnp.where(jnp.isfinite(m2), m2, m)
     s2 = jnp.sum(jnp.exp(rest - m2), axis=-1, keepdims=True)
     scaled = jnp.exp((m2 - m) + jnp.log(s2))
-    # (s2 rescaled by a product where exp(m2 - m) is far above the smallest normal
-    # number: one exp per row, not one per entry)
+    # (s2 rescaled by a product where exp(m2 - m) is a normal number, its argument
+    # exact; else in log space, where XLA would flush it to zero)
     direct = s2 * jnp.exp(m2 - m)
-    s = jnp.where(m2 - m > math.log(jnp.finfo(u.dtype).tiny) + 50, direct, scaled)
+    s = jnp.where(m2 - m > math.log(jnp.finfo(u.dtype).tiny) + 1, direct, scaled)
     return m, s
+
+
+def _lse_parts(u):
+    # the largest entry and the sum s of exp(u - max) over the others (one of equal
+    # largest ones excluded): logsumexp(u) = max + log1p(s), with s's digits kept.
+    # One exp per entry and two sums: the others' sum, and the total less 1 where
+    # the largest is tied. XLA flushes subnormal terms to zero, which costs s digits
+    # only where s < C*tiny/eps: such rows (an input's only) take _lse_exact
+    m = jnp.max(u, axis=-1, keepdims=True)
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    e = jnp.exp(u - m)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    s = jnp.sum(jnp.where(u == m, 0.0, e), axis=-1, keepdims=True)
+    s = jnp.where(total - s > 1.5, total - 1, s)
+    finfo = jnp.finfo(u.dtype)
+    few = jnp.any(s < u.shape[-1] * float(finfo.tiny) / float(finfo.eps))
+    return jax.lax.cond(few, _lse_exact, lambda u: (m, s), u)
 
 
 def _scaled_product(c, d, log_d):

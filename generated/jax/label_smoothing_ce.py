@@ -212,10 +212,8 @@ def _logsumexp(u):
     return m + jnp.log1p(s)
 
 
-def _lse_parts(u):
-    # the largest entry (the first of equal ones) and the sum of exp(u - max) over the
-    # others: logsumexp(u) = max + log1p(s), with s's digits kept; the others are
-    # summed relative to the largest of them (XLA flushes subnormal terms to zero)
+def _lse_exact(u):
+    # _lse_parts with the others summed relative to the largest of them
     m = jnp.max(u, axis=-1, keepdims=True)
     m = jnp.where(jnp.isfinite(m), m, 0.0)
     first = _first_max(u) == jnp.arange(u.shape[-1])
@@ -224,11 +222,40 @@ def _lse_parts(u):
     m2 = jnp.where(jnp.isfinite(m2), m2, m)
     s2 = jnp.sum(jnp.exp(rest - m2), axis=-1, keepdims=True)
     scaled = jnp.exp((m2 - m) + jnp.log(s2))
-    # (s2 rescaled by a product where exp(m2 - m) is far above the smallest normal
-    # number: one exp per row, not one per entry)
+    # (s2 rescaled by a product where exp(m2 - m) is a normal number, its argument
+    # exact; else in log space, where XLA would flush it to zero)
     direct = s2 * jnp.exp(m2 - m)
-    s = jnp.where(m2 - m > math.log(jnp.finfo(u.dtype).tiny) + 50, direct, scaled)
+    s = jnp.where(m2 - m > math.log(jnp.finfo(u.dtype).tiny) + 1, direct, scaled)
     return m, s
+
+
+def _lse_parts(u):
+    # the largest entry and the sum s of exp(u - max) over the others (one of equal
+    # largest ones excluded): logsumexp(u) = max + log1p(s), with s's digits kept.
+    # One exp per entry and two sums: the others' sum, and the total less 1 where
+    # the largest is tied. XLA flushes subnormal terms to zero, which costs s digits
+    # only where s < C*tiny/eps: such rows (an input's only) take _lse_exact
+    m = jnp.max(u, axis=-1, keepdims=True)
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    e = jnp.exp(u - m)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    s = jnp.sum(jnp.where(u == m, 0.0, e), axis=-1, keepdims=True)
+    s = jnp.where(total - s > 1.5, total - 1, s)
+    finfo = jnp.finfo(u.dtype)
+    few = jnp.any(s < u.shape[-1] * float(finfo.tiny) / float(finfo.eps))
+    return jax.lax.cond(few, _lse_exact, lambda u: (m, s), u)
+
+
+def _pick(a, k, shape):
+    # sum(a * onehot(k)) over the class axis as a gather: a at class k in each row, 0
+    # where k is not a class (no (rows, C) product; NaN or inf at other entries stays there)
+    k = jnp.broadcast_to(k, (*shape[:-1], 1))
+    inside = (k >= 0) & (k < shape[-1]) & (k == jnp.floor(k))
+    if not hasattr(a, 'shape'):
+        return jnp.where(inside, a, 0)
+    i = jnp.where(inside, k, 0)
+    picked = jnp.take_along_axis(jnp.broadcast_to(a, shape), i.astype(jnp.int32), axis=-1)
+    return jnp.where(inside, picked, 0)
 
 
 def _scaled_product(c, d, log_d):
@@ -300,17 +327,26 @@ def grad(x, k, *, epsilon=0.1, weight=1.0, ignore_index=-100.0, validate=False):
         (x, k), (epsilon, weight, ignore_index)
     )
     t0 = _log_softmax(x)
-    t1 = 1 / shape[-1]
-    t2 = ((k) == jnp.arange(shape[-1])).astype(out)
-    d_x = (
-        (
-            -jnp.exp(t0) * _sum_others(weight * (-epsilon * t1 + t2 * (-1 + epsilon)))
-            - t1
-            * weight
-            * (-epsilon - t2 * shape[-1] + epsilon * t2 * shape[-1])
-            * jnp.expm1(t0)
+    t1 = _pick(t0, k, shape)
+    t2 = 1 / shape[-1]
+    t3 = epsilon * t2
+    t4 = (
+        _sum_others(
+            weight * (-t3 + (-1 + epsilon) * ((k) == jnp.arange(shape[-1])).astype(out)),
         )
-        * jnp.where(ignore_index == k, 0, 1)
+    )
+    t5 = _pick(epsilon, k, shape)
+    d_x = (
+        jnp.where(ignore_index == k, 0, 1)
+        * jnp.where(
+            k == jnp.arange(shape[-1]),
+            -jnp.exp(t1) * _pick(t4, k, shape)
+            - t2
+            * (-t5 + t5 * shape[-1] - shape[-1])
+            * _pick(weight, k, shape)
+            * jnp.expm1(t1),
+            -t4 * jnp.exp(t0) + t3 * weight * jnp.expm1(t0),
+        )
     )
     return _fit(d_x, x.shape, shape, out)
 

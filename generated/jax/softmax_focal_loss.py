@@ -234,10 +234,8 @@ def _logsumexp(u):
     return m + jnp.log1p(s)
 
 
-def _lse_parts(u):
-    # the largest entry (the first of equal ones) and the sum of exp(u - max) over the
-    # others: logsumexp(u) = max + log1p(s), with s's digits kept; the others are
-    # summed relative to the largest of them (XLA flushes subnormal terms to zero)
+def _lse_exact(u):
+    # _lse_parts with the others summed relative to the largest of them
     m = jnp.max(u, axis=-1, keepdims=True)
     m = jnp.where(jnp.isfinite(m), m, 0.0)
     first = _first_max(u) == jnp.arange(u.shape[-1])
@@ -246,11 +244,28 @@ def _lse_parts(u):
     m2 = jnp.where(jnp.isfinite(m2), m2, m)
     s2 = jnp.sum(jnp.exp(rest - m2), axis=-1, keepdims=True)
     scaled = jnp.exp((m2 - m) + jnp.log(s2))
-    # (s2 rescaled by a product where exp(m2 - m) is far above the smallest normal
-    # number: one exp per row, not one per entry)
+    # (s2 rescaled by a product where exp(m2 - m) is a normal number, its argument
+    # exact; else in log space, where XLA would flush it to zero)
     direct = s2 * jnp.exp(m2 - m)
-    s = jnp.where(m2 - m > math.log(jnp.finfo(u.dtype).tiny) + 50, direct, scaled)
+    s = jnp.where(m2 - m > math.log(jnp.finfo(u.dtype).tiny) + 1, direct, scaled)
     return m, s
+
+
+def _lse_parts(u):
+    # the largest entry and the sum s of exp(u - max) over the others (one of equal
+    # largest ones excluded): logsumexp(u) = max + log1p(s), with s's digits kept.
+    # One exp per entry and two sums: the others' sum, and the total less 1 where
+    # the largest is tied. XLA flushes subnormal terms to zero, which costs s digits
+    # only where s < C*tiny/eps: such rows (an input's only) take _lse_exact
+    m = jnp.max(u, axis=-1, keepdims=True)
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    e = jnp.exp(u - m)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    s = jnp.sum(jnp.where(u == m, 0.0, e), axis=-1, keepdims=True)
+    s = jnp.where(total - s > 1.5, total - 1, s)
+    finfo = jnp.finfo(u.dtype)
+    few = jnp.any(s < u.shape[-1] * float(finfo.tiny) / float(finfo.eps))
+    return jax.lax.cond(few, _lse_exact, lambda u: (m, s), u)
 
 
 def _pick(a, k, shape):
@@ -616,29 +631,36 @@ def hvp(x, k, v, *, gamma=2.0, ignore_index=-100.0, validate=False):
     )
     v_x = _like(v, x)
     t0 = _log_softmax(x)
-    t1 = _centered(v_x, x, t0)
-    t2 = jnp.exp(t0)
-    t3 = _pick(1, k, shape)
-    t4 = ignore_index == k
-    t5 = ((k) == jnp.arange(shape[-1])).astype(out)
-    t6 = _log_softmax_complement(x, t5)
-    t7 = jnp.exp(gamma * t6)
-    t8 = _pick(t0, k, shape)
-    t9 = jnp.exp(t0 - t6 + t8 + jnp.log1p(-t5))
-    t10 = gamma * t7
-    t11 = jnp.where(t4, 0, -t10 * t8)
-    t12 = t11 * t9
-    t13 = jnp.where(t4, 0, -t10)
-    t14 = t9 - t5 * jnp.exp(t8)
+    t1 = _pick(t0, k, shape)
+    t2 = jnp.exp(t1)
+    t3 = _centered(v_x, x, t0)
+    t4 = _pick(t3, k, shape)
+    t5 = k == _pick(ignore_index, k, shape)
+    t6 = _pick(gamma, k, shape)
+    t7 = ((k) == jnp.arange(shape[-1])).astype(out)
+    t8 = _log_softmax_complement(x, t7)
+    t9 = jnp.exp(t6 * t8)
+    t10 = t6 * t9
+    t11 = jnp.where(t5, 0, -t10)
+    t12 = t0 + t1 - t8
+    t13 = jnp.sum(v_x * (-t2 * t7 + jnp.exp(t12 + jnp.log1p(-t7))), axis=-1, keepdims=True)
+    t14 = ignore_index == k
+    t15 = jnp.exp(gamma * t8)
+    t16 = jnp.exp(t0) * _pick(1, k, shape)
+    t17 = jnp.exp(t12)
+    t18 = gamma * t15
+    t19 = t17 * jnp.where(t14, 0, -t1 * t18)
+    t20 = jnp.where(t14, 0, -t18)
     hv_x = (
-        t1 * (t12 - t2 * t3 * jnp.where(t4, 0, -t7))
-        + (t11 * t14 + t13 * t14) * _pick(t1, k, shape)
-        + (
-            -t12
-            + t13 * (-t2 * (t3 - t5) - t5 * jnp.expm1(t0))
-            + t14 * jnp.where(t4, 0, -gamma**2 * t7 * t8)
+        jnp.where(
+            k == jnp.arange(shape[-1]),
+            t13 * (-t11 * jnp.expm1(t1) - t2 * jnp.where(t5, 0, -t1 * t6**2 * t9))
+            + t4 * (-t11 * t2 - t2 * jnp.where(t5, 0, -t1 * t10))
+            - t2 * t4 * jnp.where(t5, 0, -t9),
+            t13 * (-t19 - t16 * t20 + t17 * jnp.where(t14, 0, -gamma**2 * t1 * t15))
+            + t3 * (t19 - t16 * jnp.where(t14, 0, -t15))
+            + t4 * (t19 + t17 * t20),
         )
-        * jnp.sum(t14 * v_x, axis=-1, keepdims=True)
     )
     return _fit(hv_x, x.shape, shape, out)
 

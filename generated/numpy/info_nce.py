@@ -372,10 +372,15 @@ def _similarity_grad(z, t):
     # the row loss's gradient in the similarities, (..., B, B - 1)
     sim, pos = _pairs(z)
     shape, out = sim.shape, sim.dtype
-    t0 = ((pos) == np.arange(shape[-1])).astype(out)
-    t1 = 1 / t
-    t2 = _log_softmax(sim * t1)
-    d_sim = t0 * t1 * np.expm1(t2) + t1 * (-t0 + _pick(1, pos, shape)) * np.exp(t2)
+    t0 = 1 / t
+    t1 = _log_softmax(sim * t0)
+    d_sim = (
+        np.where(
+            pos == np.arange(shape[-1]),
+            np.expm1(_pick(t1, pos, shape)) / _pick(t, pos, shape),
+            t0 * np.exp(t1) * _pick(1, pos, shape),
+        )
+    )
     return np.broadcast_to(d_sim, shape)
 
 

@@ -204,6 +204,18 @@ def _lse_parts(u):
     return m, s
 
 
+def _pick(a, k, shape):
+    # sum(a * onehot(k)) over the class axis as a gather: a at class k in each row, 0
+    # where k is not a class (no (rows, C) product; NaN or inf at other entries stays there)
+    k = np.broadcast_to(k, (*shape[:-1], 1))
+    inside = (k >= 0) & (k < shape[-1]) & (k == np.floor(k))
+    if not hasattr(a, 'shape'):
+        return np.where(inside, a, 0)
+    i = np.where(inside, k, 0)
+    picked = np.take_along_axis(np.broadcast_to(a, shape), i.astype(np.intp), axis=-1)
+    return np.where(inside, picked, 0)
+
+
 def _sum_others(a):
     # sum(a) - a with the sum as hi + lo: hi - a is exact where a is most of it
     hi, lo = _two_sum(a)
@@ -268,17 +280,23 @@ def grad(x, k, *, epsilon=0.1, weight=1.0, ignore_index=-100.0, validate=False):
         (x, k), (epsilon, weight, ignore_index)
     )
     t0 = _log_softmax(x)
-    t1 = 1 / shape[-1]
-    t2 = ((k) == np.arange(shape[-1])).astype(out)
-    d_x = (
-        (
-            -np.exp(t0) * _sum_others(weight * (-epsilon * t1 + t2 * (-1 + epsilon)))
-            - t1
-            * weight
-            * (-epsilon - t2 * shape[-1] + epsilon * t2 * shape[-1])
-            * np.expm1(t0)
+    t1 = _pick(t0, k, shape)
+    t2 = 1 / shape[-1]
+    t3 = epsilon * t2
+    t4 = (
+        _sum_others(
+            weight * (-t3 + (-1 + epsilon) * ((k) == np.arange(shape[-1])).astype(out)),
         )
-        * np.where(ignore_index == k, 0, 1)
+    )
+    t5 = _pick(epsilon, k, shape)
+    d_x = (
+        np.where(ignore_index == k, 0, 1)
+        * np.where(
+            k == np.arange(shape[-1]),
+            -np.exp(t1) * _pick(t4, k, shape)
+            - t2 * (-t5 + t5 * shape[-1] - shape[-1]) * _pick(weight, k, shape) * np.expm1(t1),
+            -t4 * np.exp(t0) + t3 * weight * np.expm1(t0),
+        )
     )
     return _fit(d_x, x.shape, shape, out)
 

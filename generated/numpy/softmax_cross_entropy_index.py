@@ -252,11 +252,15 @@ def grad(x, k, *, weight=1.0, ignore_index=-100.0, validate=False):
     if validate:
         _validate(locals())
     x, k, weight, ignore_index, shape, out = _prepare((x, k), (weight, ignore_index))
-    t0 = _log_softmax(x)
-    t1 = weight * ((k) == np.arange(shape[-1])).astype(out)
+    t0 = _pick(weight, k, shape)
+    t1 = _log_softmax(x)
     d_x = (
-        (-t1 * np.expm1(t0) - (-t1 + _pick(weight, k, shape)) * np.exp(t0))
-        * np.where(ignore_index == k, 0, -1)
+        np.where(ignore_index == k, 0, -1)
+        * np.where(
+            k == np.arange(shape[-1]),
+            -t0 * np.expm1(_pick(t1, k, shape)),
+            -t0 * np.exp(t1),
+        )
     )
     return _fit(d_x, x.shape, shape, out)
 

@@ -292,17 +292,22 @@ def grad(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     if validate:
         _validate(locals())
     x, k, gamma, ignore_index, shape, out = _prepare((x, k), (gamma, ignore_index))
-    t0 = ignore_index == k
-    t1 = ((k) == np.arange(shape[-1])).astype(out)
-    t2 = _log_softmax_complement(x, t1)
-    t3 = np.exp(gamma * t2)
-    t4 = _log_softmax(x)
-    t5 = _pick(t4, k, shape)
+    t0 = _log_softmax(x)
+    t1 = _pick(t0, k, shape)
+    t2 = k == _pick(ignore_index, k, shape)
+    t3 = _pick(gamma, k, shape)
+    t4 = _log_softmax_complement(x, ((k) == np.arange(shape[-1])).astype(out))
+    t5 = np.exp(t3 * t4)
+    t6 = ignore_index == k
+    t7 = np.exp(gamma * t4)
     d_x = (
-        (-t1 * np.exp(t5) + np.exp(-t2 + t4 + t5 + np.log1p(-t1)))
-        * np.where(t0, 0, -gamma * t3 * t5)
-        + (-t1 * np.expm1(t4) - (-t1 + _pick(1, k, shape)) * np.exp(t4))
-        * np.where(t0, 0, -t3)
+        np.where(
+            k == np.arange(shape[-1]),
+            -np.where(t2, 0, -t5) * np.expm1(t1)
+            - np.where(t2, 0, -t1 * t3 * t5) * np.exp(t1),
+            np.where(t6, 0, -gamma * t1 * t7) * np.exp(t0 + t1 - t4)
+            - np.where(t6, 0, -t7) * np.exp(t0) * _pick(1, k, shape),
+        )
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -349,29 +354,36 @@ def hvp(x, k, v, *, gamma=2.0, ignore_index=-100.0, validate=False):
     )
     v_x = _like(v, x)
     t0 = _log_softmax(x)
-    t1 = _centered(v_x, x, t0)
-    t2 = np.exp(t0)
-    t3 = _pick(1, k, shape)
-    t4 = ignore_index == k
-    t5 = ((k) == np.arange(shape[-1])).astype(out)
-    t6 = _log_softmax_complement(x, t5)
-    t7 = np.exp(gamma * t6)
-    t8 = _pick(t0, k, shape)
-    t9 = np.exp(t0 - t6 + t8 + np.log1p(-t5))
-    t10 = gamma * t7
-    t11 = np.where(t4, 0, -t10 * t8)
-    t12 = t11 * t9
-    t13 = np.where(t4, 0, -t10)
-    t14 = t9 - t5 * np.exp(t8)
+    t1 = _pick(t0, k, shape)
+    t2 = np.exp(t1)
+    t3 = _centered(v_x, x, t0)
+    t4 = _pick(t3, k, shape)
+    t5 = k == _pick(ignore_index, k, shape)
+    t6 = _pick(gamma, k, shape)
+    t7 = ((k) == np.arange(shape[-1])).astype(out)
+    t8 = _log_softmax_complement(x, t7)
+    t9 = np.exp(t6 * t8)
+    t10 = t6 * t9
+    t11 = np.where(t5, 0, -t10)
+    t12 = t0 + t1 - t8
+    t13 = np.sum(v_x * (-t2 * t7 + np.exp(t12 + np.log1p(-t7))), axis=-1, keepdims=True)
+    t14 = ignore_index == k
+    t15 = np.exp(gamma * t8)
+    t16 = np.exp(t0) * _pick(1, k, shape)
+    t17 = np.exp(t12)
+    t18 = gamma * t15
+    t19 = t17 * np.where(t14, 0, -t1 * t18)
+    t20 = np.where(t14, 0, -t18)
     hv_x = (
-        t1 * (t12 - t2 * t3 * np.where(t4, 0, -t7))
-        + (t11 * t14 + t13 * t14) * _pick(t1, k, shape)
-        + (
-            -t12
-            + t13 * (-t2 * (t3 - t5) - t5 * np.expm1(t0))
-            + t14 * np.where(t4, 0, -gamma**2 * t7 * t8)
+        np.where(
+            k == np.arange(shape[-1]),
+            t13 * (-t11 * np.expm1(t1) - t2 * np.where(t5, 0, -t1 * t6**2 * t9))
+            + t4 * (-t11 * t2 - t2 * np.where(t5, 0, -t1 * t10))
+            - t2 * t4 * np.where(t5, 0, -t9),
+            t13 * (-t19 - t16 * t20 + t17 * np.where(t14, 0, -gamma**2 * t1 * t15))
+            + t3 * (t19 - t16 * np.where(t14, 0, -t15))
+            + t4 * (t19 + t17 * t20),
         )
-        * np.sum(t14 * v_x, axis=-1, keepdims=True)
     )
     return _fit(hv_x, x.shape, shape, out)
 

@@ -370,10 +370,17 @@ def _similarity_grad(z, t):
     # the row loss's gradient in the similarities, (..., B, B - 1)
     sim, pos = _pairs(z)
     shape, out = sim.shape, (sim.dtype, sim.device)
-    t0 = ((pos) == torch.arange(shape[-1], device=pos.device, dtype=pos.dtype)).to(out[0])
-    t1 = 1 / t
-    t2 = _log_softmax(sim * t1)
-    d_sim = t0 * t1 * torch.expm1(t2) + t1 * (-t0 + _pick(1, pos, shape)) * torch.exp(t2)
+    t0 = 1 / t
+    t1 = _log_softmax(sim * t0)
+    d_sim = (
+        torch.where(
+            torch.as_tensor(
+                pos == torch.arange(shape[-1], device=pos.device, dtype=pos.dtype),
+            ),
+            torch.expm1(_pick(t1, pos, shape)) / _pick(t, pos, shape),
+            t0 * torch.exp(t1) * _pick(1, pos, shape),
+        )
+    )
     return torch.broadcast_to(d_sim, shape)
 
 

@@ -204,6 +204,18 @@ def _lse_parts(u):
     return m, torch.sum(e, dim=-1, keepdim=True)
 
 
+def _pick(a, k, shape):
+    # sum(a * onehot(k)) over the class axis as a gather: a at class k in each row, 0
+    # where k is not a class (no (rows, C) product; NaN or inf at other entries stays there)
+    k = k.expand(*shape[:-1], 1)
+    inside = (k >= 0) & (k < shape[-1]) & (k == torch.floor(k))
+    if not torch.is_tensor(a):
+        return torch.where(inside, a, 0)
+    i = torch.where(inside, k, 0)
+    picked = torch.take_along_dim(a.expand(shape), i.long(), dim=-1)
+    return torch.where(inside, picked, 0)
+
+
 def _sum_others(a):
     # sum(a) - a with the sum as hi + lo: hi - a is exact where a is most of it
     hi, lo = _two_sum(a)
@@ -267,17 +279,31 @@ def grad(x, k, *, epsilon=0.1, weight=1.0, ignore_index=-100.0, validate=False):
         (x, k), (epsilon, weight, ignore_index)
     )
     t0 = _log_softmax(x)
-    t1 = 1 / shape[-1]
-    t2 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
-    d_x = (
-        (
-            -torch.exp(t0) * _sum_others(weight * (-epsilon * t1 + t2 * (-1 + epsilon)))
-            - t1
-            * weight
-            * (-epsilon - t2 * shape[-1] + epsilon * t2 * shape[-1])
-            * torch.expm1(t0)
+    t1 = _pick(t0, k, shape)
+    t2 = 1 / shape[-1]
+    t3 = epsilon * t2
+    t4 = (
+        _sum_others(
+            weight
+            * (
+                -t3
+                + (-1 + epsilon)
+                * ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
+            ),
         )
-        * torch.where(torch.as_tensor(ignore_index == k), 0, 1)
+    )
+    t5 = _pick(epsilon, k, shape)
+    d_x = (
+        torch.where(torch.as_tensor(ignore_index == k), 0, 1)
+        * torch.where(
+            torch.as_tensor(k == torch.arange(shape[-1], device=k.device, dtype=k.dtype)),
+            -torch.exp(t1) * _pick(t4, k, shape)
+            - t2
+            * (-t5 + t5 * shape[-1] - shape[-1])
+            * _pick(weight, k, shape)
+            * torch.expm1(t1),
+            -t4 * torch.exp(t0) + t3 * weight * torch.expm1(t0),
+        )
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -343,18 +369,31 @@ def _value_grad(x, k, *, epsilon=0.1, weight=1.0, ignore_index=-100.0, validate=
     t0 = ignore_index == k
     t1 = _log_softmax(x)
     t2 = 1 / shape[-1]
-    t3 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
-    t4 = weight * (-epsilon * t2 + t3 * (-1 + epsilon))
-    loss = torch.where(torch.as_tensor(t0), 0, torch.sum(t1 * t4, dim=-1, keepdim=True))
-    d_x = (
-        (
-            -torch.exp(t1) * _sum_others(t4)
-            - t2
-            * weight
-            * (-epsilon - t3 * shape[-1] + epsilon * t3 * shape[-1])
-            * torch.expm1(t1)
+    t3 = epsilon * t2
+    t4 = (
+        weight
+        * (
+            -t3
+            + (-1 + epsilon)
+            * ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
         )
-        * torch.where(torch.as_tensor(t0), 0, 1)
+    )
+    t5 = _pick(t1, k, shape)
+    t6 = _sum_others(t4)
+    t7 = _pick(epsilon, k, shape)
+    loss = torch.where(torch.as_tensor(t0), 0, torch.sum(t1 * t4, dim=-1, keepdim=True))
+    del t4
+    d_x = (
+        torch.where(torch.as_tensor(t0), 0, 1)
+        * torch.where(
+            torch.as_tensor(k == torch.arange(shape[-1], device=k.device, dtype=k.dtype)),
+            -torch.exp(t5) * _pick(t6, k, shape)
+            - t2
+            * (-t7 + t7 * shape[-1] - shape[-1])
+            * _pick(weight, k, shape)
+            * torch.expm1(t5),
+            -t6 * torch.exp(t1) + t3 * weight * torch.expm1(t1),
+        )
     )
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out), (
         _fit(d_x, x.shape, shape, out),

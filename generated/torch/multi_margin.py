@@ -175,9 +175,23 @@ def grad(x, k, *, margin=1.0, validate=False):
     if validate:
         _validate(locals())
     x, k, margin, shape, out = _prepare((x, k), (margin,))
-    t0 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
-    t1 = (1 - t0) * torch.sign(torch.relu(margin + x - _pick(x, k, shape)))
-    d_x = (t1 - t0 * torch.sum(t1, dim=-1, keepdim=True)) / shape[-1]
+    t0 = torch.sign(torch.relu(margin + x - _pick(x, k, shape)))
+    d_x = (
+        torch.where(
+            torch.as_tensor(k == torch.arange(shape[-1], device=k.device, dtype=k.dtype)),
+            -torch.sum(
+                t0
+                * (
+                    1
+                    - ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
+                ),
+                dim=-1,
+                keepdim=True,
+            ),
+            t0,
+        )
+        / shape[-1]
+    )
     return _fit(d_x, x.shape, shape, out)
 
 
@@ -210,13 +224,19 @@ def _value_grad(x, k, *, margin=1.0, validate=False):
     """value(...) and the tuple of grad(...) from one pass (a training step's forward)."""
     x, k, margin, shape, out = _prepare((x, k), (margin,))
     t0 = 1 / shape[-1]
-    t1 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
-    t2 = 1 - t1
-    t3 = margin + x - _pick(x, k, shape)
-    t4 = t2 * torch.sign(torch.relu(t3))
-    loss = t0 * torch.sum(t2 * torch.clamp(t3, min=0), dim=-1, keepdim=True)
-    del t2, t3
-    d_x = t0 * (t4 - t1 * torch.sum(t4, dim=-1, keepdim=True))
+    t1 = 1 - ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
+    t2 = margin + x - _pick(x, k, shape)
+    t3 = torch.sign(torch.relu(t2))
+    loss = t0 * torch.sum(t1 * torch.clamp(t2, min=0), dim=-1, keepdim=True)
+    del t2
+    d_x = (
+        t0
+        * torch.where(
+            torch.as_tensor(k == torch.arange(shape[-1], device=k.device, dtype=k.dtype)),
+            -torch.sum(t1 * t3, dim=-1, keepdim=True),
+            t3,
+        )
+    )
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out), (
         _fit(d_x, x.shape, shape, out),
     )

@@ -263,13 +263,15 @@ def grad(x, k, *, weight=1.0, ignore_index=-100.0, validate=False):
     if validate:
         _validate(locals())
     x, k, weight, ignore_index, shape, out = _prepare((x, k), (weight, ignore_index))
-    t0 = _log_softmax(x)
-    t1 = (
-        weight * ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
-    )
+    t0 = _pick(weight, k, shape)
+    t1 = _log_softmax(x)
     d_x = (
-        (-t1 * torch.expm1(t0) - (-t1 + _pick(weight, k, shape)) * torch.exp(t0))
-        * torch.where(torch.as_tensor(ignore_index == k), 0, -1)
+        torch.where(torch.as_tensor(ignore_index == k), 0, -1)
+        * torch.where(
+            torch.as_tensor(k == torch.arange(shape[-1], device=k.device, dtype=k.dtype)),
+            -t0 * torch.expm1(_pick(t1, k, shape)),
+            -t0 * torch.exp(t1),
+        )
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -317,13 +319,15 @@ def _value_grad(x, k, *, weight=1.0, ignore_index=-100.0, validate=False):
     x, k, weight, ignore_index, shape, out = _prepare((x, k), (weight, ignore_index))
     t0 = ignore_index == k
     t1 = _log_softmax(x)
-    t2 = (
-        weight * ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
-    )
+    t2 = _pick(weight, k, shape)
     loss = torch.where(torch.as_tensor(t0), 0, -_pick(t1 * weight, k, shape))
     d_x = (
-        (-t2 * torch.expm1(t1) - (-t2 + _pick(weight, k, shape)) * torch.exp(t1))
-        * torch.where(torch.as_tensor(t0), 0, -1)
+        torch.where(torch.as_tensor(t0), 0, -1)
+        * torch.where(
+            torch.as_tensor(k == torch.arange(shape[-1], device=k.device, dtype=k.dtype)),
+            -t2 * torch.expm1(_pick(t1, k, shape)),
+            -t2 * torch.exp(t1),
+        )
     )
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out), (
         _fit(d_x, x.shape, shape, out),

@@ -293,17 +293,27 @@ def grad(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     if validate:
         _validate(locals())
     x, k, gamma, ignore_index, shape, out = _prepare((x, k), (gamma, ignore_index))
-    t0 = ignore_index == k
-    t1 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
-    t2 = _log_softmax_complement(x, t1)
-    t3 = torch.exp(gamma * t2)
-    t4 = _log_softmax(x)
-    t5 = _pick(t4, k, shape)
+    t0 = _log_softmax(x)
+    t1 = _pick(t0, k, shape)
+    t2 = k == _pick(ignore_index, k, shape)
+    t3 = _pick(gamma, k, shape)
+    t4 = (
+        _log_softmax_complement(
+            x,
+            ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0]),
+        )
+    )
+    t5 = torch.exp(t3 * t4)
+    t6 = ignore_index == k
+    t7 = torch.exp(gamma * t4)
     d_x = (
-        (-t1 * torch.exp(t5) + torch.exp(-t2 + t4 + t5 + torch.log1p(-t1)))
-        * torch.where(torch.as_tensor(t0), 0, -gamma * t3 * t5)
-        + (-t1 * torch.expm1(t4) - (-t1 + _pick(1, k, shape)) * torch.exp(t4))
-        * torch.where(torch.as_tensor(t0), 0, -t3)
+        torch.where(
+            torch.as_tensor(k == torch.arange(shape[-1], device=k.device, dtype=k.dtype)),
+            -torch.where(torch.as_tensor(t2), 0, -t5) * torch.expm1(t1)
+            - torch.where(torch.as_tensor(t2), 0, -t1 * t3 * t5) * torch.exp(t1),
+            torch.where(torch.as_tensor(t6), 0, -gamma * t1 * t7) * torch.exp(t0 + t1 - t4)
+            - torch.where(torch.as_tensor(t6), 0, -t7) * torch.exp(t0) * _pick(1, k, shape),
+        )
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -354,32 +364,56 @@ def hvp(x, k, v, *, gamma=2.0, ignore_index=-100.0, validate=False):
     )
     v_x = _like(v, x)
     t0 = _log_softmax(x)
-    t1 = _centered(v_x, x, t0)
-    t2 = torch.exp(t0)
-    t3 = _pick(1, k, shape)
-    t4 = ignore_index == k
-    t5 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
-    t6 = _log_softmax_complement(x, t5)
-    t7 = torch.exp(gamma * t6)
-    t8 = _pick(t0, k, shape)
-    t9 = torch.exp(t0 - t6 + t8 + torch.log1p(-t5))
-    del t6
-    t10 = gamma * t7
-    t11 = torch.where(torch.as_tensor(t4), 0, -t10 * t8)
-    t12 = t11 * t9
-    t13 = torch.where(torch.as_tensor(t4), 0, -t10)
-    del t10
-    t14 = t9 - t5 * torch.exp(t8)
-    del t9
-    hv_x = (
-        t1 * (t12 - t2 * t3 * torch.where(torch.as_tensor(t4), 0, -t7))
-        + (t11 * t14 + t13 * t14) * _pick(t1, k, shape)
-        + (
-            -t12
-            + t13 * (-t2 * (t3 - t5) - t5 * torch.expm1(t0))
-            + t14 * torch.where(torch.as_tensor(t4), 0, -gamma**2 * t7 * t8)
+    t1 = _pick(t0, k, shape)
+    t2 = torch.exp(t1)
+    t3 = _centered(v_x, x, t0)
+    t4 = _pick(t3, k, shape)
+    t5 = k == _pick(ignore_index, k, shape)
+    t6 = _pick(gamma, k, shape)
+    t7 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
+    t8 = _log_softmax_complement(x, t7)
+    t9 = torch.exp(t6 * t8)
+    t10 = t6 * t9
+    t11 = torch.where(torch.as_tensor(t5), 0, -t10)
+    t12 = t0 + t1 - t8
+    t13 = (
+        torch.sum(
+            v_x * (-t2 * t7 + torch.exp(t12 + torch.log1p(-t7))),
+            dim=-1,
+            keepdim=True,
         )
-        * torch.sum(t14 * v_x, dim=-1, keepdim=True)
+    )
+    del t7
+    t14 = ignore_index == k
+    t15 = torch.exp(gamma * t8)
+    del t8
+    t16 = torch.exp(t0) * _pick(1, k, shape)
+    del t0
+    t17 = torch.exp(t12)
+    del t12
+    t18 = gamma * t15
+    t19 = t17 * torch.where(torch.as_tensor(t14), 0, -t1 * t18)
+    t20 = torch.where(torch.as_tensor(t14), 0, -t18)
+    del t18
+    hv_x = (
+        torch.where(
+            torch.as_tensor(k == torch.arange(shape[-1], device=k.device, dtype=k.dtype)),
+            t13
+            * (
+                -t11 * torch.expm1(t1)
+                - t2 * torch.where(torch.as_tensor(t5), 0, -t1 * t6**2 * t9)
+            )
+            + t4 * (-t11 * t2 - t2 * torch.where(torch.as_tensor(t5), 0, -t1 * t10))
+            - t2 * t4 * torch.where(torch.as_tensor(t5), 0, -t9),
+            t13
+            * (
+                -t19
+                - t16 * t20
+                + t17 * torch.where(torch.as_tensor(t14), 0, -gamma**2 * t1 * t15)
+            )
+            + t3 * (t19 - t16 * torch.where(torch.as_tensor(t14), 0, -t15))
+            + t4 * (t19 + t17 * t20),
+        )
     )
     return _fit(hv_x, x.shape, shape, out)
 
@@ -391,16 +425,26 @@ def _value_grad(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     t0 = ignore_index == k
     t1 = _log_softmax(x)
     t2 = _pick(t1, k, shape)
-    t3 = ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
-    t4 = _log_softmax_complement(x, t3)
-    t5 = torch.exp(gamma * t4)
-    t6 = t2 * t5
-    loss = torch.where(torch.as_tensor(t0), 0, -t6)
+    t3 = (
+        _log_softmax_complement(
+            x,
+            ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0]),
+        )
+    )
+    t4 = torch.exp(gamma * t3)
+    t5 = t2 * t4
+    t6 = k == _pick(ignore_index, k, shape)
+    t7 = _pick(gamma, k, shape)
+    t8 = torch.exp(t3 * t7)
+    loss = torch.where(torch.as_tensor(t0), 0, -t5)
     d_x = (
-        (-t3 * torch.exp(t2) + torch.exp(t1 + t2 - t4 + torch.log1p(-t3)))
-        * torch.where(torch.as_tensor(t0), 0, -gamma * t6)
-        + (-t3 * torch.expm1(t1) - (-t3 + _pick(1, k, shape)) * torch.exp(t1))
-        * torch.where(torch.as_tensor(t0), 0, -t5)
+        torch.where(
+            torch.as_tensor(k == torch.arange(shape[-1], device=k.device, dtype=k.dtype)),
+            -torch.where(torch.as_tensor(t6), 0, -t8) * torch.expm1(t2)
+            - torch.where(torch.as_tensor(t6), 0, -t2 * t7 * t8) * torch.exp(t2),
+            torch.where(torch.as_tensor(t0), 0, -gamma * t5) * torch.exp(t1 + t2 - t3)
+            - torch.where(torch.as_tensor(t0), 0, -t4) * torch.exp(t1) * _pick(1, k, shape),
+        )
     )
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out), (
         _fit(d_x, x.shape, shape, out),
