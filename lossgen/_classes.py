@@ -45,7 +45,7 @@ import sympy
 from ._primitives import JAX_LOG1P, Primitive
 
 __all__ = [
-    "CLASS_FORMS", "Centered", "CenteredDiff", "ClassIndex", "ClassSum", "HessBlock", "LogNotPicked", "LogSoftmax",
+    "AtClass", "CLASS_FORMS", "Centered", "CenteredDiff", "ClassSum", "HessBlock", "LogNotPicked", "LogSoftmax",
     "LogSoftmaxComplement", "LogSumExp", "NumClasses", "OneHot", "Pick", "REDUCTIONS", "SoftmaxDelta",
     "SoftmaxDiff", "SoftmaxDiffJvp", "SoftmaxKL", "SumOthers", "class_gradient", "class_hess", "class_hvp", "complements", "diagonal_from_hvp",
     "entrywise_of", "entrywise_sum", "expand", "is_reduction", "log_softmax_forms", "merge_sums", "one_minus_exp", "picked_forms", "picks", "ratio_complement",
@@ -120,12 +120,17 @@ def _helper_lse(backend: str) -> str:
     elif backend == "torch":  # the largest term zeroed in place: no (rows, C) mask
         parts = (
             "def _lse_parts(u):\n"
-            "    # the largest entry (the first of equal ones) and the sum of exp(u - max) over the\n"
-            "    # others: logsumexp(u) = max + log1p(s), with s's digits kept\n"
+            "    m, _, s = _lse_shifted(u)\n"
+            "    return m, s\n"
+            "\n\n"
+            "def _lse_shifted(u):\n"
+            "    # the largest entry (the first of equal ones), u - max, and the sum of exp(u - max)\n"
+            "    # over the others: logsumexp(u) = max + log1p(s), with s's digits kept\n"
             f"    m = {amax}\n"
             "    m = torch.where(torch.isfinite(m), m, 0.0)\n"
-            "    e = (u - m).exp_().scatter_(-1, torch.argmax(u, dim=-1, keepdim=True), 0.0)\n"
-            "    return m, torch.sum(e, dim=-1, keepdim=True)\n"
+            "    d = u - m\n"
+            "    e = torch.exp(d).scatter_(-1, torch.argmax(u, dim=-1, keepdim=True), 0.0)\n"
+            "    return m, d, torch.sum(e, dim=-1, keepdim=True)\n"
         )
     else:
         parts = (
@@ -145,10 +150,11 @@ def _helper_lse(backend: str) -> str:
         f"    return m + {ns}.log1p(s)\n"
         "\n\n"
         "def _log_softmax(u):\n"
-        "    m, s = _lse_parts(u)\n"
         + (
-            "    return (u - m).sub_(torch.log1p(s))\n" if backend == "torch"
-            else f"    return (u - m) - {ns}.log1p(s)\n"
+            "    _, d, s = _lse_shifted(u)\n"
+            "    return d.sub_(torch.log1p(s))\n" if backend == "torch"
+            else "    m, s = _lse_parts(u)\n"
+            f"    return (u - m) - {ns}.log1p(s)\n"
         )
     )
 
@@ -295,24 +301,41 @@ def picks(expr: sympy.Expr) -> sympy.Expr:
             if len(hot) == 1 and not any(f.has(OneHot) for f in rest):
                 # a number factor stays outside (pick(1, k) is a 0/1 mask in any dtype)
                 number = sympy.Mul(*(f for f in rest if f.is_Number))
-                others = sympy.Mul(*(f for f in rest if not f.is_Number))
-                return number * Pick(others, hot[0].args[0])
+                k = hot[0].args[0]
+                others = [Pick(f, k) for f in rest if not f.is_Number]
+                return number * (sympy.Mul(*others) if others else Pick(sympy.S.One, k))
         return node
 
     return visit(expr)
 
 
-class ClassIndex(_ClassPrimitive):
-    """The classes 0, ..., C - 1 along the class axis, comparable with an index k (in its dtype
-    and on its device): k == class_index(k) is onehot(k) as a mask."""
+#: torch: the picked entry written into a copy of the others (torch.where with a (rows, C) mask
+#: of k == class is two passes, a scatter of one entry per row is one copy)
+TORCH_AT_CLASS = (
+    "def _at_class(picked, others, k, shape):\n"
+    "    # others, with the entry of class k in each row replaced by picked (rows whose k is not\n"
+    "    # a class keep others)\n"
+    "    k = k.expand(*shape[:-1], 1)\n"
+    "    inside = (k >= 0) & (k < shape[-1]) & (k == torch.floor(k))\n"
+    "    i = torch.where(inside, k, 0).long()\n"
+    "    ref = next((a for a in (others, picked) if torch.is_tensor(a) and a.is_floating_point()), k)\n"
+    "    full = torch.as_tensor(others, dtype=ref.dtype, device=k.device).expand(shape)\n"
+    "    return full.scatter(-1, i, torch.where(inside, picked, full.gather(-1, i)).to(full.dtype))\n"
+)
 
-    display = "class_index"
-    nargs = 1
+
+class AtClass(_ClassPrimitive):
+    """at_class(picked, others, k): per entry of the class axis, picked (one number per row) at
+    class k and others elsewhere, the split of ``split_at_pick``."""
+
+    display = "at_class"
+    nargs = 3
     lowering = {
-        "numpy": "np.arange(shape[-1])",
-        "jax": "jnp.arange(shape[-1])",
-        "torch": "torch.arange(shape[-1], device={0}.device, dtype={0}.dtype)",
+        "numpy": "np.where({2} == np.arange(shape[-1]), {0}, {1})",
+        "jax": "jnp.where({2} == jnp.arange(shape[-1]), {0}, {1})",
+        "torch": "_at_class({0}, {1}, {2}, shape)",
     }
+    helpers = {"torch": TORCH_AT_CLASS}
 
 
 def _bare_hots(node: sympy.Basic) -> set:
@@ -328,8 +351,7 @@ def _bare_hots(node: sympy.Basic) -> set:
 
 
 def split_at_pick(expr: sympy.Expr, rows: frozenset) -> sympy.Expr:
-    """An expression entrywise in onehot(k) -> where(k == class, e1, e0), per entry of the class
-    axis. e0 is ``expr`` at onehot(k) = 0, for the other entries; e1 is ``expr`` at onehot(k) =
+    """An expression entrywise in onehot(k) -> at_class(e1, e0, k): e1 at class k, e0 elsewhere. e0 is ``expr`` at onehot(k) = 0, for the other entries; e1 is ``expr`` at onehot(k) =
     1 with every operand that varies along the class axis taken at class k (a pick), so it is
     one number per row. The terms that onehot(k) zeroes are then not computed at the other
     entries, and those of the picked entry are computed once per row: softmax cross-entropy's
@@ -337,8 +359,9 @@ def split_at_pick(expr: sympy.Expr, rows: frozenset) -> sympy.Expr:
 
     ``rows`` are the symbols that hold one number per row (the index inputs); every other
     symbol may vary along the class axis (a per-class weight) and is picked. The split is made
-    at the smallest product factor that holds the one-hot; a one-hot inside a class-axis
-    primitive (a reduction, a Hessian block) is left alone, and so is an expression of two."""
+    at the top of the expression, so a factor of one number per row joins each branch, once per
+    row in e1 and before the entrywise factors in e0; a one-hot inside a class-axis primitive (a
+    reduction, a Hessian block) is left alone, and so is an expression of two."""
 
     def off_class(node):
         if isinstance(node, OneHot):
@@ -370,15 +393,11 @@ def split_at_pick(expr: sympy.Expr, rows: frozenset) -> sympy.Expr:
         found = _bare_hots(node)
         if len(found) != 1:
             return node
-        if isinstance(node, sympy.Mul):
-            inner = [f for f in node.args if _bare_hots(f)]
-            if len(inner) == 1:
-                return sympy.Mul(*(visit(f) if f is inner[0] else f for f in node.args))
         (k,) = next(iter(found)).args
         picked, others = at_class(node, k), off_class(node)
         if picked.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo):
             return node  # (log_not_picked's -inf left outside an exponential)
-        return sympy.Piecewise((picked, sympy.Eq(k, ClassIndex(k))), (others, True))
+        return AtClass(picked, others, k)
 
     return visit(expr)
 

@@ -720,20 +720,17 @@ def test_split_at_pick_computes_the_picked_entry_once_per_row():
     weight too); an index input and a one-hot inside a reduction are left as they are."""
     import sympy
 
-    from lossgen._classes import (
-        ClassIndex, ClassSum, LogSoftmax, OneHot, Pick, split_at_pick,
-    )
+    from lossgen._classes import AtClass, ClassSum, LogSoftmax, OneHot, Pick, split_at_pick
     from lossgen._primitives import Expm1
 
     x, w = sympy.Symbol("x", real=True), sympy.Symbol("w", positive=True)
     k = sympy.Symbol("k", integer=True)
     hot, log_p = OneHot(k), LogSoftmax(x)
     gradient = -w * hot * Expm1(log_p) - (-w * hot + Pick(w, k)) * sympy.exp(log_p)
-    c = sympy.Symbol("c", positive=True)  # a factor without the one-hot stays outside
+    c = sympy.Symbol("c", positive=True)
     split = split_at_pick(c * gradient, frozenset({k}))
-    assert split == c * sympy.Piecewise(
-        (-Pick(w, k) * Expm1(Pick(log_p, k)), sympy.Eq(k, ClassIndex(k))),
-        (-Pick(w, k) * sympy.exp(log_p), True),
+    assert split == AtClass(
+        -Pick(c, k) * Pick(w, k) * Expm1(Pick(log_p, k)), -c * Pick(w, k) * sympy.exp(log_p), k
     )
     inside = ClassSum(hot * x) * x
     assert split_at_pick(inside, frozenset({k})) == inside

@@ -174,18 +174,19 @@ def grad(x, k, *, margin=1.0, validate=False):
     if validate:
         _validate(locals())
     x, k, margin, shape, out = _prepare((x, k), (margin,))
-    t0 = jnp.where(margin + x - _pick(x, k, shape) > 0, 1.0, 0.0)
+    t0 = 1 / shape[-1]
+    t1 = jnp.where(margin + x - _pick(x, k, shape) > 0, 1.0, 0.0)
     d_x = (
         jnp.where(
             k == jnp.arange(shape[-1]),
-            -jnp.sum(
-                t0 * (1 - ((k) == jnp.arange(shape[-1])).astype(out)),
+            -t0
+            * jnp.sum(
+                t1 * (1 - ((k) == jnp.arange(shape[-1])).astype(out)),
                 axis=-1,
                 keepdims=True,
             ),
-            t0,
+            t0 * t1,
         )
-        / shape[-1]
     )
     return _fit(d_x, x.shape, shape, out)
 

@@ -290,7 +290,13 @@ def value(x, k, *, weight=1.0, ignore_index=-100.0, validate=False):
     if validate:
         _validate(locals())
     x, k, weight, ignore_index, shape, out = _prepare((x, k), (weight, ignore_index))
-    loss = jnp.where(ignore_index == k, 0, -_pick(weight * _log_softmax(x), k, shape))
+    loss = (
+        jnp.where(
+            ignore_index == k,
+            0,
+            -_pick(weight, k, shape) * _pick(_log_softmax(x), k, shape),
+        )
+    )
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out)
 
 
@@ -302,11 +308,12 @@ def grad(x, k, *, weight=1.0, ignore_index=-100.0, validate=False):
     t0 = _pick(weight, k, shape)
     t1 = _log_softmax(x)
     d_x = (
-        jnp.where(ignore_index == k, 0, -1)
-        * jnp.where(
+        jnp.where(
             k == jnp.arange(shape[-1]),
-            -t0 * jnp.expm1(_pick(t1, k, shape)),
-            -t0 * jnp.exp(t1),
+            -t0
+            * jnp.where(k == _pick(ignore_index, k, shape), 0, -1)
+            * jnp.expm1(_pick(t1, k, shape)),
+            -t0 * jnp.where(ignore_index == k, 0, -1) * jnp.exp(t1),
         )
     )
     return _fit(d_x, x.shape, shape, out)

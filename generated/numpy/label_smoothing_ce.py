@@ -290,12 +290,18 @@ def grad(x, k, *, epsilon=0.1, weight=1.0, ignore_index=-100.0, validate=False):
     )
     t5 = _pick(epsilon, k, shape)
     d_x = (
-        np.where(ignore_index == k, 0, 1)
-        * np.where(
+        np.where(
             k == np.arange(shape[-1]),
-            -np.exp(t1) * _pick(t4, k, shape)
-            - t2 * (-t5 + t5 * shape[-1] - shape[-1]) * _pick(weight, k, shape) * np.expm1(t1),
-            -t4 * np.exp(t0) + t3 * weight * np.expm1(t0),
+            (
+                -np.exp(t1) * _pick(t4, k, shape)
+                - t2
+                * (-t5 + t5 * shape[-1] - shape[-1])
+                * _pick(weight, k, shape)
+                * np.expm1(t1)
+            )
+            * np.where(k == _pick(ignore_index, k, shape), 0, 1),
+            (-t4 * np.exp(t0) + t3 * weight * np.expm1(t0))
+            * np.where(ignore_index == k, 0, 1),
         )
     )
     return _fit(d_x, x.shape, shape, out)

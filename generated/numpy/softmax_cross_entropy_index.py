@@ -242,7 +242,13 @@ def value(x, k, *, weight=1.0, ignore_index=-100.0, validate=False):
     if validate:
         _validate(locals())
     x, k, weight, ignore_index, shape, out = _prepare((x, k), (weight, ignore_index))
-    loss = np.where(ignore_index == k, 0, -_pick(weight * _log_softmax(x), k, shape))
+    loss = (
+        np.where(
+            ignore_index == k,
+            0,
+            -_pick(weight, k, shape) * _pick(_log_softmax(x), k, shape),
+        )
+    )
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out)
 
 
@@ -255,11 +261,12 @@ def grad(x, k, *, weight=1.0, ignore_index=-100.0, validate=False):
     t0 = _pick(weight, k, shape)
     t1 = _log_softmax(x)
     d_x = (
-        np.where(ignore_index == k, 0, -1)
-        * np.where(
+        np.where(
             k == np.arange(shape[-1]),
-            -t0 * np.expm1(_pick(t1, k, shape)),
-            -t0 * np.exp(t1),
+            -t0
+            * np.where(k == _pick(ignore_index, k, shape), 0, -1)
+            * np.expm1(_pick(t1, k, shape)),
+            -t0 * np.where(ignore_index == k, 0, -1) * np.exp(t1),
         )
     )
     return _fit(d_x, x.shape, shape, out)

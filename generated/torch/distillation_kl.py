@@ -210,8 +210,8 @@ def _log_ratio(a, b):
 
 
 def _log_softmax(u):
-    m, s = _lse_parts(u)
-    return (u - m).sub_(torch.log1p(s))
+    _, d, s = _lse_shifted(u)
+    return d.sub_(torch.log1p(s))
 
 
 def _logsumexp(u):
@@ -220,12 +220,18 @@ def _logsumexp(u):
 
 
 def _lse_parts(u):
-    # the largest entry (the first of equal ones) and the sum of exp(u - max) over the
-    # others: logsumexp(u) = max + log1p(s), with s's digits kept
+    m, _, s = _lse_shifted(u)
+    return m, s
+
+
+def _lse_shifted(u):
+    # the largest entry (the first of equal ones), u - max, and the sum of exp(u - max)
+    # over the others: logsumexp(u) = max + log1p(s), with s's digits kept
     m = torch.amax(u, dim=-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, 0.0)
-    e = (u - m).exp_().scatter_(-1, torch.argmax(u, dim=-1, keepdim=True), 0.0)
-    return m, torch.sum(e, dim=-1, keepdim=True)
+    d = u - m
+    e = torch.exp(d).scatter_(-1, torch.argmax(u, dim=-1, keepdim=True), 0.0)
+    return m, d, torch.sum(e, dim=-1, keepdim=True)
 
 
 def _softmax_diff(b, a):

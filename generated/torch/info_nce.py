@@ -139,6 +139,17 @@ def _like(v, ref):
     return torch.as_tensor(v, dtype=ref.dtype, device=ref.device)
 
 
+def _at_class(picked, others, k, shape):
+    # others, with the entry of class k in each row replaced by picked (rows whose k is not
+    # a class keep others)
+    k = k.expand(*shape[:-1], 1)
+    inside = (k >= 0) & (k < shape[-1]) & (k == torch.floor(k))
+    i = torch.where(inside, k, 0).long()
+    ref = next((a for a in (others, picked) if torch.is_tensor(a) and a.is_floating_point()), k)
+    full = torch.as_tensor(others, dtype=ref.dtype, device=k.device).expand(shape)
+    return full.scatter(-1, i, torch.where(inside, picked, full.gather(-1, i)).to(full.dtype))
+
+
 def _centered(b, x, log_p, c=None):
     # b - sum(p*b), p = exp(log_p) = softmax(x), relative to b at the largest x (the
     # entry that can hold nearly all of p): no difference of two near-equal sums
@@ -189,8 +200,8 @@ def _hess_block(d, *pairs):
 
 
 def _log_softmax(u):
-    m, s = _lse_parts(u)
-    return (u - m).sub_(torch.log1p(s))
+    _, d, s = _lse_shifted(u)
+    return d.sub_(torch.log1p(s))
 
 
 def _logsumexp(u):
@@ -199,12 +210,18 @@ def _logsumexp(u):
 
 
 def _lse_parts(u):
-    # the largest entry (the first of equal ones) and the sum of exp(u - max) over the
-    # others: logsumexp(u) = max + log1p(s), with s's digits kept
+    m, _, s = _lse_shifted(u)
+    return m, s
+
+
+def _lse_shifted(u):
+    # the largest entry (the first of equal ones), u - max, and the sum of exp(u - max)
+    # over the others: logsumexp(u) = max + log1p(s), with s's digits kept
     m = torch.amax(u, dim=-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, 0.0)
-    e = (u - m).exp_().scatter_(-1, torch.argmax(u, dim=-1, keepdim=True), 0.0)
-    return m, torch.sum(e, dim=-1, keepdim=True)
+    d = u - m
+    e = torch.exp(d).scatter_(-1, torch.argmax(u, dim=-1, keepdim=True), 0.0)
+    return m, d, torch.sum(e, dim=-1, keepdim=True)
 
 
 def _off_diagonal(s):
@@ -373,12 +390,11 @@ def _similarity_grad(z, t):
     t0 = 1 / t
     t1 = _log_softmax(sim * t0)
     d_sim = (
-        torch.where(
-            torch.as_tensor(
-                pos == torch.arange(shape[-1], device=pos.device, dtype=pos.dtype),
-            ),
+        _at_class(
             torch.expm1(_pick(t1, pos, shape)) / _pick(t, pos, shape),
             t0 * torch.exp(t1) * _pick(1, pos, shape),
+            pos,
+            shape,
         )
     )
     return torch.broadcast_to(d_sim, shape)

@@ -136,6 +136,17 @@ def _like(v, ref):
     return torch.as_tensor(v, dtype=ref.dtype, device=ref.device)
 
 
+def _at_class(picked, others, k, shape):
+    # others, with the entry of class k in each row replaced by picked (rows whose k is not
+    # a class keep others)
+    k = k.expand(*shape[:-1], 1)
+    inside = (k >= 0) & (k < shape[-1]) & (k == torch.floor(k))
+    i = torch.where(inside, k, 0).long()
+    ref = next((a for a in (others, picked) if torch.is_tensor(a) and a.is_floating_point()), k)
+    full = torch.as_tensor(others, dtype=ref.dtype, device=k.device).expand(shape)
+    return full.scatter(-1, i, torch.where(inside, picked, full.gather(-1, i)).to(full.dtype))
+
+
 def _centered(b, x, log_p, c=None):
     # b - sum(p*b), p = exp(log_p) = softmax(x), relative to b at the largest x (the
     # entry that can hold nearly all of p): no difference of two near-equal sums
@@ -186,8 +197,8 @@ def _hess_block(d, *pairs):
 
 
 def _log_softmax(u):
-    m, s = _lse_parts(u)
-    return (u - m).sub_(torch.log1p(s))
+    _, d, s = _lse_shifted(u)
+    return d.sub_(torch.log1p(s))
 
 
 def _logsumexp(u):
@@ -196,12 +207,18 @@ def _logsumexp(u):
 
 
 def _lse_parts(u):
-    # the largest entry (the first of equal ones) and the sum of exp(u - max) over the
-    # others: logsumexp(u) = max + log1p(s), with s's digits kept
+    m, _, s = _lse_shifted(u)
+    return m, s
+
+
+def _lse_shifted(u):
+    # the largest entry (the first of equal ones), u - max, and the sum of exp(u - max)
+    # over the others: logsumexp(u) = max + log1p(s), with s's digits kept
     m = torch.amax(u, dim=-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, 0.0)
-    e = (u - m).exp_().scatter_(-1, torch.argmax(u, dim=-1, keepdim=True), 0.0)
-    return m, torch.sum(e, dim=-1, keepdim=True)
+    d = u - m
+    e = torch.exp(d).scatter_(-1, torch.argmax(u, dim=-1, keepdim=True), 0.0)
+    return m, d, torch.sum(e, dim=-1, keepdim=True)
 
 
 def _pick(a, k, shape):
@@ -294,15 +311,19 @@ def grad(x, k, *, epsilon=0.1, weight=1.0, ignore_index=-100.0, validate=False):
     )
     t5 = _pick(epsilon, k, shape)
     d_x = (
-        torch.where(torch.as_tensor(ignore_index == k), 0, 1)
-        * torch.where(
-            torch.as_tensor(k == torch.arange(shape[-1], device=k.device, dtype=k.dtype)),
-            -torch.exp(t1) * _pick(t4, k, shape)
-            - t2
-            * (-t5 + t5 * shape[-1] - shape[-1])
-            * _pick(weight, k, shape)
-            * torch.expm1(t1),
-            -t4 * torch.exp(t0) + t3 * weight * torch.expm1(t0),
+        _at_class(
+            (
+                -torch.exp(t1) * _pick(t4, k, shape)
+                - t2
+                * (-t5 + t5 * shape[-1] - shape[-1])
+                * _pick(weight, k, shape)
+                * torch.expm1(t1)
+            )
+            * torch.where(torch.as_tensor(k == _pick(ignore_index, k, shape)), 0, 1),
+            (-t4 * torch.exp(t0) + t3 * weight * torch.expm1(t0))
+            * torch.where(torch.as_tensor(ignore_index == k), 0, 1),
+            k,
+            shape,
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -384,15 +405,19 @@ def _value_grad(x, k, *, epsilon=0.1, weight=1.0, ignore_index=-100.0, validate=
     loss = torch.where(torch.as_tensor(t0), 0, torch.sum(t1 * t4, dim=-1, keepdim=True))
     del t4
     d_x = (
-        torch.where(torch.as_tensor(t0), 0, 1)
-        * torch.where(
-            torch.as_tensor(k == torch.arange(shape[-1], device=k.device, dtype=k.dtype)),
-            -torch.exp(t5) * _pick(t6, k, shape)
-            - t2
-            * (-t7 + t7 * shape[-1] - shape[-1])
-            * _pick(weight, k, shape)
-            * torch.expm1(t5),
-            -t6 * torch.exp(t1) + t3 * weight * torch.expm1(t1),
+        _at_class(
+            (
+                -torch.exp(t5) * _pick(t6, k, shape)
+                - t2
+                * (-t7 + t7 * shape[-1] - shape[-1])
+                * _pick(weight, k, shape)
+                * torch.expm1(t5)
+            )
+            * torch.where(torch.as_tensor(k == _pick(ignore_index, k, shape)), 0, 1),
+            (-t6 * torch.exp(t1) + t3 * weight * torch.expm1(t1))
+            * torch.where(torch.as_tensor(t0), 0, 1),
+            k,
+            shape,
         )
     )
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out), (

@@ -123,6 +123,17 @@ def _like(v, ref):
     return torch.as_tensor(v, dtype=ref.dtype, device=ref.device)
 
 
+def _at_class(picked, others, k, shape):
+    # others, with the entry of class k in each row replaced by picked (rows whose k is not
+    # a class keep others)
+    k = k.expand(*shape[:-1], 1)
+    inside = (k >= 0) & (k < shape[-1]) & (k == torch.floor(k))
+    i = torch.where(inside, k, 0).long()
+    ref = next((a for a in (others, picked) if torch.is_tensor(a) and a.is_floating_point()), k)
+    full = torch.as_tensor(others, dtype=ref.dtype, device=k.device).expand(shape)
+    return full.scatter(-1, i, torch.where(inside, picked, full.gather(-1, i)).to(full.dtype))
+
+
 def _hess_block(d, *pairs):
     # (d or a pair may be a number: each is broadcast against the others)
     arrays = [torch.as_tensor(a) for a in (d, *pairs)]
@@ -175,12 +186,13 @@ def grad(x, k, *, margin=1.0, validate=False):
     if validate:
         _validate(locals())
     x, k, margin, shape, out = _prepare((x, k), (margin,))
-    t0 = torch.sign(torch.relu(margin + x - _pick(x, k, shape)))
+    t0 = 1 / shape[-1]
+    t1 = torch.sign(torch.relu(margin + x - _pick(x, k, shape)))
     d_x = (
-        torch.where(
-            torch.as_tensor(k == torch.arange(shape[-1], device=k.device, dtype=k.dtype)),
-            -torch.sum(
-                t0
+        _at_class(
+            -t0
+            * torch.sum(
+                t1
                 * (
                     1
                     - ((k) == torch.arange(shape[-1], device=k.device, dtype=k.dtype)).to(out[0])
@@ -188,9 +200,10 @@ def grad(x, k, *, margin=1.0, validate=False):
                 dim=-1,
                 keepdim=True,
             ),
-            t0,
+            t0 * t1,
+            k,
+            shape,
         )
-        / shape[-1]
     )
     return _fit(d_x, x.shape, shape, out)
 
@@ -229,14 +242,7 @@ def _value_grad(x, k, *, margin=1.0, validate=False):
     t3 = torch.sign(torch.relu(t2))
     loss = t0 * torch.sum(t1 * torch.clamp(t2, min=0), dim=-1, keepdim=True)
     del t2
-    d_x = (
-        t0
-        * torch.where(
-            torch.as_tensor(k == torch.arange(shape[-1], device=k.device, dtype=k.dtype)),
-            -torch.sum(t1 * t3, dim=-1, keepdim=True),
-            t3,
-        )
-    )
+    d_x = _at_class(-t0 * torch.sum(t1 * t3, dim=-1, keepdim=True), t0 * t3, k, shape)
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out), (
         _fit(d_x, x.shape, shape, out),
     )

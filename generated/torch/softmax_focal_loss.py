@@ -138,6 +138,17 @@ def _like(v, ref):
     return torch.as_tensor(v, dtype=ref.dtype, device=ref.device)
 
 
+def _at_class(picked, others, k, shape):
+    # others, with the entry of class k in each row replaced by picked (rows whose k is not
+    # a class keep others)
+    k = k.expand(*shape[:-1], 1)
+    inside = (k >= 0) & (k < shape[-1]) & (k == torch.floor(k))
+    i = torch.where(inside, k, 0).long()
+    ref = next((a for a in (others, picked) if torch.is_tensor(a) and a.is_floating_point()), k)
+    full = torch.as_tensor(others, dtype=ref.dtype, device=k.device).expand(shape)
+    return full.scatter(-1, i, torch.where(inside, picked, full.gather(-1, i)).to(full.dtype))
+
+
 def _centered(b, x, log_p, c=None):
     # b - sum(p*b), p = exp(log_p) = softmax(x), relative to b at the largest x (the
     # entry that can hold nearly all of p): no difference of two near-equal sums
@@ -188,8 +199,8 @@ def _hess_block(d, *pairs):
 
 
 def _log_softmax(u):
-    m, s = _lse_parts(u)
-    return (u - m).sub_(torch.log1p(s))
+    _, d, s = _lse_shifted(u)
+    return d.sub_(torch.log1p(s))
 
 
 def _log_softmax_complement(u, a):
@@ -218,12 +229,18 @@ def _logsumexp(u):
 
 
 def _lse_parts(u):
-    # the largest entry (the first of equal ones) and the sum of exp(u - max) over the
-    # others: logsumexp(u) = max + log1p(s), with s's digits kept
+    m, _, s = _lse_shifted(u)
+    return m, s
+
+
+def _lse_shifted(u):
+    # the largest entry (the first of equal ones), u - max, and the sum of exp(u - max)
+    # over the others: logsumexp(u) = max + log1p(s), with s's digits kept
     m = torch.amax(u, dim=-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, 0.0)
-    e = (u - m).exp_().scatter_(-1, torch.argmax(u, dim=-1, keepdim=True), 0.0)
-    return m, torch.sum(e, dim=-1, keepdim=True)
+    d = u - m
+    e = torch.exp(d).scatter_(-1, torch.argmax(u, dim=-1, keepdim=True), 0.0)
+    return m, d, torch.sum(e, dim=-1, keepdim=True)
 
 
 def _pick(a, k, shape):
@@ -307,12 +324,13 @@ def grad(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     t6 = ignore_index == k
     t7 = torch.exp(gamma * t4)
     d_x = (
-        torch.where(
-            torch.as_tensor(k == torch.arange(shape[-1], device=k.device, dtype=k.dtype)),
+        _at_class(
             -torch.where(torch.as_tensor(t2), 0, -t5) * torch.expm1(t1)
             - torch.where(torch.as_tensor(t2), 0, -t1 * t3 * t5) * torch.exp(t1),
             torch.where(torch.as_tensor(t6), 0, -gamma * t1 * t7) * torch.exp(t0 + t1 - t4)
             - torch.where(torch.as_tensor(t6), 0, -t7) * torch.exp(t0) * _pick(1, k, shape),
+            k,
+            shape,
         )
     )
     return _fit(d_x, x.shape, shape, out)
@@ -396,8 +414,7 @@ def hvp(x, k, v, *, gamma=2.0, ignore_index=-100.0, validate=False):
     t20 = torch.where(torch.as_tensor(t14), 0, -t18)
     del t18
     hv_x = (
-        torch.where(
-            torch.as_tensor(k == torch.arange(shape[-1], device=k.device, dtype=k.dtype)),
+        _at_class(
             t13
             * (
                 -t11 * torch.expm1(t1)
@@ -413,6 +430,8 @@ def hvp(x, k, v, *, gamma=2.0, ignore_index=-100.0, validate=False):
             )
             + t3 * (t19 - t16 * torch.where(torch.as_tensor(t14), 0, -t15))
             + t4 * (t19 + t17 * t20),
+            k,
+            shape,
         )
     )
     return _fit(hv_x, x.shape, shape, out)
@@ -438,12 +457,13 @@ def _value_grad(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     t8 = torch.exp(t3 * t7)
     loss = torch.where(torch.as_tensor(t0), 0, -t5)
     d_x = (
-        torch.where(
-            torch.as_tensor(k == torch.arange(shape[-1], device=k.device, dtype=k.dtype)),
+        _at_class(
             -torch.where(torch.as_tensor(t6), 0, -t8) * torch.expm1(t2)
             - torch.where(torch.as_tensor(t6), 0, -t2 * t7 * t8) * torch.exp(t2),
             torch.where(torch.as_tensor(t0), 0, -gamma * t5) * torch.exp(t1 + t2 - t3)
             - torch.where(torch.as_tensor(t0), 0, -t4) * torch.exp(t1) * _pick(1, k, shape),
+            k,
+            shape,
         )
     )
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out), (
