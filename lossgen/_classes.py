@@ -515,6 +515,23 @@ def _helper_two_sum(backend: str) -> str:
         red = "axis=-1, keepdims=True"
         cat = f"{ns}.concatenate([{{0}}, {{1}}], axis=-1)"
         zeros = f"{ns}.zeros_like(t[..., :1])"
+    if backend == "jax":  # one fused pass per level: XLA makes each level's own sum a kernel
+        return (
+            "def _two_sum(t):\n"
+            "    # the row sums of t as hi + lo: pairwise, each addition's rounding error kept\n"
+            "    # (the errors carried beside the partial sums and added pairwise with them)\n"
+            "    lo = jnp.zeros_like(t)\n"
+            "    while t.shape[-1] > 1:\n"
+            "        if t.shape[-1] % 2:\n"
+            f"            t = {cat.format('t', zeros)}\n"
+            f"            lo = {cat.format('lo', zeros.replace('t[', 'lo['))}\n"
+            "        a, b = t[..., 0::2], t[..., 1::2]\n"
+            "        s = a + b\n"
+            "        bb = s - a\n"
+            "        lo = (lo[..., 0::2] + lo[..., 1::2]) + ((a - (s - bb)) + (b - bb))\n"
+            "        t = s\n"
+            "    return t, lo\n"
+        )
     return (
         "def _two_sum(t):\n"
         "    # the row sums of t as hi + lo: pairwise, each addition's rounding error kept\n"
@@ -604,6 +621,21 @@ class SoftmaxDelta(Primitive):
         return sympy.exp(x - LogSumExp(x)) * ClassSum(a) - a
 
 
+def _uniform_rows(backend: str, indent: str) -> str:
+    """The end of _centered: the rows of logits within 1/2 of each other in their own form."""
+    ns = _NS[backend]
+    red = _LAST_AXIS[backend]
+    log1p = "_log1p" if backend == "jax" else f"{ns}.log1p"
+    return textwrap.indent(
+        f"xr = {ns}.where(flat, xr, 0.0)\n"
+        f"e = {ns}.expm1(xr - {log1p}({ns}.mean({ns}.expm1(xr), {red})))\n"
+        f"uniform = rel - {ns}.mean(rel, {red})\n"
+        f"uniform = uniform - {ns}.mean(e * rel, {red})\n"
+        f"return {ns}.where(flat, uniform, peaked)\n",
+        indent,
+    )
+
+
 def _helper_others(backend: str) -> str:
     ns = _NS[backend]
     take = (
@@ -652,12 +684,16 @@ def _helper_others(backend: str) -> str:
         "    # the small differences of p\n"
         f"    xr = x - {take.replace('(b,', '(x,')}\n"
         f"    flat = {amax}(-xr, {red}) < 0.5\n"
-        f"    xr = {ns}.where(flat, xr, 0.0)\n"
-        f"    e = {ns}.expm1(xr - {log1p}({ns}.mean({ns}.expm1(xr), {red})))\n"
-        f"    uniform = rel - {ns}.mean(rel, {red})\n"
-        f"    uniform = uniform - {ns}.mean(e * rel, {red})\n"
-        f"    return {ns}.where(flat, uniform, peaked)\n"
-        "\n\n"
+        + (
+            "\n"
+            "    def with_flat(xr):\n"
+            "        # (only for an input with such a row: two expm1 per entry)\n"
+            + _uniform_rows(backend, "        ")
+            + "\n"
+            "    return jax.lax.cond(jnp.any(flat), with_flat, lambda xr: peaked, xr)\n"
+            if backend == "jax" else _uniform_rows(backend, "    ")
+        )
+        + "\n\n"
         "def _times_exp(a, e):\n"
         "    # a * exp(e), where exp(e) alone may be subnormal (and flushed) while the product\n"
         "    # is not\n"

@@ -170,11 +170,16 @@ def _centered(b, x, log_p, c=None):
     # the small differences of p
     xr = x - jnp.take_along_axis(x, m, axis=-1)
     flat = jnp.max(-xr, axis=-1, keepdims=True) < 0.5
-    xr = jnp.where(flat, xr, 0.0)
-    e = jnp.expm1(xr - _log1p(jnp.mean(jnp.expm1(xr), axis=-1, keepdims=True)))
-    uniform = rel - jnp.mean(rel, axis=-1, keepdims=True)
-    uniform = uniform - jnp.mean(e * rel, axis=-1, keepdims=True)
-    return jnp.where(flat, uniform, peaked)
+
+    def with_flat(xr):
+        # (only for an input with such a row: two expm1 per entry)
+        xr = jnp.where(flat, xr, 0.0)
+        e = jnp.expm1(xr - _log1p(jnp.mean(jnp.expm1(xr), axis=-1, keepdims=True)))
+        uniform = rel - jnp.mean(rel, axis=-1, keepdims=True)
+        uniform = uniform - jnp.mean(e * rel, axis=-1, keepdims=True)
+        return jnp.where(flat, uniform, peaked)
+
+    return jax.lax.cond(jnp.any(flat), with_flat, lambda xr: peaked, xr)
 
 
 def _first_max(u):
@@ -371,14 +376,16 @@ def _times_exp(a, e):
 
 def _two_sum(t):
     # the row sums of t as hi + lo: pairwise, each addition's rounding error kept
-    lo = jnp.zeros_like(t[..., :1])
+    # (the errors carried beside the partial sums and added pairwise with them)
+    lo = jnp.zeros_like(t)
     while t.shape[-1] > 1:
         if t.shape[-1] % 2:
             t = jnp.concatenate([t, jnp.zeros_like(t[..., :1])], axis=-1)
+            lo = jnp.concatenate([lo, jnp.zeros_like(lo[..., :1])], axis=-1)
         a, b = t[..., 0::2], t[..., 1::2]
         s = a + b
         bb = s - a
-        lo = lo + jnp.sum((a - (s - bb)) + (b - bb), axis=-1, keepdims=True)
+        lo = (lo[..., 0::2] + lo[..., 1::2]) + ((a - (s - bb)) + (b - bb))
         t = s
     return t, lo
 
