@@ -32,9 +32,29 @@ def beyond_bound(looser: dict, key: tuple, default: float) -> float:
     return default if entry is None else entry[0]
 
 
+def numpy_has_avx512() -> bool:
+    """Whether numpy dispatches its float32 exp/log to the AVX-512 kernels on this CPU.
+
+    Those kernels and the AVX2 ones round differently by an ulp here and there, so a cell
+    that cancels at a point can miss the bound on one CPU and meet it on another.
+    """
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy 1.x
+        from numpy.core._multiarray_umath import __cpu_features__
+    return bool(__cpu_features__.get("AVX512F"))
+
+
 def assert_looser_still_needed(looser: dict, key: tuple, default: float, worst: float) -> None:
-    if key in looser:
-        assert worst > default, (
-            f"{key} is now within {default} bits beyond conditioning (worst {worst:.1f}): "
-            "drop it from the test's LOOSER table"
-        )
+    """Fail once a LOOSER cell meets the default bound.
+
+    An entry may carry a third item, a function saying whether the excess shows on this machine
+    (e.g. `numpy_has_avx512`); where it says no, the cell is held to the looser bound only.
+    """
+    entry = looser.get(key)
+    if entry is None or (len(entry) > 2 and not entry[2]()):
+        return
+    assert worst > default, (
+        f"{key} is now within {default} bits beyond conditioning (worst {worst:.1f}): "
+        "drop it from the test's LOOSER table"
+    )
