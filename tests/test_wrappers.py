@@ -182,6 +182,73 @@ def test_torch_autodiff_uses_generated_grad_and_hess(name):
                 torch.testing.assert_close(got, want, rtol=TIGHT["rtol"], atol=atol)
 
 
+#: the losses the torch wrapper computes in blocks of rows: not over a batch or a set
+_BLOCKED = sorted(
+    name for name, spec in SPECS.items()
+    if not spec.is_batch and all(i.shape != "set" for i in spec.inputs)
+)
+
+
+@pytest.mark.parametrize("shape", [(10,), (7, 3)], ids=["1d", "2d"])
+@pytest.mark.parametrize("name", _BLOCKED)
+def test_torch_blocks_give_the_same_numbers(name, shape, monkeypatch):
+    """On CPU the wrapper computes in blocks of rows (_BLOCK entries): the loss, its backward
+    and its double backward are those of one block (float32, to rounding), with a constant
+    input broadcast along the first axis (over a class axis: rows of classes and an index);
+    so are value, grad, hess and hvp of an elementwise loss (float64)."""
+    spec = _spec(name)
+    if _axis(spec) and shape != (10,):
+        pytest.skip("a loss over an axis is sampled as (3, 4) rows")
+    module = _module(name, "torch")
+    assert module._BLOCK is not None
+    wrapper = getattr(module, name)
+    values = _sample(spec, shape=shape, seed=3)
+    diff = [i.name for i in spec.differentiated]
+    for i in spec.inputs:  # a constant input of one row, broadcast by the wrapper
+        if i.role == "constant" and np.ndim(values[i.name]) == 2 and i.shape != "scalar":
+            values[i.name] = values[i.name][:1]
+    rng = np.random.default_rng(13)
+    vs = [torch.tensor(rng.normal(size=np.shape(values[k])), dtype=torch.float32) for k in diff]
+
+    def run(block):
+        monkeypatch.setattr(module, "_BLOCK", block)
+        calls = []
+        original = module._call
+        monkeypatch.setattr(module, "_call", lambda *a, **k: calls.append(1) or original(*a, **k))
+        args = {k: torch.tensor(v, dtype=torch.float32) for k, v in values.items()}
+        leaves = [args[k].requires_grad_() for k in diff]
+        loss = wrapper(*(args[i.name] for i in spec.inputs), reduction="none")
+        grads = torch.autograd.grad(loss.sum(), leaves, create_graph=True)
+        inner = sum((g * v).sum() for g, v in zip(grads, vs))
+        second = torch.autograd.grad(inner, leaves, allow_unused=True)
+        out = [loss, *grads, *second]
+        if not _axis(spec):  # and the module's own functions, on float64 tensors
+            joins = []
+            join = module._join
+            monkeypatch.setattr(module, "_join", lambda parts: joins.append(1) or join(parts))
+            plain = [torch.tensor(values[i.name]) for i in spec.inputs]
+            v = tuple(w.double() for w in vs) if len(vs) > 1 else vs[0].double()
+            out += [module.value(*plain), *_tuple(module.grad(*plain)), *_tuple(module.hvp(*plain, v))]
+            h = module.hess(*plain)
+            out += [h] if torch.is_tensor(h) else [b for row in h for b in row]
+            return out, (len(calls), len(joins))
+        return out, (len(calls), 1)
+
+    whole, (one, _) = run(None)
+    blocked, (many, joined) = run(2 if _axis(spec) else 4)
+    assert many > one and joined  # the blocks did run, in the wrapper and in the functions
+    for got, want in zip(blocked, whole):
+        if want is None:
+            assert got is None
+        else:
+            # the same formula entry by entry; only an entry in a kernel's scalar tail (the
+            # end of a block shorter than a vector) may round differently
+            eps = float(torch.finfo(want.dtype).eps)
+            got, want = got.detach(), want.detach()
+            scale = float(want.abs().max())
+            torch.testing.assert_close(got, want, rtol=4 * eps, atol=4 * eps * scale)
+
+
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_jax_grad_and_hessian_are_the_generated_ones(name):
     """jax.grad is grad(...); jax.hessian is hess(...); jax.jvp of jax.grad is hvp(...)."""

@@ -72,6 +72,8 @@ References
   partner rows
 """
 
+import functools
+import math
 import numbers
 
 import torch

@@ -199,6 +199,8 @@ References
 - The same formula as sigmoid_focal_loss, with p given instead of the logit
 """
 
+import functools
+import math
 import numbers
 
 import torch
@@ -268,6 +270,47 @@ def _like(v, ref):
     return torch.as_tensor(v, dtype=ref.dtype, device=ref.device)
 
 
+def _in_blocks(function):
+    """``function`` (value, grad, hess, hvp) over blocks of rows on CPU, as in the wrapper (see
+    _BLOCK), when its inputs come by position as tensors whose broadcast shape is that of each
+    differentiated input; otherwise as it is."""
+
+    @functools.wraps(function)
+    def blocked(*args, **params):
+        n = len(_INPUTS)
+        ref = args[_DIFFERENTIATED[0]] if len(args) >= n else None
+        if (
+            _BLOCK is None or not torch.is_tensor(ref) or ref.device.type != "cpu"
+            or ref.dim() == 0 or ref.numel() < 2 * _BLOCK or torch.compiler.is_compiling()
+        ):
+            return function(*args, **params)
+        shape = ref.shape
+        tensors = [a for a in (*args, *params.values()) if torch.is_tensor(a)]
+        if (
+            any(not torch.is_tensor(args[i]) or args[i].shape != shape for i in _DIFFERENTIATED)
+            or torch.broadcast_shapes(*(t.shape for t in tensors)) != shape
+        ):
+            return function(*args, **params)
+        rows = max(1, _BLOCK // max(math.prod(shape[1:]), 1))
+        if shape[0] < 2 * rows:
+            return function(*args, **params)
+
+        def cut(a, i):
+            if isinstance(a, tuple):  # hvp's directions, one per differentiated input
+                return tuple(cut(b, i) for b in a)
+            if torch.is_tensor(a) and a.dim() == len(shape) and a.shape[0] == shape[0]:
+                return a[i : i + rows]
+            return a
+
+        return _join([
+            function(*(cut(a, i) for a in args), **{k: cut(p, i) for k, p in params.items()})
+            for i in range(0, shape[0], rows)
+        ])
+
+    return blocked
+
+
+@_in_blocks
 def value(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -282,6 +325,7 @@ def value(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     return _fit(loss, shape, shape, out)
 
 
+@_in_blocks
 def grad(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     """The gradient of value(...).sum() with respect to p."""
     if validate:
@@ -316,6 +360,7 @@ def grad(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     return _fit(d_p, p.shape, shape, out)
 
 
+@_in_blocks
 def hess(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
@@ -477,6 +522,55 @@ def _saved(ctx):
     return tuple(next(tensors) if torch.is_tensor(a) or a is None else a for a in ctx.others)
 
 
+#: on CPU the wrapper's work runs over blocks of about this many entries along the first
+#: axis (of rows, over a class axis): each step's temporaries then stay in the cache, and in
+#: memory the allocator keeps, where a full-size temporary per step is a pass through main
+#: memory and, above a few megabytes, fresh pages from the system (the same formula entry by
+#: entry, or row by row: only an entry in a kernel's scalar tail, at a block's end, may round
+#: differently)
+_BLOCK = 2**17
+
+
+def _blocked(function, args, *v):
+    """``_call(function, args, *v)``, in blocks of rows on CPU."""
+    ref = args[_DIFFERENTIATED[0]]
+    if (
+        _BLOCK is None or not torch.is_tensor(ref) or ref.device.type != "cpu"
+        or ref.dim() < 1 + _CLASSES or torch.compiler.is_compiling()
+    ):  # (one row of classes is not cut)
+        return _call(function, args, *v)
+    shape = ref.shape
+    rows = max(1, _BLOCK // max(math.prod(shape[1:]), 1))
+    if shape[0] < 2 * rows:
+        return _call(function, args, *v)
+
+    def cut(a, i, dims):
+        if isinstance(a, tuple):
+            return tuple(cut(b, i, dims) for b in a)
+        if torch.is_tensor(a) and a.dim() == dims and a.shape[0] == shape[0]:
+            return a[i : i + rows]
+        return a  # a parameter, or a constant broadcast along the first axis
+
+    # (a class index has one value per row: one axis fewer)
+    dims = [len(shape) - (k in _ROWS) for k in range(len(args))]
+    parts = [
+        _call(
+            function,
+            [cut(a, i, d) for a, d in zip(args, dims)],
+            *(cut(a, i, len(shape)) for a in v),
+        )
+        for i in range(0, shape[0], rows)
+    ]
+    return _join(parts)
+
+
+def _join(parts):
+    """The blocks' results (tensors, or tuples of them, nested) joined along the first axis."""
+    if isinstance(parts[0], tuple):
+        return tuple(_join(list(p)) for p in zip(*parts))
+    return torch.cat(parts)
+
+
 class _Value(torch.autograd.Function):
     """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable.
 
@@ -487,10 +581,10 @@ class _Value(torch.autograd.Function):
     def forward(ctx, *args):
         _save(ctx, args)
         if any(ctx.needs_input_grad[i] for i in _DIFFERENTIATED):
-            loss, ctx.grads = _call(_value_grad, args)
+            loss, ctx.grads = _blocked(_value_grad, args)
             return loss
         ctx.grads = None
-        return _call(value, args)
+        return _blocked(value, args)
 
     @staticmethod
     def backward(ctx, g):
@@ -512,7 +606,7 @@ class _Grad(torch.autograd.Function):
         _save(ctx, args)
         if known is not None:  # (new tensor objects: each call's outputs get their own history)
             return tuple(d.detach() for d in known)
-        grads = _call(grad, args)
+        grads = _blocked(grad, args)
         return grads if isinstance(grads, tuple) else (grads,)
 
     @staticmethod
@@ -520,13 +614,13 @@ class _Grad(torch.autograd.Function):
         args = _saved(ctx)
         result = [None] * len(args)
         if _CLASSES:  # the Hessian is symmetric: its product with gs, without the matrix
-            products = _call(hvp, args, gs if len(gs) > 1 else gs[0])
+            products = _blocked(hvp, args, gs if len(gs) > 1 else gs[0])
             products = products if isinstance(products, tuple) else (products,)
             for j, i in enumerate(_DIFFERENTIATED):
                 if ctx.needs_input_grad[1 + i]:
                     result[i] = products[j]
             return (None, *result)
-        blocks = _call(hess, args)
+        blocks = _blocked(hess, args)
         rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
         for j, i in enumerate(_DIFFERENTIATED):
             if ctx.needs_input_grad[1 + i]:

@@ -69,6 +69,8 @@ References
   reduction='none'); p_t = exp(-ce); loss = (1 - p_t)**gamma * ce
 """
 
+import functools
+import math
 import numbers
 
 import torch
@@ -537,6 +539,55 @@ def _saved(ctx):
     return tuple(next(tensors) if torch.is_tensor(a) or a is None else a for a in ctx.others)
 
 
+#: on CPU the wrapper's work runs over blocks of about this many entries along the first
+#: axis (of rows, over a class axis): each step's temporaries then stay in the cache, and in
+#: memory the allocator keeps, where a full-size temporary per step is a pass through main
+#: memory and, above a few megabytes, fresh pages from the system (the same formula entry by
+#: entry, or row by row: only an entry in a kernel's scalar tail, at a block's end, may round
+#: differently)
+_BLOCK = 2**17
+
+
+def _blocked(function, args, *v):
+    """``_call(function, args, *v)``, in blocks of rows on CPU."""
+    ref = args[_DIFFERENTIATED[0]]
+    if (
+        _BLOCK is None or not torch.is_tensor(ref) or ref.device.type != "cpu"
+        or ref.dim() < 1 + _CLASSES or torch.compiler.is_compiling()
+    ):  # (one row of classes is not cut)
+        return _call(function, args, *v)
+    shape = ref.shape
+    rows = max(1, _BLOCK // max(math.prod(shape[1:]), 1))
+    if shape[0] < 2 * rows:
+        return _call(function, args, *v)
+
+    def cut(a, i, dims):
+        if isinstance(a, tuple):
+            return tuple(cut(b, i, dims) for b in a)
+        if torch.is_tensor(a) and a.dim() == dims and a.shape[0] == shape[0]:
+            return a[i : i + rows]
+        return a  # a parameter, or a constant broadcast along the first axis
+
+    # (a class index has one value per row: one axis fewer)
+    dims = [len(shape) - (k in _ROWS) for k in range(len(args))]
+    parts = [
+        _call(
+            function,
+            [cut(a, i, d) for a, d in zip(args, dims)],
+            *(cut(a, i, len(shape)) for a in v),
+        )
+        for i in range(0, shape[0], rows)
+    ]
+    return _join(parts)
+
+
+def _join(parts):
+    """The blocks' results (tensors, or tuples of them, nested) joined along the first axis."""
+    if isinstance(parts[0], tuple):
+        return tuple(_join(list(p)) for p in zip(*parts))
+    return torch.cat(parts)
+
+
 class _Value(torch.autograd.Function):
     """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable.
 
@@ -580,13 +631,13 @@ class _Grad(torch.autograd.Function):
         args = _saved(ctx)
         result = [None] * len(args)
         if _CLASSES:  # the Hessian is symmetric: its product with gs, without the matrix
-            products = _call(hvp, args, gs if len(gs) > 1 else gs[0])
+            products = _blocked(hvp, args, gs if len(gs) > 1 else gs[0])
             products = products if isinstance(products, tuple) else (products,)
             for j, i in enumerate(_DIFFERENTIATED):
                 if ctx.needs_input_grad[1 + i]:
                     result[i] = products[j]
             return (None, *result)
-        blocks = _call(hess, args)
+        blocks = _blocked(hess, args)
         rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
         for j, i in enumerate(_DIFFERENTIATED):
             if ctx.needs_input_grad[1 + i]:
