@@ -19,7 +19,7 @@ SPECS = {s.name: s for s in lossgen.load_specs(spec_paths())}
 ALLOWED_IMPORTS = {
     "numpy": {"numbers", "numpy", "scipy"},
     "jax": {"math", "numbers", "jax"},
-    "torch": {"numbers", "torch"},
+    "torch": {"functools", "math", "numbers", "torch"},
 }
 
 
