@@ -143,19 +143,62 @@ def _log_quotient(a, b, d):
     return torch.where(near, torch.log1p(d / b), far)
 
 
+#: on CPU the work runs over blocks of about this many entries along the first axis (of rows,
+#: over a class axis): each step's temporaries then stay in the cache, and in memory the
+#: allocator keeps, where a full-size temporary per step is a pass through main memory and,
+#: above a few megabytes, fresh pages from the system (the same formula entry by entry, or row
+#: by row: only an entry in a kernel's scalar tail, at a block's end, may round differently)
+_BLOCK = 2**17
+
+
+def _block_rows(ref, axes=1):
+    """Rows per block for work shaped like ``ref``, or None where it runs whole: off CPU, under
+    torch.compile, below ``axes`` axes (one row of classes is not cut) or under two blocks."""
+    if (
+        _BLOCK is None or not torch.is_tensor(ref) or ref.device.type != "cpu"
+        or ref.dim() < axes or torch.compiler.is_compiling()
+    ):
+        return None
+    rows = max(1, _BLOCK // max(math.prod(ref.shape[1:]), 1))
+    return rows if ref.shape[0] >= 2 * rows else None
+
+
+def _in_rows(run, rows, n, items):
+    """``run(*block)`` over blocks of ``rows`` of the ``n`` rows, joined along the first axis.
+
+    ``items`` are (value, axes) pairs: a tensor of ``axes`` axes and ``n`` rows is cut, a tuple
+    of them item by item; anything else (a parameter, a constant broadcast along the first
+    axis) passes whole to every block."""
+
+    def cut(a, block, axes):
+        if isinstance(a, tuple):  # (hvp's directions, one per differentiated input)
+            return tuple(cut(b, block, axes) for b in a)
+        if torch.is_tensor(a) and a.dim() == axes and a.shape[0] == n:
+            return a[block]
+        return a
+
+    return _join([
+        run(*(cut(a, slice(i, i + rows), axes) for a, axes in items)) for i in range(0, n, rows)
+    ])
+
+
+def _join(parts):
+    """The blocks' results (tensors, or tuples of them, nested) joined along the first axis."""
+    if isinstance(parts[0], tuple):
+        return tuple(_join(list(p)) for p in zip(*parts))
+    return torch.cat(parts)
+
+
 def _in_blocks(function):
-    """``function`` (value, grad, hess, hvp) over blocks of rows on CPU, as in the wrapper (see
-    _BLOCK), when its inputs come by position as tensors whose broadcast shape is that of each
+    """``function`` (value, grad, hess, hvp) in blocks of rows on CPU, as the wrapper's work,
+    when its inputs come by position as tensors whose broadcast shape is that of each
     differentiated input; otherwise as it is."""
 
     @functools.wraps(function)
     def blocked(*args, **params):
-        n = len(_INPUTS)
-        ref = args[_DIFFERENTIATED[0]] if len(args) >= n else None
-        if (
-            _BLOCK is None or not torch.is_tensor(ref) or ref.device.type != "cpu"
-            or ref.dim() == 0 or ref.numel() < 2 * _BLOCK or torch.compiler.is_compiling()
-        ):
+        ref = args[_DIFFERENTIATED[0]] if len(args) >= len(_INPUTS) else None
+        rows = _block_rows(ref)
+        if rows is None:
             return function(*args, **params)
         shape = ref.shape
         tensors = [a for a in (*args, *params.values()) if torch.is_tensor(a)]
@@ -164,21 +207,13 @@ def _in_blocks(function):
             or torch.broadcast_shapes(*(t.shape for t in tensors)) != shape
         ):
             return function(*args, **params)
-        rows = max(1, _BLOCK // max(math.prod(shape[1:]), 1))
-        if shape[0] < 2 * rows:
-            return function(*args, **params)
+        names = list(params)
 
-        def cut(a, i):
-            if isinstance(a, tuple):  # hvp's directions, one per differentiated input
-                return tuple(cut(b, i) for b in a)
-            if torch.is_tensor(a) and a.dim() == len(shape) and a.shape[0] == shape[0]:
-                return a[i : i + rows]
-            return a
+        def run(*cut):
+            return function(*cut[: len(args)], **dict(zip(names, cut[len(args) :])))
 
-        return _join([
-            function(*(cut(a, i) for a in args), **{k: cut(p, i) for k, p in params.items()})
-            for i in range(0, shape[0], rows)
-        ])
+        axes = len(shape)
+        return _in_rows(run, rows, shape[0], [(a, axes) for a in (*args, *params.values())])
 
     return blocked
 
@@ -302,53 +337,21 @@ def _saved(ctx):
     return tuple(next(tensors) if torch.is_tensor(a) or a is None else a for a in ctx.others)
 
 
-#: on CPU the wrapper's work runs over blocks of about this many entries along the first
-#: axis (of rows, over a class axis): each step's temporaries then stay in the cache, and in
-#: memory the allocator keeps, where a full-size temporary per step is a pass through main
-#: memory and, above a few megabytes, fresh pages from the system (the same formula entry by
-#: entry, or row by row: only an entry in a kernel's scalar tail, at a block's end, may round
-#: differently)
-_BLOCK = 2**17
 
 
 def _blocked(function, args, *v):
-    """``_call(function, args, *v)``, in blocks of rows on CPU."""
+    """``_call(function, args, *v)``, in blocks of rows on CPU (see _BLOCK)."""
     ref = args[_DIFFERENTIATED[0]]
-    if (
-        _BLOCK is None or not torch.is_tensor(ref) or ref.device.type != "cpu"
-        or ref.dim() < 1 + _CLASSES or torch.compiler.is_compiling()
-    ):  # (one row of classes is not cut)
+    rows = _block_rows(ref, 1 + _CLASSES)
+    if rows is None:
         return _call(function, args, *v)
-    shape = ref.shape
-    rows = max(1, _BLOCK // max(math.prod(shape[1:]), 1))
-    if shape[0] < 2 * rows:
-        return _call(function, args, *v)
-
-    def cut(a, i, dims):
-        if isinstance(a, tuple):
-            return tuple(cut(b, i, dims) for b in a)
-        if torch.is_tensor(a) and a.dim() == dims and a.shape[0] == shape[0]:
-            return a[i : i + rows]
-        return a  # a parameter, or a constant broadcast along the first axis
-
     # (a class index has one value per row: one axis fewer)
-    dims = [len(shape) - (k in _ROWS) for k in range(len(args))]
-    parts = [
-        _call(
-            function,
-            [cut(a, i, d) for a, d in zip(args, dims)],
-            *(cut(a, i, len(shape)) for a in v),
-        )
-        for i in range(0, shape[0], rows)
-    ]
-    return _join(parts)
-
-
-def _join(parts):
-    """The blocks' results (tensors, or tuples of them, nested) joined along the first axis."""
-    if isinstance(parts[0], tuple):
-        return tuple(_join(list(p)) for p in zip(*parts))
-    return torch.cat(parts)
+    items = [(a, ref.dim() - (k in _ROWS)) for k, a in enumerate(args)]
+    items += [(a, ref.dim()) for a in v]
+    return _in_rows(
+        lambda *cut: _call(function, list(cut[: len(args)]), *cut[len(args) :]),
+        rows, ref.shape[0], items,
+    )
 
 
 class _Value(torch.autograd.Function):
