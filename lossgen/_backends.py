@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import sympy
 from sympy.printing.precedence import PRECEDENCE, precedence
 
-from ._primitives import JAX_LOG1P, Primitive, ScaledSum
+from ._primitives import JAX_LOG1P, Primitive, ScaledProduct, ScaledSum, ScaledTerm
 from ._types import CHOICE_PREFIX
 
 __all__ = ["BACKENDS", "Backend", "UnprintableError", "print_expr"]
@@ -116,6 +116,15 @@ def _is_choice_test(cond) -> bool:
     return any(s.name.startswith(CHOICE_PREFIX) for s in getattr(cond, "free_symbols", ()))
 
 
+def _as_term(expr: sympy.Expr) -> sympy.Expr:
+    """A term of a ScaledSum with its scaled product (itself, or a branch's) as a ScaledTerm."""
+    if type(expr) is ScaledProduct:
+        return ScaledTerm(*expr.args)
+    if isinstance(expr, sympy.Piecewise):
+        return sympy.Piecewise(*((_as_term(e), c) for e, c in expr.args), evaluate=False)
+    return expr
+
+
 class _Printer:
     def __init__(self, backend: Backend):
         self.backend = backend
@@ -167,7 +176,10 @@ class _Printer:
                 raise UnprintableError(
                     f"{type(expr).__name__} has no lowering for the {self.backend.name} backend"
                 )
-            args = [self.print(arg) for arg in expr.args]
+            if isinstance(expr, ScaledSum):  # (its terms' scaled products: see ScaledTerm)
+                args = [self.print(_as_term(a) if k % 4 == 0 else a) for k, a in enumerate(expr.args)]
+            else:
+                args = [self.print(arg) for arg in expr.args]
             negated = {f"n{i}": self.print(-arg) for i, arg in enumerate(expr.args)}
             # {p0}: the argument parenthesized for use as an operand
             operands = {f"p{i}": self.paren(arg, PRECEDENCE["Pow"], strict=True) for i, arg in enumerate(expr.args)}

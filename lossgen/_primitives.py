@@ -26,6 +26,7 @@ __all__ = [
     "LogTanh",
     "ScaledProduct",
     "ScaledSum",
+    "ScaledTerm",
     "XLogY",
     "LogRatio",
     "LogSigmoid",
@@ -632,13 +633,18 @@ class ScaledProduct(Primitive):
     }
     # log space only where d as computed is not a normal number (flushed, or an intermediate
     # of it was: 0, inf or NaN): elsewhere c*d is the more accurate (exp of a large sum has the
-    # sum's rounding error, up to |log d| / 2 ulps)
+    # sum's rounding error, up to |log d| / 2 ulps). In a plain pass (_plain_first) c*d, NaN
+    # where that may differ (d not normal, unless c = 0 and d finite); a term of a scaled sum
+    # (``term``) is left to the sum, whose quadruple holds the same c and d
     helpers = {
         "jax": (
-            "def _scaled_product(c, d, log_d):\n"
+            "def _scaled_product(c, d, log_d, term=False):\n"
             "    info = jnp.finfo(jnp.asarray(log_d).dtype)\n"
-            "    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)\n"
             "    normal = (d >= info.tiny) & (d <= info.max)\n"
+            "    if _PLAIN[-1]:\n"
+            "        exact = normal | (c == 0) & jnp.isfinite(d)\n"
+            "        return c * d if term else jnp.where(exact, c * d, jnp.nan)\n"
+            "    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)\n"
             "    return jnp.where(normal, c * d, logged)\n"
         ),
     }
@@ -646,6 +652,13 @@ class ScaledProduct(Primitive):
     @classmethod
     def textbook(cls, c, d, log_d):
         return c * d
+
+
+class ScaledTerm(ScaledProduct):
+    """A ScaledProduct as a term of a ScaledSum (or a branch of a conditional that is one), as
+    the printer writes it: in JAX's plain pass the sum checks it, from the same c and d."""
+
+    lowering = {**ScaledProduct.lowering, "jax": "_scaled_product({0}, {1}, {2}, term=True)"}
 
 
 class ScaledSum(Primitive):
@@ -659,7 +672,13 @@ class ScaledSum(Primitive):
     |c_max| * d_max * s, formed at 2**mantissa bits times its size so that no intermediate is
     subnormal, where d_max is a normal number; else exp(L_max + log|s|), whose error is
     |L_max| * eps relative (up to 48 ulps in float32 at 2**-126). That one, where it falls below
-    the smallest normal number by no more than its rounding, is returned as that number."""
+    the smallest normal number by no more than its rounding, is returned as that number.
+
+    In JAX's plain pass (_plain_first) the sum is the plain one, or NaN unless every term is
+    exact as it stands: its factor and itself normal numbers (at least 2x the smallest: then
+    its log is above the flushing threshold), its cofactor 0, or its largest possible size
+    (|c| times d, or the smallest normal number for a flushed d) below eps / (256 n) of the
+    sum, where the scaled sum too counts it negligible; and the sum itself finite and normal."""
 
     display = "scaled_sum"
     lowering = {
@@ -673,6 +692,15 @@ class ScaledSum(Primitive):
             "    terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]\n"
             "    plain = sum(terms)\n"
             "    info = jnp.finfo(jnp.asarray(plain).dtype)\n"
+            "    if _PLAIN[-1]:  # the plain sum, NaN where a term may be flushed and matter\n"
+            "        size = jnp.abs(plain)\n"
+            "        exact = jnp.isfinite(plain) & (size >= 2 * info.tiny)\n"
+            "        negligible = size * (info.eps / (256 * len(terms)))\n"
+            "        for t, c, d in zip(terms, cofactors, factors):\n"
+            "            normal = (d >= info.tiny) & (d <= info.max) & (jnp.abs(t) >= 2 * info.tiny)\n"
+            "            below = jnp.abs(c) * jnp.maximum(d, info.tiny) < negligible\n"
+            "            exact = exact & (normal | (c == 0) | below)\n"
+            "        return jnp.where(exact, plain, jnp.nan)\n"
             "    logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]\n"
             "    # (a term within the logs' rounding of tiny counts as flushed)\n"
             "    small = math.log(info.tiny) * (1 - 8 * info.eps)\n"

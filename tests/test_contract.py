@@ -18,7 +18,7 @@ from _support import ROOT, spec_paths
 SPECS = {s.name: s for s in lossgen.load_specs(spec_paths())}
 ALLOWED_IMPORTS = {
     "numpy": {"numbers", "numpy", "scipy"},
-    "jax": {"math", "numbers", "jax"},
+    "jax": {"functools", "math", "numbers", "jax"},
     "torch": {"functools", "math", "numbers", "torch"},
 }
 

@@ -497,6 +497,7 @@ References
   p)**gamma_pos*log(p), L- = p_m**gamma_neg*log(1 - p_m), p_m = max(p - m, 0)
 """
 
+import functools
 import math
 import numbers
 
@@ -582,10 +583,13 @@ def _log_softplus(u):
     return jnp.where(u < -30, far, near)
 
 
-def _scaled_product(c, d, log_d):
+def _scaled_product(c, d, log_d, term=False):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
-    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     normal = (d >= info.tiny) & (d <= info.max)
+    if _PLAIN[-1]:
+        exact = normal | (c == 0) & jnp.isfinite(d)
+        return c * d if term else jnp.where(exact, c * d, jnp.nan)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     return jnp.where(normal, c * d, logged)
 
 
@@ -593,6 +597,15 @@ def _scaled_sum(*quads):
     terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
     plain = sum(terms)
     info = jnp.finfo(jnp.asarray(plain).dtype)
+    if _PLAIN[-1]:  # the plain sum, NaN where a term may be flushed and matter
+        size = jnp.abs(plain)
+        exact = jnp.isfinite(plain) & (size >= 2 * info.tiny)
+        negligible = size * (info.eps / (256 * len(terms)))
+        for t, c, d in zip(terms, cofactors, factors):
+            normal = (d >= info.tiny) & (d <= info.max) & (jnp.abs(t) >= 2 * info.tiny)
+            below = jnp.abs(c) * jnp.maximum(d, info.tiny) < negligible
+            exact = exact & (normal | (c == 0) | below)
+        return jnp.where(exact, plain, jnp.nan)
     logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
     # (a term within the logs' rounding of tiny counts as flushed)
     small = math.log(info.tiny) * (1 - 8 * info.eps)
@@ -617,6 +630,50 @@ def _scaled_sum(*quads):
     return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
 
 
+#: whether the scaled products and sums are in a plain pass (see _plain_first)
+_PLAIN = [False]
+
+
+def _plain_first(function):
+    """``function`` with plain products and sums, and as written where that may differ.
+
+    XLA evaluates both sides of every select, so the scaled forms' logs and exponentials,
+    there for factors and terms below the smallest normal number, cost more than the loss on
+    every call. The plain pass writes NaN wherever a scaled product or sum might differ from
+    the plain one (see _scaled_product, _scaled_sum); if any result is NaN (that, or a NaN of
+    its own) the call runs again as written, under one ``lax.cond`` when traced. Under
+    ``vmap`` the condition is per example, and JAX then evaluates both passes."""
+
+    @functools.wraps(function)
+    def run(*args, **params):
+        if len(_PLAIN) > 1:  # (called inside such a call: that one decides)
+            return function(*args, **params)
+        _PLAIN.append(True)
+        try:
+            plain = function(*args, **params)
+        finally:
+            _PLAIN.pop()
+        flags = [jnp.isnan(a).any() for a in jax.tree_util.tree_leaves(plain)]
+        redo = functools.reduce(jnp.logical_or, flags)
+
+        if params.get("validate"):  # (the plain pass validated the inputs)
+            params = {**params, "validate": False}
+
+        def scaled():
+            _PLAIN.append(False)
+            try:
+                return function(*args, **params)
+            finally:
+                _PLAIN.pop()
+
+        if isinstance(redo, jax.core.Tracer):
+            return jax.lax.cond(redo, scaled, lambda: plain)
+        return scaled() if redo else plain
+
+    return run
+
+
+@_plain_first
 def value(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -646,11 +703,11 @@ def value(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t15 = 1 + clip
     t16 = (
         _scaled_sum(
-            _scaled_product(clip, t7, t2),
+            _scaled_product(clip, t7, t2, term=True),
             clip,
             t7,
             t2,
-            _scaled_product(t15, t11, t13),
+            _scaled_product(t15, t11, t13, term=True),
             t15,
             t11,
             t13,
@@ -675,6 +732,7 @@ def value(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     return _fit(loss, shape, shape, out)
 
 
+@_plain_first
 def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     """The gradient of value(...).sum() with respect to x."""
     if validate:
@@ -733,11 +791,11 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t44 = 1 + clip
     t45 = (
         _scaled_sum(
-            _scaled_product(clip, t10, t14),
+            _scaled_product(clip, t10, t14, term=True),
             clip,
             t10,
             t14,
-            _scaled_product(t44, t22, t24),
+            _scaled_product(t44, t22, t24, term=True),
             t44,
             t22,
             t24,
@@ -774,11 +832,11 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                         t48,
                         0,
                         _scaled_sum(
-                            _scaled_product(t52, t22, t24),
+                            _scaled_product(t52, t22, t24, term=True),
                             t52,
                             t22,
                             t24,
-                            _scaled_product(t53, t31, t3),
+                            _scaled_product(t53, t31, t3, term=True),
                             t53,
                             t31,
                             t3,
@@ -788,11 +846,11 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                         t48,
                         0,
                         _scaled_sum(
-                            _scaled_product(t55, t10, t14),
+                            _scaled_product(t55, t10, t14, term=True),
                             t55,
                             t10,
                             t14,
-                            _scaled_product(t56, t38, t2),
+                            _scaled_product(t56, t38, t2, term=True),
                             t56,
                             t38,
                             t2,
@@ -804,21 +862,21 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                     jnp.where(
                         t17,
                         _scaled_sum(
-                            _scaled_product(t30, t32, t33),
+                            _scaled_product(t30, t32, t33, term=True),
                             t30,
                             t32,
                             t33,
-                            _scaled_product(t34, t35, t36),
+                            _scaled_product(t34, t35, t36, term=True),
                             t34,
                             t35,
                             t36,
                         ),
                         _scaled_sum(
-                            _scaled_product(t37, t39, t42),
+                            _scaled_product(t37, t39, t42, term=True),
                             t37,
                             t39,
                             t42,
-                            _scaled_product(t43, t35, t36),
+                            _scaled_product(t43, t35, t36, term=True),
                             t43,
                             t35,
                             t36,
@@ -848,11 +906,11 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
             t57,
             1,
             0,
-            _scaled_product(t58, t61, t62),
+            _scaled_product(t58, t61, t62, term=True),
             t58,
             t61,
             t62,
-            _scaled_product(t63, t64, t65),
+            _scaled_product(t63, t64, t65, term=True),
             t63,
             t64,
             t65,
@@ -861,6 +919,7 @@ def grad(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     return _fit(d_x, x.shape, shape, out)
 
 
+@_plain_first
 def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
@@ -893,11 +952,11 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t16 = -t15
     t17 = (
         _scaled_sum(
-            _scaled_product(-1, t5, t4),
+            _scaled_product(-1, t5, t4, term=True),
             -1,
             t5,
             t4,
-            _scaled_product(t6, t12, t16),
+            _scaled_product(t6, t12, t16, term=True),
             t6,
             t12,
             t16,
@@ -928,7 +987,18 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t40 = -t39
     t41 = jnp.exp(t3)
     t42 = -t27
-    t43 = _scaled_sum(t41, 1, t41, t3, _scaled_product(t42, t20, t23), t42, t20, t23)**2
+    t43 = (
+        _scaled_sum(
+            t41,
+            1,
+            t41,
+            t3,
+            _scaled_product(t42, t20, t23, term=True),
+            t42,
+            t20,
+            t23,
+        )**2
+    )
     t44 = t11**2
     t45 = t35 * t44
     t46 = 2 * t14 - t38
@@ -967,11 +1037,11 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t79 = 1 + clip
     t80 = (
         _scaled_sum(
-            _scaled_product(clip, t20, t23),
+            _scaled_product(clip, t20, t23, term=True),
             clip,
             t20,
             t23,
-            _scaled_product(t79, t12, t16),
+            _scaled_product(t79, t12, t16, term=True),
             t79,
             t12,
             t16,
@@ -1007,13 +1077,22 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t108 = (
         jnp.where(
             t26,
-            _scaled_sum(t94, t93, t55, t58, _scaled_product(t97, t99, t101), t97, t99, t101),
             _scaled_sum(
-                _scaled_product(t104, t106, t16),
+                t94,
+                t93,
+                t55,
+                t58,
+                _scaled_product(t97, t99, t101, term=True),
+                t97,
+                t99,
+                t101,
+            ),
+            _scaled_sum(
+                _scaled_product(t104, t106, t16, term=True),
                 t104,
                 t106,
                 t16,
-                _scaled_product(t107, t55, t58),
+                _scaled_product(t107, t55, t58, term=True),
                 t107,
                 t55,
                 t58,
@@ -1030,13 +1109,22 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
     t116 = (
         jnp.where(
             t26,
-            _scaled_sum(t94, t93, t55, t58, _scaled_product(t111, t66, t68), t111, t66, t68),
             _scaled_sum(
-                _scaled_product(t112, t113, t114),
+                t94,
+                t93,
+                t55,
+                t58,
+                _scaled_product(t111, t66, t68, term=True),
+                t111,
+                t66,
+                t68,
+            ),
+            _scaled_sum(
+                _scaled_product(t112, t113, t114, term=True),
                 t112,
                 t113,
                 t114,
-                _scaled_product(t115, t66, t68),
+                _scaled_product(t115, t66, t68, term=True),
                 t115,
                 t66,
                 t68,
@@ -1057,11 +1145,11 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
         jnp.where(
             t26,
             _scaled_sum(
-                _scaled_product(t120, t121, t122),
+                _scaled_product(t120, t121, t122, term=True),
                 t120,
                 t121,
                 t122,
-                _scaled_product(t123, t61, t64),
+                _scaled_product(t123, t61, t64, term=True),
                 t123,
                 t61,
                 t64,
@@ -1071,7 +1159,7 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                 t124,
                 t75,
                 t76,
-                _scaled_product(t126, t61, t64),
+                _scaled_product(t126, t61, t64, term=True),
                 t126,
                 t61,
                 t64,
@@ -1093,11 +1181,11 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
         jnp.where(
             t26,
             _scaled_sum(
-                _scaled_product(t131, t133, t23),
+                _scaled_product(t131, t133, t23, term=True),
                 t131,
                 t133,
                 t23,
-                _scaled_product(t134, t75, t76),
+                _scaled_product(t134, t75, t76, term=True),
                 t134,
                 t75,
                 t76,
@@ -1107,7 +1195,7 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                 t124,
                 t75,
                 t76,
-                _scaled_product(t135, t137, t138),
+                _scaled_product(t135, t137, t138, term=True),
                 t135,
                 t137,
                 t138,
@@ -1163,7 +1251,7 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                             t152,
                             t105,
                             t153,
-                            _scaled_product(t155, t98, t156),
+                            _scaled_product(t155, t98, t156, term=True),
                             t155,
                             t98,
                             t156,
@@ -1173,7 +1261,7 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                         t89,
                         0,
                         _scaled_sum(
-                            _scaled_product(t151, t45, t46),
+                            _scaled_product(t151, t45, t46, term=True),
                             t151,
                             t45,
                             t46,
@@ -1187,19 +1275,19 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                         t89,
                         0,
                         _scaled_sum(
-                            _scaled_product(t150, t45, t46),
+                            _scaled_product(t150, t45, t46, term=True),
                             t150,
                             t45,
                             t46,
-                            _scaled_product(t151, t54, t57),
+                            _scaled_product(t151, t54, t57, term=True),
                             t151,
                             t54,
                             t57,
-                            _scaled_product(t152, t5, t4),
+                            _scaled_product(t152, t5, t4, term=True),
                             t152,
                             t5,
                             t4,
-                            _scaled_product(t157, t105, t153),
+                            _scaled_product(t157, t105, t153, term=True),
                             t157,
                             t105,
                             t153,
@@ -1214,7 +1302,7 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                             t161,
                             t132,
                             t141,
-                            _scaled_product(t163, t136, t100),
+                            _scaled_product(t163, t136, t100, term=True),
                             t163,
                             t136,
                             t100,
@@ -1224,7 +1312,7 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                         t89,
                         0,
                         _scaled_sum(
-                            _scaled_product(t160, t37, t40),
+                            _scaled_product(t160, t37, t40, term=True),
                             t160,
                             t37,
                             t40,
@@ -1238,19 +1326,19 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                         t89,
                         0,
                         _scaled_sum(
-                            _scaled_product(t159, t37, t40),
+                            _scaled_product(t159, t37, t40, term=True),
                             t159,
                             t37,
                             t40,
-                            _scaled_product(t160, t54, t57),
+                            _scaled_product(t160, t54, t57, term=True),
                             t160,
                             t54,
                             t57,
-                            _scaled_product(t161, t41, t3),
+                            _scaled_product(t161, t41, t3, term=True),
                             t161,
                             t41,
                             t3,
-                            _scaled_product(t164, t132, t141),
+                            _scaled_product(t164, t132, t141, term=True),
                             t164,
                             t132,
                             t141,
@@ -1268,8 +1356,8 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                                 t108,
                                 jnp.where(
                                     t82,
-                                    _scaled_product(t96, t51, t52),
-                                    _scaled_product(t109, t55, t58),
+                                    _scaled_product(t96, t51, t52, term=True),
+                                    _scaled_product(t109, t55, t58, term=True),
                                 ),
                             ),
                             jnp.where(t81, t108, jnp.where(t82, t96, t109)),
@@ -1280,8 +1368,8 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                                 t116,
                                 jnp.where(
                                     t82,
-                                    _scaled_product(t117, t54, t57),
-                                    _scaled_product(t118, t66, t68),
+                                    _scaled_product(t117, t54, t57, term=True),
+                                    _scaled_product(t118, t66, t68, term=True),
                                 ),
                             ),
                             jnp.where(t81, t116, jnp.where(t82, t117, t118)),
@@ -1298,8 +1386,8 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                                 t127,
                                 jnp.where(
                                     t82,
-                                    _scaled_product(t119, t37, t40),
-                                    _scaled_product(t128, t61, t64),
+                                    _scaled_product(t119, t37, t40, term=True),
+                                    _scaled_product(t128, t61, t64, term=True),
                                 ),
                             ),
                             jnp.where(t81, t127, jnp.where(t82, t119, t128)),
@@ -1310,8 +1398,8 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                                 t139,
                                 jnp.where(
                                     t82,
-                                    _scaled_product(t140, t132, t141),
-                                    _scaled_product(t142, t75, t76),
+                                    _scaled_product(t140, t132, t141, term=True),
+                                    _scaled_product(t142, t75, t76, term=True),
                                 ),
                             ),
                             jnp.where(t81, t139, jnp.where(t82, t140, t142)),
@@ -1325,37 +1413,37 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                     jnp.where(
                         t26,
                         _scaled_sum(
-                            _scaled_product(t50, t51, t52),
+                            _scaled_product(t50, t51, t52, term=True),
                             t50,
                             t51,
                             t52,
-                            _scaled_product(t53, t55, t58),
+                            _scaled_product(t53, t55, t58, term=True),
                             t53,
                             t55,
                             t58,
-                            _scaled_product(t59, t61, t64),
+                            _scaled_product(t59, t61, t64, term=True),
                             t59,
                             t61,
                             t64,
-                            _scaled_product(t65, t66, t68),
+                            _scaled_product(t65, t66, t68, term=True),
                             t65,
                             t66,
                             t68,
                         ),
                         _scaled_sum(
-                            _scaled_product(t69, t70, t73),
+                            _scaled_product(t69, t70, t73, term=True),
                             t69,
                             t70,
                             t73,
-                            _scaled_product(t74, t75, t76),
+                            _scaled_product(t74, t75, t76, term=True),
                             t74,
                             t75,
                             t76,
-                            _scaled_product(t77, t66, t68),
+                            _scaled_product(t77, t66, t68, term=True),
                             t77,
                             t66,
                             t68,
-                            _scaled_product(t78, t61, t64),
+                            _scaled_product(t78, t61, t64, term=True),
                             t78,
                             t61,
                             t64,
@@ -1370,15 +1458,15 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
                         t82,
                         _scaled_product(-t31, t54, t57),
                         _scaled_sum(
-                            _scaled_product(t84, t61, t64),
+                            _scaled_product(t84, t61, t64, term=True),
                             t84,
                             t61,
                             t64,
-                            _scaled_product(t85, t66, t68),
+                            _scaled_product(t85, t66, t68, term=True),
                             t85,
                             t66,
                             t68,
-                            _scaled_product(t86, t87, t88),
+                            _scaled_product(t86, t87, t88, term=True),
                             t86,
                             t87,
                             t88,
@@ -1409,19 +1497,19 @@ def hess(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, validate=False):
             t165,
             1,
             0,
-            _scaled_product(y, t168, t169),
+            _scaled_product(y, t168, t169, term=True),
             y,
             t168,
             t169,
-            _scaled_product(t170, t172, t174),
+            _scaled_product(t170, t172, t174, term=True),
             t170,
             t172,
             t174,
-            _scaled_product(t176, t177, t178),
+            _scaled_product(t176, t177, t178, term=True),
             t176,
             t177,
             t178,
-            _scaled_product(t179, t168, t169),
+            _scaled_product(t179, t168, t169, term=True),
             t179,
             t168,
             t169,

@@ -74,6 +74,7 @@ References
   lambda_bce*mean(F.binary_cross_entropy_with_logits(x, y)) over the set
 """
 
+import functools
 import math
 import numbers
 
@@ -193,10 +194,13 @@ def _hess_block(d, *pairs):
     return jnp.where(eye, d[..., :, None], h)
 
 
-def _scaled_product(c, d, log_d):
+def _scaled_product(c, d, log_d, term=False):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
-    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     normal = (d >= info.tiny) & (d <= info.max)
+    if _PLAIN[-1]:
+        exact = normal | (c == 0) & jnp.isfinite(d)
+        return c * d if term else jnp.where(exact, c * d, jnp.nan)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     return jnp.where(normal, c * d, logged)
 
 
@@ -204,6 +208,15 @@ def _scaled_sum(*quads):
     terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
     plain = sum(terms)
     info = jnp.finfo(jnp.asarray(plain).dtype)
+    if _PLAIN[-1]:  # the plain sum, NaN where a term may be flushed and matter
+        size = jnp.abs(plain)
+        exact = jnp.isfinite(plain) & (size >= 2 * info.tiny)
+        negligible = size * (info.eps / (256 * len(terms)))
+        for t, c, d in zip(terms, cofactors, factors):
+            normal = (d >= info.tiny) & (d <= info.max) & (jnp.abs(t) >= 2 * info.tiny)
+            below = jnp.abs(c) * jnp.maximum(d, info.tiny) < negligible
+            exact = exact & (normal | (c == 0) | below)
+        return jnp.where(exact, plain, jnp.nan)
     logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
     # (a term within the logs' rounding of tiny counts as flushed)
     small = math.log(info.tiny) * (1 - 8 * info.eps)
@@ -226,6 +239,49 @@ def _scaled_sum(*quads):
     exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
     magnitude = jnp.where(exact, direct, logged)
     return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
+
+
+#: whether the scaled products and sums are in a plain pass (see _plain_first)
+_PLAIN = [False]
+
+
+def _plain_first(function):
+    """``function`` with plain products and sums, and as written where that may differ.
+
+    XLA evaluates both sides of every select, so the scaled forms' logs and exponentials,
+    there for factors and terms below the smallest normal number, cost more than the loss on
+    every call. The plain pass writes NaN wherever a scaled product or sum might differ from
+    the plain one (see _scaled_product, _scaled_sum); if any result is NaN (that, or a NaN of
+    its own) the call runs again as written, under one ``lax.cond`` when traced. Under
+    ``vmap`` the condition is per example, and JAX then evaluates both passes."""
+
+    @functools.wraps(function)
+    def run(*args, **params):
+        if len(_PLAIN) > 1:  # (called inside such a call: that one decides)
+            return function(*args, **params)
+        _PLAIN.append(True)
+        try:
+            plain = function(*args, **params)
+        finally:
+            _PLAIN.pop()
+        flags = [jnp.isnan(a).any() for a in jax.tree_util.tree_leaves(plain)]
+        redo = functools.reduce(jnp.logical_or, flags)
+
+        if params.get("validate"):  # (the plain pass validated the inputs)
+            params = {**params, "validate": False}
+
+        def scaled():
+            _PLAIN.append(False)
+            try:
+                return function(*args, **params)
+            finally:
+                _PLAIN.pop()
+
+        if isinstance(redo, jax.core.Tracer):
+            return jax.lax.cond(redo, scaled, lambda: plain)
+        return scaled() if redo else plain
+
+    return run
 
 
 def value(x, y, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=False):
@@ -256,6 +312,7 @@ def value(x, y, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=F
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out)
 
 
+@_plain_first
 def grad(x, y, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=False):
     """The gradient of value(...).sum() with respect to x."""
     if validate:
@@ -286,19 +343,19 @@ def grad(x, y, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=Fa
     t20 = -2 * lambda_dice * y / t5
     d_x = (
         _scaled_sum(
-            _scaled_product(t6, t9, t13),
+            _scaled_product(t6, t9, t13, term=True),
             t6,
             t9,
             t13,
-            _scaled_product(t15, t16, t17),
+            _scaled_product(t15, t16, t17, term=True),
             t15,
             t16,
             t17,
-            _scaled_product(t18, t4, t19),
+            _scaled_product(t18, t4, t19, term=True),
             t18,
             t4,
             t19,
-            _scaled_product(t20, t9, t13),
+            _scaled_product(t20, t9, t13, term=True),
             t20,
             t9,
             t13,
@@ -307,6 +364,7 @@ def grad(x, y, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=Fa
     return _from_set(_fit(d_x, x.shape, shape, out), _layout, 0, out)
 
 
+@_plain_first
 def hess(x, y, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=False):
     """The Hessian of value(...).sum(), one (C, C) block per row."""
     if validate:
@@ -379,91 +437,91 @@ def hess(x, y, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=Fa
     d2_x = (
         _hess_block(
             _scaled_sum(
-                _scaled_product(t9, t14, t20),
+                _scaled_product(t9, t14, t20, term=True),
                 t9,
                 t14,
                 t20,
-                _scaled_product(t21, t23, t25),
+                _scaled_product(t21, t23, t25, term=True),
                 t21,
                 t23,
                 t25,
-                _scaled_product(t28, t29, t30),
+                _scaled_product(t28, t29, t30, term=True),
                 t28,
                 t29,
                 t30,
-                _scaled_product(t32, t29, t30),
+                _scaled_product(t32, t29, t30, term=True),
                 t32,
                 t29,
                 t30,
-                _scaled_product(t34, t35, t36),
+                _scaled_product(t34, t35, t36, term=True),
                 t34,
                 t35,
                 t36,
-                _scaled_product(t37, t35, t36),
+                _scaled_product(t37, t35, t36, term=True),
                 t37,
                 t35,
                 t36,
-                _scaled_product(t38, t14, t20),
+                _scaled_product(t38, t14, t20, term=True),
                 t38,
                 t14,
                 t20,
-                _scaled_product(t39, t23, t25),
+                _scaled_product(t39, t23, t25, term=True),
                 t39,
                 t23,
                 t25,
-                _scaled_product(t42, t23, t25),
+                _scaled_product(t42, t23, t25, term=True),
                 t42,
                 t23,
                 t25,
-                _scaled_product(t45, t14, t20),
+                _scaled_product(t45, t14, t20, term=True),
                 t45,
                 t14,
                 t20,
-                _scaled_product(t48, t14, t20),
+                _scaled_product(t48, t14, t20, term=True),
                 t48,
                 t14,
                 t20,
-                _scaled_product(t50, t23, t25),
+                _scaled_product(t50, t23, t25, term=True),
                 t50,
                 t23,
                 t25,
-                _scaled_product(t41, t14, t20),
+                _scaled_product(t41, t14, t20, term=True),
                 t41,
                 t14,
                 t20,
-                _scaled_product(t44, t23, t25),
+                _scaled_product(t44, t23, t25, term=True),
                 t44,
                 t23,
                 t25,
-                _scaled_product(t47, t23, t25),
+                _scaled_product(t47, t23, t25, term=True),
                 t47,
                 t23,
                 t25,
-                _scaled_product(t49, t14, t20),
+                _scaled_product(t49, t14, t20, term=True),
                 t49,
                 t14,
                 t20,
-                _scaled_product(t52, t29, t30),
+                _scaled_product(t52, t29, t30, term=True),
                 t52,
                 t29,
                 t30,
-                _scaled_product(t53, t29, t30),
+                _scaled_product(t53, t29, t30, term=True),
                 t53,
                 t29,
                 t30,
-                _scaled_product(t55, t14, t20),
+                _scaled_product(t55, t14, t20, term=True),
                 t55,
                 t14,
                 t20,
-                _scaled_product(t57, t35, t36),
+                _scaled_product(t57, t35, t36, term=True),
                 t57,
                 t35,
                 t36,
-                _scaled_product(t58, t35, t36),
+                _scaled_product(t58, t35, t36, term=True),
                 t58,
                 t35,
                 t36,
-                _scaled_product(t54, t23, t25),
+                _scaled_product(t54, t23, t25, term=True),
                 t54,
                 t23,
                 t25,

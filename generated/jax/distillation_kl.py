@@ -74,6 +74,7 @@ References
   F.log_softmax(t / T), log_target=True, reduction='none').sum(-1) * T**2
 """
 
+import functools
 import math
 import numbers
 
@@ -275,10 +276,13 @@ def _lse_parts(u):
     return jax.lax.cond(few, _lse_exact, lambda u: (m, s), u)
 
 
-def _scaled_product(c, d, log_d):
+def _scaled_product(c, d, log_d, term=False):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
-    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     normal = (d >= info.tiny) & (d <= info.max)
+    if _PLAIN[-1]:
+        exact = normal | (c == 0) & jnp.isfinite(d)
+        return c * d if term else jnp.where(exact, c * d, jnp.nan)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     return jnp.where(normal, c * d, logged)
 
 
@@ -286,6 +290,15 @@ def _scaled_sum(*quads):
     terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
     plain = sum(terms)
     info = jnp.finfo(jnp.asarray(plain).dtype)
+    if _PLAIN[-1]:  # the plain sum, NaN where a term may be flushed and matter
+        size = jnp.abs(plain)
+        exact = jnp.isfinite(plain) & (size >= 2 * info.tiny)
+        negligible = size * (info.eps / (256 * len(terms)))
+        for t, c, d in zip(terms, cofactors, factors):
+            normal = (d >= info.tiny) & (d <= info.max) & (jnp.abs(t) >= 2 * info.tiny)
+            below = jnp.abs(c) * jnp.maximum(d, info.tiny) < negligible
+            exact = exact & (normal | (c == 0) | below)
+        return jnp.where(exact, plain, jnp.nan)
     logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
     # (a term within the logs' rounding of tiny counts as flushed)
     small = math.log(info.tiny) * (1 - 8 * info.eps)
@@ -390,6 +403,49 @@ def _two_sum(t):
     return t, lo
 
 
+#: whether the scaled products and sums are in a plain pass (see _plain_first)
+_PLAIN = [False]
+
+
+def _plain_first(function):
+    """``function`` with plain products and sums, and as written where that may differ.
+
+    XLA evaluates both sides of every select, so the scaled forms' logs and exponentials,
+    there for factors and terms below the smallest normal number, cost more than the loss on
+    every call. The plain pass writes NaN wherever a scaled product or sum might differ from
+    the plain one (see _scaled_product, _scaled_sum); if any result is NaN (that, or a NaN of
+    its own) the call runs again as written, under one ``lax.cond`` when traced. Under
+    ``vmap`` the condition is per example, and JAX then evaluates both passes."""
+
+    @functools.wraps(function)
+    def run(*args, **params):
+        if len(_PLAIN) > 1:  # (called inside such a call: that one decides)
+            return function(*args, **params)
+        _PLAIN.append(True)
+        try:
+            plain = function(*args, **params)
+        finally:
+            _PLAIN.pop()
+        flags = [jnp.isnan(a).any() for a in jax.tree_util.tree_leaves(plain)]
+        redo = functools.reduce(jnp.logical_or, flags)
+
+        if params.get("validate"):  # (the plain pass validated the inputs)
+            params = {**params, "validate": False}
+
+        def scaled():
+            _PLAIN.append(False)
+            try:
+                return function(*args, **params)
+            finally:
+                _PLAIN.pop()
+
+        if isinstance(redo, jax.core.Tracer):
+            return jax.lax.cond(redo, scaled, lambda: plain)
+        return scaled() if redo else plain
+
+    return run
+
+
 def value(x, t, *, T=1.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -400,6 +456,7 @@ def value(x, t, *, T=1.0, validate=False):
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out)
 
 
+@_plain_first
 def grad(x, t, *, T=1.0, validate=False):
     """The gradient of value(...).sum() with respect to x, t."""
     if validate:
@@ -417,6 +474,7 @@ def grad(x, t, *, T=1.0, validate=False):
     )
 
 
+@_plain_first
 def hess(x, t, *, T=1.0, validate=False):
     """The Hessian of value(...).sum(), one (C, C) block per row: nested blocks."""
     if validate:
@@ -440,15 +498,15 @@ def hess(x, t, *, T=1.0, validate=False):
     t13 = jnp.exp(t12)
     t14 = (
         _scaled_sum(
-            _scaled_product(1, t9, t10),
+            _scaled_product(1, t9, t10, term=True),
             1,
             t9,
             t10,
-            _scaled_product(-1, t5, t4),
+            _scaled_product(-1, t5, t4, term=True),
             -1,
             t5,
             t4,
-            _scaled_product(t11, t9, t10),
+            _scaled_product(t11, t9, t10, term=True),
             t11,
             t9,
             t10,
@@ -479,39 +537,39 @@ def hess(x, t, *, T=1.0, validate=False):
     d2_t = (
         _hess_block(
             _scaled_sum(
-                _scaled_product(-4, t13, t12),
+                _scaled_product(-4, t13, t12, term=True),
                 -4,
                 t13,
                 t12,
-                _scaled_product(2, t5, t4),
+                _scaled_product(2, t5, t4, term=True),
                 2,
                 t5,
                 t4,
-                _scaled_product(t20, t5, t4),
+                _scaled_product(t20, t5, t4, term=True),
                 t20,
                 t5,
                 t4,
-                _scaled_product(t17, t5, t4),
+                _scaled_product(t17, t5, t4, term=True),
                 t17,
                 t5,
                 t4,
-                _scaled_product(t21, t13, t12),
+                _scaled_product(t21, t13, t12, term=True),
                 t21,
                 t13,
                 t12,
-                _scaled_product(t22, t13, t12),
+                _scaled_product(t22, t13, t12, term=True),
                 t22,
                 t13,
                 t12,
-                _scaled_product(t19, t13, t12),
+                _scaled_product(t19, t13, t12, term=True),
                 t19,
                 t13,
                 t12,
-                _scaled_product(t23, t13, t12),
+                _scaled_product(t23, t13, t12, term=True),
                 t23,
                 t13,
                 t12,
-                _scaled_product(t4, t5, t4),
+                _scaled_product(t4, t5, t4, term=True),
                 t4,
                 t5,
                 t4,

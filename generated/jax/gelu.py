@@ -53,6 +53,7 @@ References
   True)
 """
 
+import functools
 import math
 import numbers
 
@@ -131,10 +132,13 @@ def _erfc_scaled(x, c, c2):
     return jnp.where(u > 2, tail, jax.scipy.special.erfc(u))
 
 
-def _scaled_product(c, d, log_d):
+def _scaled_product(c, d, log_d, term=False):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
-    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     normal = (d >= info.tiny) & (d <= info.max)
+    if _PLAIN[-1]:
+        exact = normal | (c == 0) & jnp.isfinite(d)
+        return c * d if term else jnp.where(exact, c * d, jnp.nan)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     return jnp.where(normal, c * d, logged)
 
 
@@ -142,6 +146,15 @@ def _scaled_sum(*quads):
     terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
     plain = sum(terms)
     info = jnp.finfo(jnp.asarray(plain).dtype)
+    if _PLAIN[-1]:  # the plain sum, NaN where a term may be flushed and matter
+        size = jnp.abs(plain)
+        exact = jnp.isfinite(plain) & (size >= 2 * info.tiny)
+        negligible = size * (info.eps / (256 * len(terms)))
+        for t, c, d in zip(terms, cofactors, factors):
+            normal = (d >= info.tiny) & (d <= info.max) & (jnp.abs(t) >= 2 * info.tiny)
+            below = jnp.abs(c) * jnp.maximum(d, info.tiny) < negligible
+            exact = exact & (normal | (c == 0) | below)
+        return jnp.where(exact, plain, jnp.nan)
     logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
     # (a term within the logs' rounding of tiny counts as flushed)
     small = math.log(info.tiny) * (1 - 8 * info.eps)
@@ -166,6 +179,50 @@ def _scaled_sum(*quads):
     return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
 
 
+#: whether the scaled products and sums are in a plain pass (see _plain_first)
+_PLAIN = [False]
+
+
+def _plain_first(function):
+    """``function`` with plain products and sums, and as written where that may differ.
+
+    XLA evaluates both sides of every select, so the scaled forms' logs and exponentials,
+    there for factors and terms below the smallest normal number, cost more than the loss on
+    every call. The plain pass writes NaN wherever a scaled product or sum might differ from
+    the plain one (see _scaled_product, _scaled_sum); if any result is NaN (that, or a NaN of
+    its own) the call runs again as written, under one ``lax.cond`` when traced. Under
+    ``vmap`` the condition is per example, and JAX then evaluates both passes."""
+
+    @functools.wraps(function)
+    def run(*args, **params):
+        if len(_PLAIN) > 1:  # (called inside such a call: that one decides)
+            return function(*args, **params)
+        _PLAIN.append(True)
+        try:
+            plain = function(*args, **params)
+        finally:
+            _PLAIN.pop()
+        flags = [jnp.isnan(a).any() for a in jax.tree_util.tree_leaves(plain)]
+        redo = functools.reduce(jnp.logical_or, flags)
+
+        if params.get("validate"):  # (the plain pass validated the inputs)
+            params = {**params, "validate": False}
+
+        def scaled():
+            _PLAIN.append(False)
+            try:
+                return function(*args, **params)
+            finally:
+                _PLAIN.pop()
+
+        if isinstance(redo, jax.core.Tracer):
+            return jax.lax.cond(redo, scaled, lambda: plain)
+        return scaled() if redo else plain
+
+    return run
+
+
+@_plain_first
 def value(x, *, approximate='none', validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -188,6 +245,7 @@ def value(x, *, approximate='none', validate=False):
     return _fit(loss, shape, shape, out)
 
 
+@_plain_first
 def grad(x, *, approximate='none', validate=False):
     """The gradient of value(...).sum() with respect to x."""
     if validate:
@@ -215,14 +273,24 @@ def grad(x, *, approximate='none', validate=False):
     t19 = t14 / t11
     d_x = (
         (
-            _scaled_sum(t0, t0, 1, 0, _scaled_product(t3, t6, t5), t3, t6, t5)
+            _scaled_sum(t0, t0, 1, 0, _scaled_product(t3, t6, t5, term=True), t3, t6, t5)
             if approximate == 'none'
-            else _scaled_sum(_scaled_product(t8, t15, t18), t8, t15, t18, t19, 1, t19, t16 - t17)
+            else _scaled_sum(
+                _scaled_product(t8, t15, t18, term=True),
+                t8,
+                t15,
+                t18,
+                t19,
+                1,
+                t19,
+                t16 - t17,
+            )
         )
     )
     return _fit(d_x, x.shape, shape, out)
 
 
+@_plain_first
 def hess(x, *, approximate='none', validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
@@ -262,19 +330,19 @@ def hess(x, *, approximate='none', validate=False):
             _scaled_product(t2 * (1 - t1), jnp.exp(t3), t3)
             if approximate == 'none'
             else _scaled_sum(
-                _scaled_product(t6, t15, t20),
+                _scaled_product(t6, t15, t20, term=True),
                 t6,
                 t15,
                 t20,
-                _scaled_product(t21, t22, t23),
+                _scaled_product(t21, t22, t23, term=True),
                 t21,
                 t22,
                 t23,
-                _scaled_product(t5, t24, t25),
+                _scaled_product(t5, t24, t25, term=True),
                 t5,
                 t24,
                 t25,
-                _scaled_product(t26, t22, t23),
+                _scaled_product(t26, t22, t23, term=True),
                 t26,
                 t22,
                 t23,

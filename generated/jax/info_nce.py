@@ -72,6 +72,7 @@ References
   partner rows
 """
 
+import functools
 import math
 import numbers
 
@@ -360,10 +361,13 @@ def _rows_vjp(z, c):
     return _rows_jvp(z, c)
 
 
-def _scaled_product(c, d, log_d):
+def _scaled_product(c, d, log_d, term=False):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
-    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     normal = (d >= info.tiny) & (d <= info.max)
+    if _PLAIN[-1]:
+        exact = normal | (c == 0) & jnp.isfinite(d)
+        return c * d if term else jnp.where(exact, c * d, jnp.nan)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     return jnp.where(normal, c * d, logged)
 
 
@@ -409,6 +413,49 @@ def _with_diagonal(g):
     g = jnp.concatenate([g, jnp.zeros_like(g[..., :1])], axis=-1)
     g = g.reshape(lead + ((b - 1) * (b + 1),))
     return jnp.concatenate([jnp.zeros_like(g[..., :1]), g], axis=-1).reshape(lead + (b, b))
+
+
+#: whether the scaled products and sums are in a plain pass (see _plain_first)
+_PLAIN = [False]
+
+
+def _plain_first(function):
+    """``function`` with plain products and sums, and as written where that may differ.
+
+    XLA evaluates both sides of every select, so the scaled forms' logs and exponentials,
+    there for factors and terms below the smallest normal number, cost more than the loss on
+    every call. The plain pass writes NaN wherever a scaled product or sum might differ from
+    the plain one (see _scaled_product, _scaled_sum); if any result is NaN (that, or a NaN of
+    its own) the call runs again as written, under one ``lax.cond`` when traced. Under
+    ``vmap`` the condition is per example, and JAX then evaluates both passes."""
+
+    @functools.wraps(function)
+    def run(*args, **params):
+        if len(_PLAIN) > 1:  # (called inside such a call: that one decides)
+            return function(*args, **params)
+        _PLAIN.append(True)
+        try:
+            plain = function(*args, **params)
+        finally:
+            _PLAIN.pop()
+        flags = [jnp.isnan(a).any() for a in jax.tree_util.tree_leaves(plain)]
+        redo = functools.reduce(jnp.logical_or, flags)
+
+        if params.get("validate"):  # (the plain pass validated the inputs)
+            params = {**params, "validate": False}
+
+        def scaled():
+            _PLAIN.append(False)
+            try:
+                return function(*args, **params)
+            finally:
+                _PLAIN.pop()
+
+        if isinstance(redo, jax.core.Tracer):
+            return jax.lax.cond(redo, scaled, lambda: plain)
+        return scaled() if redo else plain
+
+    return run
 
 
 def value(z, *, t=0.5, validate=False):

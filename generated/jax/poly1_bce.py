@@ -80,6 +80,7 @@ References
   (arXiv:2204.12511): Poly-1 = CE + epsilon*(1 - P_t)
 """
 
+import functools
 import math
 import numbers
 
@@ -150,10 +151,13 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
-def _scaled_product(c, d, log_d):
+def _scaled_product(c, d, log_d, term=False):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
-    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     normal = (d >= info.tiny) & (d <= info.max)
+    if _PLAIN[-1]:
+        exact = normal | (c == 0) & jnp.isfinite(d)
+        return c * d if term else jnp.where(exact, c * d, jnp.nan)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     return jnp.where(normal, c * d, logged)
 
 
@@ -161,6 +165,15 @@ def _scaled_sum(*quads):
     terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
     plain = sum(terms)
     info = jnp.finfo(jnp.asarray(plain).dtype)
+    if _PLAIN[-1]:  # the plain sum, NaN where a term may be flushed and matter
+        size = jnp.abs(plain)
+        exact = jnp.isfinite(plain) & (size >= 2 * info.tiny)
+        negligible = size * (info.eps / (256 * len(terms)))
+        for t, c, d in zip(terms, cofactors, factors):
+            normal = (d >= info.tiny) & (d <= info.max) & (jnp.abs(t) >= 2 * info.tiny)
+            below = jnp.abs(c) * jnp.maximum(d, info.tiny) < negligible
+            exact = exact & (normal | (c == 0) | below)
+        return jnp.where(exact, plain, jnp.nan)
     logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
     # (a term within the logs' rounding of tiny counts as flushed)
     small = math.log(info.tiny) * (1 - 8 * info.eps)
@@ -198,6 +211,50 @@ def _softplus_minus_sigmoid(u):
     return jnp.where(u <= 0, series, direct)
 
 
+#: whether the scaled products and sums are in a plain pass (see _plain_first)
+_PLAIN = [False]
+
+
+def _plain_first(function):
+    """``function`` with plain products and sums, and as written where that may differ.
+
+    XLA evaluates both sides of every select, so the scaled forms' logs and exponentials,
+    there for factors and terms below the smallest normal number, cost more than the loss on
+    every call. The plain pass writes NaN wherever a scaled product or sum might differ from
+    the plain one (see _scaled_product, _scaled_sum); if any result is NaN (that, or a NaN of
+    its own) the call runs again as written, under one ``lax.cond`` when traced. Under
+    ``vmap`` the condition is per example, and JAX then evaluates both passes."""
+
+    @functools.wraps(function)
+    def run(*args, **params):
+        if len(_PLAIN) > 1:  # (called inside such a call: that one decides)
+            return function(*args, **params)
+        _PLAIN.append(True)
+        try:
+            plain = function(*args, **params)
+        finally:
+            _PLAIN.pop()
+        flags = [jnp.isnan(a).any() for a in jax.tree_util.tree_leaves(plain)]
+        redo = functools.reduce(jnp.logical_or, flags)
+
+        if params.get("validate"):  # (the plain pass validated the inputs)
+            params = {**params, "validate": False}
+
+        def scaled():
+            _PLAIN.append(False)
+            try:
+                return function(*args, **params)
+            finally:
+                _PLAIN.pop()
+
+        if isinstance(redo, jax.core.Tracer):
+            return jax.lax.cond(redo, scaled, lambda: plain)
+        return scaled() if redo else plain
+
+    return run
+
+
+@_plain_first
 def value(x, y, *, epsilon=1.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -215,12 +272,14 @@ def value(x, y, *, epsilon=1.0, validate=False):
     t9 = -t4 + jnp.minimum(0, t7)
     t10 = _softplus_minus_sigmoid(t7)
     loss = (
-        y * _scaled_sum(_scaled_product(t0, t8, t9), t0, t8, t9, t10, t10, 1, 0)
-        + (1 - y) * _scaled_sum(_scaled_product(t0, t3, t5), t0, t3, t5, t6, t6, 1, 0)
+        y * _scaled_sum(_scaled_product(t0, t8, t9, term=True), t0, t8, t9, t10, t10, 1, 0)
+        + (1 - y)
+        * _scaled_sum(_scaled_product(t0, t3, t5, term=True), t0, t3, t5, t6, t6, 1, 0)
     )
     return _fit(loss, shape, shape, out)
 
 
+@_plain_first
 def grad(x, y, *, epsilon=1.0, validate=False):
     """The gradient of value(...).sum() with respect to x."""
     if validate:
@@ -246,15 +305,15 @@ def grad(x, y, *, epsilon=1.0, validate=False):
     t17 = t12 + t6 - t7
     d_x = (
         _scaled_sum(
-            _scaled_product(t0, t5, t8),
+            _scaled_product(t0, t5, t8, term=True),
             t0,
             t5,
             t8,
-            _scaled_product(t9, t11, t13),
+            _scaled_product(t9, t11, t13, term=True),
             t9,
             t11,
             t13,
-            _scaled_product(t15, t16, t17),
+            _scaled_product(t15, t16, t17, term=True),
             t15,
             t16,
             t17,
@@ -263,6 +322,7 @@ def grad(x, y, *, epsilon=1.0, validate=False):
     return _fit(d_x, x.shape, shape, out)
 
 
+@_plain_first
 def hess(x, y, *, epsilon=1.0, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
@@ -287,11 +347,11 @@ def hess(x, y, *, epsilon=1.0, validate=False):
     t14 = t10 + 2 * t8 + t9
     d2_x = (
         _scaled_sum(
-            _scaled_product(t1, t7, t11),
+            _scaled_product(t1, t7, t11, term=True),
             t1,
             t7,
             t11,
-            _scaled_product(t12, t13, t14),
+            _scaled_product(t12, t13, t14, term=True),
             t12,
             t13,
             t14,

@@ -147,6 +147,7 @@ References
 - optax.sigmoid_focal_loss
 """
 
+import functools
 import math
 import numbers
 
@@ -224,10 +225,13 @@ def _log1p(x):
     return jnp.where(bad, x * jnp.log(u) / (u - 1), jnp.log1p(x))
 
 
-def _scaled_product(c, d, log_d):
+def _scaled_product(c, d, log_d, term=False):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
-    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     normal = (d >= info.tiny) & (d <= info.max)
+    if _PLAIN[-1]:
+        exact = normal | (c == 0) & jnp.isfinite(d)
+        return c * d if term else jnp.where(exact, c * d, jnp.nan)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     return jnp.where(normal, c * d, logged)
 
 
@@ -235,6 +239,15 @@ def _scaled_sum(*quads):
     terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
     plain = sum(terms)
     info = jnp.finfo(jnp.asarray(plain).dtype)
+    if _PLAIN[-1]:  # the plain sum, NaN where a term may be flushed and matter
+        size = jnp.abs(plain)
+        exact = jnp.isfinite(plain) & (size >= 2 * info.tiny)
+        negligible = size * (info.eps / (256 * len(terms)))
+        for t, c, d in zip(terms, cofactors, factors):
+            normal = (d >= info.tiny) & (d <= info.max) & (jnp.abs(t) >= 2 * info.tiny)
+            below = jnp.abs(c) * jnp.maximum(d, info.tiny) < negligible
+            exact = exact & (normal | (c == 0) | below)
+        return jnp.where(exact, plain, jnp.nan)
     logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
     # (a term within the logs' rounding of tiny counts as flushed)
     small = math.log(info.tiny) * (1 - 8 * info.eps)
@@ -259,6 +272,50 @@ def _scaled_sum(*quads):
     return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
 
 
+#: whether the scaled products and sums are in a plain pass (see _plain_first)
+_PLAIN = [False]
+
+
+def _plain_first(function):
+    """``function`` with plain products and sums, and as written where that may differ.
+
+    XLA evaluates both sides of every select, so the scaled forms' logs and exponentials,
+    there for factors and terms below the smallest normal number, cost more than the loss on
+    every call. The plain pass writes NaN wherever a scaled product or sum might differ from
+    the plain one (see _scaled_product, _scaled_sum); if any result is NaN (that, or a NaN of
+    its own) the call runs again as written, under one ``lax.cond`` when traced. Under
+    ``vmap`` the condition is per example, and JAX then evaluates both passes."""
+
+    @functools.wraps(function)
+    def run(*args, **params):
+        if len(_PLAIN) > 1:  # (called inside such a call: that one decides)
+            return function(*args, **params)
+        _PLAIN.append(True)
+        try:
+            plain = function(*args, **params)
+        finally:
+            _PLAIN.pop()
+        flags = [jnp.isnan(a).any() for a in jax.tree_util.tree_leaves(plain)]
+        redo = functools.reduce(jnp.logical_or, flags)
+
+        if params.get("validate"):  # (the plain pass validated the inputs)
+            params = {**params, "validate": False}
+
+        def scaled():
+            _PLAIN.append(False)
+            try:
+                return function(*args, **params)
+            finally:
+                _PLAIN.pop()
+
+        if isinstance(redo, jax.core.Tracer):
+            return jax.lax.cond(redo, scaled, lambda: plain)
+        return scaled() if redo else plain
+
+    return run
+
+
+@_plain_first
 def value(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -280,6 +337,7 @@ def value(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     return _fit(loss, shape, shape, out)
 
 
+@_plain_first
 def grad(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     """The gradient of value(...).sum() with respect to x."""
     if validate:
@@ -324,15 +382,19 @@ def grad(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     t34 = t14 + t30
     d_x = (
         _scaled_sum(
-            jnp.where(t22, _scaled_product(t5, t20, t21), _scaled_product(t23, t24, t25)),
+            jnp.where(
+                t22,
+                _scaled_product(t5, t20, t21, term=True),
+                _scaled_product(t23, t24, t25, term=True),
+            ),
             jnp.where(t22, t5, t23),
             jnp.where(t22, t20, t24),
             jnp.where(t22, t21, t25),
-            _scaled_product(t27, t29, t31),
+            _scaled_product(t27, t29, t31, term=True),
             t27,
             t29,
             t31,
-            _scaled_product(t32, t33, t34),
+            _scaled_product(t32, t33, t34, term=True),
             t32,
             t33,
             t34,
@@ -341,6 +403,7 @@ def grad(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     return _fit(d_x, x.shape, shape, out)
 
 
+@_plain_first
 def hess(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
@@ -417,35 +480,43 @@ def hess(x, y, *, alpha=0.25, gamma=2.0, validate=False):
     t66 = -2 * t11 + t14 + t44
     d2_x = (
         _scaled_sum(
-            jnp.where(t36, _scaled_product(t9, t29, t35), _scaled_product(t38, t42, t46)),
+            jnp.where(
+                t36,
+                _scaled_product(t9, t29, t35, term=True),
+                _scaled_product(t38, t42, t46, term=True),
+            ),
             jnp.where(t36, t9, t38),
             jnp.where(t36, t29, t42),
             jnp.where(t36, t35, t46),
-            jnp.where(t36, _scaled_product(t8, t50, t51), _scaled_product(t37, t52, t53)),
+            jnp.where(
+                t36,
+                _scaled_product(t8, t50, t51, term=True),
+                _scaled_product(t37, t52, t53, term=True),
+            ),
             jnp.where(t36, t8, t37),
             jnp.where(t36, t50, t52),
             jnp.where(t36, t51, t53),
-            _scaled_product(t55, t50, t51),
+            _scaled_product(t55, t50, t51, term=True),
             t55,
             t50,
             t51,
-            _scaled_product(t55, t42, t46),
+            _scaled_product(t55, t42, t46, term=True),
             t55,
             t42,
             t46,
-            _scaled_product(t56, t59, t61),
+            _scaled_product(t56, t59, t61, term=True),
             t56,
             t59,
             t61,
-            _scaled_product(t56, t62, t63),
+            _scaled_product(t56, t62, t63, term=True),
             t56,
             t62,
             t63,
-            _scaled_product(t64, t27, t26),
+            _scaled_product(t64, t27, t26, term=True),
             t64,
             t27,
             t26,
-            _scaled_product(t6, t65, t66),
+            _scaled_product(t6, t65, t66, term=True),
             t6,
             t65,
             t66,

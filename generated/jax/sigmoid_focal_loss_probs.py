@@ -199,6 +199,7 @@ References
 - The same formula as sigmoid_focal_loss, with p given instead of the logit
 """
 
+import functools
 import math
 import numbers
 
@@ -276,10 +277,13 @@ def _log1p(x):
     return jnp.where(bad, x * jnp.log(u) / (u - 1), jnp.log1p(x))
 
 
-def _scaled_product(c, d, log_d):
+def _scaled_product(c, d, log_d, term=False):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
-    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     normal = (d >= info.tiny) & (d <= info.max)
+    if _PLAIN[-1]:
+        exact = normal | (c == 0) & jnp.isfinite(d)
+        return c * d if term else jnp.where(exact, c * d, jnp.nan)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     return jnp.where(normal, c * d, logged)
 
 
@@ -287,6 +291,15 @@ def _scaled_sum(*quads):
     terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
     plain = sum(terms)
     info = jnp.finfo(jnp.asarray(plain).dtype)
+    if _PLAIN[-1]:  # the plain sum, NaN where a term may be flushed and matter
+        size = jnp.abs(plain)
+        exact = jnp.isfinite(plain) & (size >= 2 * info.tiny)
+        negligible = size * (info.eps / (256 * len(terms)))
+        for t, c, d in zip(terms, cofactors, factors):
+            normal = (d >= info.tiny) & (d <= info.max) & (jnp.abs(t) >= 2 * info.tiny)
+            below = jnp.abs(c) * jnp.maximum(d, info.tiny) < negligible
+            exact = exact & (normal | (c == 0) | below)
+        return jnp.where(exact, plain, jnp.nan)
     logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
     # (a term within the logs' rounding of tiny counts as flushed)
     small = math.log(info.tiny) * (1 - 8 * info.eps)
@@ -311,6 +324,50 @@ def _scaled_sum(*quads):
     return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
 
 
+#: whether the scaled products and sums are in a plain pass (see _plain_first)
+_PLAIN = [False]
+
+
+def _plain_first(function):
+    """``function`` with plain products and sums, and as written where that may differ.
+
+    XLA evaluates both sides of every select, so the scaled forms' logs and exponentials,
+    there for factors and terms below the smallest normal number, cost more than the loss on
+    every call. The plain pass writes NaN wherever a scaled product or sum might differ from
+    the plain one (see _scaled_product, _scaled_sum); if any result is NaN (that, or a NaN of
+    its own) the call runs again as written, under one ``lax.cond`` when traced. Under
+    ``vmap`` the condition is per example, and JAX then evaluates both passes."""
+
+    @functools.wraps(function)
+    def run(*args, **params):
+        if len(_PLAIN) > 1:  # (called inside such a call: that one decides)
+            return function(*args, **params)
+        _PLAIN.append(True)
+        try:
+            plain = function(*args, **params)
+        finally:
+            _PLAIN.pop()
+        flags = [jnp.isnan(a).any() for a in jax.tree_util.tree_leaves(plain)]
+        redo = functools.reduce(jnp.logical_or, flags)
+
+        if params.get("validate"):  # (the plain pass validated the inputs)
+            params = {**params, "validate": False}
+
+        def scaled():
+            _PLAIN.append(False)
+            try:
+                return function(*args, **params)
+            finally:
+                _PLAIN.pop()
+
+        if isinstance(redo, jax.core.Tracer):
+            return jax.lax.cond(redo, scaled, lambda: plain)
+        return scaled() if redo else plain
+
+    return run
+
+
+@_plain_first
 def value(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -328,11 +385,11 @@ def value(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     t9 = -t1 * y * jnp.log(p)
     loss = (
         _scaled_sum(
-            _scaled_product(t2, t6, t8),
+            _scaled_product(t2, t6, t8, term=True),
             t2,
             t6,
             t8,
-            _scaled_product(t9, t5, t7),
+            _scaled_product(t9, t5, t7, term=True),
             t9,
             t5,
             t7,
@@ -341,6 +398,7 @@ def value(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     return _fit(loss, shape, shape, out)
 
 
+@_plain_first
 def grad(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     """The gradient of value(...).sum() with respect to p."""
     if validate:
@@ -376,19 +434,19 @@ def grad(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     t27 = -t10 * t19 * t4
     d_p = (
         _scaled_sum(
-            jnp.where(t2, 0, jnp.where(t3, 0, _scaled_product(t5, t9, t13))),
+            jnp.where(t2, 0, jnp.where(t3, 0, _scaled_product(t5, t9, t13, term=True))),
             jnp.where(t2, 0, jnp.where(t3, 0, t5)),
             jnp.where(t2, 1, jnp.where(t3, 1, t9)),
             jnp.where(t2, 0, jnp.where(t3, 0, t13)),
-            jnp.where(t2, 0, jnp.where(t14, 0, _scaled_product(t15, t16, t17))),
+            jnp.where(t2, 0, jnp.where(t14, 0, _scaled_product(t15, t16, t17, term=True))),
             jnp.where(t2, 0, jnp.where(t14, 0, t15)),
             jnp.where(t2, 1, jnp.where(t14, 1, t16)),
             jnp.where(t2, 0, jnp.where(t14, 0, t17)),
-            jnp.where(t18, 0, _scaled_product(t20, t24, t26)),
+            jnp.where(t18, 0, _scaled_product(t20, t24, t26, term=True)),
             jnp.where(t18, 0, t20),
             jnp.where(t18, 1, t24),
             jnp.where(t18, 0, t26),
-            jnp.where(t18, 0, _scaled_product(t27, t23, t25)),
+            jnp.where(t18, 0, _scaled_product(t27, t23, t25, term=True)),
             jnp.where(t18, 0, t27),
             jnp.where(t18, 1, t23),
             jnp.where(t18, 0, t25),
@@ -397,6 +455,7 @@ def grad(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     return _fit(d_p, p.shape, shape, out)
 
 
+@_plain_first
 def hess(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     """The elementwise second derivatives of value(...).sum()."""
     if validate:
@@ -456,35 +515,35 @@ def hess(p, y, *, alpha=0.25, gamma=2.0, validate=False):
     t49 = -t4 * t47 * t9
     d2_p = (
         _scaled_sum(
-            jnp.where(t2, 0, jnp.where(t3, 0, _scaled_product(t4, t8, t12))),
+            jnp.where(t2, 0, jnp.where(t3, 0, _scaled_product(t4, t8, t12, term=True))),
             jnp.where(t2, 0, jnp.where(t3, 0, t4)),
             jnp.where(t2, 1, jnp.where(t3, 1, t8)),
             jnp.where(t2, 0, jnp.where(t3, 0, t12)),
-            jnp.where(t2, 0, jnp.where(t13, 0, _scaled_product(t14, t15, t17))),
+            jnp.where(t2, 0, jnp.where(t13, 0, _scaled_product(t14, t15, t17, term=True))),
             jnp.where(t2, 0, jnp.where(t13, 0, t14)),
             jnp.where(t2, 1, jnp.where(t13, 1, t15)),
             jnp.where(t2, 0, jnp.where(t13, 0, t17)),
-            jnp.where(t19, 0, jnp.where(t3, 0, _scaled_product(t24, t27, t29))),
+            jnp.where(t19, 0, jnp.where(t3, 0, _scaled_product(t24, t27, t29, term=True))),
             jnp.where(t19, 0, jnp.where(t3, 0, t24)),
             jnp.where(t19, 1, jnp.where(t3, 1, t27)),
             jnp.where(t19, 0, jnp.where(t3, 0, t29)),
-            jnp.where(t19, 0, jnp.where(t13, 0, _scaled_product(t31, t32, t33))),
+            jnp.where(t19, 0, jnp.where(t13, 0, _scaled_product(t31, t32, t33, term=True))),
             jnp.where(t19, 0, jnp.where(t13, 0, t31)),
             jnp.where(t19, 1, jnp.where(t13, 1, t32)),
             jnp.where(t19, 0, jnp.where(t13, 0, t33)),
-            jnp.where(t35, 0, _scaled_product(t36, t40, t42)),
+            jnp.where(t35, 0, _scaled_product(t36, t40, t42, term=True)),
             jnp.where(t35, 0, t36),
             jnp.where(t35, 1, t40),
             jnp.where(t35, 0, t42),
-            jnp.where(t35, 0, _scaled_product(t43, t39, t41)),
+            jnp.where(t35, 0, _scaled_product(t43, t39, t41, term=True)),
             jnp.where(t35, 0, t43),
             jnp.where(t35, 1, t39),
             jnp.where(t35, 0, t41),
-            jnp.where(t46, 0, _scaled_product(t48, t40, t42)),
+            jnp.where(t46, 0, _scaled_product(t48, t40, t42, term=True)),
             jnp.where(t46, 0, t48),
             jnp.where(t46, 1, t40),
             jnp.where(t46, 0, t42),
-            jnp.where(t46, 0, _scaled_product(t49, t39, t41)),
+            jnp.where(t46, 0, _scaled_product(t49, t39, t41, term=True)),
             jnp.where(t46, 0, t49),
             jnp.where(t46, 1, t39),
             jnp.where(t46, 0, t41),

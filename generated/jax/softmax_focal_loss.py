@@ -69,6 +69,7 @@ References
   reduction='none'); p_t = exp(-ce); loss = (1 - p_t)**gamma * ce
 """
 
+import functools
 import math
 import numbers
 
@@ -285,10 +286,13 @@ def _pick(a, k, shape):
     return jnp.where(inside, picked, 0)
 
 
-def _scaled_product(c, d, log_d):
+def _scaled_product(c, d, log_d, term=False):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
-    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     normal = (d >= info.tiny) & (d <= info.max)
+    if _PLAIN[-1]:
+        exact = normal | (c == 0) & jnp.isfinite(d)
+        return c * d if term else jnp.where(exact, c * d, jnp.nan)
+    logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     return jnp.where(normal, c * d, logged)
 
 
@@ -296,6 +300,15 @@ def _scaled_sum(*quads):
     terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]
     plain = sum(terms)
     info = jnp.finfo(jnp.asarray(plain).dtype)
+    if _PLAIN[-1]:  # the plain sum, NaN where a term may be flushed and matter
+        size = jnp.abs(plain)
+        exact = jnp.isfinite(plain) & (size >= 2 * info.tiny)
+        negligible = size * (info.eps / (256 * len(terms)))
+        for t, c, d in zip(terms, cofactors, factors):
+            normal = (d >= info.tiny) & (d <= info.max) & (jnp.abs(t) >= 2 * info.tiny)
+            below = jnp.abs(c) * jnp.maximum(d, info.tiny) < negligible
+            exact = exact & (normal | (c == 0) | below)
+        return jnp.where(exact, plain, jnp.nan)
     logs = [jnp.log(jnp.abs(c)) + log_d for c, log_d in zip(cofactors, logs)]
     # (a term within the logs' rounding of tiny counts as flushed)
     small = math.log(info.tiny) * (1 - 8 * info.eps)
@@ -350,6 +363,50 @@ def _two_sum(t):
     return t, lo
 
 
+#: whether the scaled products and sums are in a plain pass (see _plain_first)
+_PLAIN = [False]
+
+
+def _plain_first(function):
+    """``function`` with plain products and sums, and as written where that may differ.
+
+    XLA evaluates both sides of every select, so the scaled forms' logs and exponentials,
+    there for factors and terms below the smallest normal number, cost more than the loss on
+    every call. The plain pass writes NaN wherever a scaled product or sum might differ from
+    the plain one (see _scaled_product, _scaled_sum); if any result is NaN (that, or a NaN of
+    its own) the call runs again as written, under one ``lax.cond`` when traced. Under
+    ``vmap`` the condition is per example, and JAX then evaluates both passes."""
+
+    @functools.wraps(function)
+    def run(*args, **params):
+        if len(_PLAIN) > 1:  # (called inside such a call: that one decides)
+            return function(*args, **params)
+        _PLAIN.append(True)
+        try:
+            plain = function(*args, **params)
+        finally:
+            _PLAIN.pop()
+        flags = [jnp.isnan(a).any() for a in jax.tree_util.tree_leaves(plain)]
+        redo = functools.reduce(jnp.logical_or, flags)
+
+        if params.get("validate"):  # (the plain pass validated the inputs)
+            params = {**params, "validate": False}
+
+        def scaled():
+            _PLAIN.append(False)
+            try:
+                return function(*args, **params)
+            finally:
+                _PLAIN.pop()
+
+        if isinstance(redo, jax.core.Tracer):
+            return jax.lax.cond(redo, scaled, lambda: plain)
+        return scaled() if redo else plain
+
+    return run
+
+
+@_plain_first
 def value(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -366,6 +423,7 @@ def value(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     return _fit(loss[..., 0], shape[:-1], shape[:-1], out)
 
 
+@_plain_first
 def grad(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     """The gradient of value(...).sum() with respect to x."""
     if validate:
@@ -394,17 +452,17 @@ def grad(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
             t6,
             1,
             0,
-            jnp.where(t0, 0, _scaled_product(t7, t5, t4)),
+            jnp.where(t0, 0, _scaled_product(t7, t5, t4, term=True)),
             jnp.where(t0, 0, t7),
             jnp.where(t0, 1, t5),
             jnp.where(t0, 0, t4),
         )
         + _scaled_sum(
-            jnp.where(t0, 0, _scaled_product(t10, t12, t14)),
+            jnp.where(t0, 0, _scaled_product(t10, t12, t14, term=True)),
             jnp.where(t0, 0, t10),
             jnp.where(t0, 1, t12),
             jnp.where(t0, 0, t14),
-            jnp.where(t0, 0, _scaled_product(t15, t16, t13)),
+            jnp.where(t0, 0, _scaled_product(t15, t16, t13, term=True)),
             jnp.where(t0, 0, t15),
             jnp.where(t0, 1, t16),
             jnp.where(t0, 0, t13),
@@ -413,6 +471,7 @@ def grad(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     return _fit(d_x, x.shape, shape, out)
 
 
+@_plain_first
 def hess(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     """The Hessian of value(...).sum(), one (C, C) block per row."""
     if validate:
@@ -498,11 +557,11 @@ def hess(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
     d2_x = (
         _hess_block(
             _scaled_sum(
-                jnp.where(t0, 0, _scaled_product(t4, t10, t11)),
+                jnp.where(t0, 0, _scaled_product(t4, t10, t11, term=True)),
                 jnp.where(t0, 0, t4),
                 jnp.where(t0, 1, t10),
                 jnp.where(t0, 0, t11),
-                jnp.where(t0, 0, _scaled_product(t14, t18, t20)),
+                jnp.where(t0, 0, _scaled_product(t14, t18, t20, term=True)),
                 jnp.where(t0, 0, t14),
                 t21,
                 t22,
@@ -516,7 +575,7 @@ def hess(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
                 t30,
                 1,
                 0,
-                jnp.where(t0, 0, _scaled_product(t31, t23, t34)),
+                jnp.where(t0, 0, _scaled_product(t31, t23, t34, term=True)),
                 jnp.where(t0, 0, t31),
                 jnp.where(t0, 1, t23),
                 jnp.where(t0, 0, t34),
@@ -528,15 +587,15 @@ def hess(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
                 t43,
                 t44,
                 t45,
-                jnp.where(t0, 0, _scaled_product(t46, t18, t20)),
+                jnp.where(t0, 0, _scaled_product(t46, t18, t20, term=True)),
                 jnp.where(t0, 0, t46),
                 t21,
                 t22,
-                jnp.where(t0, 0, _scaled_product(t47, t41, t33)),
+                jnp.where(t0, 0, _scaled_product(t47, t41, t33, term=True)),
                 jnp.where(t0, 0, t47),
                 t44,
                 t45,
-                jnp.where(t0, 0, _scaled_product(t48, t49, t19)),
+                jnp.where(t0, 0, _scaled_product(t48, t49, t19, term=True)),
                 jnp.where(t0, 0, t48),
                 jnp.where(t0, 1, t49),
                 jnp.where(t0, 0, t19),
@@ -554,11 +613,11 @@ def hess(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
                 t30,
                 1,
                 0,
-                jnp.where(t0, 0, _scaled_product(t13, t57, t59)),
+                jnp.where(t0, 0, _scaled_product(t13, t57, t59, term=True)),
                 t60,
                 t61,
                 t62,
-                jnp.where(t0, 0, _scaled_product(t63, t57, t59)),
+                jnp.where(t0, 0, _scaled_product(t63, t57, t59, term=True)),
                 t64,
                 t61,
                 t62,
@@ -570,11 +629,11 @@ def hess(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
                 t43,
                 t44,
                 t45,
-                jnp.where(t0, 0, _scaled_product(t66, t52, t54)),
+                jnp.where(t0, 0, _scaled_product(t66, t52, t54, term=True)),
                 jnp.where(t0, 0, t66),
                 jnp.where(t0, 1, t52),
                 jnp.where(t0, 0, t54),
-                jnp.where(t0, 0, _scaled_product(t67, t68, t58)),
+                jnp.where(t0, 0, _scaled_product(t67, t68, t58, term=True)),
                 jnp.where(t0, 0, t67),
                 jnp.where(t0, 1, t68),
                 jnp.where(t0, 0, t58),
@@ -590,15 +649,15 @@ def hess(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
                 t60,
                 t21,
                 t22,
-                jnp.where(t0, 0, _scaled_product(t63, t18, t20)),
+                jnp.where(t0, 0, _scaled_product(t63, t18, t20, term=True)),
                 t64,
                 t21,
                 t22,
-                jnp.where(t0, 0, _scaled_product(t36, t9, t8)),
+                jnp.where(t0, 0, _scaled_product(t36, t9, t8, term=True)),
                 t38,
                 jnp.where(t0, 1, t9),
                 jnp.where(t0, 0, t8),
-                jnp.where(t0, 0, _scaled_product(t51, t41, t33)),
+                jnp.where(t0, 0, _scaled_product(t51, t41, t33, term=True)),
                 jnp.where(t0, 0, t51),
                 t44,
                 t45,
@@ -613,11 +672,11 @@ def hess(x, k, *, gamma=2.0, ignore_index=-100.0, validate=False):
                 t73,
                 1,
                 0,
-                jnp.where(t0, 0, _scaled_product(t74, t18, t20)),
+                jnp.where(t0, 0, _scaled_product(t74, t18, t20, term=True)),
                 jnp.where(t0, 0, t74),
                 t21,
                 t22,
-                jnp.where(t0, 0, _scaled_product(t65, t41, t33)),
+                jnp.where(t0, 0, _scaled_product(t65, t41, t33, term=True)),
                 jnp.where(t0, 0, t65),
                 t44,
                 t45,
