@@ -617,6 +617,14 @@ class LogTanh(Primitive):
         return sympy.log(sympy.tanh(u))
 
 
+#: the mode of JAX's scaled products and sums, shared by their helpers (see _plain_first in
+#: the JAX template)
+JAX_PLAIN = (
+    "#: whether the scaled products and sums are in a plain pass (see _plain_first)\n"
+    "_PLAIN = [False]\n\n\n"
+)
+
+
 class ScaledProduct(Primitive):
     """c*d, where d is a product of factors that vanish at some end (sigmoids, exponentials)
     and L = log(d) is known in stable form. NumPy and PyTorch compute c*d as it stands; JAX
@@ -637,7 +645,7 @@ class ScaledProduct(Primitive):
     # where that may differ (d not normal, unless c = 0 and d finite); a term of a scaled sum
     # (``term``) is left to the sum, whose quadruple holds the same c and d
     helpers = {
-        "jax": (
+        "jax": JAX_PLAIN + (
             "def _scaled_product(c, d, log_d, term=False):\n"
             "    info = jnp.finfo(jnp.asarray(log_d).dtype)\n"
             "    normal = (d >= info.tiny) & (d <= info.max)\n"
@@ -687,7 +695,7 @@ class ScaledSum(Primitive):
         "torch": "({sum})",
     }
     helpers = {
-        "jax": (
+        "jax": JAX_PLAIN + (
             "def _scaled_sum(*quads):\n"
             "    terms, cofactors, factors, logs = quads[0::4], quads[1::4], quads[2::4], quads[3::4]\n"
             "    plain = sum(terms)\n"

@@ -195,7 +195,8 @@ def test_torch_blocks_give_the_same_numbers(name, shape, monkeypatch):
     """On CPU the wrapper computes in blocks of rows (_BLOCK entries): the loss, its backward
     and its double backward are those of one block (float32, to rounding), with a constant
     input broadcast along the first axis (over a class axis: rows of classes and an index);
-    so are value, grad, hess and hvp of an elementwise loss (float64)."""
+    so are value, grad, hess and hvp of an elementwise loss, and hess and hvp over a class axis
+    (float64)."""
     spec = _spec(name)
     if _axis(spec) and shape != (10,):
         pytest.skip("a loss over an axis is sampled as (3, 4) rows")
@@ -222,17 +223,18 @@ def test_torch_blocks_give_the_same_numbers(name, shape, monkeypatch):
         inner = sum((g * v).sum() for g, v in zip(grads, vs))
         second = torch.autograd.grad(inner, leaves, allow_unused=True)
         out = [loss, *grads, *second]
-        if not _axis(spec):  # and the module's own functions, on float64 tensors
-            joins = []
-            join = module._join
-            monkeypatch.setattr(module, "_join", lambda parts: joins.append(1) or join(parts))
-            plain = [torch.tensor(values[i.name]) for i in spec.inputs]
-            v = tuple(w.double() for w in vs) if len(vs) > 1 else vs[0].double()
-            out += [module.value(*plain), *_tuple(module.grad(*plain)), *_tuple(module.hvp(*plain, v))]
-            h = module.hess(*plain)
-            out += [h] if torch.is_tensor(h) else [b for row in h for b in row]
-            return out, (len(calls), len(joins))
-        return out, (len(calls), 1)
+        # and the module's own functions, on float64 tensors (over a class axis: hess and hvp)
+        joins = []
+        join = module._join
+        monkeypatch.setattr(module, "_join", lambda parts: joins.append(1) or join(parts))
+        plain = [torch.tensor(values[i.name]) for i in spec.inputs]
+        v = tuple(w.double() for w in vs) if len(vs) > 1 else vs[0].double()
+        if not _axis(spec):
+            out += [module.value(*plain), *_tuple(module.grad(*plain))]
+        out += _tuple(module.hvp(*plain, v))
+        h = module.hess(*plain)
+        out += [h] if torch.is_tensor(h) else [b for row in h for b in row]
+        return out, (len(calls), len(joins))
 
     whole, (one, _) = run(None)
     blocked, (many, joined) = run(2 if _axis(spec) else 4)

@@ -570,6 +570,10 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+#: whether the scaled products and sums are in a plain pass (see _plain_first)
+_PLAIN = [False]
+
+
 def _log1p(x):
     bad = (x > -0.4375) & (x < -0.34375)
     u = jnp.where(bad, 1 + x, 0.5)
@@ -628,10 +632,6 @@ def _scaled_sum(*quads):
     exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
     magnitude = jnp.where(exact, direct, logged)
     return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
-
-
-#: whether the scaled products and sums are in a plain pass (see _plain_first)
-_PLAIN = [False]
 
 
 def _plain_first(function):

@@ -142,6 +142,10 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+#: whether the scaled products and sums are in a plain pass (see _plain_first)
+_PLAIN = [False]
+
+
 def _centered(b, x, log_p, c=None):
     # b - sum(p*b), p = exp(log_p) = softmax(x), relative to b at the largest x (the
     # entry that can hold nearly all of p): no difference of two near-equal sums
@@ -413,10 +417,6 @@ def _with_diagonal(g):
     g = jnp.concatenate([g, jnp.zeros_like(g[..., :1])], axis=-1)
     g = g.reshape(lead + ((b - 1) * (b + 1),))
     return jnp.concatenate([jnp.zeros_like(g[..., :1]), g], axis=-1).reshape(lead + (b, b))
-
-
-#: whether the scaled products and sums are in a plain pass (see _plain_first)
-_PLAIN = [False]
 
 
 def _plain_first(function):

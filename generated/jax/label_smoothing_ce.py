@@ -139,6 +139,10 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+#: whether the scaled products and sums are in a plain pass (see _plain_first)
+_PLAIN = [False]
+
+
 def _centered(b, x, log_p, c=None):
     # b - sum(p*b), p = exp(log_p) = softmax(x), relative to b at the largest x (the
     # entry that can hold nearly all of p): no difference of two near-equal sums
@@ -302,10 +306,6 @@ def _two_sum(t):
         lo = (lo[..., 0::2] + lo[..., 1::2]) + ((a - (s - bb)) + (b - bb))
         t = s
     return t, lo
-
-
-#: whether the scaled products and sums are in a plain pass (see _plain_first)
-_PLAIN = [False]
 
 
 def _plain_first(function):

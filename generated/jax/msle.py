@@ -134,6 +134,10 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+#: whether the scaled products and sums are in a plain pass (see _plain_first)
+_PLAIN = [False]
+
+
 def _log1p(x):
     bad = (x > -0.4375) & (x < -0.34375)
     u = jnp.where(bad, 1 + x, 0.5)
@@ -158,10 +162,6 @@ def _scaled_product(c, d, log_d, term=False):
         return c * d if term else jnp.where(exact, c * d, jnp.nan)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     return jnp.where(normal, c * d, logged)
-
-
-#: whether the scaled products and sums are in a plain pass (see _plain_first)
-_PLAIN = [False]
 
 
 def _plain_first(function):

@@ -227,6 +227,10 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+#: whether the scaled products and sums are in a plain pass (see _plain_first)
+_PLAIN = [False]
+
+
 def _hess_block(d, *pairs):
     # (d or a pair may be a number: each is broadcast against the others)
     arrays = [jnp.asarray(a) for a in (d, *pairs)]
@@ -293,10 +297,6 @@ def _scaled_sum(*quads):
     exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
     magnitude = jnp.where(exact, direct, logged)
     return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
-
-
-#: whether the scaled products and sums are in a plain pass (see _plain_first)
-_PLAIN = [False]
 
 
 def _plain_first(function):

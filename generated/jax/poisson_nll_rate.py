@@ -134,6 +134,10 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+#: whether the scaled products and sums are in a plain pass (see _plain_first)
+_PLAIN = [False]
+
+
 def _scaled_product(c, d, log_d, term=False):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
     normal = (d >= info.tiny) & (d <= info.max)
@@ -179,10 +183,6 @@ def _scaled_sum(*quads):
     exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
     magnitude = jnp.where(exact, direct, logged)
     return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
-
-
-#: whether the scaled products and sums are in a plain pass (see _plain_first)
-_PLAIN = [False]
 
 
 def _plain_first(function):

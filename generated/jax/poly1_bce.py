@@ -151,6 +151,10 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+#: whether the scaled products and sums are in a plain pass (see _plain_first)
+_PLAIN = [False]
+
+
 def _scaled_product(c, d, log_d, term=False):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
     normal = (d >= info.tiny) & (d <= info.max)
@@ -209,10 +213,6 @@ def _softplus_minus_sigmoid(u):
     series = s * s / (2 - s) + 2 * w * tail
     direct = jnp.maximum(u, 0.0) + jnp.log1p(e) - 1 / (1 + e)
     return jnp.where(u <= 0, series, direct)
-
-
-#: whether the scaled products and sums are in a plain pass (see _plain_first)
-_PLAIN = [False]
 
 
 def _plain_first(function):

@@ -128,6 +128,10 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+#: whether the scaled products and sums are in a plain pass (see _plain_first)
+_PLAIN = [False]
+
+
 def _scaled_product(c, d, log_d, term=False):
     info = jnp.finfo(jnp.asarray(log_d).dtype)
     normal = (d >= info.tiny) & (d <= info.max)
@@ -136,10 +140,6 @@ def _scaled_product(c, d, log_d, term=False):
         return c * d if term else jnp.where(exact, c * d, jnp.nan)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     return jnp.where(normal, c * d, logged)
-
-
-#: whether the scaled products and sums are in a plain pass (see _plain_first)
-_PLAIN = [False]
 
 
 def _plain_first(function):

@@ -116,6 +116,10 @@ def _like(v, ref):
     return jnp.asarray(v, dtype=ref.dtype)
 
 
+#: whether the scaled products and sums are in a plain pass (see _plain_first)
+_PLAIN = [False]
+
+
 def _log_softplus(u):
     far = u - jnp.exp(u) / 2
     w = jnp.maximum(u, -30.0)
@@ -131,10 +135,6 @@ def _scaled_product(c, d, log_d, term=False):
         return c * d if term else jnp.where(exact, c * d, jnp.nan)
     logged = jnp.sign(c) * jnp.exp(jnp.log(jnp.abs(c)) + log_d)
     return jnp.where(normal, c * d, logged)
-
-
-#: whether the scaled products and sums are in a plain pass (see _plain_first)
-_PLAIN = [False]
 
 
 def _plain_first(function):

@@ -195,21 +195,24 @@ def _join(parts):
 
 
 def _in_blocks(function):
-    """``function`` (value, grad, hess, hvp) in blocks of rows on CPU, as the wrapper's work,
-    when its inputs come by position as tensors whose broadcast shape is that of each
-    differentiated input; otherwise as it is."""
+    """``function`` (value, grad, hess, hvp) in blocks of rows on CPU, as the wrapper's
+    work, when its inputs come by position as tensors whose broadcast shape is that of each
+    differentiated input (a class index with one axis fewer); otherwise as it is."""
 
     @functools.wraps(function)
     def blocked(*args, **params):
         ref = args[_DIFFERENTIATED[0]] if len(args) >= len(_INPUTS) else None
-        rows = _block_rows(ref)
+        rows = _block_rows(ref, 1 + _CLASSES)
         if rows is None:
             return function(*args, **params)
         shape = ref.shape
-        tensors = [a for a in (*args, *params.values()) if torch.is_tensor(a)]
+        values = (*args, *params.values())
+        # (a class index has one value per row: one axis fewer)
+        fewer = [int(k in _ROWS) for k in range(len(args))] + [0] * len(params)
+        tensors = [a.shape + (1,) * d for a, d in zip(values, fewer) if torch.is_tensor(a)]
         if (
             any(not torch.is_tensor(args[i]) or args[i].shape != shape for i in _DIFFERENTIATED)
-            or torch.broadcast_shapes(*(t.shape for t in tensors)) != shape
+            or torch.broadcast_shapes(*tensors) != shape
         ):
             return function(*args, **params)
         names = list(params)
@@ -217,8 +220,8 @@ def _in_blocks(function):
         def run(*cut):
             return function(*cut[: len(args)], **dict(zip(names, cut[len(args) :])))
 
-        axes = len(shape)
-        return _in_rows(run, rows, shape[0], [(a, axes) for a in (*args, *params.values())])
+        items = [(a, len(shape) - d) for a, d in zip(values, fewer)]
+        return _in_rows(run, rows, shape[0], items)
 
     return blocked
 

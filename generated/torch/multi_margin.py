@@ -209,6 +209,38 @@ def _join(parts):
     return torch.cat(parts)
 
 
+def _in_blocks(function):
+    """``function`` (hess, hvp) in blocks of rows on CPU, as the wrapper's
+    work, when its inputs come by position as tensors whose broadcast shape is that of each
+    differentiated input (a class index with one axis fewer); otherwise as it is."""
+
+    @functools.wraps(function)
+    def blocked(*args, **params):
+        ref = args[_DIFFERENTIATED[0]] if len(args) >= len(_INPUTS) else None
+        rows = _block_rows(ref, 1 + _CLASSES)
+        if rows is None:
+            return function(*args, **params)
+        shape = ref.shape
+        values = (*args, *params.values())
+        # (a class index has one value per row: one axis fewer)
+        fewer = [int(k in _ROWS) for k in range(len(args))] + [0] * len(params)
+        tensors = [a.shape + (1,) * d for a, d in zip(values, fewer) if torch.is_tensor(a)]
+        if (
+            any(not torch.is_tensor(args[i]) or args[i].shape != shape for i in _DIFFERENTIATED)
+            or torch.broadcast_shapes(*tensors) != shape
+        ):
+            return function(*args, **params)
+        names = list(params)
+
+        def run(*cut):
+            return function(*cut[: len(args)], **dict(zip(names, cut[len(args) :])))
+
+        items = [(a, len(shape) - d) for a, d in zip(values, fewer)]
+        return _in_rows(run, rows, shape[0], items)
+
+    return blocked
+
+
 def value(x, k, *, margin=1.0, validate=False):
     """The unreduced loss, shaped like the broadcast inputs."""
     if validate:
@@ -256,6 +288,7 @@ def grad(x, k, *, margin=1.0, validate=False):
     return _fit(d_x, x.shape, shape, out)
 
 
+@_in_blocks
 def hess(x, k, *, margin=1.0, validate=False):
     """The Hessian of value(...).sum(), one (C, C) block per row."""
     if validate:
@@ -267,6 +300,7 @@ def hess(x, k, *, margin=1.0, validate=False):
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)
 
 
+@_in_blocks
 def hvp(x, k, v, *, margin=1.0, validate=False):
     """The Hessian of value(...).sum() applied to v, without forming a matrix: linear in the
     number of classes."""
