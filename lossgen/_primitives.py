@@ -542,15 +542,14 @@ class LogCosh(Primitive):
         for backend, (ns, _, minimum) in _ARRAY_API.items()
         if backend != "torch"
     } | {
-        # the same, each temporary reused in place
+        # the same, the temporaries reused in place (not through out=: vmap cannot batch it)
         "torch": (
             "def _log_cosh(x):\n"
             "    a = torch.abs(x)\n"
             "    b = torch.clamp_max(a, 20.0)\n"
             "    a.sub_(b)\n"
             "    m = b.expm1_()\n"
-            "    q = (m + 1).mul_(2)\n"
-            "    return torch.div(m, q, out=q).mul_(m).log1p_().add_(a)\n"
+            "    return (m / (m + 1).mul_(2)).mul_(m).log1p_().add_(a)\n"
         ),
     }
 

@@ -182,6 +182,96 @@ def test_torch_autodiff_uses_generated_grad_and_hess(name):
                 torch.testing.assert_close(got, want, rtol=TIGHT["rtol"], atol=atol)
 
 
+#: torch's forward mode loads its decompositions through torch.jit.script once, which warns
+_JIT_WARNING = "ignore:.*torch.jit.script. is deprecated:DeprecationWarning"
+
+
+@pytest.mark.filterwarnings(_JIT_WARNING)
+# (the in-place scatter of the log-sum-exp's largest entry has no batching rule: vmap runs it
+# per sample, with this warning)
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_torch_func_transforms_use_generated_derivatives(name):
+    """torch.func.grad gives grad(...), vmap of it gives grad(...) per sample (two samples
+    stacked), and torch.func.hessian (forward over reverse, through the wrapper's jvp) applied
+    to v gives hvp(...)."""
+    spec = _spec(name)
+    module = _module(name, "torch")
+    wrapper = getattr(module, name)
+    diff = [i.name for i in spec.differentiated]
+    n = len(diff)
+    argnums = tuple(range(n))
+    samples = [
+        {k: torch.tensor(v, dtype=torch.float64) for k, v in _sample(spec, seed=s).items()}
+        for s in (2, 3)
+    ]
+    rng = np.random.default_rng(12)
+    for params in _param_sets(spec):
+
+        def f(*xs, args, params=params):
+            merged = dict(args, **dict(zip(diff, xs)))
+            return wrapper(*(merged[i.name] for i in spec.inputs), **params, reduction="sum")
+
+        def sample_grad(*xs_and_args):
+            xs, rest = xs_and_args[:n], xs_and_args[n:]
+            others = dict(zip([k for k in samples[0] if k not in diff], rest))
+            return torch.func.grad(lambda *a: f(*a, args=others), argnums=argnums)(*xs)
+
+        others = [k for k in samples[0] if k not in diff]
+        stacked = [torch.stack([s[k] for s in samples]) for k in diff + others]
+        got_vmap = torch.func.vmap(sample_grad)(*stacked)
+        for k, args in enumerate(samples):
+            plain = [args[i.name] for i in spec.inputs]
+            want_g = _tuple(module.grad(*plain, **params))
+            xs = [args[d] for d in diff]
+            got_g = torch.func.grad(lambda *a: f(*a, args=args), argnums=argnums)(*xs)
+            for got, got_v, want in zip(got_g, got_vmap, want_g):
+                # (value and gradient from one pass, and batched kernels, may round or sum
+                # differently: a few ulps of the largest entry)
+                atol = 64 * np.finfo(np.float64).eps * float(want.abs().max())
+                torch.testing.assert_close(got, want, rtol=TIGHT["rtol"], atol=atol)
+                torch.testing.assert_close(got_v[k], want, rtol=TIGHT["rtol"], atol=atol)
+            vs = [torch.tensor(rng.normal(size=x.shape)) for x in xs]
+            want_hv = _tuple(module.hvp(*plain, tuple(vs) if n > 1 else vs[0], **params))
+            full = torch.func.hessian(lambda *a: f(*a, args=args), argnums=argnums)(*xs)
+            for i in range(n):
+                got = sum(
+                    (full[i][j].reshape(xs[i].numel(), -1) @ vs[j].reshape(-1)).reshape(
+                        xs[i].shape
+                    )
+                    for j in range(n)
+                )
+                want = want_hv[i]
+                # (the contraction adds the block's terms: a few ulps of their sizes)
+                scale = sum(
+                    (full[i][j].abs().reshape(xs[i].numel(), -1) @ vs[j].abs().reshape(-1))
+                    for j in range(n)
+                ).reshape(xs[i].shape)
+                assert torch.isfinite(got).all()
+                assert ((got - want).abs() <= 16 * np.finfo(np.float64).eps * scale).all(), (
+                    name, params, i, got, want,
+                )
+
+
+@pytest.mark.filterwarnings(_JIT_WARNING)
+@pytest.mark.parametrize("gamma", [0.0, 0.5])
+def test_focal_at_extreme_logits_through_torch_func(gamma):
+    """At x = +-1e4, torch.func.grad and torch.func.hessian through the wrapper are finite and
+    the generated grad and hess (autodiff of the torchvision formula gives NaN there)."""
+    tm = _module("sigmoid_focal_loss", "torch")
+    x = torch.tensor([1e4, -1e4, 1e4, -1e4, 1e4, -1e4], dtype=torch.float64)
+    y = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.25, 0.875], dtype=torch.float64)
+
+    def f(a):
+        return tm.sigmoid_focal_loss(a, y, gamma=gamma, reduction="sum")
+
+    g = torch.func.grad(f)(x)
+    h = torch.func.hessian(f)(x)
+    assert torch.isfinite(g).all() and torch.isfinite(h).all()
+    torch.testing.assert_close(g, tm.grad(x, y, gamma=gamma), rtol=0, atol=0)
+    torch.testing.assert_close(h, torch.diag(tm.hess(x, y, gamma=gamma)), rtol=0, atol=0)
+
+
 #: the losses the torch wrapper computes in blocks of rows: not over a batch or a set
 _BLOCKED = sorted(
     name for name, spec in SPECS.items()

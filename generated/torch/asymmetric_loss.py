@@ -1108,8 +1108,11 @@ def _outside(value, domain):
 
 
 def _save(ctx, args):
-    """Keep ``args`` for backward: tensors through save_for_backward, the rest on ctx."""
-    ctx.save_for_backward(*(a for a in args if torch.is_tensor(a)))
+    """Keep ``args`` for backward and jvp: tensors through save_for_backward and
+    save_for_forward, the rest on ctx."""
+    tensors = [a for a in args if torch.is_tensor(a)]
+    ctx.save_for_backward(*tensors)
+    ctx.save_for_forward(*tensors)
     ctx.others = tuple(None if torch.is_tensor(a) else a for a in args)
 
 
@@ -1136,60 +1139,127 @@ def _blocked(function, args, *v):
 
 
 class _Value(torch.autograd.Function):
-    """value(...) forward; the backward calls grad(...) through _Grad, so it is differentiable.
+    """value(...), and where a gradient is wanted (``want``) grad(...) from the same pass
+    (_value_grad), as further outputs: the backward applies them, and is differentiable
+    through them (the backward of a gradient output applies the Hessian). generate_vmap_rule:
+    torch.func's transforms (grad, jacrev, hessian, vmap) run these same methods."""
 
-    When a gradient is wanted the forward computes value and grad in one pass (_value_grad)
-    and keeps the gradient for the backward, which hands it to _Grad instead of recomputing."""
-
-    @staticmethod
-    def forward(ctx, *args):
-        _save(ctx, args)
-        if any(ctx.needs_input_grad[i] for i in _DIFFERENTIATED):
-            loss, ctx.grads = _blocked(_value_grad, args)
-            return loss
-        ctx.grads = None
-        return _blocked(value, args)
+    generate_vmap_rule = True
 
     @staticmethod
-    def backward(ctx, g):
-        args = _saved(ctx)
-        grads = _Grad.apply(ctx.grads, *args)
+    def forward(want, *args):
+        if want:
+            loss, grads = _blocked(_value_grad, args)
+            return (loss, *grads)
+        return (_blocked(value, args),)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.set_materialize_grads(False)
+        _save(ctx, (*inputs[1:], *output[1:]))
+
+    @staticmethod
+    def backward(ctx, g, *gs):
+        args, grads = _args_grads(ctx)
         result = [None] * len(args)
-        for i, d in zip(_DIFFERENTIATED, grads):
-            if ctx.needs_input_grad[i]:
-                result[i] = (g[..., None] if _CLASSES else g) * d
-        return tuple(result)
+        products = _hessian_times(args, gs) if any(t is not None for t in gs) else None
+        for j, i in enumerate(_DIFFERENTIATED):
+            if ctx.needs_input_grad[1 + i]:
+                if g is not None:
+                    result[i] = (g[..., None] if _CLASSES else g) * grads[j]
+                if products is not None:
+                    result[i] = products[j] if result[i] is None else result[i] + products[j]
+        return (None, *result)
+
+
+def _args_grads(ctx):
+    """The saved inputs, and the gradients (the saved outputs, else computed by _Grad)."""
+    saved = _saved(ctx)
+    args = saved[: len(_INPUTS) + len(_PARAMS)]
+    grads = saved[len(args) :] or _op(_Grad).apply(*args)
+    return args, grads
 
 
 class _Grad(torch.autograd.Function):
-    """grad(...) per element (the inputs are broadcast), or ``known``, the same tuple computed
-    already; the backward applies hess(...)."""
+    """grad(...) per element (the inputs are broadcast); its backward and jvp apply the
+    Hessian (hess(...) or hvp(...))."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, known, *args):
-        _save(ctx, args)
-        if known is not None:  # (new tensor objects: each call's outputs get their own history)
-            return tuple(d.detach() for d in known)
+    def forward(*args):
         grads = _blocked(grad, args)
         return grads if isinstance(grads, tuple) else (grads,)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.set_materialize_grads(False)
+        _save(ctx, inputs)
 
     @staticmethod
     def backward(ctx, *gs):
         args = _saved(ctx)
         result = [None] * len(args)
-        if _CLASSES:  # the Hessian is symmetric: its product with gs, without the matrix
-            products = _blocked(hvp, args, gs if len(gs) > 1 else gs[0])
-            products = products if isinstance(products, tuple) else (products,)
+        if any(t is not None for t in gs):
             for j, i in enumerate(_DIFFERENTIATED):
-                if ctx.needs_input_grad[1 + i]:
-                    result[i] = products[j]
-            return (None, *result)
-        blocks = _blocked(hess, args)
-        rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
-        for j, i in enumerate(_DIFFERENTIATED):
-            if ctx.needs_input_grad[1 + i]:
-                result[i] = sum(g * row[j] for g, row in zip(gs, rows))
-        return (None, *result)
+                if ctx.needs_input_grad[i]:
+                    result[i] = _hessian_times(args, gs)[j]
+        return tuple(result)
+
+
+class _ValueJvp(_Value):
+    """_Value with its forward-mode derivative (jvp: the gradient times the tangents, and the
+    Hessian times them for the gradient outputs), for torch.func's jacfwd and hessian and
+    forward AD; under torch.compile the wrapper takes _Value (Dynamo does not trace a custom
+    jvp)."""
+
+    @staticmethod
+    def jvp(ctx, unused, *tangents):
+        args, grads = _args_grads(ctx)
+        ts = [tangents[i] for i in _DIFFERENTIATED]
+        out = sum(
+            ((d * t).sum(-1) if _CLASSES else d * t) for d, t in zip(grads, ts) if t is not None
+        )
+        loss = _like(out, grads[0]).expand(grads[0].shape[:-1] if _CLASSES else grads[0].shape)
+        if len(ctx.others) == len(args):
+            return loss
+        return (loss, *_hessian_times(args, ts))
+
+
+class _GradJvp(_Grad):
+    """_Grad with its forward-mode derivative (jvp): the Hessian applied to the tangents."""
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        args = _saved(ctx)
+        return tuple(_hessian_times(args, [tangents[i] for i in _DIFFERENTIATED]))
+
+
+def _hessian_times(args, vs):
+    """The Hessian (it is symmetric) applied to ``vs``, one per differentiated input (None: 0)."""
+    ref = args[_DIFFERENTIATED[0]]
+    vs = tuple(torch.zeros_like(ref) if v is None else v for v in vs)
+    if _CLASSES:  # without the matrix
+        products = _blocked(hvp, args, vs if len(vs) > 1 else vs[0])
+        return products if isinstance(products, tuple) else (products,)
+    blocks = _blocked(hess, args)
+    rows = blocks if isinstance(blocks, tuple) else ((blocks,),)
+    return [sum(v * row[j] for v, row in zip(vs, rows)) for j in range(len(_DIFFERENTIATED))]
+
+
+def _wanted(args):
+    """Whether autograd may ask for the gradient (the forward then computes it too)."""
+    return torch.is_grad_enabled() and any(
+        torch.is_tensor(args[i]) and args[i].requires_grad for i in _DIFFERENTIATED
+    )
+
+
+_Value.with_jvp, _Grad.with_jvp = _ValueJvp, _GradJvp
+
+
+def _op(function):
+    """The autograd.Function to apply: outside torch.compile its subclass with a jvp."""
+    return function if torch.compiler.is_compiling() else function.with_jvp
 
 
 def _tensor(a, dtype, device):
@@ -1233,7 +1303,8 @@ def asymmetric_loss(
         _validate(locals())
     _check_reduction(reduction)
     args, dtype = _arguments((x, y), (gamma_pos, gamma_neg, clip))
-    return _reduce(_Value.apply(*args), reduction).to(dtype)
+    loss = _op(_Value).apply(_wanted(args), *args)[0]
+    return _reduce(loss, reduction).to(dtype)
 
 
 class AsymmetricLoss(torch.nn.Module):

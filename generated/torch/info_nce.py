@@ -510,8 +510,11 @@ def _outside(value, domain):
 
 
 def _save(ctx, args):
-    """Keep ``args`` for backward: tensors through save_for_backward, the rest on ctx."""
-    ctx.save_for_backward(*(a for a in args if torch.is_tensor(a)))
+    """Keep ``args`` for backward and jvp: tensors through save_for_backward and
+    save_for_forward, the rest on ctx."""
+    tensors = [a for a in args if torch.is_tensor(a)]
+    ctx.save_for_backward(*tensors)
+    ctx.save_for_forward(*tensors)
     ctx.others = tuple(None if torch.is_tensor(a) else a for a in args)
 
 
@@ -524,17 +527,22 @@ class _Value(torch.autograd.Function):
     """value(...) forward; the backward calls grad(..., rows=g) through _Grad, so it is
     differentiable (the rows are coupled: each row's weight enters every row's gradient)."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, *args):
-        _save(ctx, args)
+    def forward(*args):
         return _call(value, args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _save(ctx, inputs)
 
     @staticmethod
     def backward(ctx, g):
         args = _saved(ctx)
         result = [None] * len(args)
         if ctx.needs_input_grad[0]:
-            result[0] = _Grad.apply(g, *args)
+            result[0] = _op(_Grad).apply(g, *args)
         return tuple(result)
 
 
@@ -542,10 +550,15 @@ class _Grad(torch.autograd.Function):
     """grad(..., rows=g); the backward applies hvp(..., rows=g) in the rows and jvp(...) in
     the weights g."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, g, *args):
-        _save(ctx, (g, *args))
+    def forward(g, *args):
         return _call(grad, args, rows=g)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _save(ctx, inputs)
 
     @staticmethod
     def backward(ctx, gs):
@@ -556,6 +569,40 @@ class _Grad(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             result[1] = _call(hvp, args, gs, rows=g)
         return tuple(result)
+
+
+class _ValueJvp(_Value):
+    """_Value with its forward-mode derivative (jvp: jvp(...) of the tangent), for
+    torch.func's transforms and forward AD; under torch.compile the wrapper takes _Value
+    (Dynamo does not trace a custom jvp)."""
+
+    @staticmethod
+    def jvp(ctx, t, *unused):
+        args = _saved(ctx)
+        return _call(jvp, args, torch.zeros_like(args[0]) if t is None else t)
+
+
+class _GradJvp(_Grad):
+    """_Grad with its forward-mode derivative (jvp): grad(..., rows=.) of the weights'
+    tangent (the transpose of jvp(...)) and hvp(..., rows=g) of the rows'."""
+
+    @staticmethod
+    def jvp(ctx, t_g, t_x, *unused):
+        g, *args = _saved(ctx)
+        out = torch.zeros_like(args[0])
+        if t_g is not None:
+            out = out + _call(grad, args, rows=t_g)
+        if t_x is not None:
+            out = out + _call(hvp, args, t_x, rows=g)
+        return out
+
+
+_Value.with_jvp, _Grad.with_jvp = _ValueJvp, _GradJvp
+
+
+def _op(function):
+    """The autograd.Function to apply: outside torch.compile its subclass with a jvp."""
+    return function if torch.compiler.is_compiling() else function.with_jvp
 
 
 def _tensor(a, dtype, device):
@@ -597,7 +644,7 @@ def info_nce(z, *, t=0.5, reduction="mean", validate=False):
         _validate(locals())
     _check_reduction(reduction)
     args, dtype = _arguments((z,), (t,))
-    return _reduce(_Value.apply(*args), reduction).to(dtype)
+    return _reduce(_op(_Value).apply(*args), reduction).to(dtype)
 
 
 class InfoNce(torch.nn.Module):
