@@ -233,24 +233,32 @@ def test_torch_func_transforms_use_generated_derivatives(name):
                 torch.testing.assert_close(got_v[k], want, rtol=TIGHT["rtol"], atol=atol)
             vs = [torch.tensor(rng.normal(size=x.shape)) for x in xs]
             want_hv = _tuple(module.hvp(*plain, tuple(vs) if n > 1 else vs[0], **params))
-            full = torch.func.hessian(lambda *a: f(*a, args=args), argnums=argnums)(*xs)
-            for i in range(n):
-                got = sum(
-                    (full[i][j].reshape(xs[i].numel(), -1) @ vs[j].reshape(-1)).reshape(
-                        xs[i].shape
-                    )
-                    for j in range(n)
-                )
-                want = want_hv[i]
-                # (the contraction adds the block's terms: a few ulps of their sizes)
-                scale = sum(
-                    (full[i][j].abs().reshape(xs[i].numel(), -1) @ vs[j].abs().reshape(-1))
-                    for j in range(n)
-                ).reshape(xs[i].shape)
-                assert torch.isfinite(got).all()
-                assert ((got - want).abs() <= 16 * np.finfo(np.float64).eps * scale).all(), (
-                    name, params, i, got, want,
-                )
+            # forward over reverse (torch.func.hessian), and reverse over forward
+            for hessian in (torch.func.hessian, _reverse_over_forward):
+                full = hessian(lambda *a: f(*a, args=args), argnums=argnums)(*xs)
+                _assert_hessian_times(full, xs, vs, want_hv, (name, params, hessian))
+
+
+def _reverse_over_forward(f, argnums):
+    return torch.func.jacrev(torch.func.jacfwd(f, argnums=argnums), argnums=argnums)
+
+
+def _assert_hessian_times(full, xs, vs, want_hv, label):
+    """The nested Hessian blocks ``full`` applied to ``vs`` are hvp's ``want_hv``, within a few
+    ulps of the terms the contraction adds."""
+    n = len(xs)
+    for i in range(n):
+        got = sum(
+            (full[i][j].reshape(xs[i].numel(), -1) @ vs[j].reshape(-1)).reshape(xs[i].shape)
+            for j in range(n)
+        )
+        scale = sum(
+            (full[i][j].abs().reshape(xs[i].numel(), -1) @ vs[j].abs().reshape(-1))
+            for j in range(n)
+        ).reshape(xs[i].shape)
+        assert torch.isfinite(got).all()
+        error = (got - want_hv[i]).abs()
+        assert (error <= 16 * np.finfo(np.float64).eps * scale).all(), (label, i, got, want_hv[i])
 
 
 @pytest.mark.filterwarnings(_JIT_WARNING)

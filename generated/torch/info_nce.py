@@ -571,6 +571,31 @@ class _Grad(torch.autograd.Function):
         return tuple(result)
 
 
+class _Jvp(torch.autograd.Function):
+    """jvp(..., t), the rows' derivatives along t; the backward applies grad(..., rows=.) in t
+    and hvp(..., t, rows=.) in the inputs, so reverse over forward mode sees them too."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(t, *args):
+        return _call(jvp, args, t)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _save(ctx, inputs)
+
+    @staticmethod
+    def backward(ctx, gs):
+        t, *args = _saved(ctx)
+        result = [None] * (1 + len(args))
+        if ctx.needs_input_grad[0]:
+            result[0] = _call(grad, args, rows=gs)
+        if ctx.needs_input_grad[1]:
+            result[1] = _call(hvp, args, t, rows=gs)
+        return tuple(result)
+
+
 class _ValueJvp(_Value):
     """_Value with its forward-mode derivative (jvp: jvp(...) of the tangent), for
     torch.func's transforms and forward AD; under torch.compile the wrapper takes _Value
@@ -579,7 +604,7 @@ class _ValueJvp(_Value):
     @staticmethod
     def jvp(ctx, t, *unused):
         args = _saved(ctx)
-        return _call(jvp, args, torch.zeros_like(args[0]) if t is None else t)
+        return _Jvp.apply(torch.zeros_like(args[0]) if t is None else t, *args)
 
 
 class _GradJvp(_Grad):
