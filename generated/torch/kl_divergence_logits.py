@@ -602,6 +602,7 @@ class _Value(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.set_materialize_grads(False)
+        ctx.want = inputs[0]
         _save(ctx, (*inputs[1:], *output[1:]))
 
     @staticmethod
@@ -647,9 +648,10 @@ class _Grad(torch.autograd.Function):
         args = _saved(ctx)
         result = [None] * len(args)
         if any(t is not None for t in gs):
+            products = _hessian_times(args, gs)
             for j, i in enumerate(_DIFFERENTIATED):
                 if ctx.needs_input_grad[i]:
-                    result[i] = _hessian_times(args, gs)[j]
+                    result[i] = products[j]
         return tuple(result)
 
 
@@ -667,9 +669,7 @@ class _ValueJvp(_Value):
             ((d * t).sum(-1) if _CLASSES else d * t) for d, t in zip(grads, ts) if t is not None
         )
         loss = _like(out, grads[0]).expand(grads[0].shape[:-1] if _CLASSES else grads[0].shape)
-        if len(ctx.others) == len(args):
-            return loss
-        return (loss, *_hessian_times(args, ts))
+        return (loss, *_hessian_times(args, ts)) if ctx.want else loss
 
 
 class _GradJvp(_Grad):
