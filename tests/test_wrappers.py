@@ -193,8 +193,8 @@ _JIT_WARNING = "ignore:.*torch.jit.script. is deprecated:DeprecationWarning"
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_torch_func_transforms_use_generated_derivatives(name):
     """torch.func.grad gives grad(...), vmap of it gives grad(...) per sample (two samples
-    stacked), and torch.func.hessian (forward over reverse, through the wrapper's jvp) applied
-    to v gives hvp(...)."""
+    stacked), and torch.func.hessian (forward over reverse, through the wrapper's jvp) and
+    jacrev(jacfwd(.)) applied to v give hvp(...)."""
     spec = _spec(name)
     module = _module(name, "torch")
     wrapper = getattr(module, name)
@@ -212,12 +212,12 @@ def test_torch_func_transforms_use_generated_derivatives(name):
             merged = dict(args, **dict(zip(diff, xs)))
             return wrapper(*(merged[i.name] for i in spec.inputs), **params, reduction="sum")
 
-        def sample_grad(*xs_and_args):
-            xs, rest = xs_and_args[:n], xs_and_args[n:]
-            others = dict(zip([k for k in samples[0] if k not in diff], rest))
-            return torch.func.grad(lambda *a: f(*a, args=others), argnums=argnums)(*xs)
-
         others = [k for k in samples[0] if k not in diff]
+
+        def sample_grad(*xs_and_args):
+            xs, rest = xs_and_args[:n], dict(zip(others, xs_and_args[n:]))
+            return torch.func.grad(lambda *a: f(*a, args=rest), argnums=argnums)(*xs)
+
         stacked = [torch.stack([s[k] for s in samples]) for k in diff + others]
         got_vmap = torch.func.vmap(sample_grad)(*stacked)
         for k, args in enumerate(samples):
