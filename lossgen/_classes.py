@@ -47,9 +47,9 @@ from ._primitives import JAX_LOG1P, Primitive
 __all__ = [
     "AtClass", "CLASS_FORMS", "Centered", "CenteredDiff", "ClassSum", "HessBlock", "LogNotPicked", "LogSoftmax",
     "LogSoftmaxComplement", "LogSumExp", "NumClasses", "OneHot", "Pick", "REDUCTIONS", "SoftmaxDelta",
-    "SoftmaxDiff", "SoftmaxDiffJvp", "SoftmaxKL", "SumOthers", "class_gradient", "class_hess", "class_hvp", "complements", "diagonal_from_hvp",
-    "entrywise_of", "entrywise_sum", "expand", "is_reduction", "log_softmax_forms", "merge_sums", "one_minus_exp", "picked_forms", "picks", "ratio_complement",
-    "relative_entropy_forms", "split_at_pick",
+    "SoftmaxDiff", "SoftmaxDiffJvp", "SoftmaxKL", "SumOthers", "class_gradient", "class_hess", "class_hvp", "complements", "corner_pairs", "diagonal_from_hvp",
+    "entrywise_of", "entrywise_sum", "expand", "factored", "is_reduction", "log_softmax_forms", "merge_sums", "one_minus_exp", "one_signed", "picked_forms", "picks", "ratio_complement",
+    "relative_entropy_forms", "sigmoid_differences", "split_at_pick",
 ]
 
 _NS = {"numpy": "np", "jax": "jnp", "torch": "torch"}
@@ -1504,12 +1504,8 @@ def merge_sums(expr: sympy.Expr) -> sympy.Expr:
 
 def ratio_complement(expr: sympy.Expr, constants: frozenset) -> sympy.Expr:
     """c - N/D with N and D sums over the axis -> (c*D - N)/D, the numerator merged into one
-    sum, and its body, where it is affine in a constant input y with values in [0, 1]
-    (a0 + a1*y), as a0*(1 - y) + (a0 + a1)*y, 1 - sigmoid(x) as sigmoid(-x): terms of one sign
-    where the ratio is near c (soft Dice's 1 - (2*sum(p*y) + s)/(sum(p) + sum(y) + s) is
-    sum(p*(1 - y) + (1 - p)*y)/(sum(p) + sum(y) + s), no difference of two numbers near 1)."""
-    from ._primitives import Sigmoid
-
+    sum (``one_signed``): soft Dice's 1 - (2*sum(p*y) + s)/(sum(p) + sum(y) + s) is
+    sum(p*(1 - y) + (1 - p)*y)/(sum(p) + sum(y) + s), no difference of two numbers near 1."""
     if expr.is_Atom or not expr.args:
         return expr
     expr = expr.func(*(ratio_complement(a, constants) for a in expr.args))
@@ -1518,21 +1514,121 @@ def ratio_complement(expr: sympy.Expr, constants: frozenset) -> sympy.Expr:
     numerator, denominator = sympy.fraction(sympy.together(expr))
     if not denominator.has(ClassSum):
         return expr
-    merged = merge_sums(sympy.expand(numerator))
-    sums = [t for t in sympy.Add.make_args(merged) if isinstance(t, ClassSum)]
+    merged = one_signed(numerator, constants)
+    return expr if merged is None else merged / denominator
+
+
+def one_signed(expr: sympy.Expr, constants: frozenset) -> sympy.Expr | None:
+    """A combination of sums over the axis merged into one sum (None where it does not merge),
+    its body, where it is affine in a constant input y with values in [0, 1] (a0 + a1*y), as
+    a0*(1 - y) + (a0 + a1)*y, 1 - sigmoid(x) as sigmoid(-x): terms of one sign where a0 and
+    a0 + a1 have one, as D - N = sum(p*(1 - y) + (1 - p)*y) for D = s + sum(p + y) and
+    N = s + 2*sum(p*y)."""
+    from ._primitives import Sigmoid
+
+    merged = merge_sums(sympy.expand(expr))
+    # (a sum takes a number out of its body: 2*sum(f) is a Mul)
+    sums = [
+        f for t in sympy.Add.make_args(merged) for f in sympy.Mul.make_args(t)
+        if isinstance(f, ClassSum)
+    ]
     if len(sums) != 1:
-        return expr
+        return None
     body = sympy.expand(sums[0].args[0])
     for y in sorted(body.free_symbols & constants, key=str):
         if sympy.degree(body, y) != 1 or not body.is_polynomial(y):
             continue
         a1, a0 = body.coeff(y, 1), body.coeff(y, 0)
-        both = sympy.expand(a0 + a1).replace(
+        both = sympy.factor_terms(sympy.expand(a0 + a1)).replace(
             lambda n: n.is_Add, lambda n: _one_minus_sigmoid(n, Sigmoid)
         )
         body = a0 * (1 - y) + both * y
         break
-    return merged.xreplace({sums[0]: ClassSum(body)}) / denominator
+    return merged.xreplace({sums[0]: ClassSum(body)})
+
+
+def factored(expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` factored with each reduction held as one symbol."""
+    hidden, table = _hide(expr)
+    return _restore(sympy.factor(hidden), table)
+
+
+def sigmoid_differences(expr: sympy.Expr) -> sympy.Expr:
+    """c*sigmoid(u) - c*sigmoid(-u) -> c*tanh(u/2): the difference of two numbers near 1/2
+    loses its digits where u is near 0, tanh keeps them."""
+    from ._primitives import Sigmoid
+
+    def visit(node):
+        if node.is_Atom or not node.args:
+            return node
+        node = node.func(*(visit(a) for a in node.args))
+        if not node.is_Add:
+            return node
+        terms = list(node.args)
+        for i, term in enumerate(terms):
+            sigmoids = [f for f in sympy.Mul.make_args(term) if isinstance(f, Sigmoid)]
+            if len(sigmoids) != 1:
+                continue
+            (sig,) = sigmoids
+            c = term / sig
+            mirror = -c * Sigmoid(-sig.args[0])
+            for j, other in enumerate(terms):
+                if j != i and sympy.expand(other - mirror) == 0:
+                    rest = [t for k, t in enumerate(terms) if k not in (i, j)]
+                    return visit(sympy.Add(*rest, c * sympy.tanh(sig.args[0] / 2)))
+        return node
+
+    return visit(expr)
+
+
+def corner_pairs(pairs: list, constants: frozenset, entries: frozenset) -> list | None:
+    """The off-diagonal part sum_k u_k w_k^T of a Hessian block, where its entry (i, j) is
+    affine in y_i and in y_j for one constant input y with values in [0, 1], written at the
+    corners: sum over c, d in {0, 1} of f(c, d)*b_c(y_i)*b_d(y_j), b_1(y) = y, b_0(y) = 1 - y,
+    each f(c, d) = g(entry i)*h(entry j)*S with S one number per row whose numerator is
+    merged into one sum (``one_signed``). For hard targets one corner is left per pair, and S
+    keeps its digits: soft Dice's 2*a_i*a_j*(y_i + y_j - N/D)/D**2 at y_i + y_j = 1 is
+    2*a_i*a_j*sum(p*(1 - y) + (1 - p)*y)/D**3, not a difference of two numbers near 1. None
+    where the block is not of that form."""
+    hidden, table = _hide(sympy.Tuple(*pairs))
+    ys = sorted(hidden.free_symbols & constants & entries, key=str)
+    if len(ys) != 1:
+        return None
+    (y,) = ys
+    if not all(e.is_polynomial(y) and sympy.degree(e, y) <= 1 for e in hidden):
+        return None
+    us, ws = hidden[0::2], hidden[1::2]
+
+    def split(e):  # (one number per row, the entry's part)
+        scalar, part = sympy.factor(e).as_independent(*entries, as_Add=False)
+        return scalar, part
+
+    out = []
+    for c in (0, 1):
+        for d in (0, 1):
+            scalar, i_part, j_part = sympy.S.Zero, None, None
+            for u, w in zip(us, ws):
+                su, pu = split(u.subs(y, c))
+                sw, pw = split(w.subs(y, d))
+                if su * sw == 0 or pu == 0 or pw == 0:
+                    continue
+                i_part, j_part = i_part or pu, j_part or pw
+                ru, rw = sympy.cancel(pu / i_part), sympy.cancel(pw / j_part)
+                if not (ru.is_Number and rw.is_Number):
+                    return None
+                scalar += su * sw * ru * rw
+            scalar = sympy.together(scalar)
+            if i_part is None or scalar == 0:
+                continue
+            numerator, denominator = sympy.fraction(scalar)
+            merged = one_signed(_restore(numerator, table), constants)
+            numerator = _restore(numerator, table) if merged is None else merged
+            corner = {0: 1 - y, 1: y}
+            out += [
+                corner[c] * _restore(i_part, table) * numerator / _restore(denominator, table),
+                corner[d] * _restore(j_part, table),
+            ]
+    return out
 
 
 def _one_minus_sigmoid(node: sympy.Expr, sigmoid) -> sympy.Expr:

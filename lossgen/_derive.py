@@ -17,8 +17,9 @@ from ._analyse import Analysis
 from ._classes import (
     REDUCTIONS,
     ClassSum, HessBlock, LogSoftmax, LogSoftmaxComplement, LogSumExp, SumOthers, class_gradient,
-    class_hess, class_hvp, complements, diagonal_from_hvp, entrywise_of, log_softmax_forms, CLASS_FORMS,
+    class_hess, class_hvp, complements, corner_pairs, diagonal_from_hvp, entrywise_of, factored, log_softmax_forms, CLASS_FORMS,
     merge_sums, one_minus_exp, picked_forms, ratio_complement, relative_entropy_forms,
+    sigmoid_differences,
 )
 from ._norms import NORM_FORMS, norm_gap_forms, unit_differences
 from ._primitives import Exp
@@ -146,8 +147,17 @@ def _derive_classes(d: Derivation) -> Derivation:
     def stable(e, shifts=None):
         return complements(log_softmax_forms(joined(e)), nonneg, entries, shifts)
 
+    constants = frozenset(
+        i.symbol for i in d.spec.inputs
+        if i.role == "constant" and i.domain.kind == "interval" and i.domain.lo >= 0 and i.domain.hi <= 1
+    )
+    cornered: dict = {}  # x -> the pairs at the corners of y, where corner_pairs applies
+
     def block(h, g, x):  # the diagonal factored: p - p**2 -> p*(1 - p) -> -p*expm1(log p)
         diagonal, *pairs = h.args
+        corners = corner_pairs(pairs, constants, entries) if len(xs) == 1 else None
+        if corners is not None:
+            pairs = cornered[x] = corners
         pairs = [stable(a) for a in pairs]
         kept = [a for u, w in zip(pairs[0::2], pairs[1::2]) if u != 0 and w != 0 for a in (u, w)]
         if expr.has(LogSoftmaxComplement):
@@ -171,10 +181,6 @@ def _derive_classes(d: Derivation) -> Derivation:
     from_hvp: list[bool] = []
     extra_records: list[Rewrite] = []
     hess = tuple(tuple(block(_no_delta(class_hess(g, x)), g, x) for x in xs) for g in raw)
-    constants = frozenset(
-        i.symbol for i in d.spec.inputs
-        if i.role == "constant" and i.domain.kind == "interval" and i.domain.lo >= 0 and i.domain.hi <= 1
-    )
     value = norm_gap_forms(relative_entropy_forms(log_softmax_forms(expr)))
     complemented = ratio_complement(value, constants)
     if complemented != value:
@@ -197,6 +203,25 @@ def _derive_classes(d: Derivation) -> Derivation:
     hvp = tuple(
         _coincident_guard(entrywise(stable(_no_delta(class_hvp(g, directions))))) for g in sources
     )
+    if cornered:
+        # the block's direct part times v, and the pairs at the corners of y applied to v:
+        # H v = (d - sum_k u_k w_k) v + sum_k u_k sum(w_k v)
+        ((x, pairs),) = cornered.items()
+        v = directions[x]
+        direct = _no_delta(class_hvp(raw[0], {x: v})).replace(
+            lambda n: isinstance(n, REDUCTIONS) and n.has(v), lambda n: sympy.S.Zero
+        )
+        # (the direct part factored: p*a*(p - a)*(...) for p = sigmoid(x), a = sigmoid(-x),
+        # and p - a as tanh(x/2), which keeps its digits near x = 0)
+        direct = sigmoid_differences(factored(direct))
+        applied = sum((u * ClassSum(w * v) for u, w in zip(pairs[0::2], pairs[1::2])), sympy.S.Zero)
+        hvp = (_coincident_guard(stable(direct + applied)),)
+        extra_records.append(Rewrite(
+            "corner_pairs", "sum_k u_k w_k^T, affine in y_i and y_j", "sum over the corners of y",
+            "the off-diagonal Hessian entries written at y in {0, 1} (b_1 = y, b_0 = 1 - y), "
+            "each corner's row factor one sum of one sign (one_signed): hard targets keep one "
+            "corner per pair, no difference of numbers near 1 where the ratio is near 1",
+        ))
     emitted = [value, *grad, *hvp, *(h for row in hess for h in row)]
     records = [
         Rewrite(rule, before, after, reason)

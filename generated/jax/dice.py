@@ -50,11 +50,17 @@ Numerics
 --------
 No term of the textbook expression or its derivatives breaks in floating point.
 Rewrites applied (rule: before -> after, reason):
+- sum_others: `sum(a) - a` -> `sum_others(a)` (the row's sum as hi + lo: exact where a is
+  most of it)
 - hess_block: `diag(d) + sum_k u_k w_k^T` -> `hess_block(d, u, w, ...)` (the diagonal whole
   (p*(1 - p) as -p*expm1(log p)), not p - p*p)
 - ratio_complement: `c - N/D` -> `(c*D - N)/D, one sum` (the numerator merged into one sum
   over the axis, its body affine in a target y in [0, 1] as a0*(1 - y) + (a0 + a1)*y: terms
   of one sign, no difference of two numbers near c where the ratio is near it)
+- corner_pairs: `sum_k u_k w_k^T, affine in y_i and y_j` -> `sum over the corners of y` (the
+  off-diagonal Hessian entries written at y in {0, 1} (b_1 = y, b_0 = 1 - y), each corner's
+  row factor one sum of one sign (one_signed): hard targets keep one corner per pair, no
+  difference of numbers near 1 where the ratio is near 1)
 
 References
 ----------
@@ -173,6 +179,54 @@ def _from_set(result, layout, k, out):
 _PLAIN = [False]
 
 
+def _centered(b, x, log_p, c=None):
+    # b - sum(p*b), p = exp(log_p) = softmax(x), relative to b at the largest x (the
+    # entry that can hold nearly all of p): no difference of two near-equal sums
+    m = _first_max(x)
+    if c is None:
+        rel = b - jnp.take_along_axis(b, m, axis=-1)
+    else:
+        # (of b - c: as (b - c) - (b_m - c_m) or as (b - b_m) - (c - c_m), whichever has
+        # the smaller rounding errors, b - c exact near c = b, b - b_m where c is far)
+        d = b - c
+        d_m = jnp.take_along_axis(d, m, axis=-1)
+        own_b = b - jnp.take_along_axis(b, m, axis=-1)
+        own_c = c - jnp.take_along_axis(c, m, axis=-1)
+        first = jnp.abs(d) + jnp.abs(d_m) <= jnp.abs(own_b) + jnp.abs(own_c)
+        rel = jnp.where(first, d - d_m, own_b - own_c)
+    # the terms scaled by the largest p among the others (each can be subnormal,
+    # and XLA flushes them, while their sum is not)
+    top = jnp.max(jnp.where(rel == 0, -jnp.inf, log_p), axis=-1, keepdims=True)
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    hi, lo = _two_sum(jnp.where(rel == 0, 0.0, jnp.exp(log_p - top) * rel))
+    peaked = (rel - _times_exp(hi, top)) - _times_exp(lo, top)
+    # rows of logits within 1/2 of each other: p = exp(d)/C with d = x - log(mean(exp(x)))
+    # (relative to the largest), so sum(p*rel) = mean(rel) + sum(expm1(d)*rel)/C, the
+    # second part small: no rounded p near 1/C times rel, where the result is driven by
+    # the small differences of p
+    xr = x - jnp.take_along_axis(x, m, axis=-1)
+    flat = jnp.max(-xr, axis=-1, keepdims=True) < 0.5
+
+    def with_flat(xr):
+        # (only for an input with such a row: two expm1 per entry)
+        xr = jnp.where(flat, xr, 0.0)
+        e = jnp.expm1(xr - _log1p(jnp.mean(jnp.expm1(xr), axis=-1, keepdims=True)))
+        uniform = rel - jnp.mean(rel, axis=-1, keepdims=True)
+        uniform = uniform - jnp.mean(e * rel, axis=-1, keepdims=True)
+        return jnp.where(flat, uniform, peaked)
+
+    return jax.lax.cond(jnp.any(flat), with_flat, lambda xr: peaked, xr)
+
+
+def _first_max(u):
+    # the index of the first largest entry (of the first NaN if any), as jnp.argmax,
+    # with the class axis kept: one max and one min over it (XLA's argmax is slower)
+    i = jnp.arange(u.shape[-1])
+    top = jnp.max(u, axis=-1, keepdims=True)
+    first = jnp.where((u == top) | jnp.isnan(u), i, u.shape[-1])
+    return jnp.min(first, axis=-1, keepdims=True)
+
+
 def _hess_block(d, *pairs):
     # (d or a pair may be a number: each is broadcast against the others)
     arrays = [jnp.asarray(a) for a in (d, *pairs)]
@@ -186,6 +240,12 @@ def _hess_block(d, *pairs):
     for u, w in zip(pairs[0::2], pairs[1::2]):
         h = h + (u + ref)[..., :, None] * (w + ref)[..., None, :]
     return jnp.where(eye, d[..., :, None], h)
+
+
+def _log1p(x):
+    bad = (x > -0.4375) & (x < -0.34375)
+    u = jnp.where(bad, 1 + x, 0.5)
+    return jnp.where(bad, x * jnp.log(u) / (u - 1), jnp.log1p(x))
 
 
 def _scaled_product(c, d, log_d, term=False):
@@ -233,6 +293,36 @@ def _scaled_sum(*quads):
     exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
     magnitude = jnp.where(exact, direct, logged)
     return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
+
+
+def _sum_others(a):
+    # sum(a) - a with the sum as hi + lo: hi - a is exact where a is most of it
+    hi, lo = _two_sum(a)
+    return (hi - a) + lo
+
+
+def _times_exp(a, e):
+    # a * exp(e), where exp(e) alone may be subnormal (and flushed) while the product
+    # is not
+    logged = jnp.sign(a) * jnp.exp(jnp.log(jnp.abs(a)) + e)
+    scale = jnp.exp(e)
+    return jnp.where(scale >= jnp.finfo(e.dtype).tiny, a * scale, logged)
+
+
+def _two_sum(t):
+    # the row sums of t as hi + lo: pairwise, each addition's rounding error kept
+    # (the errors carried beside the partial sums and added pairwise with them)
+    lo = jnp.zeros_like(t)
+    while t.shape[-1] > 1:
+        if t.shape[-1] % 2:
+            t = jnp.concatenate([t, jnp.zeros_like(t[..., :1])], axis=-1)
+            lo = jnp.concatenate([lo, jnp.zeros_like(lo[..., :1])], axis=-1)
+        a, b = t[..., 0::2], t[..., 1::2]
+        s = a + b
+        bb = s - a
+        lo = (lo[..., 0::2] + lo[..., 1::2]) + ((a - (s - bb)) + (b - bb))
+        t = s
+    return t, lo
 
 
 def _plain_first(function):
@@ -329,64 +419,119 @@ def hess(x, y, *, s=1.0, axes=None, validate=False):
     t1 = jnp.exp(-jnp.abs(x))
     t2 = jnp.where(x >= 0, 1.0, t1)
     t3 = 1 + t1
-    t4 = t2 / t3
-    t5 = jnp.sum(t4 + y, axis=-1, keepdims=True)
-    t6 = s + t5
-    t7 = 2 * jnp.sum(t4 * y, axis=-1, keepdims=True)
-    t8 = (t0 - t7 + 2 * t5 * y) / t6 / t6 / t6
-    t9 = 2 * t8
-    t10 = t2**2
-    t11 = -x
-    t12 = jnp.where(t11 >= 0, 1.0, t1)
-    t13 = t12**2
-    t14 = t10 * t13 / t3**4
-    t15 = jnp.minimum(0, x)
-    t16 = 2 * t15
-    t17 = jnp.minimum(0, t11)
+    t4 = 1 / t3
+    t5 = t2 * t4
+    t6 = jnp.sum(t5 + y, axis=-1, keepdims=True)
+    t7 = 1 / (s + t6)**3
+    t8 = t5 * y
+    t9 = 2 * y
+    t10 = t7 * (t0 + t6 * t9 - 2 * jnp.sum(t8, axis=-1, keepdims=True))
+    t11 = 2 * t10
+    t12 = t2**2
+    t13 = -x
+    t14 = jnp.where(t13 >= 0, 1.0, t1)
+    t15 = t14**2
+    t16 = t12 * t15 / t3**4
+    t17 = jnp.minimum(0, x)
     t18 = 2 * t17
-    t19 = jnp.log1p(t1)
-    t20 = t16 + t18 - 4 * t19
-    t21 = s * t8
-    t22 = 1 / t3**3
-    t23 = t10 * t12 * t22
-    t24 = -3 * t19
-    t25 = t16 + t17 + t24
-    t26 = t5 * t8
-    t27 = -t21
-    t28 = t13 * t2 * t22
-    t29 = t15 + t18 + t24
-    t30 = -t26
-    t31 = 2 / t6 / t6
-    t32 = t12 * t2 / t3 / t3
-    t33 = t15 + t17 - 2 * t19
+    t19 = jnp.minimum(0, t13)
+    t20 = 2 * t19
+    t21 = jnp.log1p(t1)
+    t22 = t18 + t20 - 4 * t21
+    t23 = s * t10
+    t24 = 1 / t3**3
+    t25 = t12 * t14 * t24
+    t26 = -3 * t21
+    t27 = t18 + t19 + t26
+    t28 = t10 * t6
+    t29 = -t23
+    t30 = t15 * t2 * t24
+    t31 = t17 + t20 + t26
+    t32 = -t28
+    t33 = 1 - y
+    t34 = 4 * t7
+    t35 = t34 * y
+    t36 = -t33 * t35
+    t37 = -t33 * t34 * _sum_others(t8)
+    t38 = t14 * t2 / t3 / t3
+    t39 = t17 + t19 - 2 * t21
+    t40 = s * t7
+    t41 = 2 * t33
+    t42 = -t40 * t41
+    t43 = t33 * t38
+    t44 = t33 * t5
+    t45 = t7 * jnp.sum(t44 + t14 * t4 * y, axis=-1, keepdims=True)
+    t46 = t38 * y
+    t47 = t34 * y**2
+    t48 = -t47
+    t49 = t40 * t9
+    t50 = t35 * _sum_others(t44 + y)
     d2_x = (
         _hess_block(
             _scaled_sum(
-                _scaled_product(t9, t14, t20, term=True),
-                t9,
-                t14,
-                t20,
-                _scaled_product(t21, t23, t25, term=True),
-                t21,
+                _scaled_product(t11, t16, t22, term=True),
+                t11,
+                t16,
+                t22,
+                _scaled_product(t23, t25, t27, term=True),
                 t23,
                 t25,
-                _scaled_product(t26, t23, t25, term=True),
-                t26,
-                t23,
-                t25,
-                _scaled_product(t27, t28, t29, term=True),
                 t27,
+                _scaled_product(t28, t25, t27, term=True),
                 t28,
+                t25,
+                t27,
+                _scaled_product(t29, t30, t31, term=True),
                 t29,
-                _scaled_product(t30, t28, t29, term=True),
                 t30,
-                t28,
-                t29,
+                t31,
+                _scaled_product(t32, t30, t31, term=True),
+                t32,
+                t30,
+                t31,
             ),
-            _scaled_product(t31 * (y - (s + t7) / t6), t32, t33),
-            t32,
-            _scaled_product(t31, t32, t33),
-            t32 * y,
+            _scaled_sum(
+                _scaled_product(t36, t25, t27, term=True),
+                t36,
+                t25,
+                t27,
+                _scaled_product(t37, t38, t39, term=True),
+                t37,
+                t38,
+                t39,
+                _scaled_product(t42, t38, t39, term=True),
+                t42,
+                t38,
+                t39,
+            ),
+            t43,
+            _scaled_product(t41 * t45, t38, t39),
+            t46,
+            _scaled_product(t45 * t9, t38, t39),
+            t43,
+            _scaled_sum(
+                _scaled_product(t48, t25, t27, term=True),
+                t48,
+                t25,
+                t27,
+                _scaled_product(t35, t25, t27, term=True),
+                t35,
+                t25,
+                t27,
+                _scaled_product(t47, t38, t39, term=True),
+                t47,
+                t38,
+                t39,
+                _scaled_product(t49, t38, t39, term=True),
+                t49,
+                t38,
+                t39,
+                _scaled_product(t50, t38, t39, term=True),
+                t50,
+                t38,
+                t39,
+            ),
+            t46,
         )
     )
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)
@@ -405,32 +550,40 @@ def hvp(x, y, v, *, s=1.0, axes=None, validate=False):
         (x, y), (s,), wide=True
     )
     v_x = _like(v, x)
-    t0 = jnp.exp(-jnp.abs(x))
-    t1 = jnp.where(x >= 0, 1.0, t0)
-    t2 = 1 + t0
-    t3 = t1 / t2
-    t4 = s + jnp.sum(t3 + y, axis=-1, keepdims=True)
-    t5 = 1 / t4**2
-    t6 = jnp.where(-x >= 0, 1.0, t0)
-    t7 = t1 * t6 / t2 / t2
-    t8 = t7 * v_x
-    t9 = 2 * t7
+    t0 = -s + 2 * y**2 + 2 * s * y
+    t1 = 2 * s + 4 * y
+    t2 = jnp.exp(-jnp.abs(x))
+    t3 = jnp.where(x >= 0, 1.0, t2)
+    t4 = 1 + t2
+    t5 = 1 / t4
+    t6 = t3 * t5
+    t7 = t6 + y
+    t8 = s + jnp.sum(t7, axis=-1, keepdims=True)
+    t9 = t6 * y
     t10 = 2 * y
-    t11 = s + 2 * jnp.sum(t3 * y, axis=-1, keepdims=True)
-    t12 = 1 / t2**3
-    t13 = t1**2
-    t14 = 1 / t4
-    t15 = t6**2
+    t11 = jnp.where(-x >= 0, 1.0, t2)
+    t12 = t3 / t4 / t4
+    t13 = t12 * v_x
+    t14 = t11 * t13
+    t15 = t11 * y
+    t16 = 1 - y
+    t17 = t16 * t6
+    t18 = jnp.sum(t17 + t15 * t5, axis=-1, keepdims=True)
+    t19 = t12 / t8 / t8 / t8
+    t20 = t19 * jnp.sum(t14 * t16, axis=-1, keepdims=True)
+    t21 = t19 * jnp.sum(t13 * t15, axis=-1, keepdims=True)
+    t22 = t11 * t16
+    t23 = 4 * t9
     hv_x = (
-        v_x
-        * (
-            -t1 * t10 * t12 * t14 * t15
-            + t1 * t11 * t12 * t15 * t5
-            - t11 * t12 * t13 * t5 * t6
-            + 2 * t12 * t13 * t14 * t6 * y
-        )
-        + (t10 * t5 * t7 - t11 * t9 / t4 / t4 / t4) * jnp.sum(t8, axis=-1, keepdims=True)
-        + t5 * t9 * jnp.sum(t8 * y, axis=-1, keepdims=True)
+        t15 * t21 * (t1 - t23 + 4 * t6 + 4 * _sum_others(t17 + y))
+        + 2 * t18 * t21 * t22
+        + t20 * t22 * (-2 * s - t23 - 4 * _sum_others(t9))
+        + t10 * t11 * t18 * t20
+        + t14
+        * (t0 + 2 * t9 + t10 * _sum_others(t7) - 2 * jnp.sum(t9, axis=-1, keepdims=True))
+        * jnp.tanh(x / 2)
+        / t8
+        / t8
     )
     return _from_set(_fit(hv_x, x.shape, shape, out), _layout, 0, out)
 

@@ -52,11 +52,17 @@ Numerics
 --------
 No term of the textbook expression or its derivatives breaks in floating point.
 Rewrites applied (rule: before -> after, reason):
+- sum_others: `sum(a) - a` -> `sum_others(a)` (the row's sum as hi + lo: exact where a is
+  most of it)
 - hess_block: `diag(d) + sum_k u_k w_k^T` -> `hess_block(d, u, w, ...)` (the diagonal whole
   (p*(1 - p) as -p*expm1(log p)), not p - p*p)
 - ratio_complement: `c - N/D` -> `(c*D - N)/D, one sum` (the numerator merged into one sum
   over the axis, its body affine in a target y in [0, 1] as a0*(1 - y) + (a0 + a1)*y: terms
   of one sign, no difference of two numbers near c where the ratio is near it)
+- corner_pairs: `sum_k u_k w_k^T, affine in y_i and y_j` -> `sum over the corners of y` (the
+  off-diagonal Hessian entries written at y in {0, 1} (b_1 = y, b_0 = 1 - y), each corner's
+  row factor one sum of one sign (one_signed): hard targets keep one corner per pair, no
+  difference of numbers near 1 where the ratio is near 1)
 - log_sigmoid: `log(p)` -> `log_sigmoid(x)` (sigmoid(u) rounds to 1 for u > 37 and
   underflows for u < -745 [in a sum's term])
 - complement_partition: `1 - p` -> `sigmoid(-x)` (1 - sigmoid(u) rounds to 0 for u > 37 in
@@ -183,6 +189,54 @@ def _from_set(result, layout, k, out):
 _PLAIN = [False]
 
 
+def _centered(b, x, log_p, c=None):
+    # b - sum(p*b), p = exp(log_p) = softmax(x), relative to b at the largest x (the
+    # entry that can hold nearly all of p): no difference of two near-equal sums
+    m = _first_max(x)
+    if c is None:
+        rel = b - jnp.take_along_axis(b, m, axis=-1)
+    else:
+        # (of b - c: as (b - c) - (b_m - c_m) or as (b - b_m) - (c - c_m), whichever has
+        # the smaller rounding errors, b - c exact near c = b, b - b_m where c is far)
+        d = b - c
+        d_m = jnp.take_along_axis(d, m, axis=-1)
+        own_b = b - jnp.take_along_axis(b, m, axis=-1)
+        own_c = c - jnp.take_along_axis(c, m, axis=-1)
+        first = jnp.abs(d) + jnp.abs(d_m) <= jnp.abs(own_b) + jnp.abs(own_c)
+        rel = jnp.where(first, d - d_m, own_b - own_c)
+    # the terms scaled by the largest p among the others (each can be subnormal,
+    # and XLA flushes them, while their sum is not)
+    top = jnp.max(jnp.where(rel == 0, -jnp.inf, log_p), axis=-1, keepdims=True)
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    hi, lo = _two_sum(jnp.where(rel == 0, 0.0, jnp.exp(log_p - top) * rel))
+    peaked = (rel - _times_exp(hi, top)) - _times_exp(lo, top)
+    # rows of logits within 1/2 of each other: p = exp(d)/C with d = x - log(mean(exp(x)))
+    # (relative to the largest), so sum(p*rel) = mean(rel) + sum(expm1(d)*rel)/C, the
+    # second part small: no rounded p near 1/C times rel, where the result is driven by
+    # the small differences of p
+    xr = x - jnp.take_along_axis(x, m, axis=-1)
+    flat = jnp.max(-xr, axis=-1, keepdims=True) < 0.5
+
+    def with_flat(xr):
+        # (only for an input with such a row: two expm1 per entry)
+        xr = jnp.where(flat, xr, 0.0)
+        e = jnp.expm1(xr - _log1p(jnp.mean(jnp.expm1(xr), axis=-1, keepdims=True)))
+        uniform = rel - jnp.mean(rel, axis=-1, keepdims=True)
+        uniform = uniform - jnp.mean(e * rel, axis=-1, keepdims=True)
+        return jnp.where(flat, uniform, peaked)
+
+    return jax.lax.cond(jnp.any(flat), with_flat, lambda xr: peaked, xr)
+
+
+def _first_max(u):
+    # the index of the first largest entry (of the first NaN if any), as jnp.argmax,
+    # with the class axis kept: one max and one min over it (XLA's argmax is slower)
+    i = jnp.arange(u.shape[-1])
+    top = jnp.max(u, axis=-1, keepdims=True)
+    first = jnp.where((u == top) | jnp.isnan(u), i, u.shape[-1])
+    return jnp.min(first, axis=-1, keepdims=True)
+
+
 def _hess_block(d, *pairs):
     # (d or a pair may be a number: each is broadcast against the others)
     arrays = [jnp.asarray(a) for a in (d, *pairs)]
@@ -196,6 +250,12 @@ def _hess_block(d, *pairs):
     for u, w in zip(pairs[0::2], pairs[1::2]):
         h = h + (u + ref)[..., :, None] * (w + ref)[..., None, :]
     return jnp.where(eye, d[..., :, None], h)
+
+
+def _log1p(x):
+    bad = (x > -0.4375) & (x < -0.34375)
+    u = jnp.where(bad, 1 + x, 0.5)
+    return jnp.where(bad, x * jnp.log(u) / (u - 1), jnp.log1p(x))
 
 
 def _scaled_product(c, d, log_d, term=False):
@@ -243,6 +303,36 @@ def _scaled_sum(*quads):
     exact = (d_top >= info.tiny) & (direct >= info.tiny) & jnp.isfinite(direct)
     magnitude = jnp.where(exact, direct, logged)
     return jnp.where(flushed, jnp.sign(total) * magnitude, plain)
+
+
+def _sum_others(a):
+    # sum(a) - a with the sum as hi + lo: hi - a is exact where a is most of it
+    hi, lo = _two_sum(a)
+    return (hi - a) + lo
+
+
+def _times_exp(a, e):
+    # a * exp(e), where exp(e) alone may be subnormal (and flushed) while the product
+    # is not
+    logged = jnp.sign(a) * jnp.exp(jnp.log(jnp.abs(a)) + e)
+    scale = jnp.exp(e)
+    return jnp.where(scale >= jnp.finfo(e.dtype).tiny, a * scale, logged)
+
+
+def _two_sum(t):
+    # the row sums of t as hi + lo: pairwise, each addition's rounding error kept
+    # (the errors carried beside the partial sums and added pairwise with them)
+    lo = jnp.zeros_like(t)
+    while t.shape[-1] > 1:
+        if t.shape[-1] % 2:
+            t = jnp.concatenate([t, jnp.zeros_like(t[..., :1])], axis=-1)
+            lo = jnp.concatenate([lo, jnp.zeros_like(lo[..., :1])], axis=-1)
+        a, b = t[..., 0::2], t[..., 1::2]
+        s = a + b
+        bb = s - a
+        lo = (lo[..., 0::2] + lo[..., 1::2]) + ((a - (s - bb)) + (b - bb))
+        t = s
+    return t, lo
 
 
 def _plain_first(function):
@@ -378,10 +468,10 @@ def hess(x, y, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=Fa
     t1 = jnp.exp(-jnp.abs(x))
     t2 = jnp.where(x >= 0, 1.0, t1)
     t3 = 1 + t1
-    t4 = t2 / t3
-    t5 = jnp.sum(t4 + y, axis=-1, keepdims=True)
-    t6 = s + t5
-    t7 = 1 / t6**3
+    t4 = 1 / t3
+    t5 = t2 * t4
+    t6 = jnp.sum(t5 + y, axis=-1, keepdims=True)
+    t7 = 1 / (s + t6)**3
     t8 = lambda_dice * t7
     t9 = t0 * t8
     t10 = 1 / t3**3
@@ -400,40 +490,46 @@ def hess(x, y, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=Fa
     t23 = t10 * t12 * t22
     t24 = 2 * t15
     t25 = t16 + t19 + t24
-    t26 = jnp.sum(t4 * y, axis=-1, keepdims=True)
-    t27 = 4 * t8
-    t28 = -t26 * t27
-    t29 = t13 * t22 / t3**4
-    t30 = t17 - 4 * t18 + t24
-    t31 = s * t8
+    t26 = jnp.sum(t5 * y, axis=-1, keepdims=True)
+    t27 = -4 * t26 * t8
+    t28 = t13 * t22 / t3**4
+    t29 = t17 - 4 * t18 + t24
+    t30 = lambda_dice * s
+    t31 = t30 * t7
     t32 = -2 * t31
     t33 = lambda_bce * t7 / shape[-1]
     t34 = s**3 * t33
     t35 = t12 * t2 / t3 / t3
     t36 = t15 + t16 - 2 * t18
-    t37 = t33 * t5**3
-    t38 = t31 * t5
+    t37 = t33 * t6**3
+    t38 = t31 * t6
     t39 = -t38
     t40 = 2 * t26
     t41 = t31 * t40
     t42 = -t41
-    t43 = 2 * y
-    t44 = t43 * t9
-    t45 = -t44
-    t46 = t5**2
-    t47 = t43 * t46 * t8
-    t48 = -t47
-    t49 = t40 * t5 * t8
+    t43 = lambda_dice * y
+    t44 = 2 * t7
+    t45 = t43 * t44
+    t46 = t0 * t45
+    t47 = -t46
+    t48 = t6**2
+    t49 = t45 * t48
     t50 = -t49
-    t51 = t27 * y
-    t52 = s * t51
-    t53 = t5 * t51
-    t54 = t5 * t52
-    t55 = -t54
-    t56 = 3 * t33
-    t57 = s * t46 * t56
-    t58 = t0 * t5 * t56
-    t59 = 2 * lambda_dice / t6 / t6
+    t51 = t40 * t6 * t8
+    t52 = -t51
+    t53 = 4 * t43 * t7
+    t54 = s * t53
+    t55 = t53 * t6
+    t56 = t54 * t6
+    t57 = -t56
+    t58 = 3 * t33
+    t59 = s * t48 * t58
+    t60 = t0 * t58 * t6
+    t61 = 1 - y
+    t62 = t35 * t61
+    t63 = lambda_dice * t5 * t61
+    t64 = t44 * jnp.sum(t63 + t12 * t4 * t43, axis=-1, keepdims=True)
+    t65 = t35 * y
     d2_x = (
         _hess_block(
             _scaled_sum(
@@ -445,14 +541,14 @@ def hess(x, y, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=Fa
                 t21,
                 t23,
                 t25,
-                _scaled_product(t28, t29, t30, term=True),
+                _scaled_product(t27, t28, t29, term=True),
+                t27,
                 t28,
                 t29,
-                t30,
-                _scaled_product(t32, t29, t30, term=True),
+                _scaled_product(t32, t28, t29, term=True),
                 t32,
+                t28,
                 t29,
-                t30,
                 _scaled_product(t34, t35, t36, term=True),
                 t34,
                 t35,
@@ -473,63 +569,71 @@ def hess(x, y, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=Fa
                 t42,
                 t23,
                 t25,
-                _scaled_product(t45, t14, t20, term=True),
-                t45,
+                _scaled_product(t47, t14, t20, term=True),
+                t47,
                 t14,
                 t20,
-                _scaled_product(t48, t14, t20, term=True),
-                t48,
-                t14,
-                t20,
-                _scaled_product(t50, t23, t25, term=True),
+                _scaled_product(t50, t14, t20, term=True),
                 t50,
+                t14,
+                t20,
+                _scaled_product(t52, t23, t25, term=True),
+                t52,
                 t23,
                 t25,
                 _scaled_product(t41, t14, t20, term=True),
                 t41,
                 t14,
                 t20,
-                _scaled_product(t44, t23, t25, term=True),
-                t44,
+                _scaled_product(t46, t23, t25, term=True),
+                t46,
                 t23,
                 t25,
-                _scaled_product(t47, t23, t25, term=True),
-                t47,
-                t23,
-                t25,
-                _scaled_product(t49, t14, t20, term=True),
+                _scaled_product(t49, t23, t25, term=True),
                 t49,
+                t23,
+                t25,
+                _scaled_product(t51, t14, t20, term=True),
+                t51,
                 t14,
                 t20,
-                _scaled_product(t52, t29, t30, term=True),
-                t52,
-                t29,
-                t30,
-                _scaled_product(t53, t29, t30, term=True),
-                t53,
-                t29,
-                t30,
-                _scaled_product(t55, t14, t20, term=True),
-                t55,
-                t14,
-                t20,
-                _scaled_product(t57, t35, t36, term=True),
-                t57,
-                t35,
-                t36,
-                _scaled_product(t58, t35, t36, term=True),
-                t58,
-                t35,
-                t36,
-                _scaled_product(t54, t23, t25, term=True),
+                _scaled_product(t54, t28, t29, term=True),
                 t54,
+                t28,
+                t29,
+                _scaled_product(t55, t28, t29, term=True),
+                t55,
+                t28,
+                t29,
+                _scaled_product(t57, t14, t20, term=True),
+                t57,
+                t14,
+                t20,
+                _scaled_product(t59, t35, t36, term=True),
+                t59,
+                t35,
+                t36,
+                _scaled_product(t60, t35, t36, term=True),
+                t60,
+                t35,
+                t36,
+                _scaled_product(t56, t23, t25, term=True),
+                t56,
                 t23,
                 t25,
             ),
-            _scaled_product(t59 * (y - (s + t40) / t6), t35, t36),
-            t35,
-            _scaled_product(t59, t35, t36),
-            t35 * y,
+            _scaled_product(-2 * t61 * t8 * (s + t40), t35, t36),
+            t62,
+            _scaled_product(t61 * t64, t35, t36),
+            t65,
+            _scaled_product(t64 * y, t35, t36),
+            t62,
+            _scaled_product(
+                t44 * y * (t30 + 2 * jnp.sum(t43 + t63, axis=-1, keepdims=True)),
+                t35,
+                t36,
+            ),
+            t65,
         )
     )
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)
@@ -548,37 +652,53 @@ def hvp(x, y, v, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=
         (x, y), (s, lambda_dice, lambda_bce), wide=True
     )
     v_x = _like(v, x)
-    t0 = jnp.exp(-jnp.abs(x))
-    t1 = jnp.where(x >= 0, 1.0, t0)
-    t2 = 1 + t0
-    t3 = t1 / t2
-    t4 = s + jnp.sum(t3 + y, axis=-1, keepdims=True)
-    t5 = 1 / t4**2
-    t6 = t1 * y
-    t7 = jnp.where(-x >= 0, 1.0, t0)
-    t8 = t7 / t2 / t2
+    t0 = -lambda_bce * s**2 - 2 * lambda_bce * s * y
+    t1 = 2 * s
+    t2 = lambda_dice * t1
+    t3 = lambda_dice * y
+    t4 = 1 - y
+    t5 = jnp.exp(-jnp.abs(x))
+    t6 = jnp.where(x >= 0, 1.0, t5)
+    t7 = 1 + t5
+    t8 = 1 / t7
     t9 = t6 * t8
-    t10 = t1 * t8
-    t11 = 2 * lambda_dice
-    t12 = t10 * t11
-    t13 = s + 2 * jnp.sum(t3 * y, axis=-1, keepdims=True)
-    t14 = 1 / t2**3
-    t15 = t1**2
-    t16 = 1 / t4
-    t17 = t7**2
-    t18 = lambda_dice * t14
+    t10 = lambda_dice * t4 * t9
+    t11 = jnp.where(-x >= 0, 1.0, t5)
+    t12 = t11 * t6 / t7 / t7
+    t13 = t12 * v_x
+    t14 = jnp.sum(t13 * y, axis=-1, keepdims=True)
+    t15 = t9 + y
+    t16 = jnp.sum(t15, axis=-1, keepdims=True)
+    t17 = s + t16
+    t18 = t12 / t17 / t17 / t17
+    t19 = t18 * y
+    t20 = t9 * y
+    t21 = jnp.sum(t13 * t4, axis=-1, keepdims=True)
+    t22 = t18 * t4
+    t23 = 2 * jnp.sum(t10 + t11 * t3 * t8, axis=-1, keepdims=True)
+    t24 = jnp.tanh(x / 2)
+    t25 = t24 * t3 * shape[-1]
+    t26 = lambda_bce * t1
     hv_x = (
-        v_x
+        t14 * t19 * (t2 + 4 * jnp.sum(t10 + t3, axis=-1, keepdims=True))
+        + t14 * t22 * t23
+        + t19 * t21 * t23
+        + t21 * t22 * (-t2 - 4 * lambda_dice * jnp.sum(t20, axis=-1, keepdims=True))
+        - t13
         * (
-            -lambda_bce * (-t9 - t10 * (1 - y)) / shape[-1]
-            - 2 * t16 * t17 * t18 * t6
-            - t13 * t15 * t18 * t5 * t7
-            + lambda_dice * t1 * t13 * t14 * t17 * t5
-            + 2 * lambda_dice * t14 * t15 * t16 * t7 * y
+            t0
+            - lambda_bce * t16**2
+            - t1 * t25
+            - 2 * t16 * t25
+            - t26 * t9
+            - t26 * _sum_others(t15)
+            + lambda_dice * s * t24 * shape[-1]
+            + 2 * lambda_dice * t24 * shape[-1] * _sum_others(t20)
+            + 2 * lambda_dice * t24 * t6 * t8 * y * shape[-1]
         )
-        + (t11 * t5 * t9 - t12 * t13 / t4 / t4 / t4)
-        * jnp.sum(t10 * v_x, axis=-1, keepdims=True)
-        + t12 * t5 * jnp.sum(t9 * v_x, axis=-1, keepdims=True)
+        / t17
+        / t17
+        / shape[-1]
     )
     return _from_set(_fit(hv_x, x.shape, shape, out), _layout, 0, out)
 

@@ -50,11 +50,17 @@ Numerics
 --------
 No term of the textbook expression or its derivatives breaks in floating point.
 Rewrites applied (rule: before -> after, reason):
+- sum_others: `sum(a) - a` -> `sum_others(a)` (the row's sum as hi + lo: exact where a is
+  most of it)
 - hess_block: `diag(d) + sum_k u_k w_k^T` -> `hess_block(d, u, w, ...)` (the diagonal whole
   (p*(1 - p) as -p*expm1(log p)), not p - p*p)
 - ratio_complement: `c - N/D` -> `(c*D - N)/D, one sum` (the numerator merged into one sum
   over the axis, its body affine in a target y in [0, 1] as a0*(1 - y) + (a0 + a1)*y: terms
   of one sign, no difference of two numbers near c where the ratio is near it)
+- corner_pairs: `sum_k u_k w_k^T, affine in y_i and y_j` -> `sum over the corners of y` (the
+  off-diagonal Hessian entries written at y in {0, 1} (b_1 = y, b_0 = 1 - y), each corner's
+  row factor one sum of one sign (one_signed): hard targets keep one corner per pair, no
+  difference of numbers near 1 where the ratio is near 1)
 
 References
 ----------
@@ -167,6 +173,40 @@ def _from_set(result, layout, k, out):
     return _fit(moved, shapes[k], shape, out)
 
 
+def _centered(b, x, log_p, c=None):
+    # b - sum(p*b), p = exp(log_p) = softmax(x), relative to b at the largest x (the
+    # entry that can hold nearly all of p): no difference of two near-equal sums
+    m = torch.argmax(x, dim=-1, keepdim=True)
+    if c is None:
+        rel = b - torch.take_along_dim(b, m, dim=-1)
+    else:
+        # (of b - c: as (b - c) - (b_m - c_m) or as (b - b_m) - (c - c_m), whichever has
+        # the smaller rounding errors, b - c exact near c = b, b - b_m where c is far)
+        d = b - c
+        d_m = torch.take_along_dim(d, m, dim=-1)
+        own_b = b - torch.take_along_dim(b, m, dim=-1)
+        own_c = c - torch.take_along_dim(c, m, dim=-1)
+        first = torch.abs(d) + torch.abs(d_m) <= torch.abs(own_b) + torch.abs(own_c)
+        rel = torch.where(first, d - d_m, own_b - own_c)
+    # the terms scaled by the largest p among the others (each can be subnormal,
+    # and XLA flushes them, while their sum is not)
+    top = torch.amax(torch.where(rel == 0, -torch.inf, log_p), dim=-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, 0.0)
+    hi, lo = _two_sum(torch.where(rel == 0, 0.0, torch.exp(log_p - top) * rel))
+    peaked = (rel - _times_exp(hi, top)) - _times_exp(lo, top)
+    # rows of logits within 1/2 of each other: p = exp(d)/C with d = x - log(mean(exp(x)))
+    # (relative to the largest), so sum(p*rel) = mean(rel) + sum(expm1(d)*rel)/C, the
+    # second part small: no rounded p near 1/C times rel, where the result is driven by
+    # the small differences of p
+    xr = x - torch.take_along_dim(x, m, dim=-1)
+    flat = torch.amax(-xr, dim=-1, keepdim=True) < 0.5
+    xr = torch.where(flat, xr, 0.0)
+    e = torch.expm1(xr - torch.log1p(torch.mean(torch.expm1(xr), dim=-1, keepdim=True)))
+    uniform = rel - torch.mean(rel, dim=-1, keepdim=True)
+    uniform = uniform - torch.mean(e * rel, dim=-1, keepdim=True)
+    return torch.where(flat, uniform, peaked)
+
+
 def _hess_block(d, *pairs):
     # (d or a pair may be a number: each is broadcast against the others)
     arrays = [torch.as_tensor(a) for a in (d, *pairs)]
@@ -184,6 +224,34 @@ def _hess_block(d, *pairs):
 
 def _sigmoid(x):
     return torch.clamp_max(x, 0).exp_().div_(torch.abs(x).neg_().exp_().add_(1))
+
+
+def _sum_others(a):
+    # sum(a) - a with the sum as hi + lo: hi - a is exact where a is most of it
+    hi, lo = _two_sum(a)
+    return (hi - a) + lo
+
+
+def _times_exp(a, e):
+    # a * exp(e), where exp(e) alone may be subnormal (and flushed) while the product
+    # is not
+    logged = torch.sign(a) * torch.exp(torch.log(torch.abs(a)) + e)
+    scale = torch.exp(e)
+    return torch.where(scale >= torch.finfo(e.dtype).tiny, a * scale, logged)
+
+
+def _two_sum(t):
+    # the row sums of t as hi + lo: pairwise, each addition's rounding error kept
+    lo = torch.zeros_like(t[..., :1])
+    while t.shape[-1] > 1:
+        if t.shape[-1] % 2:
+            t = torch.cat([t, torch.zeros_like(t[..., :1])], dim=-1)
+        a, b = t[..., 0::2], t[..., 1::2]
+        s = a + b
+        bb = s - a
+        lo = lo + torch.sum((a - (s - bb)) + (b - bb), dim=-1, keepdim=True)
+        t = s
+    return t, lo
 
 
 #: on CPU the work runs over blocks of about this many entries along the first axis (of rows,
@@ -274,27 +342,36 @@ def hess(x, y, *, s=1.0, axes=None, validate=False):
         (x, y), (s,), wide=True
     )
     t0 = -s + 2 * s * y
-    t1 = _sigmoid(x)
-    t2 = torch.sum(t1 + y, dim=-1, keepdim=True)
-    t3 = s + t2
-    t4 = t1 * y
-    t5 = 2 * torch.sum(t4, dim=-1, keepdim=True)
-    t6 = _sigmoid(-x)
-    t7 = t1 * t6
-    t8 = 2 * t7
-    t9 = t8 / t3 / t3
+    t1 = s + 2 * y
+    t2 = _sigmoid(x)
+    t3 = t2 * y
+    t4 = torch.sum(t2 + y, dim=-1, keepdim=True)
+    t5 = _sigmoid(-x)
+    t6 = 2 * t2
+    t7 = 1 / (s + t4)**3
+    t8 = t5 * t7
+    t9 = 2 * t3
+    t10 = t2 * (1 - y)
+    t11 = t10 * t5
+    t12 = 2 * t11 * t7
+    del t7
+    t13 = torch.sum(t10 + t5 * y, dim=-1, keepdim=True)
+    t14 = t3 * t5
+    t15 = t8 * t9
     d2_x = (
         _hess_block(
-            -t7
-            * (t0 - t5 + 2 * t2 * y)
-            * (-t8 - s * t1 + s * t6 - t1 * t2 + t2 * t6)
-            / t3
-            / t3
-            / t3,
-            t9 * (y - (s + t5) / t3),
-            t7,
-            t9,
-            t4 * t6,
+            -t2
+            * t8
+            * (t0 + 2 * t4 * y - 2 * torch.sum(t3, dim=-1, keepdim=True))
+            * (-s * t2 + s * t5 - t2 * t4 + t4 * t5 - t5 * t6),
+            -t12 * (s + t9 + 2 * _sum_others(t3)),
+            t11,
+            t12 * t13,
+            t14,
+            t13 * t15,
+            t11,
+            t15 * (t1 + t6 - t9 + 2 * _sum_others(t10 + y)),
+            t14,
         )
     )
     return _fit(d2_x, x.shape + x.shape[-1:], shape + shape[-1:], out)
@@ -313,28 +390,34 @@ def hvp(x, y, v, *, s=1.0, axes=None, validate=False):
         (x, y), (s,), wide=True
     )
     v_x = _like(v, x)
-    t0 = _sigmoid(x)
-    t1 = s + torch.sum(t0 + y, dim=-1, keepdim=True)
-    t2 = 1 / t1**2
-    t3 = t0 * y
-    t4 = _sigmoid(-x)
-    t5 = t4 * v_x
-    t6 = 2 * t4
-    t7 = t0 * t6
-    t8 = s + 2 * torch.sum(t3, dim=-1, keepdim=True)
-    t9 = t0**2
-    t10 = 1 / t1
-    t11 = t4**2
+    t0 = -s + 2 * y**2 + 2 * s * y
+    t1 = 2 * s + 4 * y
+    t2 = _sigmoid(x)
+    t3 = t2 + y
+    t4 = s + torch.sum(t3, dim=-1, keepdim=True)
+    t5 = t2 * y
+    t6 = 2 * t5
+    t7 = _sigmoid(-x)
+    t8 = t7 * v_x
+    t9 = t2 * (1 - y)
+    t10 = torch.sum(t9 + t7 * y, dim=-1, keepdim=True)
+    t11 = t7 / t4 / t4 / t4
+    del t7
+    t12 = t11 * torch.sum(t8 * t9, dim=-1, keepdim=True)
+    t13 = t11 * torch.sum(t5 * t8, dim=-1, keepdim=True)
+    del t11
+    t14 = 4 * t5
     hv_x = (
-        v_x
-        * (
-            -2 * t10 * t11 * t3
-            + t0 * t11 * t2 * t8
-            + 2 * t10 * t4 * t9 * y
-            - t2 * t4 * t8 * t9
-        )
-        + (-t7 * t8 / t1 / t1 / t1 + t2 * t3 * t6) * torch.sum(t0 * t5, dim=-1, keepdim=True)
-        + t2 * t7 * torch.sum(t3 * t5, dim=-1, keepdim=True)
+        t10 * t12 * t6
+        + 2 * t10 * t13 * t9
+        + t12 * t9 * (-2 * s - t14 - 4 * _sum_others(t5))
+        + t13 * t5 * (t1 - t14 + 4 * t2 + 4 * _sum_others(t9 + y))
+        + t2
+        * t8
+        * (t0 + t6 + 2 * y * _sum_others(t3) - 2 * torch.sum(t5, dim=-1, keepdim=True))
+        * torch.tanh(x / 2)
+        / t4
+        / t4
     )
     return _from_set(_fit(hv_x, x.shape, shape, out), _layout, 0, out)
 

@@ -52,11 +52,17 @@ Numerics
 --------
 No term of the textbook expression or its derivatives breaks in floating point.
 Rewrites applied (rule: before -> after, reason):
+- sum_others: `sum(a) - a` -> `sum_others(a)` (the row's sum as hi + lo: exact where a is
+  most of it)
 - hess_block: `diag(d) + sum_k u_k w_k^T` -> `hess_block(d, u, w, ...)` (the diagonal whole
   (p*(1 - p) as -p*expm1(log p)), not p - p*p)
 - ratio_complement: `c - N/D` -> `(c*D - N)/D, one sum` (the numerator merged into one sum
   over the axis, its body affine in a target y in [0, 1] as a0*(1 - y) + (a0 + a1)*y: terms
   of one sign, no difference of two numbers near c where the ratio is near it)
+- corner_pairs: `sum_k u_k w_k^T, affine in y_i and y_j` -> `sum over the corners of y` (the
+  off-diagonal Hessian entries written at y in {0, 1} (b_1 = y, b_0 = 1 - y), each corner's
+  row factor one sum of one sign (one_signed): hard targets keep one corner per pair, no
+  difference of numbers near 1 where the ratio is near 1)
 - log_sigmoid: `log(p)` -> `log_sigmoid(x)` (sigmoid(u) rounds to 1 for u > 37 and
   underflows for u < -745 [in a sum's term])
 - complement_partition: `1 - p` -> `sigmoid(-x)` (1 - sigmoid(u) rounds to 0 for u > 37 in
@@ -177,6 +183,40 @@ def _from_set(result, layout, k, out):
     return _fit(moved, shapes[k], shape, out)
 
 
+def _centered(b, x, log_p, c=None):
+    # b - sum(p*b), p = exp(log_p) = softmax(x), relative to b at the largest x (the
+    # entry that can hold nearly all of p): no difference of two near-equal sums
+    m = torch.argmax(x, dim=-1, keepdim=True)
+    if c is None:
+        rel = b - torch.take_along_dim(b, m, dim=-1)
+    else:
+        # (of b - c: as (b - c) - (b_m - c_m) or as (b - b_m) - (c - c_m), whichever has
+        # the smaller rounding errors, b - c exact near c = b, b - b_m where c is far)
+        d = b - c
+        d_m = torch.take_along_dim(d, m, dim=-1)
+        own_b = b - torch.take_along_dim(b, m, dim=-1)
+        own_c = c - torch.take_along_dim(c, m, dim=-1)
+        first = torch.abs(d) + torch.abs(d_m) <= torch.abs(own_b) + torch.abs(own_c)
+        rel = torch.where(first, d - d_m, own_b - own_c)
+    # the terms scaled by the largest p among the others (each can be subnormal,
+    # and XLA flushes them, while their sum is not)
+    top = torch.amax(torch.where(rel == 0, -torch.inf, log_p), dim=-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, 0.0)
+    hi, lo = _two_sum(torch.where(rel == 0, 0.0, torch.exp(log_p - top) * rel))
+    peaked = (rel - _times_exp(hi, top)) - _times_exp(lo, top)
+    # rows of logits within 1/2 of each other: p = exp(d)/C with d = x - log(mean(exp(x)))
+    # (relative to the largest), so sum(p*rel) = mean(rel) + sum(expm1(d)*rel)/C, the
+    # second part small: no rounded p near 1/C times rel, where the result is driven by
+    # the small differences of p
+    xr = x - torch.take_along_dim(x, m, dim=-1)
+    flat = torch.amax(-xr, dim=-1, keepdim=True) < 0.5
+    xr = torch.where(flat, xr, 0.0)
+    e = torch.expm1(xr - torch.log1p(torch.mean(torch.expm1(xr), dim=-1, keepdim=True)))
+    uniform = rel - torch.mean(rel, dim=-1, keepdim=True)
+    uniform = uniform - torch.mean(e * rel, dim=-1, keepdim=True)
+    return torch.where(flat, uniform, peaked)
+
+
 def _hess_block(d, *pairs):
     # (d or a pair may be a number: each is broadcast against the others)
     arrays = [torch.as_tensor(a) for a in (d, *pairs)]
@@ -194,6 +234,34 @@ def _hess_block(d, *pairs):
 
 def _sigmoid(x):
     return torch.clamp_max(x, 0).exp_().div_(torch.abs(x).neg_().exp_().add_(1))
+
+
+def _sum_others(a):
+    # sum(a) - a with the sum as hi + lo: hi - a is exact where a is most of it
+    hi, lo = _two_sum(a)
+    return (hi - a) + lo
+
+
+def _times_exp(a, e):
+    # a * exp(e), where exp(e) alone may be subnormal (and flushed) while the product
+    # is not
+    logged = torch.sign(a) * torch.exp(torch.log(torch.abs(a)) + e)
+    scale = torch.exp(e)
+    return torch.where(scale >= torch.finfo(e.dtype).tiny, a * scale, logged)
+
+
+def _two_sum(t):
+    # the row sums of t as hi + lo: pairwise, each addition's rounding error kept
+    lo = torch.zeros_like(t[..., :1])
+    while t.shape[-1] > 1:
+        if t.shape[-1] % 2:
+            t = torch.cat([t, torch.zeros_like(t[..., :1])], dim=-1)
+        a, b = t[..., 0::2], t[..., 1::2]
+        s = a + b
+        bb = s - a
+        lo = lo + torch.sum((a - (s - bb)) + (b - bb), dim=-1, keepdim=True)
+        t = s
+    return t, lo
 
 
 #: on CPU the work runs over blocks of about this many entries along the first axis (of rows,
@@ -296,60 +364,66 @@ def hess(x, y, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=Fa
         (x, y), (s, lambda_dice, lambda_bce), wide=True
     )
     t0 = _sigmoid(x)
-    t1 = torch.sum(t0 + y, dim=-1, keepdim=True)
-    t2 = s + t1
-    t3 = s**2
-    t4 = _sigmoid(-x)
-    t5 = lambda_dice * shape[-1]
-    t6 = t3 * t5
+    t1 = _sigmoid(-x)
+    t2 = torch.sum(t0 + y, dim=-1, keepdim=True)
+    t3 = 1 / (s + t2)**3
+    t4 = s**2
+    t5 = lambda_dice * t4
+    t6 = t1 * shape[-1]
     t7 = t0 * y
-    t8 = 2 * t7
-    t9 = t1**2
+    t8 = 2 * t7 * shape[-1]
+    t9 = t2**2
     t10 = 3 * lambda_bce
     t11 = torch.sum(t7, dim=-1, keepdim=True)
-    t12 = s * t5
-    t13 = t4 * t7
-    t14 = 4 * t13
-    t15 = t1 * t12
-    t16 = 2 * t11
-    t17 = t16 * t4
-    t18 = t1 * t5
-    t19 = t0 * t4
-    t20 = 2 * lambda_dice * t19 / t2 / t2
+    t12 = lambda_dice * s
+    t13 = t1 * t7
+    t14 = 4 * shape[-1]
+    t15 = t13 * t14
+    t16 = t12 * t2
+    t17 = 2 * t11
+    t18 = t17 * t6
+    t19 = lambda_dice * t2
+    t20 = t0 * (1 - y)
+    t21 = t1 * t20
+    t22 = 2 * t3
+    t23 = t22 * torch.sum(lambda_dice * (t20 + t1 * y), dim=-1, keepdim=True)
     d2_x = (
         _hess_block(
-            -t19
+            -t0
+            * t1
+            * t3
             * (
                 -lambda_bce * s**3
-                - lambda_bce * t1**3
-                - t12 * t14
-                - t12 * t17
-                - t14 * t18
-                - t15 * t4
-                - 4 * t15 * t7
-                - t17 * t18
-                - t4 * t6
-                - t6 * t8
+                - lambda_bce * t2**3
+                - t12 * t15
+                - t12 * t18
+                - t15 * t19
+                - t16 * t6
+                - t18 * t19
+                - t5 * t6
+                - t5 * t8
+                - lambda_dice * t8 * t9
                 - s * t10 * t9
-                - t1 * t10 * t3
-                - t5 * t8 * t9
-                + lambda_dice * t0 * t3 * shape[-1]
-                + lambda_dice * s * t0 * t1 * shape[-1]
+                - t10 * t2 * t4
+                - t14 * t16 * t7
+                + lambda_dice * t0 * t4 * shape[-1]
+                + 2 * lambda_dice * s * t0 * t1 * shape[-1]
                 + 2 * lambda_dice * s * t0 * t11 * shape[-1]
-                + 2 * lambda_dice * s * t0 * t4 * shape[-1]
-                + 2 * lambda_dice * t0 * t1 * t11 * shape[-1]
-                + 4 * lambda_dice * t0 * t11 * t4 * shape[-1]
-                + 2 * lambda_dice * t3 * t4 * y * shape[-1]
-                + 2 * lambda_dice * t4 * t9 * y * shape[-1]
-                + 4 * lambda_dice * s * t1 * t4 * y * shape[-1]
+                + lambda_dice * s * t0 * t2 * shape[-1]
+                + 4 * lambda_dice * t0 * t1 * t11 * shape[-1]
+                + 2 * lambda_dice * t0 * t11 * t2 * shape[-1]
+                + 2 * lambda_dice * t1 * t4 * y * shape[-1]
+                + 2 * lambda_dice * t1 * t9 * y * shape[-1]
+                + 4 * lambda_dice * s * t1 * t2 * y * shape[-1]
             )
-            / t2
-            / t2
-            / t2
             / shape[-1],
-            t20 * (y - (s + t16) / t2),
-            t19,
-            t20,
+            -lambda_dice * t21 * t22 * (s + t17),
+            t21,
+            t21 * t23,
+            t13,
+            t13 * t23,
+            t21,
+            t13 * t22 * (t12 + 2 * torch.sum(lambda_dice * (t20 + y), dim=-1, keepdim=True)),
             t13,
         )
     )
@@ -369,30 +443,51 @@ def hvp(x, y, v, *, s=1.0, lambda_dice=1.0, lambda_bce=1.0, axes=None, validate=
         (x, y), (s, lambda_dice, lambda_bce), wide=True
     )
     v_x = _like(v, x)
-    t0 = _sigmoid(x)
-    t1 = s + torch.sum(t0 + y, dim=-1, keepdim=True)
-    t2 = 1 / t1**2
-    t3 = _sigmoid(-x)
-    t4 = t0 * y
-    t5 = t3 * t4
-    t6 = t0 * t3
-    t7 = 2 * lambda_dice
-    t8 = t6 * t7
-    t9 = s + 2 * torch.sum(t4, dim=-1, keepdim=True)
-    t10 = t0**2
-    t11 = 1 / t1
-    t12 = t3**2
+    t0 = -lambda_bce * s**2 - 2 * lambda_bce * s * y
+    t1 = 2 * s
+    t2 = lambda_dice * t1
+    t3 = lambda_dice * y
+    t4 = _sigmoid(x)
+    t5 = t4 * (1 - y)
+    t6 = lambda_dice * t5
+    t7 = t4 * y
+    t8 = _sigmoid(-x)
+    t9 = t8 * v_x
+    t10 = torch.sum(t7 * t9, dim=-1, keepdim=True)
+    t11 = t4 + y
+    t12 = torch.sum(t11, dim=-1, keepdim=True)
+    t13 = s + t12
+    t14 = t8 / t13 / t13 / t13
+    t15 = t14 * t7
+    t16 = torch.sum(t5 * t9, dim=-1, keepdim=True)
+    t17 = t14 * t5
+    del t5, t14
+    t18 = 2 * torch.sum(t6 + t3 * t8, dim=-1, keepdim=True)
+    del t8
+    t19 = lambda_bce * t1
+    t20 = torch.tanh(x / 2)
+    t21 = t20 * t3 * shape[-1]
     hv_x = (
-        v_x
+        t10 * t15 * (t2 + 4 * torch.sum(t3 + t6, dim=-1, keepdim=True))
+        + t10 * t17 * t18
+        + t15 * t16 * t18
+        + t16 * t17 * (-t2 - 4 * lambda_dice * torch.sum(t7, dim=-1, keepdim=True))
+        - t4
+        * t9
         * (
-            -lambda_bce * (-t5 - t6 * (1 - y)) / shape[-1]
-            - 2 * lambda_dice * t11 * t12 * t4
-            + lambda_dice * t0 * t12 * t2 * t9
-            + 2 * lambda_dice * t10 * t11 * t3 * y
-            - lambda_dice * t10 * t2 * t3 * t9
+            t0
+            - lambda_bce * t12**2
+            - t1 * t21
+            - 2 * t12 * t21
+            - t19 * t4
+            - t19 * _sum_others(t11)
+            + lambda_dice * s * t20 * shape[-1]
+            + 2 * lambda_dice * t20 * shape[-1] * _sum_others(t7)
+            + 2 * lambda_dice * t20 * t4 * y * shape[-1]
         )
-        + (-t8 * t9 / t1 / t1 / t1 + t2 * t5 * t7) * torch.sum(t6 * v_x, dim=-1, keepdim=True)
-        + t2 * t8 * torch.sum(t5 * v_x, dim=-1, keepdim=True)
+        / t13
+        / t13
+        / shape[-1]
     )
     return _from_set(_fit(hv_x, x.shape, shape, out), _layout, 0, out)
 
