@@ -1288,3 +1288,50 @@ def test_distances_far_from_unit_scale(name, backend, dtype, exponents):
     first = to_numpy(module.grad(one, *others)[0])
     assert first.shape == (3,)
     np.testing.assert_allclose(first, to_numpy(module.grad(repeated, *others)[0]).sum(0), rtol=tol, atol=tol)
+
+
+def test_corner_pairs_keep_the_block_and_give_hard_targets_one_signed_factors():
+    """corner_pairs rewrites soft Dice's off-diagonal pairs at the corners of y: entry (i, j)
+    is unchanged (C = 3, written out, each entry picked by a one-hot, hard and soft targets);
+    D - N merges into one sum of terms of one sign; sigmoid(x) - sigmoid(-x) is tanh(x/2); and
+    a block without a target outside its sums is left alone."""
+    import sympy
+
+    from lossgen._classes import (
+        ClassSum, OneHot, class_gradient, class_hess, corner_pairs, expand, one_signed,
+        sigmoid_differences,
+    )
+    from lossgen._primitives import Sigmoid, to_textbook
+
+    x, y = sympy.Symbol("x", real=True), sympy.Symbol("y", real=True)
+    s = sympy.Symbol("s", positive=True)
+    p = Sigmoid(x)
+    expr = 1 - (2 * ClassSum(p * y) + s) / (ClassSum(p) + ClassSum(y) + s)
+    pairs = list(class_hess(class_gradient(expr, x), x).args[1:])
+    corners = corner_pairs(pairs, frozenset({y}), frozenset({x, y}))
+    assert corners is not None and len(corners) == 8
+    i, j = sympy.Symbol("i", integer=True), sympy.Symbol("j", integer=True)
+    entries = {x: sympy.symbols("x0:3", real=True), y: sympy.symbols("y0:3", real=True)}
+    for ys in ((1, 0, 1), (0.5, 0.25, 1)):
+        at = dict(zip(entries[x], (2.5, -1.0, 40.0))) | dict(zip(entries[y], ys)) | {s: 1}
+
+        def entry(ps, a, b):
+            index = {i: [sympy.Integer(int(e == a)) for e in range(3)],
+                     j: [sympy.Integer(int(e == b)) for e in range(3)]}
+            return sum(
+                expand(ClassSum(OneHot(i) * to_textbook(u)) * ClassSum(OneHot(j) * to_textbook(w)),
+                       entries, index).evalf(40, subs=at)
+                for u, w in zip(ps[0::2], ps[1::2])
+            )
+
+        for a, b in ((0, 1), (1, 2), (2, 0)):
+            want, got = entry(pairs, a, b), entry(corners, a, b)
+            assert abs(float(got - want)) <= 1e-25 * max(1e-30, abs(float(want))), (ys, a, b)
+    # D - N merged: one sum of terms of one sign
+    merged = one_signed(ClassSum(p) + ClassSum(y) - 2 * ClassSum(p * y), frozenset({y}))
+    assert merged == ClassSum(y * Sigmoid(-x) + (1 - y) * p)
+    assert sigmoid_differences(3 * p - 3 * Sigmoid(-x)) == 3 * sympy.tanh(x / 2)
+    # (softmax cross-entropy's pairs hold its target only inside a sum: nothing to do)
+    t = sympy.Symbol("t", real=True)
+    ce = class_hess(class_gradient(-ClassSum(t * (x - sympy.log(ClassSum(sympy.exp(x))))), x), x)
+    assert corner_pairs(list(ce.args[1:]), frozenset({t}), frozenset({x, t})) is None
